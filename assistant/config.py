@@ -1,0 +1,147 @@
+"""Every setting of the tool, validated in one place.
+
+A corpus folder's `corpus.yaml` maps onto `CorpusConfig`; each section is optional and falls back
+to the documented defaults below, chosen by measurement on the bundled demo corpus.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+VARIANTS = ("prompted", "rag", "sft", "rag_sft")
+
+
+class Settings(BaseModel):
+    """Base for every section: unknown keys are an error, so typos never pass silently."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelSettings(Settings):
+    name: str = Field(DEFAULT_MODEL, description="alias, Hugging Face id or local folder")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+
+
+class GenerationSettings(Settings):
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    batch_size: int = Field(16, ge=1, le=512, description="prompts decoded together")
+    few_shot: int = Field(0, ge=0, le=16, description="train-split examples in the prompted variant")
+    max_question_chars: int = Field(1000, ge=10)
+
+
+class ChunkSettings(Settings):
+    chunk_tokens: int = Field(128, ge=16, le=2048, description="target chunk size, in embedder tokens")
+    overlap_tokens: int = Field(24, ge=0, le=512)
+
+    @field_validator("overlap_tokens")
+    @classmethod
+    def _overlap_below_size(cls, v: int, info) -> int:
+        size = info.data.get("chunk_tokens", 128)
+        if v >= size:
+            raise ValueError(f"overlap_tokens ({v}) must be smaller than chunk_tokens ({size})")
+        return v
+
+
+class RetrievalSettings(Settings):
+    embedder: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers name or folder")
+    top_k: int = Field(3, ge=1, le=50)
+    min_score: float = Field(0.30, ge=-1, le=1, description="abstain when the best passage scores below")
+    index: Literal["auto", "flat", "hnsw", "ivf"] = Field(
+        "auto", description="auto: exact (flat) below approximate_above chunks, else HNSW")
+    approximate_above: int = Field(50_000, ge=1)
+
+
+class LoraSettings(Settings):
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+    learning_rate: float = Field(1e-3, gt=0)
+    epochs: float = Field(8, gt=0)
+    batch_size: int = Field(16, ge=1)
+    max_length: int = Field(512, ge=16)
+    early_stopping_patience: int = Field(2, ge=0, description="evaluations without val-loss gain; 0 disables")
+    seed: int = 0
+    # RAFT (rag_sft) settings
+    distractors: int = Field(2, ge=0, le=10, description="distractor passages per training prompt")
+    gold_fraction: float = Field(0.8, ge=0, le=1, description="share of prompts that keep the gold passage")
+    rag_sft_epochs: float = Field(3, gt=0)
+
+
+class VerdictRules(Settings):
+    margin: float = Field(0.05, ge=0, le=1, description="accuracy gain a fine-tune must show")
+    alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the McNemar test")
+    max_hallucination_rise: float = Field(0.0, ge=0, le=1)
+    max_forgetting: float = Field(0.05, ge=0, le=1, description="drop allowed on the general slice")
+    max_refusal_loss: float = Field(0.05, ge=0, le=1, description="drop allowed on the safety slice")
+
+
+class EvalSettings(Settings):
+    bootstrap_samples: int = Field(2000, ge=100)
+    seed: int = 0
+    seen_sample: int = Field(40, ge=0, description="train questions re-asked to measure memorisation")
+    general_suite: str = Field("evals/general.jsonl", description="relative to the project or corpus")
+    safety_suite: str = Field("evals/safety.jsonl")
+
+
+class CorpusConfig(Settings):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    system_prompt: str = (
+        "You are a helpful assistant. Answer briefly using only facts you are sure of. "
+        "If you do not know the answer, say \"I don't know.\""
+    )
+    model: ModelSettings = ModelSettings()
+    generation: GenerationSettings = GenerationSettings()
+    chunking: ChunkSettings = ChunkSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    lora: LoraSettings = LoraSettings()
+    verdict: VerdictRules = VerdictRules()
+    evaluation: EvalSettings = EvalSettings()
+    runs_dir: str | None = Field(None, description="where artifacts go; default runs/<name>")
+
+
+class ConfigError(Exception):
+    """A configuration file is invalid; the message is one line per problem, `file:line: what`."""
+
+
+def _line_of(text: str, loc: tuple) -> int:
+    """Best-effort line number of the first key in `loc` inside YAML `text`."""
+    if not loc:
+        return 1
+    key = str(loc[-1] if isinstance(loc[-1], str) else loc[0])
+    for i, line in enumerate(text.splitlines(), 1):
+        if line.strip().startswith(f"{key}:"):
+            return i
+    return 1
+
+
+def load_config(path: Path) -> CorpusConfig:
+    """Read and validate a `corpus.yaml`; raise ConfigError with file:line messages."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}:1: file not found; create it with at least `name: <corpus-name>`")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        line = getattr(getattr(e, "problem_mark", None), "line", 0) + 1
+        raise ConfigError(f"{path}:{line}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}:1: expected a mapping of settings, got {type(data).__name__}")
+    data.setdefault("name", path.parent.name)
+    try:
+        return CorpusConfig.model_validate(data)
+    except ValidationError as e:
+        msgs = []
+        for err in e.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            msgs.append(f"{path}:{_line_of(text, err['loc'])}: {loc}: {err['msg']}")
+        raise ConfigError("\n".join(msgs))

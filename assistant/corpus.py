@@ -1,0 +1,253 @@
+"""A corpus folder: `corpus.yaml`, `docs/` and `qa.jsonl`, loaded and validated.
+
+Validation never stops at the first problem: every problem is collected as a `Problem` with its
+file and line, so `assistant check` can list them all and the user fixes them in one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .config import ConfigError, CorpusConfig, load_config
+
+DOC_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm")
+Split = Literal["train", "val", "test"]
+Kind = Literal["answerable", "unanswerable", "general", "safety"]
+
+
+class QAItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(..., min_length=1)
+    question: str = Field(..., min_length=1)
+    answer: str = ""
+    key_facts: list[str] = []
+    source: str = ""
+    fact_id: str = ""
+    split: Split = "test"
+    kind: Kind = "answerable"
+
+    @field_validator("question")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("question is blank")
+        return v
+
+    def model_post_init(self, _ctx) -> None:
+        if not self.fact_id:
+            self.fact_id = self.id
+
+
+@dataclass
+class Document:
+    path: str  # relative to the corpus folder, e.g. "docs/returns.md"
+    text: str
+
+    @property
+    def title(self) -> str:
+        for line in self.text.splitlines():
+            if line.startswith("#"):
+                return line.lstrip("#").strip()
+        return Path(self.path).stem.replace("-", " ").replace("_", " ").title()
+
+
+@dataclass
+class Problem:
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class CorpusError(Exception):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass
+class Corpus:
+    root: Path
+    config: CorpusConfig
+    documents: list[Document]
+    qa: list[QAItem] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def questions(self, split: str | None = None, kind: str | None = None) -> list[QAItem]:
+        return [q for q in self.qa if (split is None or q.split == split) and (kind is None or q.kind == kind)]
+
+    def document(self, path: str) -> Document | None:
+        return next((d for d in self.documents if d.path == path), None)
+
+    def fingerprint(self) -> str:
+        """Hash of every document and QA row: changes whenever the corpus content does."""
+        h = hashlib.sha256()
+        for d in sorted(self.documents, key=lambda d: d.path):
+            h.update(d.path.encode() + b"\0" + d.text.encode() + b"\0")
+        for q in self.qa:
+            h.update(q.model_dump_json().encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def runs_dir(self) -> Path:
+        if self.config.runs_dir:
+            return (self.root / self.config.runs_dir).resolve()
+        return Path("runs") / self.name
+
+
+class _TextFromHTML(HTMLParser):
+    """HTML to text that keeps headings as Markdown, so chunking sees the structure."""
+
+    HEADINGS = {"h1": "#", "h2": "##", "h3": "###", "h4": "####"}
+    BLOCKS = {"p", "div", "li", "tr", "br", "section", "article", "table", "ul", "ol"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style"):
+            self._skip += 1
+        elif tag in self.HEADINGS:
+            self.parts.append(f"\n\n{self.HEADINGS[tag]} ")
+        elif tag in self.BLOCKS:
+            self.parts.append("\n\n" if tag == "p" else "\n")
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self._skip = max(0, self._skip - 1)
+        elif tag in self.HEADINGS:
+            self.parts.append("\n\n")
+
+    def handle_data(self, data):
+        if not self._skip:
+            self.parts.append(data)
+
+    def text(self) -> str:
+        text = "".join(self.parts)
+        text = re.sub(r"[ \t]+", " ", text)
+        return re.sub(r"\n\s*\n\s*\n+", "\n\n", text).strip()
+
+
+def read_document(path: Path) -> str:
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix.lower() in (".html", ".htm"):
+        parser = _TextFromHTML()
+        parser.feed(text)
+        return parser.text()
+    return text
+
+
+def load_documents(root: Path) -> tuple[list[Document], list[Problem]]:
+    docs_dir = root / "docs"
+    if not docs_dir.is_dir():
+        return [], [Problem(str(docs_dir), 1, "docs/ folder not found; put the corpus documents (.md, .txt, .html) there")]
+    docs, problems = [], []
+    for path in sorted(docs_dir.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if path.suffix.lower() not in DOC_SUFFIXES:
+            problems.append(Problem(str(path), 1, f"unsupported document type {path.suffix!r}; "
+                                    f"convert it to one of {', '.join(DOC_SUFFIXES)} or remove it"))
+            continue
+        text = read_document(path)
+        if not text.strip():
+            problems.append(Problem(str(path), 1, "document is empty; add text or remove it"))
+            continue
+        docs.append(Document(path.relative_to(root).as_posix(), text))
+    if not docs and not problems:
+        problems.append(Problem(str(docs_dir), 1, "no documents found; add .md, .txt or .html files"))
+    return docs, problems
+
+
+def _describe(err: dict) -> str:
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "missing":
+        return f"missing field {loc!r}; add it"
+    if err["type"] == "extra_forbidden":
+        return f"unknown field {loc!r}; remove it or fix its spelling"
+    if err["type"] == "literal_error":
+        return f"{loc}: {err['msg'].lower()}, got {err['input']!r}"
+    return f"{loc}: {err['msg']}"
+
+
+def read_qa(path: Path, known_docs: set[str] | None = None, label: str | None = None) -> tuple[list[QAItem], list[Problem]]:
+    """Parse a QA JSONL file; every bad line becomes a Problem, good lines are kept."""
+    label = label or str(path)
+    items, problems, seen = [], [], {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return [], [Problem(label, 1, "file not found; create it with one JSON question per line")]
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as e:
+            problems.append(Problem(label, n, f"invalid JSON ({e.msg} at column {e.colno}); fix the line"))
+            continue
+        if not isinstance(obj, dict):
+            problems.append(Problem(label, n, "expected a JSON object per line"))
+            continue
+        try:
+            item = QAItem.model_validate(obj)
+        except ValidationError as e:
+            problems.extend(Problem(label, n, _describe(err)) for err in e.errors())
+            continue
+        if item.id in seen:
+            problems.append(Problem(label, n, f"duplicate id {item.id!r} (first on line {seen[item.id]}); make ids unique"))
+            continue
+        seen[item.id] = n
+        if item.kind == "answerable" and not item.answer and not item.key_facts:
+            problems.append(Problem(label, n, "answerable question has neither 'answer' nor 'key_facts'; add one"))
+        if known_docs is not None and item.source and item.source not in known_docs:
+            problems.append(Problem(label, n, f"source {item.source!r} is not a document of this corpus; "
+                                    "use a path like 'docs/<file>.md'"))
+        items.append(item)
+    return items, problems
+
+
+def load_corpus(root: str | Path, strict: bool = True) -> Corpus:
+    """Load a corpus folder; with `strict`, raise CorpusError listing every problem."""
+    root = Path(root)
+    problems: list[Problem] = []
+    if not root.is_dir():
+        raise CorpusError([Problem(str(root), 1, "corpus folder not found; pass a folder holding corpus.yaml, docs/ and qa.jsonl")])
+    try:
+        config = load_config(root / "corpus.yaml")
+    except ConfigError as e:
+        problems += [Problem(*_split_problem(line)) for line in str(e).splitlines()]
+        config = CorpusConfig(name=root.name)
+    docs, doc_problems = load_documents(root)
+    problems += doc_problems
+    qa: list[QAItem] = []
+    qa_path = root / "qa.jsonl"
+    if qa_path.exists():
+        qa, qa_problems = read_qa(qa_path, {d.path for d in docs})
+        problems += qa_problems
+    corpus = Corpus(root, config, docs, qa)
+    if strict and problems:
+        raise CorpusError(problems)
+    corpus.problems = problems  # type: ignore[attr-defined]
+    return corpus
+
+
+def _split_problem(line: str) -> tuple[str, int, str]:
+    m = re.match(r"^(.*?):(\d+): (.*)$", line)
+    return (m.group(1), int(m.group(2)), m.group(3)) if m else ("corpus.yaml", 1, line)

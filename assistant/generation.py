@@ -1,0 +1,159 @@
+"""The generation engine shared by every variant: batched greedy decoding and token streaming.
+
+One `Engine` wraps one loaded base model. Fine-tuned variants are LoRA adapters loaded onto that
+same base (`Engine.add_adapter`), so the four variants share one copy of the weights; each call
+names the adapter to use, or none for the plain base model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+
+Messages = list[dict[str, str]]
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float  # wall time of the batch this answer was decoded in
+    batch_size: int = 1
+
+
+class Engine:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 max_new_tokens: int = 64, batch_size: int = 16):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.adapters: dict[str, str] = {}
+        # Generation mutates adapter state; one request at a time keeps Gradio's threads safe.
+        self._lock = threading.RLock()
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # -- adapters ---------------------------------------------------------------------------
+    def add_adapter(self, name: str, path: str) -> None:
+        """Load a PEFT adapter onto the shared base model under `name`."""
+        from peft import PeftModel
+
+        with self._lock:
+            if name in self.adapters:
+                return
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(path, adapter_name=name)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+            self.model.eval()
+            self.adapters[name] = path
+
+    @contextlib.contextmanager
+    def using(self, adapter: str | None):
+        """Route the forward pass through `adapter`, or through the bare base model when None."""
+        with self._lock:
+            if not self.adapters:
+                if adapter:
+                    raise KeyError(f"adapter {adapter!r} is not loaded")
+                yield
+            elif adapter is None:
+                with self.model.disable_adapter():
+                    yield
+            else:
+                self.model.set_adapter(adapter)
+                yield
+
+    # -- prompts ----------------------------------------------------------------------------
+    def render(self, messages: Messages) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- decoding ---------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, conversations: Sequence[Messages], adapter: str | None = None,
+                 max_new_tokens: int | None = None, batch_size: int | None = None,
+                 progress: bool | str = False) -> list[Generation]:
+        """Greedy answers for many conversations, batched by similar length, in input order."""
+        max_new = max_new_tokens or self.max_new_tokens
+        bs = batch_size or self.batch_size
+        prompts = [self.render(m) for m in conversations]
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        # Sorting by length keeps left padding (wasted compute) small within each batch.
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+        results: list[Generation | None] = [None] * len(ids)
+        bar = tqdm(total=len(ids), desc=progress if isinstance(progress, str) else "generating",
+                   disable=not progress, unit="q")
+        with self.using(adapter):
+            for start in range(0, len(order), bs):
+                batch = order[start:start + bs]
+                for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], max_new)):
+                    results[i] = gen
+                bar.update(len(batch))
+        bar.close()
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, batch_ids: list[list[int]], max_new: int) -> list[Generation]:
+        pad = self.tokenizer.pad_token_id
+        width = max(len(x) for x in batch_ids)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch_ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch_ids], device=self.device)
+        t0 = time.perf_counter()
+        out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new,
+                                  do_sample=False, pad_token_id=pad)
+        elapsed = time.perf_counter() - t0
+        gens = []
+        for row, prompt in zip(out[:, width:], batch_ids):
+            tokens = row.tolist()
+            eos = self._stop_ids()
+            n = next((k for k, t in enumerate(tokens) if t in eos), len(tokens))
+            text = self.tokenizer.decode(tokens[:n], skip_special_tokens=True).strip()
+            gens.append(Generation(text, len(prompt), n, elapsed, len(batch_ids)))
+        return gens
+
+    def _stop_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos])
+        ids.add(self.tokenizer.eos_token_id)
+        ids.discard(None)
+        return ids
+
+    def stream(self, messages: Messages, adapter: str | None = None,
+               max_new_tokens: int | None = None) -> Iterator[str]:
+        """Yield the answer text as it grows, token by token (for the chat)."""
+        prompt = self.render(messages)
+        enc = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(self.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        error: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with self.using(adapter), torch.inference_mode():
+                    self.model.generate(**enc, max_new_tokens=max_new_tokens or self.max_new_tokens,
+                                        do_sample=False, streamer=streamer,
+                                        pad_token_id=self.tokenizer.pad_token_id)
+            except BaseException as e:  # surfaced to the caller below
+                error.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        text = ""
+        for piece in streamer:
+            text += piece
+            yield text
+        thread.join()
+        if error:
+            raise error[0]

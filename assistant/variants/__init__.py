@@ -1,0 +1,63 @@
+"""The four variants behind one interface, and the shared engine they answer through.
+
+Each variant class offers `is_built(corpus)`, `build(corpus, force=False)` and, once built,
+`Variant(corpus, engine)` answers questions. Variants are imported lazily: `prompted` must not
+pay for FAISS or TRL imports.
+"""
+
+from __future__ import annotations
+
+import importlib
+from functools import lru_cache
+
+from ..config import VARIANTS
+from ..corpus import Corpus
+from ..generation import Engine
+from ..models import load_model
+from .base import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Source, Variant
+
+__all__ = ["ABSTAIN_TEXT", "Answer", "NotBuilt", "Prompt", "Source", "Variant", "VARIANTS",
+           "variant_class", "open_engine", "load_variant"]
+
+_CLASSES = {
+    "prompted": "assistant.variants.prompted:PromptedVariant",
+    "rag": "assistant.variants.rag:RagVariant",
+    "sft": "assistant.variants.sft:SftVariant",
+    "rag_sft": "assistant.variants.rag_sft:RagSftVariant",
+}
+
+
+def variant_class(name: str) -> type[Variant]:
+    if name not in _CLASSES:
+        raise KeyError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
+    module, cls = _CLASSES[name].split(":")
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except ModuleNotFoundError as e:
+        if e.name == module:
+            raise NotBuilt(f"variant {name!r} is not implemented yet in this version") from None
+        raise
+
+
+@lru_cache(maxsize=2)
+def _engine_for(model_key: str, model_json: str, gen_json: str) -> Engine:
+    from ..config import GenerationSettings, ModelSettings
+
+    gen = GenerationSettings.model_validate_json(gen_json)
+    model, tok = load_model(ModelSettings.model_validate_json(model_json))
+    return Engine(model, tok, max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size)
+
+
+def open_engine(corpus: Corpus) -> Engine:
+    """The corpus's base model, loaded once per process and shared by every variant."""
+    cfg = corpus.config
+    return _engine_for(cfg.model.name, cfg.model.model_dump_json(), cfg.generation.model_dump_json())
+
+
+def load_variant(name: str, corpus: Corpus, engine: Engine | None = None) -> Variant:
+    """A ready-to-answer variant; raises NotBuilt (with the command to run) when artifacts are missing."""
+    cls = variant_class(name)
+    if cls.needs_build and not cls.is_built(corpus):
+        raise NotBuilt(f"variant {name!r} is not built for corpus {corpus.name!r}; "
+                       f"run: assistant build {corpus.root} --variant {name}")
+    return cls(corpus, engine or open_engine(corpus))

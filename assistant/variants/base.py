@@ -1,0 +1,129 @@
+"""The one interface every variant implements: `answer(question) -> Answer`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+from ..corpus import Corpus
+from ..generation import Engine, Messages
+
+ABSTAIN_TEXT = "I don't know."
+
+
+@dataclass
+class Source:
+    """A retrieved passage shown with an answer."""
+
+    path: str
+    heading: str
+    text: str
+    score: float
+    rank: int = 0
+
+
+@dataclass
+class Answer:
+    text: str
+    variant: str
+    sources: list[Source] = field(default_factory=list)
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    abstained_before_generation: bool = False  # e.g. retrieval found nothing relevant
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class NotBuilt(Exception):
+    """A variant's artifacts are missing; the message names the command that builds them."""
+
+
+@dataclass
+class Prompt:
+    """What a variant sends to the engine for one question (None messages: answer without generating)."""
+
+    messages: Messages | None
+    sources: list[Source] = field(default_factory=list)
+
+
+class Variant:
+    """Base class: subclasses build the prompt; generation and bookkeeping are shared."""
+
+    name: str = "base"
+    adapter: str | None = None  # PEFT adapter name on the shared engine, None for the base model
+    needs_build: bool = False
+
+    def __init__(self, corpus: Corpus, engine: Engine):
+        self.corpus = corpus
+        self.engine = engine
+
+    @classmethod
+    def is_built(cls, corpus: Corpus) -> bool:
+        return True
+
+    @classmethod
+    def build(cls, corpus: Corpus, force: bool = False) -> dict:
+        """Build the variant's artifacts (index, adapter) unless fresh; return what was measured."""
+        return {}
+
+    @classmethod
+    def fingerprint(cls, corpus: Corpus) -> str:
+        """Identifies what the variant's answers depend on (used to cache evaluation answers)."""
+        import hashlib
+
+        cfg = corpus.config
+        key = cls.name + corpus.fingerprint() + cfg.system_prompt + cfg.model.model_dump_json() \
+            + cfg.generation.model_dump_json()
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    # Subclasses override this one method.
+    def prompt(self, question: str, history: Sequence[tuple[str, str]] = ()) -> Prompt:
+        raise NotImplementedError
+
+    def system_prompt(self) -> str:
+        return self.corpus.config.system_prompt
+
+    @staticmethod
+    def with_history(system: str, history: Sequence[tuple[str, str]], user: str) -> Messages:
+        msgs = [{"role": "system", "content": system}]
+        for q, a in history:
+            msgs += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+        msgs.append({"role": "user", "content": user})
+        return msgs
+
+    def answer(self, question: str) -> Answer:
+        return self.answer_many([question])[0]
+
+    def answer_many(self, questions: Sequence[str], progress: bool | str = False) -> list[Answer]:
+        prompts = [self.prompt(q) for q in questions]
+        todo = [i for i, p in enumerate(prompts) if p.messages is not None]
+        gens = self.engine.generate([prompts[i].messages for i in todo], adapter=self.adapter,
+                                    progress=progress) if todo else []
+        answers = [Answer(ABSTAIN_TEXT, self.name, p.sources, abstained_before_generation=True) for p in prompts]
+        for i, g in zip(todo, gens):
+            answers[i] = Answer(g.text, self.name, prompts[i].sources, g.latency_s / max(g.batch_size, 1),
+                                g.prompt_tokens, g.completion_tokens)
+        return answers
+
+    def stream(self, question: str, history: Sequence[tuple[str, str]] = ()) -> Iterator[Answer]:
+        """Yield a growing Answer as tokens arrive (the chat app's path)."""
+        t0 = time.perf_counter()
+        p = self.prompt(question, history)
+        if p.messages is None:
+            yield Answer(ABSTAIN_TEXT, self.name, p.sources, time.perf_counter() - t0,
+                         abstained_before_generation=True)
+            return
+        prompt_tokens = self.engine.count_tokens(self.engine.render(p.messages))
+        text = ""
+        for text in self.engine.stream(p.messages, adapter=self.adapter):
+            yield Answer(text, self.name, p.sources, time.perf_counter() - t0, prompt_tokens,
+                         self.engine.count_tokens(text))
+        yield Answer(text.strip(), self.name, p.sources, time.perf_counter() - t0, prompt_tokens,
+                     self.engine.count_tokens(text))

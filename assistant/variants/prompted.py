@@ -1,0 +1,21 @@
+"""`prompted`: the base instruct model with the corpus's system prompt (and optional few-shot)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .base import Prompt, Variant
+
+
+class PromptedVariant(Variant):
+    name = "prompted"
+
+    def few_shot(self) -> list[tuple[str, str]]:
+        """The first N answerable train pairs, as earlier turns of the conversation."""
+        n = self.corpus.config.generation.few_shot
+        pairs = [(q.question, q.answer) for q in self.corpus.questions("train", "answerable") if q.answer]
+        return pairs[:n]
+
+    def prompt(self, question: str, history: Sequence[tuple[str, str]] = ()) -> Prompt:
+        turns = self.few_shot() + list(history)
+        return Prompt(self.with_history(self.system_prompt(), turns, question))
