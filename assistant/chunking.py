@@ -1,0 +1,186 @@
+"""Structure-aware chunking: sections by heading, packed by tokens, with overlap.
+
+A document is cut into sections at its Markdown headings (HTML documents arrive with their
+headings already turned into Markdown by corpus.read_document). Each section's paragraphs are
+split into units (sentences, or lines for lists and tables), and units are packed greedily into
+chunks of at most `chunk_tokens` embedder tokens. A chunk never crosses a heading, so its heading
+trail ("Returns > Refunds") describes all of its text; consecutive chunks of one section share
+their last whole sentences (up to `overlap_tokens`) so a fact cut at a boundary stays whole in one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .config import ChunkSettings
+from .corpus import Document
+
+HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
+FENCE = re.compile(r"^\s*(```|~~~)")
+# A sentence ends at . ! or ? followed by space and something that starts a sentence.
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9$€£])")
+LIST_OR_TABLE = re.compile(r"^\s*([-*+]|\d+[.)]|\|)\s")
+
+CountTokens = Callable[[list[str]], list[int]]
+
+
+@dataclass
+class Chunk:
+    id: int
+    path: str  # document path relative to the corpus, e.g. "docs/returns.md"
+    heading: str  # heading trail, the document title first: "Returns > Refunds"
+    text: str
+
+    def embedding_text(self) -> str:
+        # The heading trail names what the text is about ("Refunds" of "Returns"): embedding it
+        # with the text lets short passages match questions that use the section's vocabulary.
+        return f"{self.heading}\n{self.text}" if self.heading else self.text
+
+
+@dataclass
+class _Unit:
+    text: str
+    tokens: int
+    block: int  # paragraph index inside the section: units of one block join with a space/newline
+    sep: str  # separator from the previous unit of the same block
+
+
+def sections(doc: Document) -> list[tuple[str, list[str]]]:
+    """(heading trail, paragraphs) for each section of a document, in order; empty sections dropped."""
+    title = doc.title
+    trail: list[tuple[int, str]] = []
+    out: list[tuple[str, list[str]]] = []
+    blocks: list[str] = []
+    lines: list[str] = []
+    in_fence = False
+
+    def heading_text() -> str:
+        names = [t for _, t in trail]
+        if not trail or trail[0][0] != 1:  # no H1 above: the document title leads the trail
+            names = [title] + names
+        return " > ".join(names)
+
+    def end_block() -> None:
+        if lines:
+            blocks.append("\n".join(lines).strip())
+            lines.clear()
+
+    def end_section() -> None:
+        end_block()
+        if blocks:
+            out.append((heading_text(), [b for b in blocks if b]))
+            blocks.clear()
+
+    for line in doc.text.splitlines():
+        if FENCE.match(line):
+            in_fence = not in_fence
+        m = None if in_fence else HEADING.match(line)
+        if m:
+            end_section()
+            level = len(m.group(1))
+            trail = [(lv, t) for lv, t in trail if lv < level] + [(level, m.group(2).strip())]
+        elif not line.strip() and not in_fence:
+            end_block()
+        else:
+            lines.append(line.rstrip())
+    end_section()
+    return out
+
+
+def _split_block(block: str) -> tuple[list[str], str]:
+    """A paragraph's units and their separator: lines for lists/tables/code, else sentences."""
+    lines = block.splitlines()
+    if len(lines) > 1 and (any(LIST_OR_TABLE.match(l) for l in lines) or FENCE.match(lines[0])):
+        return [l for l in lines if l.strip()], "\n"
+    text = " ".join(l.strip() for l in lines)
+    return [s for s in SENTENCE_END.split(text) if s.strip()], " "
+
+
+def _split_long(text: str, limit: int, count: CountTokens) -> list[str]:
+    """Cut a unit longer than `limit` tokens at word boundaries (rare: a huge sentence or table row)."""
+    words = text.split(" ")
+    sizes = count(words)
+    pieces, cur, n = [], [], 0
+    for w, t in zip(words, sizes):
+        if cur and n + t > limit:
+            pieces.append(" ".join(cur))
+            cur, n = [], 0
+        cur.append(w)
+        n += t
+    if cur:
+        pieces.append(" ".join(cur))
+    return pieces
+
+
+def _units(paragraphs: list[str], size: int, count: CountTokens) -> list[_Unit]:
+    raw: list[tuple[str, int, str]] = []
+    for b, block in enumerate(paragraphs):
+        texts, sep = _split_block(block)
+        raw += [(t, b, sep) for t in texts]
+    sizes = count([t for t, _, _ in raw]) if raw else []
+    units = []
+    for (text, b, sep), n in zip(raw, sizes):
+        if n <= size:
+            units.append(_Unit(text, n, b, sep))
+        else:
+            pieces = _split_long(text, size, count)
+            units += [_Unit(p, m, b, " ") for p, m in zip(pieces, count(pieces))]
+    return units
+
+
+def _join(units: list[_Unit]) -> str:
+    parts = [units[0].text]
+    for prev, u in zip(units, units[1:]):
+        parts.append((u.sep if u.block == prev.block else "\n\n") + u.text)
+    return "".join(parts)
+
+
+def pack(units: list[_Unit], size: int, overlap: int) -> list[list[_Unit]]:
+    """Greedy packing into chunks of <= size tokens; each new chunk repeats the previous chunk's
+    trailing units worth <= overlap tokens (never the whole previous chunk)."""
+    chunks: list[list[_Unit]] = []
+    cur: list[_Unit] = []
+    n = 0
+    for u in units:
+        if cur and n + u.tokens > size:
+            chunks.append(cur)
+            tail: list[_Unit] = []
+            t = 0
+            for v in reversed(cur[1:]):
+                if t + v.tokens > overlap or t + v.tokens + u.tokens > size:
+                    break
+                tail.insert(0, v)
+                t += v.tokens
+            cur, n = tail, t
+        cur.append(u)
+        n += u.tokens
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
+def chunk_documents(documents: Iterable[Document], settings: ChunkSettings, count: CountTokens) -> list[Chunk]:
+    """Every chunk of every document, ids numbered from 0 in document order."""
+    chunks: list[Chunk] = []
+    for doc in documents:
+        for heading, paragraphs in sections(doc):
+            units = _units(paragraphs, settings.chunk_tokens, count)
+            for group in pack(units, settings.chunk_tokens, settings.overlap_tokens):
+                chunks.append(Chunk(len(chunks), doc.path, heading, _join(group)))
+    return chunks
+
+
+def token_counter(tokenizer) -> CountTokens:
+    """Count tokens with a Hugging Face tokenizer (no special tokens), batched."""
+    def count(texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return count
+
+
+def word_counter(texts: list[str]) -> list[int]:
+    """A tokenizer-free counter (whitespace words): deterministic, for tests and quick looks."""
+    return [len(t.split()) for t in texts]

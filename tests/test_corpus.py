@@ -1,0 +1,60 @@
+import shutil
+
+import pytest
+
+from assistant.config import ConfigError, load_config
+from assistant.corpus import CorpusError, load_corpus, read_document
+
+
+def test_fixture_corpus_loads(tiny_corpus):
+    assert tiny_corpus.name == "tiny"
+    assert {d.path for d in tiny_corpus.documents} == {"docs/returns.md", "docs/service.md"}
+    assert len(tiny_corpus.questions("train", "answerable")) == 3
+    assert tiny_corpus.document("docs/returns.md").title == "Returns"
+
+
+def test_fingerprint_follows_content(tiny_corpus_dir):
+    before = load_corpus(tiny_corpus_dir).fingerprint()
+    assert load_corpus(tiny_corpus_dir).fingerprint() == before
+    (tiny_corpus_dir / "docs" / "returns.md").write_text("# Returns\n\nChanged.\n")
+    assert load_corpus(tiny_corpus_dir).fingerprint() != before
+
+
+def test_every_bad_line_is_named(tiny_corpus_dir):
+    qa = tiny_corpus_dir / "qa.jsonl"
+    lines = qa.read_text().splitlines()
+    lines[1] = "{not json"
+    lines[3] = lines[3].replace('"question": "How much does return shipping cost?", ', "")
+    lines[5] = lines[5].replace('"split": "test"', '"split": "holdout"')
+    lines[7] = lines[7].replace("docs/service.md", "docs/missing.md")
+    qa.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CorpusError) as e:
+        load_corpus(tiny_corpus_dir)
+    msgs = [str(p) for p in e.value.problems]
+    assert any(":2: invalid JSON" in m for m in msgs)
+    assert any(":4: missing field 'question'" in m for m in msgs)
+    assert any(":6: split:" in m and "holdout" in m for m in msgs)
+    assert any(":8: source 'docs/missing.md'" in m for m in msgs)
+    assert len(msgs) == 4
+
+
+def test_config_errors_name_the_line(tmp_path):
+    cfg = tmp_path / "corpus.yaml"
+    cfg.write_text("name: x\ngeneration:\n  batch_size: 0\nlora:\n  rank: 8\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    text = str(e.value)
+    assert f"{cfg}:3: generation.batch_size" in text
+    assert "lora.rank" in text and "Extra inputs" in text
+    cfg.write_text("name: [unclosed\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(cfg)
+
+
+def test_html_documents_keep_headings(tmp_path):
+    page = tmp_path / "p.html"
+    page.write_text("<html><head><style>x{}</style></head><body><h1>Care</h1><p>Wash cold.</p>"
+                    "<h2>Drying</h2><p>Air dry only.</p><script>evil()</script></body></html>")
+    text = read_document(page)
+    assert text.startswith("# Care") and "## Drying" in text and "Air dry only." in text
+    assert "evil" not in text and "x{}" not in text
