@@ -11,6 +11,7 @@ their last whole sentences (up to `overlap_tokens`) so a fact cut at a boundary 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -49,7 +50,8 @@ class _Unit:
 
 def sections(doc: Document) -> list[tuple[str, list[str]]]:
     """(heading trail, paragraphs) for each section of a document, in order; empty sections dropped."""
-    title = doc.title
+    # Sections without an H1 above them are led by a title made from the file name.
+    title = Path(doc.path).stem.replace("-", " ").replace("_", " ").title()
     trail: list[tuple[int, str]] = []
     out: list[tuple[str, list[str]]] = []
     blocks: list[str] = []

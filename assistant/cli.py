@@ -42,7 +42,7 @@ def _corpus(path: str):
 def cmd_check(args) -> int:
     from .checks import check_corpus
 
-    return check_corpus(Path(args.corpus), strict=args.strict)
+    return check_corpus(Path(args.corpus), strict=args.strict, near_duplicate=args.near_duplicate)
 
 
 def cmd_ask(args) -> int:
@@ -148,6 +148,8 @@ def parser() -> argparse.ArgumentParser:
     sp = verb("check", cmd_check, "validate a corpus and its QA set (exit 2 when invalid)")
     sp.add_argument("corpus")
     sp.add_argument("--strict", action="store_true", help="treat review warnings as errors")
+    sp.add_argument("--near-duplicate", type=float, default=0.95, metavar="COSINE",
+                    help="flag test questions this similar to a train question (default 0.95)")
 
     sp = verb("retrieval", cmd_retrieval, "report retrieval recall@k and MRR of the gold documents")
     sp.add_argument("corpus")
@@ -165,7 +167,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("out", help="the corpus folder to write")
     sp.add_argument("--docs", help="folder of documents to copy into docs/ (JSONL/CSV imports)")
     sp.add_argument("--name", help="corpus name (default: the folder's name)")
-    sp.add_argument("--test-fraction", type=float, default=0.2)
+    sp.add_argument("--test-fraction", type=float, default=0.2,
+                    help="share of facts held out for testing when the input has no split (default 0.2)")
+    sp.add_argument("--val-fraction", type=float, default=0.1,
+                    help="share of facts for validation when the input has no split (default 0.1)")
     sp.add_argument("--force", action="store_true", help="overwrite an existing corpus folder")
     return p
 

@@ -63,36 +63,71 @@ class RetrievalSettings(Settings):
 
 
 class LoraSettings(Settings):
-    r: int = Field(16, ge=1, le=1024)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | str = "all-linear"
-    learning_rate: float = Field(1e-3, gt=0)
-    epochs: float = Field(8, gt=0)
-    batch_size: int = Field(16, ge=1)
-    max_length: int = Field(512, ge=16)
+    """LoRA fine-tuning of `sft` and `rag_sft` (TRL SFTTrainer + PEFT); see assistant/training.py.
+
+    Defaults were measured on corpora/ecostride (372 train QA pairs) with the default 135M model on
+    a 2-core CPU; the figures behind each one are in its description.
+    """
+
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA branch's input")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="modules that get an adapter: 'all-linear' or a list like [q_proj, v_proj]")
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (cosine decay, short warm-up)")
+    epochs: float = Field(8, gt=0, description="passes over the train split for sft (early stopping may end sooner)")
+    batch_size: int = Field(16, ge=1, description="examples per optimisation step (per device)")
+    max_length: int = Field(512, ge=16, description="tokens per example; longer ones are cut at the end")
     early_stopping_patience: int = Field(2, ge=0, description="evaluations without val-loss gain; 0 disables")
-    seed: int = 0
+    eval_steps: int = Field(
+        0, ge=0, description="steps between val-loss evaluations, which are also the checkpoints that a "
+                             "crashed build resumes from; 0 = once per epoch")
+    seed: int = Field(0, description="seed of the data order, LoRA init and RAFT passage choice")
     # RAFT (rag_sft) settings
     distractors: int = Field(2, ge=0, le=10, description="distractor passages per training prompt")
     gold_fraction: float = Field(0.8, ge=0, le=1, description="share of prompts that keep the gold passage")
-    rag_sft_epochs: float = Field(3, gt=0)
+    rag_sft_epochs: float = Field(3, gt=0, description="passes over the train split for rag_sft")
 
 
 class VerdictRules(Settings):
+    """When to recommend fine-tuning (see assistant/evaluation/verdict.py for the full rule).
+
+    Fine-tuning is recommended only when the best fine-tuned variant beats the best variant
+    without fine-tuning on the domain slices (paraphrase + unseen + unanswerable) by at least
+    `margin` with an exact McNemar p below `alpha`, without a significant rise in hallucination,
+    forgetting (`general` slice) or lost refusals (`safety` slice). Otherwise the cheapest variant
+    statistically tied with the best one is recommended.
+    """
+
     margin: float = Field(0.05, ge=0, le=1, description="accuracy gain a fine-tune must show")
     alpha: float = Field(0.05, gt=0, lt=1, description="significance level of the McNemar test")
-    max_hallucination_rise: float = Field(0.0, ge=0, le=1)
+    max_hallucination_rise: float = Field(
+        0.0, ge=0, le=1, description="hallucination-rate rise tolerated before significance is tested")
     max_forgetting: float = Field(0.05, ge=0, le=1, description="drop allowed on the general slice")
     max_refusal_loss: float = Field(0.05, ge=0, le=1, description="drop allowed on the safety slice")
+    cost_order: list[str] = Field(
+        ["prompted", "rag", "sft", "rag_sft"],
+        description="cheapest first: breaks ties between statistically tied variants")
+    weak_refusal_rate: float = Field(
+        0.25, ge=0, le=1, description="below this refusal rate the report says the base model barely refuses")
 
 
 class EvalSettings(Settings):
     bootstrap_samples: int = Field(2000, ge=100)
     seed: int = 0
     seen_sample: int = Field(40, ge=0, description="train questions re-asked to measure memorisation")
-    general_suite: str = Field("evals/general.jsonl", description="relative to the project or corpus")
+    general_suite: str = Field("evals/general.jsonl", description="relative to the corpus, else the project")
     safety_suite: str = Field("evals/safety.jsonl")
+    min_slice_size: int = Field(20, ge=1, description="slices smaller than this are flagged as too small to conclude")
+    graded_threshold: float = Field(
+        0.6, ge=0, le=1,
+        description="QA rows without key_facts: correct when the answer holds every number of the reference "
+                    "and at least this share of its content words")
+    support_threshold: float = Field(
+        0.55, ge=-1, le=1,
+        description="an answer sentence is supported when its best corpus sentence scores at least this "
+                    "cosine (MiniLM) and holds its numbers")
+    chunk_questions: int = Field(32, ge=1, description="questions answered between two cache appends")
 
 
 class CorpusConfig(Settings):

@@ -101,14 +101,21 @@ class Variant:
     def answer(self, question: str) -> Answer:
         return self.answer_many([question])[0]
 
+    def prompts_many(self, questions: Sequence[str]) -> list[Prompt]:
+        """Prompts for many questions; override to batch shared work (e.g. retrieval)."""
+        return [self.prompt(q) for q in questions]
+
     def answer_many(self, questions: Sequence[str], progress: bool | str = False) -> list[Answer]:
-        prompts = [self.prompt(q) for q in questions]
+        t0 = time.perf_counter()
+        prompts = self.prompts_many(questions)
+        prep_s = (time.perf_counter() - t0) / max(len(questions), 1)  # e.g. retrieval, shared evenly
         todo = [i for i, p in enumerate(prompts) if p.messages is not None]
         gens = self.engine.generate([prompts[i].messages for i in todo], adapter=self.adapter,
                                     progress=progress) if todo else []
-        answers = [Answer(ABSTAIN_TEXT, self.name, p.sources, abstained_before_generation=True) for p in prompts]
+        answers = [Answer(ABSTAIN_TEXT, self.name, p.sources, prep_s, abstained_before_generation=True)
+                   for p in prompts]
         for i, g in zip(todo, gens):
-            answers[i] = Answer(g.text, self.name, prompts[i].sources, g.latency_s / max(g.batch_size, 1),
+            answers[i] = Answer(g.text, self.name, prompts[i].sources, prep_s + g.latency_s / max(g.batch_size, 1),
                                 g.prompt_tokens, g.completion_tokens)
         return answers
 

@@ -1,0 +1,187 @@
+"""`assistant eval` and `assistant compare`: every built variant answers the same questions.
+
+Answers are cached per (variant fingerprint, question) in `runs/<corpus>/eval/cache/`, appended as
+they arrive, so an interrupted evaluation resumes where it stopped and a rerun after a change
+only answers what the change touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from tqdm.auto import tqdm
+
+from ..config import VARIANTS
+from ..corpus import Corpus, CorpusError, QAItem, read_qa
+from ..variants import NotBuilt, load_variant, open_engine, variant_class
+from . import report, scoring
+
+SLICES = ("seen", "paraphrase", "unseen", "unanswerable", "general", "safety")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class EvalItem:
+    slice: str
+    qa: QAItem
+
+    @property
+    def key(self) -> str:
+        """Cache key: the question's id and wording (a reworded question is a new question)."""
+        return hashlib.sha1(f"{self.qa.id}\0{self.qa.question}".encode()).hexdigest()[:16]
+
+
+def resolve_suite(corpus: Corpus, path: str) -> Path | None:
+    """A shared suite path: relative to the corpus first, then the project, then the working folder."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p if p.exists() else None
+    for base in (corpus.root, PROJECT_ROOT, Path.cwd()):
+        if (base / p).exists():
+            return base / p
+    return None
+
+
+def eval_items(corpus: Corpus, limit: int | None = None, console: Console | None = None) -> list[EvalItem]:
+    """The questions of every slice, in a stable order; `limit` keeps the first N of each slice.
+
+    paraphrase: a test question whose fact has a train wording; unseen: a test fact with no train
+    wording (facts worded only in val count as unseen: val is held out of training).
+    """
+    cfg = corpus.config.evaluation
+    trained = {q.fact_id for q in corpus.questions("train")}
+    slices: dict[str, list[QAItem]] = defaultdict(list)
+    for q in corpus.questions("test"):
+        if q.kind == "answerable":
+            slices["paraphrase" if q.fact_id in trained else "unseen"].append(q)
+        else:
+            slices[q.kind].append(q)
+    for name, setting in (("general", cfg.general_suite), ("safety", cfg.safety_suite)):
+        path = resolve_suite(corpus, setting)
+        if path is None:
+            if console:
+                console.print(f"[yellow]no {name} suite at {setting!r}: the {name} slice is skipped[/]")
+            continue
+        items, problems = read_qa(path)
+        if problems:
+            raise CorpusError(problems)
+        slices[name] += items
+    train = corpus.questions("train", "answerable")
+    slices["seen"] = random.Random(cfg.seed).sample(train, min(cfg.seen_sample, len(train)))
+    out = []
+    for name in SLICES:
+        unique = list({q.id: q for q in slices.get(name, [])}.values())
+        out += [EvalItem(name, q) for q in unique[:limit]]
+    return out
+
+
+class AnswerCache:
+    """One JSONL file per variant fingerprint; each line holds one answer, appended and flushed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.answers: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.answers[row["key"]] = row["answer"]
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    continue  # a line cut short by an interruption: answered again
+
+    def add(self, pairs: list[tuple[EvalItem, dict]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            for item, answer in pairs:
+                f.write(json.dumps({"key": item.key, "id": item.qa.id, "question": item.qa.question,
+                                    "answer": answer}, ensure_ascii=False) + "\n")
+                self.answers[item.key] = answer
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def ready_variants(corpus: Corpus, names: list[str] | None, console: Console) -> list[tuple[str, str]]:
+    """(name, fingerprint) of each requested variant that is implemented and built; others skipped aloud."""
+    ready = []
+    for name in names or list(VARIANTS):
+        try:
+            cls = variant_class(name)
+        except NotBuilt as e:
+            console.print(f"[yellow]skip {name}: {e}[/]")
+            continue
+        if cls.needs_build and not cls.is_built(corpus):
+            console.print(f"[yellow]skip {name}: not built; run: assistant build {corpus.root} --variant {name}[/]")
+            continue
+        ready.append((name, cls.fingerprint(corpus)))
+    return ready
+
+
+def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str, str]],
+                    console: Console) -> dict[str, dict[str, dict]]:
+    """variant -> question key -> Answer dict; only questions missing from the cache are generated."""
+    cache_dir = corpus.runs_dir / "eval" / "cache"
+    caches = {name: AnswerCache(cache_dir / f"{name}-{fp}.jsonl") for name, fp in ready}
+    todo = {name: list({it.key: it for it in items if it.key not in caches[name].answers}.values())
+            for name, _ in ready}
+    total = sum(len(t) for t in todo.values())
+    cached = len(items) * len(ready) - total
+    console.print(f"{len(items)} questions x {len(ready)} variants: {cached} answers cached, {total} to generate")
+    if total:
+        engine = open_engine(corpus)
+        chunk = corpus.config.evaluation.chunk_questions
+        with tqdm(total=total, unit="answer", desc="answering", dynamic_ncols=True) as bar:
+            for name, _ in ready:
+                if not todo[name]:
+                    continue
+                variant = load_variant(name, corpus, engine)
+                bar.set_postfix_str(name)
+                for start in range(0, len(todo[name]), chunk):
+                    batch = todo[name][start:start + chunk]
+                    answers = variant.answer_many([it.qa.question for it in batch], progress=False)
+                    caches[name].add([(it, a.to_dict()) for it, a in zip(batch, answers)])
+                    bar.update(len(batch))
+    return {name: caches[name].answers for name, _ in ready}
+
+
+def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,
+             console: Console | None = None) -> Path:
+    """Evaluate the built variants, write the report folder and return its path."""
+    console = console or Console(stderr=True)
+    if limit is not None and limit < 1:
+        from ..cli import UsageError
+
+        raise UsageError("--limit must be at least 1")
+    items = eval_items(corpus, limit, console)
+    if not items:
+        raise CorpusError([_no_questions(corpus)])
+    ready = ready_variants(corpus, variants, console)
+    if not ready:
+        raise NotBuilt(f"no requested variant is built for {corpus.name!r}; run: assistant build {corpus.root}")
+    answers = collect_answers(corpus, items, ready, console)
+    rows = scoring.score_rows(corpus, items, answers, [n for n, _ in ready])
+    metrics = scoring.summarise(corpus, rows, [n for n, _ in ready], fingerprints=dict(ready), limit=limit)
+    out = report.write_report(corpus, rows, metrics)
+    report.print_summary(metrics, out, Console())
+    return out
+
+
+def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None) -> Path:
+    """Build what is missing or stale, evaluate every variant, write the report, print the verdict."""
+    from ..build import build_variants
+
+    build_variants(corpus, variants)
+    return evaluate(corpus, variants, limit)
+
+
+def _no_questions(corpus: Corpus):
+    from ..corpus import Problem
+
+    return Problem(str(corpus.root / "qa.jsonl"), 1, "no test questions to evaluate; add rows with "
+                   "\"split\": \"test\" (or a general/safety suite)")

@@ -1,0 +1,207 @@
+"""From answers to numbers: one scored row per (question, variant), then the summary of metrics.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from ..corpus import Corpus
+from . import metrics as M
+from .stats import bootstrap_ci, paired, quantile, rate, ratio_ci
+from .verdict import DOMAIN, decide
+
+# Slices whose claims should be backed by the corpus (general/safety answers legitimately are not).
+GROUNDED = ("seen", "paraphrase", "unseen", "unanswerable")
+
+
+def _kind(slice_: str) -> str:
+    return slice_ if slice_ in ("unanswerable", "safety") else "answerable"
+
+
+def score_rows(corpus: Corpus, items: list, answers: dict[str, dict[str, dict]], variants: list[str]) -> list[dict]:
+    """Outcome and graded metrics of every answer (rows: results.jsonl)."""
+    cfg = corpus.config.evaluation
+    rows = []
+    for v in variants:
+        for it in items:
+            a = answers[v][it.key]
+            q = it.qa
+            reference = q.answer or " ".join(q.key_facts)
+            rows.append({
+                "id": q.id, "slice": it.slice, "variant": v, "question": q.question, "reference": q.answer,
+                "key_facts": q.key_facts, "source": q.source, "answer": a["text"],
+                "outcome": M.outcome(_kind(it.slice), a["text"], q.key_facts, reference, cfg.graded_threshold),
+                "latency_s": a.get("latency_s", 0.0), "prompt_tokens": a.get("prompt_tokens", 0),
+                "completion_tokens": a.get("completion_tokens", 0),
+                "abstained_before_generation": a.get("abstained_before_generation", False),
+                "sources": [{k: s.get(k) for k in ("path", "heading", "score", "rank")} for s in a.get("sources", [])],
+                "metrics": {}, "_graded_reference": reference if _kind(it.slice) == "answerable" else "",
+            })
+    _graded(corpus, rows)
+    for r in rows:
+        r.pop("_graded_reference")
+    return rows
+
+
+def _graded(corpus: Corpus, rows: list[dict]) -> None:
+    """Token F1, ROUGE-L, string and embedding similarity, unsupported claims, retrieval hits."""
+    graded = [r for r in rows if r["_graded_reference"]]
+    answers = [r["answer"] for r in graded]
+    refs = [r["_graded_reference"] for r in graded]
+    rouge, strsim = M.rouge_and_similarity(answers, refs)
+    embedder = M.load_embedder(corpus.config.retrieval.embedder)
+    emb = M.embedding_similarity(embedder, answers, refs)
+    for r, ro, ss, es in zip(graded, rouge, strsim, emb):
+        r["metrics"].update(token_f1=M.token_f1(r["answer"], r["_graded_reference"]), rouge_l=ro,
+                            string_similarity=ss, embedding_similarity=es)
+    support = support_index(corpus, embedder)
+    for r, (bad, total) in zip(rows, support.check(embedder, [r["answer"] for r in rows],
+                                                    [r["question"] for r in rows])):
+        r["metrics"].update(claims=total, unsupported_claims=bad)
+    for r in rows:
+        hit = M.retrieval_scores(r["source"], r["sources"])
+        if hit is not None:
+            r["metrics"].update(hit_at_k=hit[0], reciprocal_rank=hit[1], k=len(r["sources"]))
+
+
+def support_index(corpus: Corpus, embedder) -> M.SupportIndex:
+    """The corpus sentences, embedded once per corpus content and embedder, cached as .npy."""
+    cfg = corpus.config
+    key = hashlib.sha256((corpus.fingerprint() + cfg.retrieval.embedder).encode()).hexdigest()[:16]
+    path = corpus.runs_dir / "eval" / "cache" / f"support-{key}.npy"
+    vectors = np.load(path) if path.exists() else None
+    index = M.SupportIndex.build(embedder, [d.text for d in corpus.documents], cfg.evaluation.support_threshold,
+                                 vectors)
+    if vectors is None or len(vectors) != len(index.units):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(tmp, index.vectors)
+        os.replace(tmp, path)
+    return index
+
+
+# -- summary -----------------------------------------------------------------------------------
+def _rates(rs: list[dict], n_boot: int, seed: int) -> dict:
+    return {
+        "accuracy": rate([r["outcome"] == "correct" for r in rs], n_boot, seed),
+        "hallucination": rate([r["outcome"] == "hallucinated" for r in rs], n_boot, seed),
+        "abstention": rate([abstained(r) for r in rs], n_boot, seed),
+        "n": len(rs),
+    }
+
+
+def abstained(r: dict) -> bool:
+    """Did the variant decline? (On unanswerable and safety questions declining is the correct outcome.)"""
+    return r["outcome"] == "abstained" or (r["slice"] in ("unanswerable", "safety") and r["outcome"] == "correct")
+
+
+def _mean_ci(values: list[float], n_boot: int, seed: int) -> dict:
+    vals = [v for v in values if v is not None]
+    lo, hi = bootstrap_ci(vals, n_boot, seed)
+    return {"mean": float(np.mean(vals)) if vals else None, "lo": lo, "hi": hi, "n": len(vals)}
+
+
+def read_build(corpus: Corpus, variant: str) -> dict:
+    path = corpus.runs_dir / variant / "build.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def costs(corpus: Corpus, rows: list[dict]) -> dict:
+    out = {}
+    for v in sorted({r["variant"] for r in rows}):
+        rs = [r for r in rows if r["variant"] == v]
+        gen = [r for r in rs if not r["abstained_before_generation"]]
+        lat = [r["latency_s"] for r in rs]
+        secs = sum(r["latency_s"] for r in gen)
+        build = read_build(corpus, v)
+        out[v] = {
+            "build_time_s": build.get("build_time_s", 0.0 if v == "prompted" else None),
+            "trainable_params": build.get("trainable_params", 0 if v == "prompted" else None),
+            "artifact_bytes": build.get("artifact_bytes", 0 if v == "prompted" else None),
+            "peak_memory_mb": build.get("peak_memory_mb"),
+            "latency_p50_s": quantile(lat, 0.5), "latency_p95_s": quantile(lat, 0.95),
+            "prompt_tokens_mean": float(np.mean([r["prompt_tokens"] for r in gen])) if gen else 0.0,
+            "completion_tokens_mean": float(np.mean([r["completion_tokens"] for r in gen])) if gen else 0.0,
+            "tokens_per_s": sum(r["completion_tokens"] for r in gen) / secs if secs > 0 else None,
+            "build": build,
+        }
+    return out
+
+
+def read_votes(corpus: Corpus, n_boot: int, seed: int) -> dict | None:
+    """Human win rate per variant from the app's blind votes (votes.jsonl), with bootstrap intervals.
+
+    Same definition as the app: win rate = wins / comparisons; ties and 'both bad' are not wins.
+    """
+    from ..votes import read_votes as read
+
+    scores: dict[str, list[float]] = defaultdict(list)
+    counts: dict[str, dict] = defaultdict(lambda: {"win": 0, "tie": 0, "loss": 0, "both_bad": 0})
+    for v in read(corpus.runs_dir / "votes.jsonl"):
+        if v["a"] == v["b"]:
+            continue
+        for me, mine, theirs in ((v["a"], "A", "B"), (v["b"], "B", "A")):
+            key = "win" if v["vote"] == mine else "loss" if v["vote"] == theirs else v["vote"]
+            counts[me][key] += 1
+            scores[me].append(float(key == "win"))
+    return {v: {**counts[v], **rate(s, n_boot, seed)} for v, s in sorted(scores.items())} or None
+
+
+def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprints: dict | None = None,
+              limit: int | None = None) -> dict:
+    """Everything metrics.json holds, the verdict included."""
+    cfg = corpus.config.evaluation
+    nb, seed = cfg.bootstrap_samples, cfg.seed
+    by = defaultdict(list)
+    for r in rows:
+        by[r["variant"], r["slice"]].append(r)
+    slices = [s for s in ("seen", "paraphrase", "unseen", "unanswerable", "general", "safety")
+              if any(r["slice"] == s for r in rows)]
+    per_variant = {}
+    for v in variants:
+        vr = [r for r in rows if r["variant"] == v]
+        domain = [r for r in vr if r["slice"] in DOMAIN]
+        grounded = [r for r in vr if r["slice"] in GROUNDED]
+        graded = [r for r in vr if "token_f1" in r["metrics"]]
+        ret = [r for r in vr if "hit_at_k" in r["metrics"]]
+        u = [r["metrics"]["unsupported_claims"] for r in grounded]
+        t = [r["metrics"]["claims"] for r in grounded]
+        lo, hi = ratio_ci(u, t, nb, seed)
+        per_variant[v] = {
+            "domain": _rates(domain, nb, seed),
+            "slices": {s: _rates(by[v, s], nb, seed) for s in slices},
+            "graded": {m: _mean_ci([r["metrics"].get(m) for r in graded], nb, seed)
+                       for m in ("token_f1", "rouge_l", "string_similarity", "embedding_similarity")},
+            "unsupported_claim_rate": {"rate": sum(u) / sum(t) if sum(t) else None, "lo": lo, "hi": hi,
+                                       "claims": int(sum(t)), "answers": len(grounded)},
+            "retrieval": None if not ret else {
+                "k": int(np.median([r["metrics"]["k"] for r in ret])),
+                "recall_at_k": _mean_ci([r["metrics"]["hit_at_k"] for r in ret], nb, seed),
+                "mrr": _mean_ci([r["metrics"]["reciprocal_rank"] for r in ret], nb, seed)},
+        }
+    cost = costs(corpus, rows)
+    table = {"domain": DOMAIN, **{s: (s,) for s in slices}}
+    pairs = {name: paired({v: {f"{r['slice']}:{r['id']}": r["outcome"] == "correct"
+                               for r in rows if r["variant"] == v and r["slice"] in ss} for v in variants})
+             for name, ss in table.items()}
+    verdict = decide(rows, corpus.config.verdict, cost, nb, seed, cfg.min_slice_size)
+    return {
+        "corpus": corpus.name, "corpus_root": str(corpus.root), "corpus_fingerprint": corpus.fingerprint(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "model": corpus.config.model.name, "variants": variants, "fingerprints": fingerprints or {},
+        "limit": limit, "settings": {"evaluation": cfg.model_dump(), "verdict": corpus.config.verdict.model_dump()},
+        "slices": {s: {"n": len(by[variants[0], s]), "too_small": len(by[variants[0], s]) < cfg.min_slice_size}
+                   for s in slices},
+        "per_variant": per_variant, "costs": cost, "pairs": pairs,
+        "human_votes": read_votes(corpus, nb, seed), "verdict": verdict,
+    }

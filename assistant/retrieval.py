@@ -1,0 +1,339 @@
+"""Dense retrieval: sentence-transformers embeddings in a FAISS index, built once per corpus.
+
+The index lives in `runs/<corpus>/rag/`: `index.faiss`, `chunks.jsonl`, `build.json` and, written
+last, `manifest.json` holding the fingerprint of the documents and of the settings the index
+depends on. The folder is assembled under a temporary name and renamed into place, so a crash
+leaves either the previous index or none, never half of one.
+
+Embeddings are L2-normalised, so inner product is cosine similarity: scores lie in [-1, 1] and the
+abstention threshold (`retrieval.min_score`) means the same for every index type.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .chunking import Chunk, chunk_documents, token_counter
+from .config import RetrievalSettings
+from .corpus import Corpus
+from .models import pick_device, resolve_embedder
+from .variants.base import NotBuilt, Source
+
+__all__ = ["Chunk", "Retriever", "build_index", "index_dir", "is_index_fresh", "index_fingerprint",
+           "gold_rank", "retrieval_metrics", "evaluate_retrieval", "report_retrieval"]
+
+FORMAT = 1  # bump when the files' layout or the chunk text changes meaning
+INDEX_FILE, CHUNKS_FILE, MANIFEST_FILE, BUILD_FILE = "index.faiss", "chunks.jsonl", "manifest.json", "build.json"
+# Settings that change the index itself; top_k, min_score and search-time knobs do not.
+INDEX_SETTINGS = {"embedder", "index", "approximate_above", "hnsw_m", "ivf_nlist"}
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def index_dir(corpus: Corpus) -> Path:
+    return corpus.runs_dir / "rag"
+
+
+def index_fingerprint(corpus: Corpus) -> str:
+    """Hash of the documents and of the chunking and index settings (not of the QA set)."""
+    h = hashlib.sha256(f"format={FORMAT}\0".encode())
+    for d in sorted(corpus.documents, key=lambda d: d.path):
+        h.update(d.path.encode() + b"\0" + d.text.encode() + b"\0")
+    cfg = corpus.config
+    h.update(cfg.chunking.model_dump_json().encode())
+    h.update(cfg.retrieval.model_dump_json(include=INDEX_SETTINGS).encode())
+    return h.hexdigest()[:16]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_index_fresh(corpus: Corpus) -> bool:
+    """True when a complete index built from the current documents and settings is on disk."""
+    folder = index_dir(corpus)
+    manifest = _read_json(folder / MANIFEST_FILE)
+    return (manifest is not None and manifest.get("fingerprint") == index_fingerprint(corpus)
+            and (folder / INDEX_FILE).is_file() and (folder / CHUNKS_FILE).is_file())
+
+
+# -- embeddings -------------------------------------------------------------------------------
+@lru_cache(maxsize=2)
+def load_embedder(name: str, device: str = "auto"):
+    """A SentenceTransformer, loaded once per process (the default comes bundled in a package)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(resolve_embedder(name), device=str(pick_device(device)))
+
+
+def embed(embedder, texts: Sequence[str], progress: bool = False, batch_size: int = 64) -> np.ndarray:
+    vecs = embedder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                           convert_to_numpy=True, show_progress_bar=progress)
+    return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
+# -- FAISS ------------------------------------------------------------------------------------
+def index_kind(settings: RetrievalSettings, n: int) -> str:
+    if settings.index != "auto":
+        return settings.index
+    return "hnsw" if n > settings.approximate_above else "flat"
+
+
+def make_index(vectors: np.ndarray, kind: str, settings: RetrievalSettings):
+    """A FAISS inner-product index over `vectors` (exact flat, HNSW graph or IVF cells)."""
+    import faiss
+
+    n, dim = vectors.shape
+    if kind == "flat":
+        index = faiss.IndexFlatIP(dim)
+    elif kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, settings.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    elif kind == "ivf":
+        # ~4*sqrt(n) cells, but at least 39 training points per cell (FAISS's own minimum).
+        nlist = settings.ivf_nlist or int(4 * np.sqrt(n))
+        nlist = max(1, min(nlist, n // 39))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.train(vectors)
+    else:
+        raise ValueError(f"unknown index type {kind!r}")
+    index.add(vectors)
+    tune_index(index, settings)
+    return index
+
+
+def tune_index(index, settings: RetrievalSettings) -> None:
+    """Apply the search-time knobs (they are not stored in the file)."""
+    import faiss
+
+    if hasattr(index, "hnsw"):
+        index.hnsw.efSearch = settings.hnsw_ef_search
+    ivf = faiss.try_extract_index_ivf(index) if hasattr(faiss, "try_extract_index_ivf") else None
+    if ivf is not None:
+        ivf.nprobe = min(settings.ivf_nprobe, ivf.nlist)
+
+
+# -- build ------------------------------------------------------------------------------------
+def _peak_memory_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            peak += torch.cuda.max_memory_allocated() / 2**20
+    except Exception:
+        pass
+    return round(peak, 1)
+
+
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Move the finished `tmp` folder to `target`, replacing what was there."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
+        os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        if old is not None and not target.exists():
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _clean_leftovers(parent: Path, name: str) -> None:
+    # Temp folders of builds that crashed; never read (no manifest at the final path).
+    for p in parent.glob(f".{name}.*"):
+        if p.is_dir() and time.time() - p.stat().st_mtime > 60:
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def build_index(corpus: Corpus, force: bool = False) -> dict:
+    """Chunk, embed and index the corpus under runs/<corpus>/rag/ unless an up-to-date index exists.
+
+    Returns the content of build.json (with "reused": True when nothing had to be done).
+    """
+    target = index_dir(corpus)
+    if not force and is_index_fresh(corpus):
+        return {**(_read_json(target / BUILD_FILE) or {}), "reused": True}
+    cfg = corpus.config
+    fingerprint = index_fingerprint(corpus)
+    t0 = time.perf_counter()
+    embedder = load_embedder(cfg.retrieval.embedder, cfg.model.device)
+    chunks = chunk_documents(corpus.documents, cfg.chunking, token_counter(embedder.tokenizer))
+    if not chunks:
+        raise NotBuilt(f"corpus {corpus.name!r} has no text to index; add documents under {corpus.root / 'docs'}")
+    max_len = embedder.max_seq_length or 512
+    if cfg.chunking.chunk_tokens + 32 > max_len:
+        _log(f"warning: chunk_tokens={cfg.chunking.chunk_tokens} is near the embedder's limit of {max_len} "
+             "tokens; longer chunks are truncated when embedded")
+    _log(f"rag: embedding {len(chunks)} chunks from {len(corpus.documents)} documents "
+         f"with {cfg.retrieval.embedder}")
+    t_embed = time.perf_counter()
+    vectors = embed(embedder, [c.embedding_text() for c in chunks], progress=True)
+    embed_s = time.perf_counter() - t_embed
+    kind = index_kind(cfg.retrieval, len(chunks))
+    t_index = time.perf_counter()
+    index = make_index(vectors, kind, cfg.retrieval)
+    index_s = time.perf_counter() - t_index
+
+    import faiss
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(target.parent, target.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        faiss.write_index(index, str(tmp / INDEX_FILE))
+        with open(tmp / CHUNKS_FILE, "w", encoding="utf-8") as f:
+            for c in chunks:
+                f.write(json.dumps({"id": c.id, "path": c.path, "heading": c.heading, "text": c.text},
+                                   ensure_ascii=False) + "\n")
+        build_s = time.perf_counter() - t0
+        report = {
+            "fingerprint": fingerprint, "build_time_s": round(build_s, 3),
+            "artifact_bytes": sum(p.stat().st_size for p in tmp.iterdir()),
+            "peak_memory_mb": _peak_memory_mb(), "chunks": len(chunks), "documents": len(corpus.documents),
+            "index_type": kind, "embedder": cfg.retrieval.embedder, "dim": int(vectors.shape[1]),
+            "embed_time_s": round(embed_s, 3), "index_time_s": round(index_s, 4),
+            "chunks_per_s": round(len(chunks) / max(embed_s + index_s, 1e-9), 1),
+        }
+        (tmp / BUILD_FILE).write_text(json.dumps(report, indent=2))
+        manifest = {"fingerprint": fingerprint, "format": FORMAT, "index_type": kind, "chunks": len(chunks),
+                    "dim": int(vectors.shape[1]), "embedder": cfg.retrieval.embedder,
+                    "chunking": cfg.chunking.model_dump()}
+        # The manifest is written last: its presence marks the folder complete.
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+        _replace_dir(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _log(f"rag: {len(chunks)} chunks, {kind} index, {report['chunks_per_s']:.0f} chunks/s, "
+         f"built in {report['build_time_s']:.1f} s -> {target}")
+    return report
+
+
+# -- search -----------------------------------------------------------------------------------
+class Retriever:
+    """A loaded index: `search(query)` returns the top passages as Sources (rank 1 = best)."""
+
+    def __init__(self, index, chunks: list[Chunk], embedder, settings: RetrievalSettings, manifest: dict):
+        self.index = index
+        self.chunks = chunks
+        self.embedder = embedder
+        self.settings = settings
+        self.manifest = manifest
+
+    @classmethod
+    def load(cls, corpus: Corpus) -> Retriever:
+        """The corpus's index, loaded once per process; NotBuilt when missing or stale."""
+        if not is_index_fresh(corpus):
+            state = "out of date" if (index_dir(corpus) / MANIFEST_FILE).exists() else "not built"
+            raise NotBuilt(f"the retrieval index of corpus {corpus.name!r} is {state}; "
+                           f"run: assistant build {corpus.root} --variant rag")
+        cfg = corpus.config
+        return _load_cached(str(index_dir(corpus).resolve()), index_fingerprint(corpus),
+                            cfg.retrieval.model_dump_json(), cfg.model.device)
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        return embed(self.embedder, queries)
+
+    def search(self, query: str, k: int | None = None) -> list[Source]:
+        return self.search_many([query], k)[0]
+
+    def search_many(self, queries: Sequence[str], k: int | None = None) -> list[list[Source]]:
+        """Top-k passages for each query; the queries are embedded in one batch."""
+        if not queries:
+            return []
+        k = min(k or self.settings.top_k, len(self.chunks))
+        scores, ids = self.index.search(self.embed_queries(queries), k)
+        results = []
+        for row_ids, row_scores in zip(ids, scores):
+            hits = [(self.chunks[i], float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]  # -1: no hit
+            results.append([Source(c.path, c.heading, c.text, s, rank) for rank, (c, s) in enumerate(hits, 1)])
+        return results
+
+
+@lru_cache(maxsize=4)
+def _load_cached(folder: str, fingerprint: str, retrieval_json: str, device: str) -> Retriever:
+    import faiss
+
+    settings = RetrievalSettings.model_validate_json(retrieval_json)
+    path = Path(folder)
+    manifest = json.loads((path / MANIFEST_FILE).read_text())
+    index = faiss.read_index(str(path / INDEX_FILE))
+    tune_index(index, settings)
+    with open(path / CHUNKS_FILE, encoding="utf-8") as f:
+        chunks = [Chunk(**json.loads(line)) for line in f if line.strip()]
+    if index.ntotal != len(chunks):
+        raise NotBuilt(f"{path} is inconsistent ({index.ntotal} vectors, {len(chunks)} chunks); "
+                       "rebuild with: assistant build <corpus> --variant rag --force")
+    retriever = Retriever(index, chunks, load_embedder(settings.embedder, device), settings, manifest)
+    retriever.embed_queries(["warm-up"])  # the first encode pays one-off setup: keep it out of latencies
+    return retriever
+
+
+# -- metrics ----------------------------------------------------------------------------------
+def gold_rank(gold: str, paths: Sequence[str]) -> int | None:
+    """1-based rank of the first passage from the gold document, None when absent."""
+    return next((r for r, p in enumerate(paths, 1) if p == gold), None)
+
+
+def retrieval_metrics(gold: Sequence[str], retrieved: Sequence[Sequence[str]], k: int) -> dict:
+    """recall@k (gold document among the top k passages) and MRR@k over questions with a gold source."""
+    ranks = [gold_rank(g, list(paths)[:k]) for g, paths in zip(gold, retrieved) if g]
+    n = len(ranks)
+    return {
+        "k": k, "n": n,
+        "recall": sum(r is not None for r in ranks) / n if n else float("nan"),
+        "mrr": sum(1 / r for r in ranks if r) / n if n else float("nan"),
+    }
+
+
+def evaluate_retrieval(corpus: Corpus, k: int | None = None, split: str | None = "test") -> dict:
+    """Retrieval metrics over the answerable questions of a split (None: all splits), with per-question rows."""
+    k = k or corpus.config.retrieval.top_k
+    items = [q for q in corpus.questions(split, "answerable") if q.source]
+    retriever = Retriever.load(corpus)
+    results = retriever.search_many([q.question for q in items], k)
+    paths = [[s.path for s in r] for r in results]
+    metrics = retrieval_metrics([q.source for q in items], paths, k)
+    metrics["rows"] = [{"id": q.id, "question": q.question, "gold": q.source, "rank": gold_rank(q.source, p),
+                        "retrieved": p, "best_score": r[0].score if r else None}
+                       for q, p, r in zip(items, paths, results)]
+    return metrics
+
+
+def report_retrieval(corpus: Corpus, k: int | None = None, split: str = "test") -> dict:
+    """Print recall@k and MRR of the gold document on answerable questions (builds the index if needed)."""
+    if not is_index_fresh(corpus):
+        build_index(corpus)
+    m = evaluate_retrieval(corpus, k, None if split == "all" else split)
+    if not m["n"]:
+        print(f"no answerable questions with a 'source' in split {split!r} of {corpus.root / 'qa.jsonl'}")
+        return m
+    misses = [r for r in m["rows"] if r["rank"] is None]
+    if misses:
+        print(f"gold document not in the top {m['k']} ({len(misses)} questions):")
+        for r in misses:
+            got = ", ".join(dict.fromkeys(r["retrieved"]))
+            print(f"  {r['id']}: {r['question']}\n      gold {r['gold']}; retrieved {got}")
+    print(f"{corpus.name} split={split}: {m['n']} answerable questions, "
+          f"recall@{m['k']} = {m['recall']:.3f}, MRR@{m['k']} = {m['mrr']:.3f}")
+    return m

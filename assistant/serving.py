@@ -1,0 +1,266 @@
+"""What the app serves, without the UI: the variants it can load, their answers streamed together,
+question checks, blind pairs, and the latest evaluation's files read for the report tab."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import VARIANTS
+from .corpus import Corpus
+from .models import ModelError
+from .variants import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Variant, load_variant, open_engine, variant_class
+
+log = logging.getLogger(__name__)
+MAX_TABLE_ROWS = 200
+
+
+# -- variants ---------------------------------------------------------------------------------
+@dataclass
+class Lineup:
+    """The variants the app serves, and one line for each one it cannot serve (with the fix)."""
+
+    variants: dict[str, Variant]
+    missing: dict[str, str] = field(default_factory=dict)
+
+
+def load_lineup(corpus: Corpus, names: Sequence[str] = VARIANTS) -> Lineup:
+    variants, missing = {}, {}
+    for name in names:
+        build = f"`assistant build {corpus.root} --variant {name}`"
+        try:
+            cls = variant_class(name)
+            if cls.needs_build and not cls.is_built(corpus):
+                missing[name] = f"**{name}** is not built yet: run {build}"
+                continue
+            variants[name] = load_variant(name, corpus, open_engine(corpus))
+        except NotBuilt as e:
+            missing[name] = f"**{name}** is not available: {e}"
+        except ModelError:  # no base model: nothing can answer, the CLI says how to fix it
+            raise
+        except Exception as e:  # a broken artifact must not take the other columns down
+            log.exception("loading variant %s failed", name)
+            missing[name] = f"**{name}** failed to load ({type(e).__name__}: {e}); rebuild it with {build} --force"
+    return Lineup(variants, missing)
+
+
+def example_questions(corpus: Corpus, n: int = 5) -> list[str]:
+    """A handful of short test questions on distinct facts, from different documents where the
+    corpus has several, then one the corpus cannot answer."""
+    candidates = corpus.questions("test", "answerable")
+    random.Random(0).shuffle(candidates)  # a fixed sample across topics, not the first file's questions
+    candidates.sort(key=lambda q: len(q.question) > 80)
+    picked, facts, docs = [], set(), set()
+    for spread in (True, False):  # first one question per document, then any new fact
+        for q in candidates:
+            if len(picked) < n and q.fact_id not in facts and not (spread and q.source in docs):
+                picked.append(q)
+                facts.add(q.fact_id)
+                docs.add(q.source)
+    unanswerable = sorted(corpus.questions("test", "unanswerable"), key=lambda q: len(q.question) > 80)
+    return [q.question for q in picked] + [q.question for q in unanswerable[:1]]
+
+
+def check_question(question: str, limit: int) -> str | None:
+    """Why a question cannot be asked, or None."""
+    if not question:
+        return "Type a question first."
+    if len(question) > limit:
+        return (f"Your question is {len(question)} characters long; the limit is {limit} "
+                "(generation.max_question_chars in corpus.yaml). Please shorten it.")
+    return None
+
+
+def blind_pair(question: str, names: Sequence[str]) -> tuple[str, str]:
+    """Two variants in A/B order, random but fixed for a given question."""
+    seed = int(hashlib.sha256(question.strip().lower().encode()).hexdigest()[:16], 16)
+    a, b = random.Random(seed).sample(sorted(names), 2)
+    return a, b
+
+
+# -- answering --------------------------------------------------------------------------------
+@dataclass
+class Column:
+    """One variant's answer as it grows."""
+
+    answer: Answer | None = None
+    done: bool = False
+    error: str | None = None
+
+
+def _failed(e: Exception) -> Column:
+    log.error("answering failed", exc_info=e)  # the full traceback goes to the console only
+    return Column(done=True, error=f"{type(e).__name__}: {e}")
+
+
+def stream_columns(variants: dict[str, Variant], question: str,
+                   histories: dict[str, list[tuple[str, str]]] | None = None) -> Iterator[dict[str, Column]]:
+    """Every variant's growing answer to one question, yielded as a whole after each step.
+
+    The variants share one engine that generates one request at a time, so they are decoded as one
+    batch (each row through its own adapter): the columns grow together, and a batch costs far less
+    than one stream after another. A variant with its own `stream`, or a batch that fails, falls
+    back to streaming one variant after another.
+    """
+    histories = histories or {}
+    t0 = time.perf_counter()
+    cols = {n: Column() for n in variants}
+    batch: dict[str, Prompt] = {}
+    engine = next(iter(variants.values())).engine if variants else None
+    for n, v in variants.items():
+        if type(v).stream is not Variant.stream or v.engine is not engine:
+            continue
+        try:
+            p = v.prompt(question, histories.get(n, ()))
+        except Exception as e:
+            cols[n] = _failed(e)
+            continue
+        if p.messages is None:  # e.g. retrieval found nothing relevant
+            cols[n] = Column(Answer(ABSTAIN_TEXT, n, p.sources, time.perf_counter() - t0,
+                                    abstained_before_generation=True), done=True)
+        else:
+            batch[n] = p
+    yield cols
+    if batch:
+        yield from _stream_batch(variants, batch, cols, t0)
+    for n, v in variants.items():  # whatever the batch did not answer, one after another
+        if cols[n].done:
+            continue
+        try:
+            for a in v.stream(question, histories.get(n, ())):
+                cols[n] = Column(a)
+                yield cols
+            cols[n].done = True
+        except Exception as e:
+            cols[n] = _failed(e)
+        yield cols
+
+
+def _stream_batch(variants: dict[str, Variant], batch: dict[str, Prompt], cols: dict[str, Column],
+                  t0: float) -> Iterator[dict[str, Column]]:
+    names = list(batch)
+    engine = variants[names[0]].engine
+    prompt_tokens = {n: engine.count_tokens(engine.render(batch[n].messages)) for n in names}
+
+    def column(n: str, text: str, tokens: int, done: bool) -> Column:
+        return Column(Answer(text.strip() if done else text, n, batch[n].sources, time.perf_counter() - t0,
+                             prompt_tokens[n], tokens), done)
+
+    try:
+        for rows in engine.stream_many([batch[n].messages for n in names], [variants[n].adapter for n in names]):
+            for n, row in zip(names, rows):
+                if not cols[n].done:
+                    cols[n] = column(n, *row)
+            yield cols
+        for n in names:  # rows cut at max_new_tokens end with the batch
+            if not cols[n].done:
+                a = cols[n].answer
+                cols[n] = column(n, a.text if a else "", a.completion_tokens if a else 0, True)
+        yield cols
+    except Exception:
+        log.exception("batched answering failed; answering one variant after another")
+        for n in names:
+            if not cols[n].done:
+                cols[n] = Column()
+
+
+# -- the latest evaluation --------------------------------------------------------------------
+def latest_eval_dir(corpus: Corpus) -> Path | None:
+    """`eval/latest` (a link, or a file naming the folder), else the newest folder with metrics."""
+    root = corpus.runs_dir / "eval"
+    latest = root / "latest"
+    if latest.is_dir():
+        return latest
+    if latest.is_file():
+        target = root / latest.read_text(encoding="utf-8").strip()
+        if target.is_dir():
+            return target
+    if root.is_dir():
+        done = sorted(d for d in root.iterdir() if d.is_dir() and (d / "metrics.json").exists())
+        if done:
+            return done[-1]
+    return None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    if path.exists():
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    return rows
+
+
+def _cell(v):
+    if isinstance(v, float):
+        return round(v, 3)
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, ensure_ascii=False)
+    return "" if v is None else v
+
+
+def disagreements(metrics: dict, results: list[dict]) -> tuple[list[str], list[list]]:
+    """Questions the variants answered differently: from metrics.json if it lists them, else results."""
+    given = metrics.get("disagreements")
+    if isinstance(given, list) and given and all(isinstance(r, dict) for r in given):
+        headers = list(dict.fromkeys(k for r in given for k in r))
+        return headers, [[_cell(r.get(h)) for h in headers] for r in given[:MAX_TABLE_ROWS]]
+    table: dict[str, dict] = {}
+    for r in results:
+        variant, outcome = r.get("variant"), r.get("outcome")
+        qid = r.get("id") or r.get("question_id") or r.get("question")
+        if not variant or outcome is None or qid is None:
+            continue
+        slice_ = r.get("slice") or r.get("kind") or ""
+        row = table.setdefault(f"{slice_}\0{qid}", {"question": r.get("question", qid), "slice": slice_})
+        row[variant] = outcome
+    names = sorted({v for r in table.values() for v in r if v not in ("question", "slice")},
+                   key=lambda v: (VARIANTS.index(v) if v in VARIANTS else len(VARIANTS), v))
+    rows = [r for r in table.values() if len({str(r.get(v)) for v in names}) > 1]
+    headers = ["question", "slice", *names]
+    return headers, [[_cell(r.get(h)) for h in headers] for r in rows[:MAX_TABLE_ROWS]]
+
+
+@dataclass
+class ReportView:
+    verdict: str
+    folder: Path | None = None
+    plots: list[str] = field(default_factory=list)
+    headers: list[str] = field(default_factory=list)
+    rows: list[list] = field(default_factory=list)
+    report_md: str = ""
+
+    @property
+    def found(self) -> bool:
+        return self.folder is not None
+
+
+def load_report(corpus: Corpus) -> ReportView:
+    """What the report tab shows, read defensively from the latest evaluation's files."""
+    folder = latest_eval_dir(corpus)
+    if folder is None:
+        return ReportView(f"No evaluation yet: run `assistant compare {corpus.root}`")
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        if not isinstance(metrics, dict):
+            raise ValueError("metrics.json is not an object")
+    except (OSError, ValueError) as e:
+        return ReportView(f"The evaluation in `{folder}` is incomplete or unreadable ({e}); "
+                          f"rerun `assistant compare {corpus.root}`")
+    verdict = metrics.get("verdict")
+    text = verdict.get("text") if isinstance(verdict, dict) else verdict
+    headers, rows = disagreements(metrics, read_jsonl(folder / "results.jsonl"))
+    report = folder / "report.md"
+    return ReportView(str(text) if text else "The report has no verdict.", folder,
+                      [str(p) for p in sorted((folder / "plots").glob("*.png"))], headers, rows,
+                      report.read_text(encoding="utf-8") if report.exists() else "*report.md is missing.*")

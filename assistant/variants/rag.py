@@ -1,0 +1,78 @@
+"""`rag`: the base model answering from the top-k passages of the FAISS index, citing them.
+
+`rag_messages` is the one prompt format shared by `rag` and `rag_sft` (which trains on it), so a
+passage reads the same at training and at serving time. It is kept short on purpose: a 135M
+model follows a two-line instruction better than a paragraph of rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from ..corpus import Corpus
+from ..generation import Engine, Messages
+from .base import Prompt, Source, Variant
+
+PROMPT_VERSION = "1"  # bump when rag_messages changes: cached evaluation answers depend on it
+INSTRUCTION = ("Answer the question using only the passages above, and cite the passage you used "
+               "like [1]. If the passages do not contain the answer, say \"I don't know.\"")
+
+
+def format_passages(passages: Sequence[Source]) -> str:
+    return "\n\n".join(f"[{i}] {p.heading}: {p.text}" if p.heading else f"[{i}] {p.text}"
+                       for i, p in enumerate(passages, 1))
+
+
+def rag_messages(system_prompt: str, question: str, passages: Sequence[Source],
+                 history: Sequence[tuple[str, str]] = ()) -> Messages:
+    """Chat messages: system prompt, earlier turns, then numbered passages + instruction + question."""
+    user = f"Passages:\n{format_passages(passages)}\n\n{INSTRUCTION}\n\nQuestion: {question}"
+    return Variant.with_history(system_prompt, history, user)
+
+
+class RagVariant(Variant):
+    name = "rag"
+    needs_build = True
+
+    def __init__(self, corpus: Corpus, engine: Engine):
+        from ..retrieval import Retriever
+
+        super().__init__(corpus, engine)
+        self.retriever = Retriever.load(corpus)
+        self.settings = corpus.config.retrieval
+
+    @classmethod
+    def is_built(cls, corpus: Corpus) -> bool:
+        from ..retrieval import is_index_fresh
+
+        return is_index_fresh(corpus)
+
+    @classmethod
+    def build(cls, corpus: Corpus, force: bool = False) -> dict:
+        from ..retrieval import build_index
+
+        return build_index(corpus, force=force)
+
+    @classmethod
+    def fingerprint(cls, corpus: Corpus) -> str:
+        from ..retrieval import index_fingerprint
+
+        r = corpus.config.retrieval
+        key = (super().fingerprint(corpus) + index_fingerprint(corpus) + PROMPT_VERSION
+               + r.model_dump_json(include={"top_k", "min_score", "hnsw_ef_search", "ivf_nprobe"}))
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def prompt_from(self, question: str, sources: list[Source],
+                    history: Sequence[tuple[str, str]] = ()) -> Prompt:
+        # Nothing relevant retrieved: abstain without generating (the sources still show why).
+        if not sources or sources[0].score < self.settings.min_score:
+            return Prompt(None, sources)
+        return Prompt(rag_messages(self.system_prompt(), question, sources, history), sources)
+
+    def prompt(self, question: str, history: Sequence[tuple[str, str]] = ()) -> Prompt:
+        return self.prompt_from(question, self.retriever.search(question), history)
+
+    def prompts_many(self, questions: Sequence[str]) -> list[Prompt]:
+        results = self.retriever.search_many(list(questions))
+        return [self.prompt_from(q, sources) for q, sources in zip(questions, results)]

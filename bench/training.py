@@ -1,0 +1,147 @@
+"""LoRA training throughput: TRL's plain defaults versus this project's settings (same data, same LoRA).
+
+    python bench/training.py [CORPUS] [--steps 14] [--warmup 2] [--rounds 1] [--configs plain,project]
+
+Each configuration trains the corpus's model on the corpus's train QA pairs in a fresh process, the
+configurations back to back (alternating over rounds), and reports real (non-pad) tokens per
+second over the optimisation steps after the warm-up ones, as counted by TRL (`num_tokens`).
+
+    plain         SFTConfig() defaults (bf16 autocast, activation checkpointing, batch 8, random
+                  order); use_cpu=True on CPU, without which TRL's default bf16 refuses to start
+    plain_fp32    plain, but fp32: isolates the dtype choice on CPUs without native bf16
+    project       assistant.training.sft_config: the settings `assistant build` trains with
+    ablations     project with one choice reverted or changed: +checkpointing, random_order,
+                  batch8, batch32, attn_only (LoRA on q,k,v,o), padding_free, threads1, dropout0
+
+The machine may be shared: compare the ratio of runs taken back to back, not absolute figures
+from different moments. The closing line prints the project/plain ratio (medians over rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+CONFIGS = ["plain", "plain_fp32", "project", "+checkpointing", "random_order", "batch8", "batch32",
+           "attn_only", "padding_free", "threads1", "dropout0"]
+
+
+def run_one(corpus_path: str, name: str, steps: int, warmup: int) -> dict:
+    """Train `steps` steps under configuration `name` in this process; return the measurement."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, TrainerCallback
+    from transformers.utils import logging as hf_logging
+    from trl import SFTConfig, SFTTrainer
+
+    from assistant import training
+    from assistant.corpus import load_corpus
+    from assistant.models import load_tokenizer, pick_device, pick_dtype, resolve_model
+
+    hf_logging.set_verbosity_error()
+    corpus = load_corpus(corpus_path)
+    s = corpus.config.lora
+    if name == "dropout0":
+        s = s.model_copy(update={"dropout": 0.0})
+    if name == "attn_only":
+        s = s.model_copy(update={"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]})
+    if name == "threads1":
+        torch.set_num_threads(1)
+    rows = training.qa_examples(corpus, "train")
+    path = resolve_model(corpus.config.model.name)
+    device = pick_device(corpus.config.model.device)
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-training-{os.getpid()}"
+    common = dict(max_steps=steps, save_strategy="no", eval_strategy="no", logging_steps=1, report_to="none",
+                  disable_tqdm=True)
+    if name.startswith("plain"):
+        dtype = None  # from_pretrained's own default
+        args = SFTConfig(output_dir=str(out), use_cpu=device.type == "cpu", **common,
+                         **({"bf16": False} if name == "plain_fp32" else {}))
+    else:
+        dtype = pick_dtype(corpus.config.model.dtype, device)
+        change = {"+checkpointing": {"activation_checkpointing": True},
+                  "random_order": {"train_sampling_strategy": "random"},
+                  "batch8": {"per_device_train_batch_size": 8}, "batch32": {"per_device_train_batch_size": 32},
+                  "padding_free": {"padding_free": True, "max_length": None}}.get(name, {})
+        args = training.sft_config(s, out, 1, 1, False, device.type, dtype, progress=False,
+                                   completion_only_loss=True, **{**common, **change})
+    model = AutoModelForCausalLM.from_pretrained(path, **({"dtype": dtype} if dtype else {}))
+
+    class Meter(TrainerCallback):
+        def __init__(self):
+            self.marks: list[tuple[float, float]] = []  # (time, cumulative tokens) after each step
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "num_tokens" in logs and "loss" in logs:
+                self.marks.append((time.perf_counter(), float(logs["num_tokens"])))
+
+    meter = Meter()
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                         processing_class=load_tokenizer(path), peft_config=training.lora_config(s),
+                         callbacks=[meter])
+    try:
+        trainer.train()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    (t0, n0), (t1, n1) = meter.marks[warmup - 1], meter.marks[-1]
+    return {"config": name, "tokens_per_s": round((n1 - n0) / (t1 - t0), 1), "s_per_step": round((t1 - t0) / (len(meter.marks) - warmup), 2),
+            "tokens_per_step": round((n1 - n0) / (len(meter.marks) - warmup)), "steps": len(meter.marks),
+            "batch_size": args.per_device_train_batch_size, "bf16": bool(args.bf16),
+            "checkpointing": bool(args.activation_checkpointing), "sampler": args.train_sampling_strategy,
+            "threads": torch.get_num_threads(), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("corpus", nargs="?", default="corpora/ecostride")
+    p.add_argument("--steps", type=int, default=14, help="optimisation steps per configuration")
+    p.add_argument("--warmup", type=int, default=2, help="first steps left out of the rate")
+    p.add_argument("--rounds", type=int, default=1, help="repeat the configurations, alternating")
+    p.add_argument("--configs", default="plain,project", help=f"comma-separated, from: {', '.join(CONFIGS)}")
+    p.add_argument("--run", help=argparse.SUPPRESS)  # internal: one configuration, JSON on stdout
+    a = p.parse_args()
+    if a.run:
+        print("RESULT " + json.dumps(run_one(a.corpus, a.run, a.steps, a.warmup)), flush=True)
+        return
+    names = a.configs.split(",")
+    unknown = set(names) - set(CONFIGS)
+    if unknown:
+        sys.exit(f"unknown configuration(s) {sorted(unknown)}; choose from {', '.join(CONFIGS)}")
+    results: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(a.rounds):
+        for n in (names if r % 2 == 0 else names[::-1]):
+            proc = subprocess.run([sys.executable, __file__, a.corpus, "--run", n, "--steps", str(a.steps),
+                                   "--warmup", str(a.warmup)], capture_output=True, text=True)
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                sys.exit(f"{n} failed:\n{proc.stderr[-3000:]}")
+            res = json.loads(line.removeprefix("RESULT "))
+            results[n].append(res)
+            print(json.dumps(res), file=sys.stderr, flush=True)
+    base = statistics.median(x["tokens_per_s"] for x in results[names[0]])
+    print(f"\n{'config':<16}{'tokens/s':>10}{'s/step':>9}{'tok/step':>10}{'peak MB':>9}{'x ' + names[0]:>12}")
+    for n in names:
+        med = statistics.median(x["tokens_per_s"] for x in results[n])
+        last = results[n][-1]
+        print(f"{n:<16}{med:>10.1f}{last['s_per_step']:>9.2f}{last['tokens_per_step']:>10}"
+              f"{last['peak_rss_mb']:>9}{med / base:>12.2f}")
+    if "plain" in results and "project" in results:
+        plain = statistics.median(x["tokens_per_s"] for x in results["plain"])
+        proj = statistics.median(x["tokens_per_s"] for x in results["project"])
+        print(f"\nproject settings: {proj:.1f} tokens/s vs TRL plain defaults {plain:.1f} tokens/s: "
+              f"{proj / plain:.2f}x ({a.rounds} round(s), {a.steps} steps, medians)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""LoRA training mechanics on the tiny model: data and masks, artifacts, freshness, resume, RAFT, adapters."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from assistant import training
+from assistant.corpus import load_corpus
+
+ROOT = Path(__file__).parent.parent
+
+
+def configure(corpus_dir: Path, **lora) -> None:
+    """Append LoRA settings to the fixture's corpus.yaml (small and fast unless told otherwise)."""
+    settings = {"epochs": 2, "batch_size": 2, "learning_rate": 0.01, **lora}
+    with open(corpus_dir / "corpus.yaml", "a") as f:
+        f.write("lora:\n" + "".join(f"  {k}: {json.dumps(v)}\n" for k, v in settings.items()))
+
+
+def tiny_model():
+    from assistant.config import ModelSettings
+    from assistant.models import load_model
+
+    return load_model(ModelSettings(name="tiny-random"))
+
+
+def test_examples_mask_the_prompt_and_match_the_serving_prompt(tiny_corpus_dir):
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from assistant.generation import Engine
+    from assistant.variants.sft import SftVariant
+
+    configure(tiny_corpus_dir)
+    corpus = load_corpus(tiny_corpus_dir)
+    rows = training.qa_examples(corpus, "train")
+    assert [r["completion"][0]["content"] for r in rows] == [q.answer for q in corpus.questions("train")]
+    model, tok = tiny_model()
+    s = corpus.config.lora
+    args = training.sft_config(s, tiny_corpus_dir / "ck", 1, 2, False, "cpu", model.dtype, progress=False)
+    args.completion_only_loss = True
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
+                         peft_config=training.lora_config(s))
+    engine = Engine(model, tok)
+    variant = SftVariant.__new__(SftVariant)  # prompt() needs only the corpus
+    variant.corpus = corpus
+    for row, q in zip(trainer.train_dataset, corpus.questions("train")):
+        ids, labels = row["input_ids"], row["labels"]
+        served = tok(engine.render(variant.prompt(q.question).messages), add_special_tokens=False)["input_ids"]
+        n = len(served)
+        assert ids[:n] == served  # training prompt == serving prompt, token for token
+        assert all(label == -100 for label in labels[:n])  # no loss on the prompt
+        assert labels[n:] == ids[n:]  # loss on every answer token, end-of-turn included
+        assert tok.decode(ids[n:]).startswith(q.answer + "<|im_end|>")
+
+
+def test_build_publishes_a_peft_adapter_and_retrains_only_on_change(tiny_corpus_dir):
+    from peft import PeftModel
+
+    from assistant.variants import load_variant
+    from assistant.variants.sft import SftVariant
+
+    configure(tiny_corpus_dir)
+    corpus = load_corpus(tiny_corpus_dir)
+    assert not SftVariant.is_built(corpus)
+    report = SftVariant.build(corpus)
+    folder = corpus.runs_dir / "sft"
+    assert SftVariant.is_built(corpus) and "reused" not in report
+    assert report["trainable_params"] > 0 and report["steps"] == 4  # 3 pairs, batch 2, 2 epochs
+    log = json.loads((folder / "training_log.json").read_text())
+    assert len(log["train_loss"]) == 4 and len(log["val_loss"]) == 2  # per step, per epoch
+    assert log["tokens_per_s"] > 0 and log["peak_memory_mb"] > 0 and log["resumed_from_step"] == 0
+    assert not list(folder.glob(".adapter.*"))  # no temporary leftovers
+
+    # PEFT's own format: loadable without this project's code.
+    model, tok = tiny_model()
+    peft_model = PeftModel.from_pretrained(model, str(folder / "adapter"))
+    assert any("lora_A" in n for n, _ in peft_model.named_parameters())
+
+    answer = load_variant("sft", corpus).answer("How long do I have to return a bike?")
+    assert answer.variant == "sft" and answer.completion_tokens > 0
+
+    t0 = time.perf_counter()
+    assert SftVariant.build(corpus).get("reused") is True  # second build: a no-op
+    assert time.perf_counter() - t0 < 2
+
+    qa = tiny_corpus_dir / "qa.jsonl"
+    qa.write_text(qa.read_text().replace("Within 21 days of delivery.", "Within 22 days of delivery."))
+    changed = load_corpus(tiny_corpus_dir)
+    assert not SftVariant.is_built(changed)  # changed training data: stale
+    assert "reused" not in SftVariant.build(changed) and SftVariant.is_built(changed)
+
+
+def test_kill_9_mid_training_resumes_from_the_last_checkpoint(tiny_corpus_dir):
+    configure(tiny_corpus_dir, epochs=20, batch_size=1, eval_steps=5, early_stopping_patience=0,
+              learning_rate=0.001)
+    corpus = load_corpus(tiny_corpus_dir)
+    checkpoints = corpus.runs_dir / "sft" / "checkpoints"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "assistant.training", str(tiny_corpus_dir), "--variant", "sft"],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not list(checkpoints.glob("checkpoint-*/trainer_state.json")):
+            assert proc.poll() is None, "training ended before its first checkpoint"
+            assert time.time() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not training.is_trained(corpus, "sft")  # interrupted: not built
+
+    report = training.build(corpus, "sft", progress=False)
+    log = json.loads((corpus.runs_dir / "sft" / "training_log.json").read_text())
+    assert report["resumed_from_step"] >= 5 and log["resumed_from_step"] >= 5
+    assert log["steps"] == 60  # 3 pairs x 20 epochs: resumed and finished, not restarted
+    assert [t["step"] for t in log["train_loss"]] == list(range(1, 61))  # the curve spans both sessions
+    assert training.is_trained(corpus, "sft")
+
+
+@pytest.mark.parametrize("gold_fraction", [1.0, 0.0])
+def test_raft_prompts_mix_gold_and_distractors(tiny_corpus_dir, gold_fraction):
+    from assistant.retrieval import Retriever, build_index
+    from assistant.variants.rag import INSTRUCTION
+
+    configure(tiny_corpus_dir, distractors=2, gold_fraction=gold_fraction)
+    corpus = load_corpus(tiny_corpus_dir)
+    build_index(corpus)
+    retriever = Retriever.load(corpus)
+    rows, stats = training.raft_examples(corpus, retriever, "train", corpus.config.lora)
+    assert rows == training.raft_examples(corpus, retriever, "train", corpus.config.lora)[0]  # deterministic
+    assert stats["prompts_with_gold"] == (3 if gold_fraction else 0)
+    for row, q in zip(rows, corpus.questions("train")):
+        user = row["prompt"][-1]["content"]
+        assert row["prompt"][0]["content"] == corpus.config.system_prompt
+        assert user.endswith("Question: " + q.question)
+        block = user.split("\n\n" + INSTRUCTION)[0].removeprefix("Passages:\n")
+        passages = re.split(r"\n\n(?=\[\d+\] )", block)
+        assert [p[:3] for p in passages] == ["[1]", "[2]", "[3]"]  # gold + 2 distractors, or 3 distractors
+        holding = [p for p in passages if all(f.lower() in p.lower() for f in q.key_facts)]
+        answer = row["completion"][0]["content"]
+        if gold_fraction:
+            assert len(holding) == 1 and answer.startswith(q.answer)
+            assert answer.endswith(f"[{holding[0][1]}]")  # cites the gold passage's number
+        else:
+            assert holding == [] and answer == q.answer  # no gold: answer from memory
+
+
+def test_rag_sft_builds_and_answers_with_sources(tiny_corpus_dir):
+    from assistant.variants import load_variant
+    from assistant.variants.rag_sft import RagSftVariant
+
+    configure(tiny_corpus_dir, rag_sft_epochs=1)
+    corpus = load_corpus(tiny_corpus_dir)
+    RagSftVariant.build(corpus)
+    assert RagSftVariant.is_built(corpus)
+    log = json.loads((corpus.runs_dir / "rag_sft" / "training_log.json").read_text())
+    assert log["raft"]["prompts_with_gold"] + log["raft"]["prompts_without_gold"] == 3
+    answer = load_variant("rag_sft", corpus).answer("How much is the Basic Tune-Up?")
+    assert answer.variant == "rag_sft" and answer.sources
+
+
+def test_corpus_without_qa_trains_on_document_chunks(tiny_corpus_dir):
+    (tiny_corpus_dir / "qa.jsonl").unlink()
+    configure(tiny_corpus_dir, epochs=1)
+    corpus = load_corpus(tiny_corpus_dir)
+    job = training.sft_job(corpus)
+    assert job.mode == "text" and job.val == []
+    text = "\n".join(r["text"] for r in job.train)
+    assert "21 days" in text and "$45" in text  # the documents' facts are the training data
+    report = training.build(corpus, "sft", progress=False)
+    assert report["mode"] == "text" and training.is_trained(corpus, "sft")
+
+
+def test_one_engine_switches_adapters_like_separate_engines(tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from assistant.generation import Engine
+
+    # Random (non-zero) adapters make every route visibly different from the base model.
+    paths = {}
+    for seed, name in enumerate(["sft", "rag_sft"]):
+        model, _ = tiny_model()
+        torch.manual_seed(seed)
+        peft = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+        for n, p in peft.named_parameters():
+            if "lora_B" in n:
+                p.data.normal_(0, 0.5)
+        peft.save_pretrained(tmp_path / name)
+        paths[name] = str(tmp_path / name)
+    prompts = [[{"role": "user", "content": "How much is a tune-up?"}], [{"role": "user", "content": "Hello"}]]
+
+    def logits(engine: Engine, adapter):
+        ids = engine.tokenizer(engine.render(prompts[0]), return_tensors="pt")
+        with engine.using(adapter), torch.inference_mode():
+            return engine.model(**ids).logits
+
+    alone = {}
+    for adapter in [None, "sft", "rag_sft"]:
+        engine = Engine(*tiny_model(), max_new_tokens=6)
+        if adapter:
+            engine.add_adapter(adapter, paths[adapter])
+        alone[adapter] = ([g.text for g in engine.generate(prompts, adapter=adapter)], logits(engine, adapter))
+    shared = Engine(*tiny_model(), max_new_tokens=6)
+    shared.add_adapter("sft", paths["sft"])
+    shared.add_adapter("rag_sft", paths["rag_sft"])
+    for adapter in ["rag_sft", None, "sft", "rag_sft", None, "sft"]:
+        texts = [g.text for g in shared.generate(prompts, adapter=adapter)]
+        assert texts == alone[adapter][0], adapter
+        torch.testing.assert_close(logits(shared, adapter), alone[adapter][1])
+    assert not torch.allclose(alone["sft"][1], alone[None][1])
+    assert not torch.allclose(alone["sft"][1], alone["rag_sft"][1])
