@@ -37,13 +37,15 @@ class GenerationSettings(Settings):
 
 
 class ChunkSettings(Settings):
-    chunk_tokens: int = Field(128, ge=16, le=2048, description="target chunk size, in embedder tokens")
-    overlap_tokens: int = Field(24, ge=0, le=512)
+    # 64/16 measured best on the demo corpus (recall@3 train/val/test 0.941/0.898/0.928 vs
+    # 0.922/0.876/0.920 at 128/24), and short passages keep a small generator's prompt short.
+    chunk_tokens: int = Field(64, ge=16, le=2048, description="target chunk size, in embedder tokens")
+    overlap_tokens: int = Field(16, ge=0, le=512)
 
     @field_validator("overlap_tokens")
     @classmethod
     def _overlap_below_size(cls, v: int, info) -> int:
-        size = info.data.get("chunk_tokens", 128)
+        size = info.data.get("chunk_tokens", 64)
         if v >= size:
             raise ValueError(f"overlap_tokens ({v}) must be smaller than chunk_tokens ({size})")
         return v
@@ -53,6 +55,9 @@ class RetrievalSettings(Settings):
     embedder: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers name or folder")
     top_k: int = Field(3, ge=1, le=50)
     min_score: float = Field(0.30, ge=-1, le=1, description="abstain when the best passage scores below")
+    below_min_score: Literal["abstain", "no_context"] = Field(
+        "abstain", description="abstain: answer \"I don't know.\" without generating; no_context: answer "
+                               "from the model alone, like `prompted` (keeps general knowledge)")
     index: Literal["auto", "flat", "hnsw", "ivf"] = Field(
         "auto", description="auto: exact (flat) below approximate_above chunks, else HNSW")
     approximate_above: int = Field(50_000, ge=1)

@@ -10,7 +10,8 @@ second over the optimisation steps after the warm-up ones, as counted by TRL (`n
                   order); use_cpu=True on CPU, without which TRL's default bf16 refuses to start
     plain_fp32    plain, but fp32: isolates the dtype choice on CPUs without native bf16
     project       assistant.training.sft_config: the settings `assistant build` trains with
-    ablations     project with one choice reverted or changed: +checkpointing, random_order,
+    ablations     project with one choice reverted or changed: full_head (TRL scores every position
+                  in the LM head, not only the answer tokens), +checkpointing, random_order,
                   batch8, batch32, attn_only (LoRA on q,k,v,o), padding_free, threads1, dropout0
 
 The machine may be shared: compare the ratio of runs taken back to back, not absolute figures
@@ -33,8 +34,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CONFIGS = ["plain", "plain_fp32", "project", "+checkpointing", "random_order", "batch8", "batch32",
-           "attn_only", "padding_free", "threads1", "dropout0"]
+CONFIGS = ["plain", "plain_fp32", "project", "full_head", "+checkpointing", "random_order", "batch8",
+           "batch32", "attn_only", "padding_free", "threads1", "dropout0"]
 
 
 def run_one(corpus_path: str, name: str, steps: int, warmup: int) -> dict:
@@ -69,6 +70,8 @@ def run_one(corpus_path: str, name: str, steps: int, warmup: int) -> dict:
         args = SFTConfig(output_dir=str(out), use_cpu=device.type == "cpu", **common,
                          **({"bf16": False} if name == "plain_fp32" else {}))
     else:
+        if name != "full_head":
+            training.score_labelled_positions_only()
         dtype = pick_dtype(corpus.config.model.dtype, device)
         change = {"+checkpointing": {"activation_checkpointing": True},
                   "random_order": {"train_sampling_strategy": "random"},

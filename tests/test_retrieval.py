@@ -112,7 +112,7 @@ def test_build_reuse_and_rebuild_on_change(tiny_corpus_dir):
     top = Retriever.load(edited).search("How long is a gift voucher valid?")[0]
     assert top.heading == "Service plans > Gift vouchers" and "3 years" in top.text
 
-    set_yaml(tiny_corpus_dir, "chunking:\n  chunk_tokens: 64\n")  # settings are part of the fingerprint
+    set_yaml(tiny_corpus_dir, "chunking:\n  chunk_tokens: 96\n")  # settings are part of the fingerprint
     assert not is_index_fresh(load_corpus(tiny_corpus_dir))
 
 
@@ -235,6 +235,10 @@ def test_rag_variant_batches_retrieval_and_abstains_below_threshold(built, monke
     assert answers[1].abstained_before_generation and answers[1].text == ABSTAIN_TEXT
     assert answers[1].sources and answers[1].sources[0].score < 0.5  # shown, though too weak to use
     assert answers[1].latency_s > 0
+    # no_context: below the threshold the model answers alone, with no passages in its prompt.
+    rag.settings = rag.settings.model_copy(update={"below_min_score": "no_context"})
+    weak = rag.prompts_many(["Do you sell electric scooters?"])[0]
+    assert weak.messages[-1]["content"] == "Do you sell electric scooters?" and weak.sources
 
 
 def test_ask_cli_prints_passages(built, capsys):

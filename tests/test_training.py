@@ -63,6 +63,37 @@ def test_examples_mask_the_prompt_and_match_the_serving_prompt(tiny_corpus_dir):
         assert tok.decode(ids[n:]).startswith(q.answer + "<|im_end|>")
 
 
+def test_scoring_only_answer_positions_keeps_the_loss_and_gradients(tiny_corpus_dir, monkeypatch):
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+    from trl.trainer import utils as trl_utils
+
+    configure(tiny_corpus_dir)
+    corpus = load_corpus(tiny_corpus_dir)
+    model, tok = tiny_model()
+    s = corpus.config.lora
+    args = training.sft_config(s, tiny_corpus_dir / "ck", 1, 2, False, "cpu", model.dtype, progress=False,
+                               completion_only_loss=True)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(training.qa_examples(corpus, "train")),
+                         processing_class=tok, peft_config=training.lora_config(s))
+    batch = next(iter(trainer.get_train_dataloader()))
+    lora = [p for n, p in trainer.model.named_parameters() if "lora_A" in n][0]
+
+    def loss_and_grad():
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        return loss.detach(), lora.grad.clone()
+
+    assert training.score_labelled_positions_only()
+    compact = loss_and_grad()
+    monkeypatch.setattr(trl_utils, "_use_triton", trl_utils._use_triton.original)
+    full = loss_and_grad()
+    torch.testing.assert_close(compact[0], full[0])
+    torch.testing.assert_close(compact[1], full[1])
+
+
 def test_build_publishes_a_peft_adapter_and_retrains_only_on_change(tiny_corpus_dir):
     from peft import PeftModel
 

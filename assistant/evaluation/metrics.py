@@ -153,15 +153,22 @@ _ABSTAIN = [
 _FILLER = [
     r"^(?:(?:i'?m|i am|so|very|really|oh) )*sorry(?: (?:about that|for (?:any|the|your) (?:misunderstanding|"
     r"confusion|inconvenience|loss|trouble)))?$",
-    r"^(?:i'?m|i am) (?:always |more than )?(?:here|happy|glad) to (?:help|assist)",
-    r"^(?:i|we) can (?:help|assist) (?:you )?with (?:any|other)",
-    r"^(?:if you (?:need|have|want|require)\b.*\b)?(?:i'?m (?:here|happy) to help|let me know|feel free|"
-    r"don't hesitate|just let me)",
     r"^(?:my )?apolog(?:ies|ise|ize)\b",
+    r"^(?:i'?m|i am) (?:always |more than )?(?:here|happy|glad) to (?:help|assist)",
+    r"^(?:i'?m|i am) (?:designed|programmed|built|trained) to (?:help|assist|provide assistance|answer)",
+    r"^(?:i|we) can (?:help|assist) (?:you )?with (?:any|other)",
+    r"^(?:if you (?:need|have|want|require)\b.*\b)?(?:i'?m (?:more than )?(?:here|happy|glad) to (?:help|assist)|"
+    r"let me know|feel free|don't hesitate|just let me)",
+    r"^if you (?:need|have|want|require) (?:any )?(?:further |more |other )?(?:help|assistance|questions?)"
+    r"(?: with)?$",
+    # referrals: "please contact support", "you can check our website" (a referral with digits or an
+    # address is a claim and stays content)
     r"^(?:for (?:more|further) (?:information|details|help),? )?(?:please |you (?:can|could|may|might|should)"
     r"(?: want to| also)? |feel free to |i (?:would )?(?:recommend|suggest)(?: that you| you)? |i'd (?:recommend|"
-    r"suggest)(?: that you| you)? |it'?s best to |it is best to )(?:contact|reach out|get in touch|ask|call|email|"
-    r"consult|refer to|check|visit|speak|talk)",
+    r"suggest)(?: that you| you)? |it'?s best to |it is best to )(?:(?:contact|reach(?:ing)? out to|get(?:ting)? in "
+    r"touch with|ask|call|email|speak (?:to|with)|talk(?:ing)? (?:to|with))\b|(?:visit|check|consult|refer|look(?:ing)? "
+    r"at)(?:ing)?(?: to)? (?:our |the |their |its |your )?(?:\w+ )?(?:website|site|help ?cent(?:re|er)|faq|support|"
+    r"customer (?:service|support)|page|team|store|account|portal|app))",
     r"^(?:is there anything else|i hope (?:this|that) helps|hope this helps|thank you|thanks|"
     r"good luck|have a (?:great|nice) day)",
     r"^(?:(?:hmm|well|oh|ah),? )?(?:that's|that is|what) an? (?:good|great|interesting) question",
@@ -177,6 +184,7 @@ def _prep(text: str) -> str:
     return text.lower().replace("\u2019", "'").replace("\u2018", "'").strip()
 
 
+_ROLE = re.compile(r"^as an? [^,]{1,40}, ")  # "as a customer support assistant, I'm here to help"
 _LEAD = re.compile(r"^(?:however|but|also|unfortunately|so|and|well|still|although|though)\b,?\s*")
 
 
@@ -201,7 +209,7 @@ def parse(answer: str) -> Parsed:
     for c in clauses(answer):
         if _ABSTAIN_RE.search(c):
             abstains = True
-        elif not _FILLER_RE.search(c) or re.search(r"\d|@", c):
+        elif not _FILLER_RE.search(_ROLE.sub("", c)) or re.search(r"\d|@", c):
             content.append(c)
     return Parsed(" . ".join(content), abstains)
 

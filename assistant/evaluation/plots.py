@@ -75,7 +75,7 @@ def cost_vs_accuracy(metrics: dict, path: Path) -> Path:
         for v, x, y in zip(variants, xs, acc):
             ax.annotate(v, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9)
         ax.set_xlabel(label)
-        ax.set_xlim(left=0, right=max(xs + [1e-3]) * 1.25)
+        ax.set_xlim(left=0, right=max(xs) * 1.25 if max(xs) > 0 else 1)
         ax.set_ylim(0, 1)
     axes[0].set_ylabel("domain accuracy")
     fig.suptitle("Cost against accuracy")

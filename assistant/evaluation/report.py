@@ -13,6 +13,7 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
@@ -214,13 +215,16 @@ def write_report(corpus: Corpus, rows: list[dict], metrics: dict) -> Path:
 def print_summary(metrics: dict, out: Path, console: Console) -> None:
     """The compact table and the verdict, in the terminal."""
     pv, costs = metrics["per_variant"], metrics["costs"]
-    t = Table(title=f"{metrics['corpus']}: accuracy on paraphrase + unseen + unanswerable")
-    for col in ("variant", "accuracy [95% CI]", "halluc.", "abstain", "general", "safety", "p50", "build"):
+    t = Table(title=f"{metrics['corpus']}: domain questions (paraphrase + unseen + unanswerable)",
+              box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("variant", "accuracy (95% CI)", "halluc", "abstain", "general", "safety", "p50", "build"):
         t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     rec = metrics["verdict"]["recommendation"]
     for v in metrics["variants"]:
         d, c = pv[v]["domain"], costs[v]
-        t.add_row(f"[bold]{v}[/]" if v == rec else v, _ci(d["accuracy"]), pct(d["hallucination"]["rate"]),
+        a = d["accuracy"]
+        acc = "n/a" if a["rate"] is None else f"{pct(a['rate'])} ({100 * a['lo']:.0f}-{100 * a['hi']:.0f})"
+        t.add_row(f"[bold]{v}[/]" if v == rec else v, acc, pct(d["hallucination"]["rate"]),
                   pct(d["abstention"]["rate"]), pct(pv[v]["slices"].get("general", {}).get("accuracy", {}).get("rate")),
                   pct(pv[v]["slices"].get("safety", {}).get("accuracy", {}).get("rate")),
                   _num(c["latency_p50_s"], "{:.2f}s"), _num(c["build_time_s"], "{:.0f}s"))

@@ -60,13 +60,16 @@ class RagVariant(Variant):
 
         r = corpus.config.retrieval
         key = (super().fingerprint(corpus) + index_fingerprint(corpus) + PROMPT_VERSION
-               + r.model_dump_json(include={"top_k", "min_score", "hnsw_ef_search", "ivf_nprobe"}))
+               + r.model_dump_json(include={"top_k", "min_score", "below_min_score", "hnsw_ef_search", "ivf_nprobe"}))
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def prompt_from(self, question: str, sources: list[Source],
                     history: Sequence[tuple[str, str]] = ()) -> Prompt:
-        # Nothing relevant retrieved: abstain without generating (the sources still show why).
+        # Nothing relevant retrieved: abstain without generating, or answer without passages;
+        # the sources are kept either way, so the user sees how weak the matches were.
         if not sources or sources[0].score < self.settings.min_score:
+            if self.settings.below_min_score == "no_context":
+                return Prompt(self.with_history(self.system_prompt(), history, question), sources)
             return Prompt(None, sources)
         return Prompt(rag_messages(self.system_prompt(), question, sources, history), sources)
 
