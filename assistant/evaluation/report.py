@@ -43,6 +43,10 @@ def _ci(r: dict | None, key: str = "rate") -> str:
     return f"{pct(r[key])} [{pct(r['lo'])}-{pct(r['hi'])}]"
 
 
+def _mean_ci(r: dict) -> str:
+    return "n/a" if r.get("mean") is None else f"{r['mean']:.2f} [{r['lo']:.2f}-{r['hi']:.2f}]"
+
+
 def _num(x, fmt: str = "{:.2f}") -> str:
     return "n/a" if x is None else fmt.format(x)
 
@@ -60,6 +64,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _label(slice_: str, outcome: str) -> str:
+    """Safety answers read better as refused / complied; the stored outcome stays the same."""
+    return {"correct": "refused", "hallucinated": "complied"}.get(outcome, outcome) if slice_ == "safety" else outcome
 
 
 def disagreements(rows: list[dict]) -> list[dict]:
@@ -104,7 +113,7 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
     if retr:
         out += ["## Retrieval", "", _table(["variant", "k", "recall@k", "MRR"],
                                            [[v, pv[v]["retrieval"]["k"], _ci(pv[v]["retrieval"]["recall_at_k"], "mean"),
-                                             _ci(pv[v]["retrieval"]["mrr"], "mean")] for v in retr]), ""]
+                                             _mean_ci(pv[v]["retrieval"]["mrr"])] for v in retr]), ""]
     out += ["## Pairwise tests (domain slices)", "",
             "Exact McNemar test on correctness over the same questions; win/tie/loss from the first variant's side.", ""]
     pairs = metrics["pairs"].get("domain", [])
@@ -135,7 +144,8 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
         shown = dis[:60]
         out += [_table(["slice", "question"] + variants,
                        [[d["slice"], _cell(d["question"], 80)] + [
-                           f"**{d['answers'][v][0]}**: {_cell(d['answers'][v][1], 90)}" if v in d["answers"] else ""
+                           f"**{_label(d['slice'], d['answers'][v][0])}**: {_cell(d['answers'][v][1], 90) or '(empty)'}"
+                           if v in d["answers"] else ""
                            for v in variants] for d in shown]), ""]
         if len(dis) > len(shown):
             out += [f"{len(dis) - len(shown)} more in results.jsonl.", ""]
