@@ -93,11 +93,15 @@ class Corpus:
     def document(self, path: str) -> Document | None:
         return next((d for d in self.documents if d.path == path), None)
 
-    def fingerprint(self) -> str:
-        """Hash of every document and QA row: changes whenever the corpus content does."""
-        h = hashlib.sha256()
+    def hash_documents(self, h: "hashlib._Hash") -> "hashlib._Hash":
+        """Feed every document (path and text, in path order) into the hash `h`."""
         for d in sorted(self.documents, key=lambda d: d.path):
             h.update(d.path.encode() + b"\0" + d.text.encode() + b"\0")
+        return h
+
+    def fingerprint(self) -> str:
+        """Hash of every document and QA row: changes whenever the corpus content does."""
+        h = self.hash_documents(hashlib.sha256())
         for q in self.qa:
             h.update(q.model_dump_json().encode())
         return h.hexdigest()[:16]

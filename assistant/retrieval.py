@@ -55,9 +55,7 @@ def index_dir(corpus: Corpus) -> Path:
 
 def index_fingerprint(corpus: Corpus) -> str:
     """Hash of the documents and of the chunking and index settings (not of the QA set)."""
-    h = hashlib.sha256(f"format={FORMAT}\0".encode())
-    for d in sorted(corpus.documents, key=lambda d: d.path):
-        h.update(d.path.encode() + b"\0" + d.text.encode() + b"\0")
+    h = corpus.hash_documents(hashlib.sha256(f"format={FORMAT}\0".encode()))
     cfg = corpus.config
     h.update(cfg.chunking.model_dump_json().encode())
     h.update(cfg.retrieval.model_dump_json(include=INDEX_SETTINGS).encode())
