@@ -146,8 +146,7 @@ def fingerprint(corpus: Corpus, variant: str) -> str:
         if q.split in ("train", "val") and q.kind == "answerable":
             h.update(q.model_dump_json().encode())
     if variant == "rag_sft" or not training_questions(corpus, "train"):
-        for d in sorted(corpus.documents, key=lambda d: d.path):  # the documents are training data too
-            h.update(d.path.encode() + b"\0" + d.text.encode() + b"\0")
+        corpus.hash_documents(h)  # the documents are training data too
     if variant == "rag_sft":
         from .retrieval import index_fingerprint
         from .variants.rag import PROMPT_VERSION
