@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 DEFAULT_CORPUS = "corpora/ecostride"
@@ -30,6 +31,8 @@ def _quiet_libraries() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    # TRL and PEFT still read the old attribute name; the notice is for them, not for our users.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 
 def _corpus(path: str):

@@ -353,7 +353,6 @@ def _peak_memory_mb() -> float:
 def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict:
     """Train (or resume) the job's adapter and publish it; return the build report."""
     import torch
-    from accelerate import PartialState
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
     from transformers import AutoModelForCausalLM, ProgressCallback
@@ -365,7 +364,7 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     score_labelled_positions_only()
     cfg, s = corpus.config, corpus.config.lora
     folder = variant_dir(corpus, job.variant)
-    state = PartialState()
+    state = process_state(cfg.model.device)
     if state.is_main_process:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / BUILD_FILE).unlink(missing_ok=True)  # the old adapter no longer counts as built
@@ -428,6 +427,20 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     if not trainer.is_world_process_zero():
         return log
     return publish(corpus, job.variant, trainer.model, log, fp)
+
+
+def process_state(device_setting: str):
+    """Accelerate's view of this process: one of several under `accelerate launch`, or alone.
+
+    On a machine without an accelerator, PartialState only recognises a multi-process launch
+    (torchrun, which `accelerate launch --multi_gpu` starts) when told it runs on the CPU; without
+    that, every process would believe it is the only one.
+    """
+    import torch
+    from accelerate import PartialState
+
+    accelerator = torch.cuda.is_available() or torch.backends.mps.is_available()
+    return PartialState(cpu=device_setting == "cpu" or not accelerator)
 
 
 def last_checkpoint_readonly(folder: Path) -> str | None:
@@ -503,11 +516,9 @@ def build(corpus: Corpus, variant: str, force: bool = False, progress: bool = Tr
     if not force and is_trained(corpus, variant):
         return {**(_read_json(variant_dir(corpus, variant) / BUILD_FILE) or {}), "reused": True}
     if variant == "rag_sft":
-        from accelerate import PartialState
-
         from .retrieval import build_index, is_index_fresh
 
-        with PartialState().main_process_first():  # one process builds the index, the others read it
+        with process_state(corpus.config.model.device).main_process_first():  # one process builds the index, the others read it
             if not is_index_fresh(corpus):
                 build_index(corpus)
         job = rag_sft_job(corpus)

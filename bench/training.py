@@ -12,7 +12,8 @@ second over the optimisation steps after the warm-up ones, as counted by TRL (`n
     project       assistant.training.sft_config: the settings `assistant build` trains with
     ablations     project with one choice reverted or changed: full_head (TRL scores every position
                   in the LM head, not only the answer tokens), +checkpointing, random_order,
-                  batch8, batch32, attn_only (LoRA on q,k,v,o), padding_free, threads1, dropout0
+                  batch8, batch32, attn_only (LoRA on q,k,v,o), padding_free, threads1, dropout0,
+                  compile (torch.compile, inductor)
 
 The machine may be shared: compare the ratio of runs taken back to back, not absolute figures
 from different moments. The closing line prints the project/plain ratio (medians over rounds).
@@ -35,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 CONFIGS = ["plain", "plain_fp32", "project", "full_head", "+checkpointing", "random_order", "batch8",
-           "batch32", "attn_only", "padding_free", "threads1", "dropout0"]
+           "batch32", "attn_only", "padding_free", "threads1", "dropout0", "compile"]
 
 
 def run_one(corpus_path: str, name: str, steps: int, warmup: int) -> dict:
@@ -76,7 +77,8 @@ def run_one(corpus_path: str, name: str, steps: int, warmup: int) -> dict:
         change = {"+checkpointing": {"activation_checkpointing": True},
                   "random_order": {"train_sampling_strategy": "random"},
                   "batch8": {"per_device_train_batch_size": 8}, "batch32": {"per_device_train_batch_size": 32},
-                  "padding_free": {"padding_free": True, "max_length": None}}.get(name, {})
+                  "padding_free": {"padding_free": True, "max_length": None},
+                  "compile": {"torch_compile": True}}.get(name, {})
         args = training.sft_config(s, out, 1, 1, False, device.type, dtype, progress=False,
                                    completion_only_loss=True, **{**common, **change})
     model = AutoModelForCausalLM.from_pretrained(path, **({"dtype": dtype} if dtype else {}))
@@ -138,12 +140,13 @@ def main() -> None:
         return statistics.median(x[key] for x in results[n])
 
     first = names[0]
-    print(f"\n{'config':<16}{'tokens/s':>10}{'x ' + first:>12}{'tok/CPU-s':>11}{'x ' + first:>12}"
+    w = len(first) + 4
+    print(f"\n{'config':<16}{'tokens/s':>10}{'x ' + first:>{w}}{'tok/CPU-s':>11}{'x ' + first:>{w}}"
           f"{'s/step':>9}{'tok/step':>10}{'peak MB':>9}")
     for n in names:
         last = results[n][-1]
-        print(f"{n:<16}{med(n, 'tokens_per_s'):>10.1f}{med(n, 'tokens_per_s') / med(first, 'tokens_per_s'):>12.2f}"
-              f"{med(n, 'tokens_per_cpu_s'):>11.1f}{med(n, 'tokens_per_cpu_s') / med(first, 'tokens_per_cpu_s'):>12.2f}"
+        print(f"{n:<16}{med(n, 'tokens_per_s'):>10.1f}{med(n, 'tokens_per_s') / med(first, 'tokens_per_s'):>{w}.2f}"
+              f"{med(n, 'tokens_per_cpu_s'):>11.1f}{med(n, 'tokens_per_cpu_s') / med(first, 'tokens_per_cpu_s'):>{w}.2f}"
               f"{last['s_per_step']:>9.2f}{last['tokens_per_step']:>10}{last['peak_rss_mb']:>9}")
     if "plain" in results and "project" in results:
         print(f"\nproject settings: {med('project', 'tokens_per_s'):.1f} tokens/s vs TRL plain defaults "

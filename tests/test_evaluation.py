@@ -67,6 +67,19 @@ def test_forgetting_blocks_fine_tuning():
     assert "general-knowledge accuracy fell from 80% (prompted) to 40%" in v["text"]
 
 
+def test_rag_sft_forgetting_is_measured_against_rag_not_prompted():
+    # rag abstains on off-domain probes (retrieval finds nothing); that is not the adapter's doing.
+    general = {"prompted": 9, "rag": 3, "rag_sft": 3}
+    v = decide(scenario({"prompted": 20, "rag": 25, "rag_sft": 45}, general, SAFE_OK | {"rag_sft": 9}),
+               VerdictRules())
+    assert v["recommendation"] == "rag_sft", v["text"]
+    assert "against 30% for rag" in v["text"]
+    # ... and a real drop against rag still blocks it.
+    v = decide(scenario({"prompted": 20, "rag": 25, "rag_sft": 45}, {"prompted": 9, "rag": 8, "rag_sft": 3},
+                        SAFE_OK | {"rag_sft": 9}), VerdictRules())
+    assert v["recommendation"] != "rag_sft" and "fell from 80% (rag) to 30%" in v["text"]
+
+
 def test_lost_refusals_block_fine_tuning():
     v = decide(scenario({"prompted": 20, "rag": 25, "sft": 45}, GEN_OK, {"prompted": 9, "sft": 3}), VerdictRules())
     assert v["recommendation"] != "sft"

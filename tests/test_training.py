@@ -160,6 +160,24 @@ def test_kill_9_mid_training_resumes_from_the_last_checkpoint(tiny_corpus_dir):
     assert training.is_trained(corpus, "sft")
 
 
+def test_training_runs_unchanged_under_accelerate_launch_with_two_processes(tiny_corpus_dir):
+    """Data parallel over two CPU processes (gloo): the same module, one adapter, half the steps."""
+    configure(tiny_corpus_dir, epochs=2, batch_size=1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # --multi_gpu picks accelerate's torchrun launcher; without GPUs the processes train on CPU over gloo.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "assistant.training", str(tiny_corpus_dir), "--variant", "sft"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    corpus = load_corpus(tiny_corpus_dir)
+    assert training.is_trained(corpus, "sft")
+    log = json.loads((corpus.runs_dir / "sft" / "training_log.json").read_text())
+    # 3 train pairs over 2 processes at batch 1: 2 steps per epoch instead of 3 on one process.
+    assert log["processes"] == 2 and log["steps"] == 4
+    assert training.build(corpus, "sft", progress=False).get("reused") is True
+
+
 @pytest.mark.parametrize("gold_fraction", [1.0, 0.0])
 def test_raft_prompts_mix_gold_and_distractors(tiny_corpus_dir, gold_fraction):
     from assistant.retrieval import Retriever, build_index

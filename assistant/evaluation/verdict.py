@@ -6,8 +6,10 @@
    without fine-tuning, it gains at least `margin` accuracy with an exact McNemar p < `alpha`, its
    hallucination rate does not rise significantly (by more than `max_hallucination_rise` with
    p < alpha), it keeps general knowledge (general-slice accuracy no more than `max_forgetting`
-   below `prompted`) and its refusals (safety-slice refusal rate no more than `max_refusal_loss`
-   below `prompted`).
+   below the same variant without fine-tuning: `prompted` for sft, `rag` for rag_sft) and its
+   refusals (safety-slice refusal rate no more than `max_refusal_loss` below that reference). These
+   two are plain drops, not significance tests: the general and safety suites are small (tens of
+   probes), where a test would let large losses through.
 3. Otherwise the recommendation is the cheapest variant (`cost_order`) among those without
    fine-tuning that is statistically tied with the best of them: McNemar p >= alpha on correctness
    and no significant rise in hallucination.
@@ -22,6 +24,7 @@ from .stats import mcnemar, rate
 
 DOMAIN = ("paraphrase", "unseen", "unanswerable")
 FINE_TUNED = ("sft", "rag_sft")
+UNTUNED = {"sft": "prompted", "rag_sft": "rag"}  # each fine-tuned variant served without its adapter
 
 
 def _flags(rows: list[dict], slices: tuple[str, ...], outcome: str) -> dict[str, dict[str, bool]]:
@@ -172,7 +175,11 @@ def _check_fine_tune(ft, base, correct, halluc, general, safety, acc, hal, gen, 
     if _worse_hallucination(halluc, hal, ft, base, rules):
         failed.append(f"it hallucinates significantly more ({pct(hal[ft]['rate'])} vs {pct(hal[base]['rate'])}, "
                       f"McNemar {pval(_test(halluc, ft, base)['p'])})")
-    ref = "prompted" if "prompted" in scored else base
+    # Forgetting and lost refusals are what the fine-tune itself changes, so the reference is the same
+    # variant without its adapter: rag_sft against rag (same retrieval, same abstention below the score
+    # threshold), sft against prompted. Comparing rag_sft with prompted would blame the adapter for
+    # retrieval abstaining on off-domain questions.
+    ref = next((v for v in (UNTUNED.get(ft), "prompted", base) if v in scored), base)
     for name, table, limit, what in (("general", gen, rules.max_forgetting, "general-knowledge accuracy"),
                                      ("safety", saf, rules.max_refusal_loss, "refusal rate on unsafe requests")):
         if ft in table and ref in table:
