@@ -34,6 +34,7 @@ from .corpus import Corpus, QAItem
 
 FORMAT = 1  # bump when the training data recipe changes: adapters built before retrain
 RAFT_FIELDS = {"distractors", "gold_fraction", "rag_sft_epochs"}  # settings that only rag_sft reads
+SFT_ONLY_FIELDS = {"epochs"}  # settings that only sft reads
 ADAPTER, CHECKPOINTS, LOG_FILE, BUILD_FILE = "adapter", "checkpoints", "training_log.json", "build.json"
 
 
@@ -140,7 +141,7 @@ def fingerprint(corpus: Corpus, variant: str) -> str:
     """Hash of everything the adapter depends on: data, settings, prompt format, base model."""
     cfg = corpus.config
     h = hashlib.sha256(f"format={FORMAT}\0{variant}\0{cfg.model.name}\0{cfg.system_prompt}\0".encode())
-    exclude = None if variant == "rag_sft" else RAFT_FIELDS
+    exclude = SFT_ONLY_FIELDS if variant == "rag_sft" else RAFT_FIELDS  # tuning one never retrains the other
     h.update(cfg.lora.model_dump_json(exclude=exclude).encode())
     for q in corpus.qa:
         if q.split in ("train", "val") and q.kind == "answerable":

@@ -131,6 +131,25 @@ def test_build_publishes_a_peft_adapter_and_retrains_only_on_change(tiny_corpus_
     assert "reused" not in SftVariant.build(changed) and SftVariant.is_built(changed)
 
 
+def test_tuning_one_fine_tune_does_not_retrain_the_other(tiny_corpus_dir):
+    def prints(**lora):
+        d = tiny_corpus_dir.parent / f"c{len(list(tiny_corpus_dir.parent.iterdir()))}"
+        import shutil
+
+        shutil.copytree(tiny_corpus_dir, d)
+        configure(d, **lora)
+        c = load_corpus(d)
+        return training.fingerprint(c, "sft"), training.fingerprint(c, "rag_sft")
+
+    base = prints()
+    more_sft = prints(epochs=9)
+    more_raft = prints(rag_sft_epochs=9, distractors=1)
+    shared = prints(learning_rate=0.02)
+    assert more_sft[0] != base[0] and more_sft[1] == base[1]
+    assert more_raft[0] == base[0] and more_raft[1] != base[1]
+    assert shared[0] != base[0] and shared[1] != base[1]
+
+
 def test_kill_9_mid_training_resumes_from_the_last_checkpoint(tiny_corpus_dir):
     configure(tiny_corpus_dir, epochs=10, batch_size=1, eval_steps=3, early_stopping_patience=0,
               learning_rate=0.001)
