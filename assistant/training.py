@@ -198,13 +198,10 @@ def last_checkpoint(folder: Path, fp: str) -> str | None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fp)
-    done = []
     for p in folder.glob("checkpoint-*"):
-        if (p / "trainer_state.json").is_file():
-            done.append(p)
-        else:
+        if not (p / "trainer_state.json").is_file():
             shutil.rmtree(p, ignore_errors=True)
-    return str(max(done, key=lambda p: int(p.name.split("-")[-1]))) if done else None
+    return last_checkpoint_readonly(folder)
 
 
 # -- trainer ----------------------------------------------------------------------------------
@@ -437,11 +434,11 @@ def process_state(device_setting: str):
     (torchrun, which `accelerate launch --multi_gpu` starts) when told it runs on the CPU; without
     that, every process would believe it is the only one.
     """
-    import torch
     from accelerate import PartialState
 
-    accelerator = torch.cuda.is_available() or torch.backends.mps.is_available()
-    return PartialState(cpu=device_setting == "cpu" or not accelerator)
+    from .models import pick_device
+
+    return PartialState(cpu=pick_device(device_setting).type == "cpu")
 
 
 def last_checkpoint_readonly(folder: Path) -> str | None:
