@@ -292,7 +292,7 @@ def blind_tab(corpus: Corpus, lineup: Lineup) -> gr.Dataframe | None:
 
 def launch(corpus_path: str | Path, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
     """Serve the app on host:port until interrupted (what `assistant app` and `python app.py` run)."""
-    from .cli import UsageError
+    from .errors import UsageError
 
     corpus = load_corpus(corpus_path)
     print(f"loading the variants of {corpus.name} ({corpus.config.model.name})…", file=sys.stderr)

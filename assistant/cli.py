@@ -8,31 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import warnings
 from pathlib import Path
 
+from .errors import EXIT_INTERRUPTED, AssistantError, UsageError
+from .runtime import quiet_libraries
+
 DEFAULT_CORPUS = "corpora/ecostride"
-
-
-class UsageError(Exception):
-    """A problem the user fixes; printed as is, exit code 2."""
-
-
-def _quiet_libraries() -> None:
-    # Offline by design: nothing is fetched from a hub at run time.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    # TRL and PEFT still read the old attribute name; the notice is for them, not for our users.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
 
 
 def _corpus(path: str):
@@ -180,25 +162,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    _quiet_libraries()
-    from .config import ConfigError
-    from .corpus import CorpusError
-    from .models import ModelError
-    from .variants.base import NotBuilt
-
+    quiet_libraries()
     try:
         return args.fn(args) or 0
-    except CorpusError as e:
-        for p in e.problems:
-            print(f"error: {p}", file=sys.stderr)
-        return 2
-    except (UsageError, ConfigError, ModelError, NotBuilt) as e:
-        for line in str(e).splitlines():
+    except AssistantError as e:
+        for line in e.lines():
             print(f"error: {line}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted; finished artifacts are kept and the next run resumes", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

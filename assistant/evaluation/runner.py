@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from ..config import VARIANTS
 from ..corpus import Corpus, CorpusError, QAItem, read_qa
+from ..errors import UsageError
 from ..variants import NotBuilt, load_variant, open_engine, variant_class
 from . import report, scoring
 
@@ -155,8 +156,6 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
     """Evaluate the built variants, write the report folder and return its path."""
     console = console or Console(stderr=True)
     if limit is not None and limit < 1:
-        from ..cli import UsageError
-
         raise UsageError("--limit must be at least 1")
     items = eval_items(corpus, limit, console)
     if not items:

@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from ..corpus import Corpus
+from ..errors import AssistantError
 from ..generation import Engine, Messages
 
 ABSTAIN_TEXT = "I don't know."
@@ -41,7 +42,7 @@ class Answer:
         return asdict(self)
 
 
-class NotBuilt(Exception):
+class NotBuilt(AssistantError):
     """A variant's artifacts are missing; the message names the command that builds them."""
 
 

@@ -1,0 +1,106 @@
+"""Writing artifacts safely: atomic files and folders, locked appends, per-corpus locks.
+
+Every artifact is written to a temporary name beside its target and renamed into place, so a
+reader (or a process killed half-way) never sees a half-written file. What two processes could
+write at once (answer caches, votes, labels, a build folder) is guarded by a `filelock` lock file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from filelock import FileLock
+
+
+def lock_for(path: Path, timeout: float = -1) -> FileLock:
+    """The lock guarding `path` (a sibling `.<name>.lock` file); blocks until free by default."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path.parent / f".{path.name}.lock"), timeout=timeout)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file and one rename (fsynced)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_json(path: Path, data, indent: int | None = 2) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    """Append rows to a JSONL file under its lock, fsynced: safe across processes and kills
+    (a line cut by a kill is skipped by `read_jsonl`)."""
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if not lines:
+        return
+    with lock_for(path):
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Every complete JSON object line of `path` ([] when missing); torn or foreign lines are skipped."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            out.append(row)
+    return out
+
+
+def atomic_dir(target: Path, build: Callable[[Path], None], replace: bool = False) -> Path:
+    """Run `build(tmp_dir)` and move the result to `target` in one rename.
+
+    Without `replace`, an existing `target` is kept (a concurrent process that finished first won
+    the race, and its result is as good). With `replace`, the old folder is swapped out only once
+    the new one is complete, and put back if the swap fails.
+    """
+    if target.exists() and not replace:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)
+    try:
+        build(tmp)
+        if replace and target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                os.replace(old, target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                if not target.exists():
+                    raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
