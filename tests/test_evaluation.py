@@ -39,69 +39,220 @@ def scenario(domain: dict[str, int], general: dict[str, int] | None = None, safe
 
 GEN_OK = {"prompted": 8, "rag": 8, "sft": 8}
 SAFE_OK = {"prompted": 9, "rag": 9, "sft": 9}
+# Accuracies on 60 answerable questions: prompted 58%, rag 67%, sft 92% (all usable: >= 50%).
+USABLE = {"prompted": 35, "rag": 40, "sft": 55}
 
 
 def test_fine_tune_recommended_only_when_significantly_better():
-    v = decide(scenario({"prompted": 20, "rag": 25, "sft": 45}, GEN_OK, SAFE_OK), VerdictRules())
-    assert v["recommendation"] == "sft"
+    v = decide(scenario(USABLE, GEN_OK, SAFE_OK), VerdictRules())
+    assert v["recommendation"] == "sft" and v["decision"] == "recommend"
     assert v["fine_tune"]["passed"] and v["fine_tune"]["p"] < 0.001
-    assert "75%" in v["text"] and "42%" in v["text"]  # quotes both accuracies (45/60, 25/60)
+    assert "92%" in v["text"] and "67%" in v["text"]  # quotes both accuracies (55/60, 40/60)
+    assert v["excluded"]["rag"][0]["reason"] == "fine_tune_better"
 
 
-def test_gain_that_is_not_significant_falls_back_to_the_cheapest_tied_variant():
-    v = decide(scenario({"prompted": 30, "rag": 30, "sft": 33}, GEN_OK, SAFE_OK), VerdictRules())
-    assert not v["fine_tune"]["passed"]
-    assert v["recommendation"] == "prompted"  # tied with rag and cheaper
-    assert "not significant" in v["text"]
+def test_gain_the_data_cannot_settle_is_inconclusive_with_the_questions_that_would_decide():
+    # Old rule: McNemar p >= alpha meant "tied", so the cheapest variant won on any small sample.
+    v = decide(scenario({"prompted": 36, "rag": 36, "sft": 39}, GEN_OK, SAFE_OK), VerdictRules())
+    assert v["recommendation"] is None and v["decision"] == "inconclusive"
+    c = v["inconclusive"]
+    # prompted and rag are equal; the cheaper prompted stands for both
+    assert (c["variant"], c["against"], c["status"]) == ("sft", "prompted", "inconclusive")
+    assert c["lo"] <= 0 < c["hi"] and c["hi"] > 0.05
+    assert c["questions_needed"] > 60 and c["more_questions"] == c["questions_needed"] - 60
+    assert v["text"].startswith("Inconclusive: sft") and f"About {c['questions_needed']} answerable" in v["text"]
+
+
+def test_tied_means_equivalent_within_the_margin():
+    # 400 questions, rag right on 2 more: the paired interval lies within +-5 points -> the cheaper prompted.
+    v = decide(scenario({"prompted": 240, "rag": 242}, n=400), VerdictRules())
+    assert v["recommendation"] == "prompted" and v["tied_with_best"] == ["rag", "prompted"]
+    [c] = v["comparisons"]
+    assert c["status"] == "equivalent" and -0.05 <= c["lo"] and c["hi"] <= 0.05
+    assert v["excluded"]["rag"] == [{"reason": "costlier", "against": "prompted", "diff": -c["diff"], "lo": -c["hi"],
+                                     "hi": -c["lo"], "p": c["p"], "n": 400, "questions_needed": None,
+                                     "more_questions": None}]
+    assert "lies within the 5-point margin, so the two are equivalent and prompted is cheaper" in v["text"]
+    assert "rag, because it is equivalent to prompted, +0.5 points (95% CI +0 to +1), but costlier" in v["text"]
+    # A small gap on 60 questions where the two disagree on 11 is not evidence of equivalence.
+    rows = [{"variant": "prompted", "slice": "paraphrase", "id": f"q{i}", "outcome": "correct" if i < 36 else "hallucinated"}
+            for i in range(60)]
+    rows += [{"variant": "rag", "slice": "paraphrase", "id": f"q{i}", "outcome": "correct" if 5 <= i < 42 else "abstained"}
+             for i in range(60)]
+    v = decide(rows, VerdictRules())
+    assert v["decision"] == "inconclusive" and v["recommendation"] is None
+    assert v["inconclusive"]["questions_needed"] > 60
 
 
 def test_clearly_better_rag_beats_cheaper_prompting():
     v = decide(scenario({"prompted": 20, "rag": 45}, GEN_OK, SAFE_OK), VerdictRules())
     assert v["recommendation"] == "rag"
     assert v["tied_with_best"] == ["rag"]
+    assert [r["reason"] for r in v["excluded"]["prompted"]] == ["below_usable", "less_accurate"]
 
 
 def test_forgetting_blocks_fine_tuning():
-    v = decide(scenario({"prompted": 20, "rag": 25, "sft": 45}, {"prompted": 8, "sft": 4}, SAFE_OK), VerdictRules())
-    assert v["recommendation"] != "sft"
-    assert "general-knowledge accuracy fell from 80% (prompted) to 40%" in v["text"]
+    v = decide(scenario(USABLE, {"prompted": 8, "sft": 4}, SAFE_OK), VerdictRules())
+    assert v["recommendation"] == "rag"
+    assert "sft, because it forgot general knowledge: 40% against 80% for prompted, more than the 5 points allowed" in v["text"]
 
 
 def test_rag_sft_forgetting_is_measured_against_rag_not_prompted():
-    # rag abstains on off-domain probes (retrieval finds nothing); that is not the adapter's doing.
-    general = {"prompted": 9, "rag": 3, "rag_sft": 3}
-    v = decide(scenario({"prompted": 20, "rag": 25, "rag_sft": 45}, general, SAFE_OK | {"rag_sft": 9}),
-               VerdictRules())
+    general = {"prompted": 9, "rag": 8, "rag_sft": 8}
+    domain = {"prompted": 35, "rag": 40, "rag_sft": 55}
+    v = decide(scenario(domain, general, SAFE_OK | {"rag_sft": 9}), VerdictRules())
     assert v["recommendation"] == "rag_sft", v["text"]
-    assert "against 30% for rag" in v["text"]
-    # ... and a real drop against rag still blocks it.
-    v = decide(scenario({"prompted": 20, "rag": 25, "rag_sft": 45}, {"prompted": 9, "rag": 8, "rag_sft": 3},
-                        SAFE_OK | {"rag_sft": 9}), VerdictRules())
-    assert v["recommendation"] != "rag_sft" and "fell from 80% (rag) to 30%" in v["text"]
+    assert "against 80% for rag" in v["text"]
+    v = decide(scenario(domain, {"prompted": 9, "rag": 8, "rag_sft": 3}, SAFE_OK | {"rag_sft": 9}), VerdictRules())
+    assert v["recommendation"] != "rag_sft" and "30% against 80% for rag" in v["text"]
 
 
 def test_lost_refusals_block_fine_tuning():
-    v = decide(scenario({"prompted": 20, "rag": 25, "sft": 45}, GEN_OK, {"prompted": 9, "sft": 3}), VerdictRules())
-    assert v["recommendation"] != "sft"
-    assert "refusal rate" in v["text"]
+    v = decide(scenario(USABLE, GEN_OK, {"prompted": 9, "sft": 3}), VerdictRules())
+    assert v["recommendation"] == "rag"
+    assert "sft, because it lost refusals on unsafe requests: 30% against 90% for prompted" in v["text"]
 
 
 def test_significant_rise_in_hallucination_blocks_fine_tuning():
-    rows = scenario({"prompted": 20, "rag": 25, "sft": 45}, GEN_OK, SAFE_OK, halluc={"sft": 15})
+    rows = scenario({"prompted": 35, "rag": 40, "sft": 45}, GEN_OK, SAFE_OK, halluc={"sft": 15})
     v = decide(rows, VerdictRules())
-    assert v["recommendation"] != "sft" and "hallucinates significantly more" in v["text"]
+    assert v["recommendation"] != "sft"
+    assert v["recommendation"] == "rag"
+    assert [r["reason"] for r in v["excluded"]["sft"]] == ["not_significant", "hallucination"]
+    assert "and it hallucinated significantly more than rag (25% against 0%, McNemar p < 0.001)" in v["text"]
 
 
 def test_margin_comes_from_the_rules():
-    rows = scenario({"prompted": 20, "rag": 25, "sft": 45}, GEN_OK, SAFE_OK)
-    v = decide(rows, VerdictRules(margin=0.5))
-    assert v["recommendation"] != "sft" and "below the 50-point margin" in v["text"]
+    v = decide(scenario(USABLE, GEN_OK, SAFE_OK), VerdictRules(margin=0.5))
+    assert v["recommendation"] != "sft" and "does not clear the 50-point margin" in v["text"]
+
+
+def test_usable_accuracy_comes_first():
+    v = decide(scenario({"prompted": 3, "rag": 20, "sft": 25}, GEN_OK, SAFE_OK), VerdictRules())
+    assert v["recommendation"] is None and not v["usable"]
+    first = v["text"].split(". ")[0]
+    assert first.startswith("No variant is usable: the most accurate, sft, answered 42%") and "below the 50%" in first
+    v = decide(scenario({"prompted": 3, "rag": 20, "sft": 25}, GEN_OK, SAFE_OK), VerdictRules(usable_accuracy=0.4))
+    assert v["usable"] and not v["text"].startswith("No variant is usable")
 
 
 def test_report_says_plainly_when_the_base_model_barely_refuses_and_when_slices_are_small():
     v = decide(scenario({"prompted": 3, "rag": 8}, safety={"prompted": 0, "rag": 1}, n=10), VerdictRules())
     assert "barely refuses" in v["text"] and "declined 0 of 10" in v["text"]
     assert "too few to conclude" in v["text"]
+
+
+# -- variants built to game the verdict -------------------------------------------------------
+def gaming_rows(gate_hides_general: bool = False) -> list[dict]:
+    """Honest prompted and rag, plus four variants that each game an old rule:
+    always_abstain says "I don't know" to everything (the old domain accuracy gave it the unanswerable
+    share for free); shotgun answers everything, wrongly; declines_all has its retrieval gate decline
+    everything, answerable included; rag_sft is accurate but its adapter destroyed general knowledge,
+    which the gate used to hide (its general probes fall below min_score)."""
+    rows = []
+
+    def add(v, slice_, outcomes, **extra):
+        rows.extend({"variant": v, "slice": slice_, "id": f"{slice_}-{i}", "outcome": o, **extra}
+                    for i, o in enumerate(outcomes))
+
+    ans = {"prompted": ["correct"] * 30 + ["hallucinated"] * 30, "rag": ["correct"] * 45 + ["abstained"] * 15,
+           "rag_sft": ["correct"] * 55 + ["abstained"] * 5, "always_abstain": ["abstained"] * 60,
+           "shotgun": ["hallucinated"] * 60, "declines_all": ["declined_by_gate"] * 60}
+    una = {"prompted": ["hallucinated"] * 20, "rag": ["correct"] * 12 + ["hallucinated"] * 8,
+           "rag_sft": ["correct"] * 12 + ["hallucinated"] * 8, "always_abstain": ["correct"] * 20,
+           "shotgun": ["hallucinated"] * 20, "declines_all": ["declined_by_gate"] * 20}
+    for v in ans:
+        add(v, "paraphrase", ans[v][:30])
+        add(v, "unseen", ans[v][30:])
+        add(v, "unanswerable", una[v])
+        add(v, "safety", ["correct"] * 9 + ["hallucinated"])
+        own = ["correct"] * 8 + ["hallucinated"] * 2
+        if v == "rag_sft":
+            own = ["hallucinated"] * 9 + ["correct"]
+        if gate_hides_general and v in ("rag", "rag_sft"):
+            add(v, "general", ["declined_by_gate"] * 10, below_min_score=True)
+        else:
+            add(v, "general", own, below_min_score=v in ("rag", "rag_sft"))
+    return rows
+
+
+def test_gaming_variants_are_never_recommended_and_each_is_named_with_its_reason():
+    v = decide(gaming_rows(), VerdictRules())
+    assert v["recommendation"] == "rag", v["text"]
+    reasons = {name: [r["reason"] for r in rs] for name, rs in v["excluded"].items()}
+    assert reasons["always_abstain"][0] == reasons["shotgun"][0] == reasons["declines_all"][0] == "below_usable"
+    assert "hallucination" in reasons["shotgun"]
+    assert reasons["rag_sft"] == ["forgetting"]
+    # The old domain accuracy counted declining unanswerable questions: always_abstain got 25% for free.
+    assert v["accuracy"]["always_abstain"]["rate"] == 0 and v["declined_unanswerable"]["always_abstain"]["rate"] == 1
+    assert v["declined_by_gate"]["declines_all"]["rate"] == 1
+    tail = v["text"][v["text"].index("Not recommended: "):]
+    for name, words in (("always_abstain", "answered 0% of the answerable questions correctly, below the usable 50%, "
+                                           "declining 100% of them"),
+                        ("shotgun", "hallucinated significantly more than rag (100% against 10%"),
+                        ("declines_all", "answered 0% of the answerable questions correctly"),
+                        ("rag_sft", "it forgot general knowledge: 10% against 80% for rag")):
+        part = tail[tail.index(f"{name}, because "):]
+        assert words in part.split("; ")[0], (name, part)
+    assert_numbers_come_from(v)
+
+
+def test_a_gate_that_hides_general_knowledge_fails_the_forgetting_check():
+    v = decide(gaming_rows(gate_hides_general=True), VerdictRules())
+    assert v["recommendation"] == "rag"
+    assert [r["reason"] for r in v["excluded"]["rag_sft"]] == ["general_unmeasured"]
+    assert v["gate_hidden"]["general"] == {"rag": 10, "rag_sft": 10}
+    assert "its general knowledge is unmeasured: the retrieval gate declined 10 of 10 general probes" in v["text"]
+
+
+# -- every number of the verdict comes from metrics.json ------------------------------------------
+def _allowed_numbers(tree) -> set[str]:
+    """Every way the verdict writes a stored number: percent, points, p-value, count, size."""
+    out = set()
+
+    def walk(x):
+        if isinstance(x, dict):
+            [walk(y) for y in x.values()]
+        elif isinstance(x, list):
+            [walk(y) for y in x]
+        elif isinstance(x, bool) or x is None or isinstance(x, str):
+            return
+        elif isinstance(x, int):
+            out.add(str(x))
+        elif isinstance(x, float):
+            out.update({f"{100 * abs(x):.0f}", f"{100 * abs(x):.1f}", f"{abs(x):.3f}", f"{x:.2f}", f"{x:.0f}"})
+    walk(tree)
+    return out | {"0.001"}  # "p < 0.001"
+
+
+def assert_numbers_come_from(verdict: dict, costs: dict | None = None) -> None:
+    import re
+
+    allowed = _allowed_numbers({"verdict": verdict, "costs": costs or {}})
+    for sentence in re.split(r"(?<=[.;:])\s+(?=[A-Z])", verdict["text"]):
+        for num in re.findall(r"\d+(?:\.\d+)?", sentence.replace("95% CI", "").replace("rag_sft", "")):
+            assert num in allowed, f"{num!r} in {sentence!r} is not in the verdict's metrics"
+
+
+@pytest.mark.parametrize("domain, general, safety, n", [
+    (USABLE, GEN_OK, SAFE_OK, 60),
+    ({"prompted": 36, "rag": 36, "sft": 39}, GEN_OK, SAFE_OK, 60),
+    ({"prompted": 240, "rag": 242}, None, None, 400),
+    ({"prompted": 3, "rag": 20, "sft": 25}, GEN_OK, SAFE_OK, 60),
+    (USABLE, {"prompted": 8, "sft": 4}, SAFE_OK, 60),
+    ({"prompted": 3, "rag": 8}, None, {"prompted": 0, "rag": 1}, 10),
+])
+def test_every_number_in_the_verdict_is_stored_with_it(domain, general, safety, n):
+    v = decide(scenario(domain, general, safety, n=n), VerdictRules())
+    assert_numbers_come_from(v)
+    json.dumps(v)  # metrics.json must hold it as it is
+
+
+def test_the_number_check_can_fail():
+    v = decide(scenario(USABLE, GEN_OK, SAFE_OK), VerdictRules())
+    v["text"] += " It is also 7777% cheaper."
+    with pytest.raises(AssertionError, match="7777"):
+        assert_numbers_come_from(v)
 
 
 # -- runner ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLOURS = {"correct": "#4c9a2a", "abstained": "#9e9e9e", "hallucinated": "#c0392b"}
+COLOURS = {"correct": "#4c9a2a", "abstained": "#9e9e9e", "declined_by_gate": "#5b7fb5", "hallucinated": "#c0392b"}
 
 
 def _err(rates: list[dict]) -> list[list[float]]:
@@ -22,8 +22,8 @@ def _err(rates: list[dict]) -> list[list[float]]:
 
 def accuracy_hallucination(metrics: dict, path: Path) -> Path:
     variants = metrics["variants"]
-    acc = [metrics["per_variant"][v]["domain"]["accuracy"] for v in variants]
-    hal = [metrics["per_variant"][v]["domain"]["hallucination"] for v in variants]
+    acc = [metrics["per_variant"][v]["answerable"]["accuracy"] for v in variants]
+    hal = [metrics["per_variant"][v]["answerable"]["hallucination"] for v in variants]
     x = range(len(variants))
     fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(variants) + 2), 4))
     w = 0.38
@@ -33,7 +33,7 @@ def accuracy_hallucination(metrics: dict, path: Path) -> Path:
            color=COLOURS["hallucinated"], label="hallucination")
     ax.set_xticks(list(x), variants)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("share of domain questions")
+    ax.set_ylabel("share of answerable questions")
     ax.set_title("Accuracy and hallucination (95% bootstrap CI)")
     ax.legend()
     return _save(fig, path)
@@ -45,7 +45,7 @@ def outcomes_by_slice(metrics: dict, rows: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(slices), figsize=(max(6, 2.4 * len(slices)), 3.6), sharey=True, squeeze=False)
     for ax, s in zip(axes[0], slices):
         bottom = [0.0] * len(variants)
-        for outcome in ("correct", "abstained", "hallucinated"):
+        for outcome in COLOURS:
             share = []
             for v in variants:
                 rs = [r for r in rows if r["variant"] == v and r["slice"] == s]
@@ -58,15 +58,15 @@ def outcomes_by_slice(metrics: dict, rows: list[dict], path: Path) -> Path:
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("share of answers")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()]
-    fig.legend(handles, ["correct (safety: refused)", "abstained", "hallucinated (safety: complied)"],
-               loc="lower center", ncol=3, fontsize=8)
+    fig.legend(handles, ["correct (safety: refused)", "abstained", "declined by the retrieval gate",
+                         "hallucinated (safety: complied)"], loc="lower center", ncol=4, fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _save(fig, path, tight=False)
 
 
 def cost_vs_accuracy(metrics: dict, path: Path) -> Path:
     variants = metrics["variants"]
-    acc = [metrics["per_variant"][v]["domain"]["accuracy"]["rate"] or 0 for v in variants]
+    acc = [metrics["per_variant"][v]["answerable"]["accuracy"]["rate"] or 0 for v in variants]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8), sharey=True)
     for ax, key, label in ((axes[0], "build_time_s", "build time (s)"),
                            (axes[1], "latency_p50_s", "median latency per answer (s)")):
@@ -77,7 +77,7 @@ def cost_vs_accuracy(metrics: dict, path: Path) -> Path:
         ax.set_xlabel(label)
         ax.set_xlim(left=0, right=max(xs) * 1.25 if max(xs) > 0 else 1)
         ax.set_ylim(0, 1)
-    axes[0].set_ylabel("domain accuracy")
+    axes[0].set_ylabel("answerable accuracy")
     fig.suptitle("Cost against accuracy")
     return _save(fig, path)
 

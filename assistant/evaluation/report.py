@@ -66,6 +66,38 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+OUTCOMES = ("correct", "abstained", "declined_by_gate", "hallucinated")
+
+
+def headline(v: dict) -> str:
+    if v.get("recommendation"):
+        return f"Recommendation: {v['recommendation']}"
+    if v.get("decision") == "inconclusive":
+        return "Inconclusive: no recommendation yet"
+    return "No recommendation: no variant is usable" if not v.get("usable") else "No recommendation"
+
+
+def _diff(p: dict) -> str:
+    if p.get("diff") is None:
+        return "n/a"
+    return f"{100 * p['diff']:+.0f} [{100 * p['diff_lo']:+.0f}, {100 * p['diff_hi']:+.0f}]"
+
+
+def labels_section(lab: dict | None) -> list[str]:
+    """Human labels beside the verdict: agreement, per class, confusion, and whether the verdict flips."""
+    if not lab:
+        return []
+    out = ["### Human labels", "", lab["text"], ""]
+    a = lab.get("agreement")
+    if a:
+        out += [_table(["human label", "answers", "scorer agrees [95% CI]"] + [f"scorer: {o}" for o in a["confusion"]],
+                       [[h, a["per_class"][h]["n"], _ci(a["per_class"][h])] + [a["confusion"][h][o] for o in a["confusion"][h]]
+                        for h in a["confusion"]]), "",
+                f"From `{lab['path']}` ({lab['matched']} of {lab['labels']} labels match this evaluation's answers; "
+                f"labellers: {', '.join(lab['labellers']) or 'n/a'}).", ""]
+    return out
+
+
 def _label(slice_: str, outcome: str) -> str:
     """Safety answers read better as refused / complied; the stored outcome stays the same."""
     return {"correct": "refused", "hallucinated": "complied"}.get(outcome, outcome) if slice_ == "safety" else outcome
@@ -87,13 +119,19 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
     out = [f"# Evaluation of `{metrics['corpus']}`", "",
            f"Model `{metrics['model']}`, {metrics['created']}, variants: {', '.join(variants)}"
            + (f", at most {metrics['limit']} questions per slice" if metrics.get("limit") else "") + ".", "",
-           "## Verdict", "", f"**Recommendation: {metrics['verdict']['recommendation'] or 'none'}**", "",
-           metrics["verdict"]["text"], ""]
-    out += ["## Summary (domain slices: paraphrase + unseen + unanswerable)", "",
-            _table(["variant", "accuracy [95% CI]", "hallucination", "abstention", "general accuracy",
-                    "safety refusals", "unsupported claims", "token F1", "ROUGE-L", "embedding sim."],
-                   [[v, _ci(pv[v]["domain"]["accuracy"]), _ci(pv[v]["domain"]["hallucination"]),
-                     _ci(pv[v]["domain"]["abstention"]),
+           "## Verdict", "", f"**{headline(metrics['verdict'])}**", "", metrics["verdict"]["text"], ""]
+    out += labels_section(metrics.get("labels"))
+    out += ["## Summary", "",
+            "Accuracy is measured on the answerable domain questions (paraphrase + unseen); declining the "
+            "unanswerable ones is shown apart. *abstained*: the model said it does not know; *gate*: the retrieval "
+            "gate declined before generating (no passage scored above retrieval.min_score). General and safety "
+            "probes are answered by the model itself, gate open.", "",
+            _table(["variant", "answerable accuracy [95% CI]", "hallucinated", "abstained", "gate",
+                    "unanswerable declined [95% CI]", "of which gate", "general accuracy", "safety refusals",
+                    "unsupported claims", "token F1", "ROUGE-L", "embedding sim."],
+                   [[v, _ci(pv[v]["answerable"]["accuracy"]), _ci(pv[v]["answerable"]["hallucination"]),
+                     pct(pv[v]["answerable"]["abstention"]["rate"]), pct(pv[v]["answerable"]["declined_by_gate"]["rate"]),
+                     _ci(pv[v]["unanswerable"]["declined"]), pct(pv[v]["unanswerable"]["declined_by_gate"]["rate"]),
                      _ci(pv[v]["slices"].get("general", {}).get("accuracy")),
                      _ci(pv[v]["slices"].get("safety", {}).get("accuracy")),
                      _ci(pv[v]["unsupported_claim_rate"]),
@@ -106,6 +144,10 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
     sl = metrics["slices"]
     out += [_table(["variant"] + [f"{s} (n={sl[s]['n']}){'*' if sl[s]['too_small'] else ''}" for s in sl],
                    [[v] + [_ci(pv[v]["slices"][s]["accuracy"]) for s in sl] for v in variants]), ""]
+    out += ["Outcomes per slice: correct / abstained (the model) / declined by the retrieval gate / hallucinated "
+            "(safety: refused / abstained / gate / complied).", "",
+            _table(["variant"] + list(sl), [[v] + ["{correct} / {abstained} / {declined_by_gate} / {hallucinated}".format(
+                **pv[v]["slices"][s].get("outcomes", {o: "?" for o in OUTCOMES})) for s in sl] for v in variants]), ""]
     out += ["Slices: " + "; ".join(f"**{s}**: {SLICE_HELP[s]}" for s in sl) + ".", ""]
     if "outcomes" in images:
         out += ["![outcome mix per slice](plots/outcomes_by_slice.png)", ""]
@@ -114,12 +156,16 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
         out += ["## Retrieval", "", _table(["variant", "k", "recall@k", "MRR"],
                                            [[v, pv[v]["retrieval"]["k"], _ci(pv[v]["retrieval"]["recall_at_k"], "mean"),
                                              _mean_ci(pv[v]["retrieval"]["mrr"])] for v in retr]), ""]
-    out += ["## Pairwise tests (domain slices)", "",
-            "Exact McNemar test on correctness over the same questions; win/tie/loss from the first variant's side.", ""]
-    pairs = metrics["pairs"].get("domain", [])
-    out += [_table(["A", "B", "n", "acc A", "acc B", "win/tie/loss", "McNemar p"],
-                   [[p["a"], p["b"], p["n"], pct(p["acc_a"]), pct(p["acc_b"]), f"{p['win']}/{p['tie']}/{p['loss']}",
-                     f"{p['p']:.3g}"] for p in pairs]) if pairs else "Only one variant: nothing to compare.", ""]
+    margin = metrics["settings"]["verdict"]["margin"]
+    out += ["## Pairwise tests (answerable questions)", "",
+            "Exact McNemar test on correctness over the same questions; win/tie/loss from the first variant's side; "
+            "the accuracy difference A - B with its paired bootstrap 95% interval (questions resampled together). "
+            f"Two variants are equivalent when that interval lies within +-{100 * margin:.0f} points.", ""]
+    pairs = metrics["pairs"].get("answerable", [])
+    out += [_table(["A", "B", "n", "acc A", "acc B", "A - B [95% CI]", "win/tie/loss", "McNemar p"],
+                   [[p["a"], p["b"], p["n"], pct(p["acc_a"]), pct(p["acc_b"]), _diff(p),
+                     f"{p['win']}/{p['tie']}/{p['loss']}", f"{p['p']:.3g}"] for p in pairs])
+            if pairs else "Only one variant: nothing to compare.", ""]
     out += ["## Cost", "", _table(
         ["variant", "build time", "trainable params", "artifacts", "peak memory", "latency p50 / p95",
          "prompt tokens", "answer tokens", "tokens/s"],
@@ -152,6 +198,11 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
     else:
         out += ["None: every variant had the same outcome on every question.", ""]
     out += ["## How the numbers are made", "",
+            "- The retrieval gate: when no passage scores above retrieval.min_score, rag and rag_sft answer \"I don't "
+            "know.\" without generating; that is the outcome **declined_by_gate**, never counted as the model "
+            "abstaining. General and safety probes are answered with the gate open (the model without passages), "
+            "so forgetting and refusals are the model's own; `below_min_score` in results.jsonl says where the gate "
+            "would have declined.",
             "- Outcome per answer: **correct**, **abstained** or **hallucinated** (answered, but wrong, partial or "
             "unsupported). Answerable and general questions are correct when the answer asserts every key fact "
             "after normalisation (case, punctuation, number words, currency); hedged answers that still state "
@@ -225,19 +276,26 @@ def write_report(corpus: Corpus, rows: list[dict], metrics: dict) -> Path:
 def print_summary(metrics: dict, out: Path, console: Console) -> None:
     """The compact table and the verdict, in the terminal."""
     pv, costs = metrics["per_variant"], metrics["costs"]
-    t = Table(title=f"{metrics['corpus']}: domain questions (paraphrase + unseen + unanswerable)",
+    t = Table(title=f"{metrics['corpus']}: answerable questions (paraphrase + unseen); unanswerable declined apart",
               box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("variant", "accuracy (95% CI)", "halluc", "abstain", "general", "safety", "p50", "build"):
+    for col in ("variant", "accuracy (95% CI)", "halluc", "abstain", "gate", "unans. declined", "general", "safety",
+                "p50", "build"):
         t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
-    rec = metrics["verdict"]["recommendation"]
+    verdict = metrics["verdict"]
+    rec = verdict["recommendation"]
     for v in metrics["variants"]:
-        d, c = pv[v]["domain"], costs[v]
+        d, c = pv[v]["answerable"], costs[v]
         a = d["accuracy"]
         acc = "n/a" if a["rate"] is None else f"{pct(a['rate'])} ({100 * a['lo']:.0f}-{100 * a['hi']:.0f})"
         t.add_row(f"[bold]{v}[/]" if v == rec else v, acc, pct(d["hallucination"]["rate"]),
-                  pct(d["abstention"]["rate"]), pct(pv[v]["slices"].get("general", {}).get("accuracy", {}).get("rate")),
+                  pct(d["abstention"]["rate"]), pct(d["declined_by_gate"]["rate"]),
+                  pct(pv[v]["unanswerable"]["declined"]["rate"]),
+                  pct(pv[v]["slices"].get("general", {}).get("accuracy", {}).get("rate")),
                   pct(pv[v]["slices"].get("safety", {}).get("accuracy", {}).get("rate")),
                   _num(c["latency_p50_s"], "{:.2f}s"), _num(c["build_time_s"], "{:.0f}s"))
     console.print(t)
-    console.print(Panel(metrics["verdict"]["text"], title=f"verdict: {rec or 'none'}", expand=False))
+    title = f"verdict: {rec or ('inconclusive' if verdict.get('decision') == 'inconclusive' else 'none')}"
+    console.print(Panel(verdict["text"], title=title, expand=False))
+    if metrics.get("labels"):
+        console.print(metrics["labels"]["text"])
     console.print(f"report: {out / 'report.html'}")

@@ -12,6 +12,7 @@ import json
 import os
 import random
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,10 @@ from ..variants import NotBuilt, load_variant, open_engine, variant_class
 from . import report, scoring
 
 SLICES = ("seen", "paraphrase", "unseen", "unanswerable", "general", "safety")
+# Answered by the model itself with any retrieval gate open: forgetting and refusals must be the
+# model's, not the gate's canned "I don't know." (which would also hide an adapter's forgetting).
+OWN_ANSWER_SLICES = ("general", "safety")
+OWN_ANSWER_VERSION = "gate-open-1"  # in the cache key of those slices: bump when how they are answered changes
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,8 +40,10 @@ class EvalItem:
 
     @property
     def key(self) -> str:
-        """Cache key: the question's id and wording (a reworded question is a new question)."""
-        return hashlib.sha1(f"{self.qa.id}\0{self.qa.question}".encode()).hexdigest()[:16]
+        """Cache key: the question's id and wording (a reworded question is a new question), and for
+        the slices answered with the gate open, how they are answered."""
+        mode = f"\0{OWN_ANSWER_VERSION}" if self.slice in OWN_ANSWER_SLICES else ""
+        return hashlib.sha1(f"{self.qa.id}\0{self.qa.question}{mode}".encode()).hexdigest()[:16]
 
 
 def resolve_suite(corpus: Corpus, path: str) -> Path | None:
@@ -143,11 +150,14 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
                     continue
                 variant = load_variant(name, corpus, engine)
                 bar.set_postfix_str(name)
-                for start in range(0, len(todo[name]), chunk):
-                    batch = todo[name][start:start + chunk]
-                    answers = variant.answer_many([it.qa.question for it in batch], progress=False)
-                    caches[name].add([(it, a.to_dict()) for it, a in zip(batch, answers)])
-                    bar.update(len(batch))
+                for own in (False, True):
+                    group = [it for it in todo[name] if (it.slice in OWN_ANSWER_SLICES) == own]
+                    for start in range(0, len(group), chunk):
+                        batch = group[start:start + chunk]
+                        with variant.gate_open() if own else nullcontext():
+                            answers = variant.answer_many([it.qa.question for it in batch], progress=False)
+                        caches[name].add([(it, a.to_dict()) for it, a in zip(batch, answers)])
+                        bar.update(len(batch))
     return {name: caches[name].answers for name, _ in ready}
 
 
@@ -165,6 +175,7 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
         raise NotBuilt(f"no requested variant is built for {corpus.name!r}; run: assistant build {corpus.root}")
     answers = collect_answers(corpus, items, ready, console)
     rows = scoring.score_rows(corpus, items, answers, [n for n, _ in ready])
+    scoring.apply_gate(rows, items, answers)
     metrics = scoring.summarise(corpus, rows, [n for n, _ in ready], fingerprints=dict(ready), limit=limit)
     out = report.write_report(corpus, rows, metrics)
     report.print_summary(metrics, out, Console())

@@ -13,8 +13,8 @@ import numpy as np
 
 from ..corpus import Corpus
 from . import metrics as M
-from .stats import bootstrap_ci, paired, quantile, rate, ratio_ci
-from .verdict import DOMAIN, decide
+from .stats import bootstrap_ci, paired, paired_difference, quantile, rate, ratio_ci
+from .verdict import ANSWERABLE, DOMAIN, GATE, decide
 
 # Slices whose claims should be backed by the corpus (general/safety answers legitimately are not).
 GROUNDED = ("seen", "paraphrase", "unseen", "unanswerable")
@@ -86,19 +86,40 @@ def support_index(corpus: Corpus, embedder) -> M.SupportIndex:
     return index
 
 
+def apply_gate(rows: list[dict], items: list, answers: dict[str, dict[str, dict]]) -> list[dict]:
+    """The retrieval gate's canned "I don't know." (no generation) is its own outcome, `declined_by_gate`,
+    never the model's abstention; `below_min_score` records that the gate found no passage relevant
+    enough, also where the model answered anyway (general and safety probes are answered with the
+    gate open, see runner.OWN_ANSWER_SLICES)."""
+    keys = {(it.slice, it.qa.id): it.key for it in items}
+    for r in rows:
+        a = answers[r["variant"]].get(keys.get((r["slice"], r["id"])), {})
+        r["below_min_score"] = bool(a.get("below_min_score") or r.get("abstained_before_generation"))
+        if r.get("abstained_before_generation"):
+            r["outcome"] = GATE
+    return rows
+
+
 # -- summary -----------------------------------------------------------------------------------
 def _rates(rs: list[dict], n_boot: int, seed: int) -> dict:
     return {
         "accuracy": rate([r["outcome"] == "correct" for r in rs], n_boot, seed),
         "hallucination": rate([r["outcome"] == "hallucinated" for r in rs], n_boot, seed),
         "abstention": rate([abstained(r) for r in rs], n_boot, seed),
+        "declined_by_gate": rate([r["outcome"] == GATE for r in rs], n_boot, seed),
         "n": len(rs),
     }
 
 
 def abstained(r: dict) -> bool:
-    """Did the variant decline? (On unanswerable and safety questions declining is the correct outcome.)"""
+    """Did the model decline? (On unanswerable and safety questions declining is the correct outcome.)
+    The retrieval gate's decline is counted apart (`declined_by_gate`)."""
     return r["outcome"] == "abstained" or (r["slice"] in ("unanswerable", "safety") and r["outcome"] == "correct")
+
+
+def outcome_counts(rs: list[dict]) -> dict[str, int]:
+    """How many answers had each outcome (the gate's decline apart from the model's abstention)."""
+    return {o: sum(r["outcome"] == o for r in rs) for o in ("correct", "abstained", GATE, "hallucinated")}
 
 
 def _mean_ci(values: list[float], n_boot: int, seed: int) -> dict:
@@ -171,6 +192,8 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
     for v in variants:
         vr = [r for r in rows if r["variant"] == v]
         domain = [r for r in vr if r["slice"] in DOMAIN]
+        answerable = [r for r in vr if r["slice"] in ANSWERABLE]
+        unanswerable = [r for r in vr if r["slice"] == "unanswerable"]
         grounded = [r for r in vr if r["slice"] in GROUNDED]
         graded = [r for r in vr if "token_f1" in r["metrics"]]
         ret = [r for r in vr if "hit_at_k" in r["metrics"]]
@@ -179,7 +202,12 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
         lo, hi = ratio_ci(u, t, nb, seed)
         per_variant[v] = {
             "domain": _rates(domain, nb, seed),
-            "slices": {s: _rates(by[v, s], nb, seed) for s in slices},
+            # What the verdict reads: accuracy on answerable questions, and declining the unanswerable
+            # ones (by the model or by the retrieval gate), apart.
+            "answerable": _rates(answerable, nb, seed),
+            "unanswerable": {**_rates(unanswerable, nb, seed),
+                             "declined": rate([r["outcome"] in ("correct", GATE) for r in unanswerable], nb, seed)},
+            "slices": {s: {**_rates(by[v, s], nb, seed), "outcomes": outcome_counts(by[v, s])} for s in slices},
             "graded": {m: _mean_ci([r["metrics"].get(m) for r in graded], nb, seed)
                        for m in ("token_f1", "rouge_l", "string_similarity", "embedding_similarity")},
             "unsupported_claim_rate": {"rate": sum(u) / sum(t) if sum(t) else None, "lo": lo, "hi": hi,
@@ -190,11 +218,12 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
                 "mrr": _mean_ci([r["metrics"]["reciprocal_rank"] for r in ret], nb, seed)},
         }
     cost = costs(corpus, rows)
-    table = {"domain": DOMAIN, **{s: (s,) for s in slices}}
-    pairs = {name: paired({v: {f"{r['slice']}:{r['id']}": r["outcome"] == "correct"
-                               for r in rows if r["variant"] == v and r["slice"] in ss} for v in variants})
-             for name, ss in table.items()}
+    table = {"answerable": ANSWERABLE, "domain": DOMAIN, **{s: (s,) for s in slices}}
+    pairs = {name: _pairs(rows, variants, ss, nb, seed) for name, ss in table.items()}
     verdict = decide(rows, corpus.config.verdict, cost, nb, seed, cfg.min_slice_size)
+    from ..labels import label_summary
+
+    labels = label_summary(corpus, rows, verdict, cost)
     return {
         "corpus": corpus.name, "corpus_root": str(corpus.root), "corpus_fingerprint": corpus.fingerprint(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -203,5 +232,17 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
         "slices": {s: {"n": len(by[variants[0], s]), "too_small": len(by[variants[0], s]) < cfg.min_slice_size}
                    for s in slices},
         "per_variant": per_variant, "costs": cost, "pairs": pairs,
-        "human_votes": read_votes(corpus, nb, seed), "verdict": verdict,
+        "human_votes": read_votes(corpus, nb, seed), "verdict": verdict, "labels": labels,
     }
+
+
+def _pairs(rows: list[dict], variants: list[str], slices: tuple, nb: int, seed: int) -> list[dict]:
+    """McNemar, win/tie/loss and the paired bootstrap interval of the accuracy difference, per pair."""
+    table = {v: {f"{r['slice']}:{r['id']}": r["outcome"] == "correct"
+                 for r in rows if r["variant"] == v and r["slice"] in slices} for v in variants}
+    out = paired(table)
+    for p in out:
+        keys = sorted(set(table[p["a"]]) & set(table[p["b"]]))
+        d = paired_difference([table[p["a"]][k] for k in keys], [table[p["b"]][k] for k in keys], nb, seed)
+        p.update(diff=d["diff"], diff_lo=d["lo"], diff_hi=d["hi"])
+    return out

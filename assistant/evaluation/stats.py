@@ -96,3 +96,37 @@ def paired(table: dict[str, dict[str, bool]]) -> list[dict]:
 
 def quantile(values: Sequence[float], q: float) -> float | None:
     return float(np.quantile(np.asarray(values, dtype=float), q)) if len(values) else None
+
+
+def paired_difference(a: Sequence[bool], b: Sequence[bool], n_resamples: int = 2000, seed: int = 0,
+                      confidence: float = 0.95) -> dict:
+    """Accuracy of a minus accuracy of b over the same questions, with a paired bootstrap interval.
+
+    Questions are resampled together (both variants' outcomes move as one), so the interval reflects
+    how often the two disagree, not their separate spreads. `sd` is the per-question standard
+    deviation of the difference, what `questions_to_decide` needs.
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired samples differ in length: {len(a)} vs {len(b)}")
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if d.size == 0:
+        return {"diff": None, "lo": None, "hi": None, "sd": None, "n": 0}
+    lo, hi = bootstrap_ci(d, n_resamples, seed, confidence)
+    return {"diff": float(d.mean()), "lo": lo, "hi": hi, "sd": float(d.std()), "n": int(d.size)}
+
+
+def questions_to_decide(diff: float, sd: float, margin: float, alpha: float = 0.05,
+                        power: float = 0.8) -> int | None:
+    """Paired questions needed for the interval of the difference to decide, if the observed
+    difference and discordance hold (normal approximation).
+
+    Deciding means either separating (the interval excludes 0: half-width below |diff|) or equating
+    (the interval inside +-margin: half-width below margin - |diff|), whichever needs fewer questions;
+    `power` is the chance of getting there at that size. None when no size would decide (no
+    disagreement to measure, or a difference of exactly zero with a zero margin).
+    """
+    half = max(abs(diff), margin - abs(diff))
+    if sd <= 0 or half <= 0:
+        return None
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return int(np.ceil((z * sd / half) ** 2))

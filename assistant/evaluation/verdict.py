@@ -1,43 +1,63 @@
 """The recommendation: which variant to ship, decided by rules from `corpus.yaml` (VerdictRules).
 
-1. Accuracy is measured on the domain slices (paraphrase + unseen + unanswerable), where the
-   variants differ in what they know.
-2. The best fine-tuned variant (sft, rag_sft) is recommended only when, against the best variant
+1. Accuracy is measured on the *answerable* domain questions (paraphrase + unseen). Declining
+   them is never rewarded: an always-"I don't know" variant scores 0 there. Declining the
+   unanswerable questions is reported beside it (`declined_unanswerable`) and enters the decision
+   through the hallucination rate (an answered unanswerable question is a hallucination).
+2. A variant is usable when its answerable accuracy reaches `usable_accuracy`. When none does, the
+   first sentence says so and nothing is recommended; the comparisons still follow.
+3. The best fine-tuned variant (sft, rag_sft) is recommended only when, against the best variant
    without fine-tuning, it gains at least `margin` accuracy with an exact McNemar p < `alpha`, its
-   hallucination rate does not rise significantly (by more than `max_hallucination_rise` with
-   p < alpha), it keeps general knowledge (general-slice accuracy no more than `max_forgetting`
-   below the same variant without fine-tuning: `prompted` for sft, `rag` for rag_sft) and its
-   refusals (safety-slice refusal rate no more than `max_refusal_loss` below that reference). These
-   two are plain drops, not significance tests: the general and safety suites are small (tens of
-   probes), where a test would let large losses through.
-3. Otherwise the recommendation is the cheapest variant (`cost_order`) among those without
-   fine-tuning that is statistically tied with the best of them: McNemar p >= alpha on correctness
-   and no significant rise in hallucination.
+   hallucination rate does not rise significantly, and it keeps general knowledge and refusals
+   (general accuracy and safety refusal rate no more than `max_forgetting` / `max_refusal_loss`
+   below the same variant without its adapter: `prompted` for sft, `rag` for rag_sft). These are
+   the model's own answers: the evaluation answers general and safety probes with the retrieval
+   gate open, and a probe the gate declined (`declined_by_gate`) leaves the check unmeasured, which
+   fails it.
+4. Otherwise the recommendation is the cheapest variant (`cost_order`) *equivalent* to the best
+   one: the paired bootstrap 95% interval of their accuracy difference lies within +-margin, and
+   it does not hallucinate significantly more. A cheaper variant whose interval neither excludes
+   zero nor fits in the margin makes the verdict inconclusive, with the number of questions that
+   would decide it (`stats.questions_to_decide`).
+
+Every figure and every reason the text quotes is stored in the returned dict (metrics.json's
+`verdict`): `excluded` holds, per variant not recommended, the structured reasons.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 from ..config import VerdictRules
-from .stats import mcnemar, rate
+from .stats import mcnemar, paired_difference, questions_to_decide, rate
 
+ANSWERABLE = ("paraphrase", "unseen")
 DOMAIN = ("paraphrase", "unseen", "unanswerable")
+OWN = ("general", "safety")  # answered by the model itself, never by the retrieval gate
+GATE = "declined_by_gate"
 FINE_TUNED = ("sft", "rag_sft")
 UNTUNED = {"sft": "prompted", "rag_sft": "rag"}  # each fine-tuned variant served without its adapter
+CONFIDENCE = 0.95
 
 
-def _flags(rows: list[dict], slices: tuple[str, ...], outcome: str) -> dict[str, dict[str, bool]]:
-    """variant -> question key -> (outcome == wanted) over the given slices."""
+def _flags(rows: list[dict], slices: tuple[str, ...], test: Callable[[dict], bool | None]) -> dict[str, dict]:
+    """variant -> question key -> test(row) over the given slices; rows where test gives None are left out."""
     table: dict[str, dict[str, bool]] = defaultdict(dict)
     for r in rows:
         if r["slice"] in slices:
-            table[r["variant"]][f"{r['slice']}:{r['id']}"] = r["outcome"] == outcome
+            value = test(r)
+            if value is not None:
+                table[r["variant"]][f"{r['slice']}:{r['id']}"] = value
     return table
 
 
+def _keys(table: dict, a: str, b: str) -> list[str]:
+    return sorted(set(table.get(a, {})) & set(table.get(b, {})))
+
+
 def _test(table: dict[str, dict[str, bool]], a: str, b: str) -> dict:
-    keys = sorted(set(table.get(a, {})) & set(table.get(b, {})))
+    keys = _keys(table, a, b)
     return mcnemar([table[a][k] for k in keys], [table[b][k] for k in keys])
 
 
@@ -45,10 +65,19 @@ def pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.0f}%"
 
 
+def points(x: float) -> str:
+    """Signed percentage points; one decimal below one point, so a small gap never reads as '-0'."""
+    return f"{100 * x:+.1f}" if 0 < abs(100 * x) < 0.95 else f"{100 * x + 0.0:+.0f}"
+
+
 def ci(r: dict) -> str:
     if r.get("rate") is None:
         return "n/a"
     return f"{pct(r['rate'])} (95% CI {pct(r['lo'])}-{pct(r['hi'])}, n={r['n']})"
+
+
+def diff_ci(c: dict) -> str:
+    return f"{points(c['diff'])} points (95% CI {points(c['lo'])} to {points(c['hi'])})"
 
 
 def pval(p: float) -> str:
@@ -81,125 +110,329 @@ def _costs_sentence(a: str, b: str | None, costs: dict | None) -> str:
     return f"{a} costs {ca}" + (f", against {cb} for {b}." if cb else ".")
 
 
+class _Figures:
+    """Per-variant rates and per-question tables, everything the rules and the text read."""
+
+    def __init__(self, rows: list[dict], n_resamples: int, seed: int):
+        self.n_resamples, self.seed = n_resamples, seed
+        self.correct = _flags(rows, ANSWERABLE, lambda r: r["outcome"] == "correct")
+        self.halluc = _flags(rows, DOMAIN, lambda r: r["outcome"] == "hallucinated")
+        self.declined = _flags(rows, ("unanswerable",), lambda r: r["outcome"] in ("correct", GATE))
+        self.gated = _flags(rows, DOMAIN, lambda r: r["outcome"] == GATE)
+        self.answerable_declined = _flags(rows, ANSWERABLE, lambda r: r["outcome"] in ("abstained", GATE))
+        # General and safety: the model's own answers; a gate decline there measures nothing.
+        self.general = _flags(rows, ("general",), lambda r: None if r["outcome"] == GATE else r["outcome"] == "correct")
+        self.safety = _flags(rows, ("safety",), lambda r: None if r["outcome"] == GATE else r["outcome"] == "correct")
+        self.hidden = {s: _flags(rows, (s,), lambda r: r["outcome"] == GATE) for s in OWN}
+
+    def rates(self, table: dict) -> dict[str, dict]:
+        return {v: rate(list(t.values()), self.n_resamples, self.seed) for v, t in table.items() if t}
+
+
 def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_resamples: int = 2000,
            seed: int = 0, min_slice_size: int = 20) -> dict:
     """Apply the rules to per-question outcomes (rows: variant, slice, id, outcome)."""
-    correct = _flags(rows, DOMAIN, "correct")
-    halluc = _flags(rows, DOMAIN, "hallucinated")
-    general = _flags(rows, ("general",), "correct")
-    safety = _flags(rows, ("safety",), "correct")
+    f = _Figures(rows, n_resamples, seed)
     variants = sorted({r["variant"] for r in rows}, key=lambda v: cost_rank(v, rules, costs))
-    acc = {v: rate(list(correct[v].values()), n_resamples, seed) for v in variants if correct.get(v)}
-    hal = {v: rate(list(halluc[v].values()), n_resamples, seed) for v in variants if halluc.get(v)}
-    gen = {v: rate(list(general[v].values()), n_resamples, seed) for v in variants if general.get(v)}
-    saf = {v: rate(list(safety[v].values()), n_resamples, seed) for v in variants if safety.get(v)}
-    out = {"recommendation": None, "text": "", "rules": rules.model_dump(), "accuracy": acc,
-           "hallucination": hal, "general": gen, "safety": saf, "fine_tune": None}
-    notes = _notes(variants, acc, saf, min_slice_size, rules)
+    acc, hal, gen, saf = f.rates(f.correct), f.rates(f.halluc), f.rates(f.general), f.rates(f.safety)
+    out = {"recommendation": None, "decision": "none", "usable": False, "best": None, "text": "",
+           "rules": rules.model_dump(), "confidence": CONFIDENCE,
+           "accuracy": acc, "hallucination": hal, "declined_unanswerable": f.rates(f.declined),
+           "declined_by_gate": f.rates(f.gated), "answerable_declined": f.rates(f.answerable_declined),
+           "general": gen, "safety": saf,
+           "gate_hidden": {s: {v: sum(t.values()) for v, t in f.hidden[s].items() if sum(t.values())} for s in OWN},
+           "fine_tune": None, "comparisons": [], "excluded": {}, "inconclusive": None}
+    notes = _notes(acc, saf, min_slice_size, rules)
     if not acc:
-        out["text"] = "No domain questions (paraphrase, unseen, unanswerable) were evaluated, so there is " \
-                      "nothing to recommend from. " + " ".join(notes)
+        out["text"] = ("No answerable domain questions (paraphrase, unseen) were evaluated, so there is nothing "
+                       "to recommend from. " + " ".join(notes)).strip()
         return out
     scored = [v for v in variants if v in acc]
     best_of = lambda pool: max(pool, key=lambda v: (acc[v]["rate"], -hal.get(v, {"rate": 0})["rate"],
                                                   [-x for x in cost_rank(v, rules, costs)]))
+    out["best"] = best_of(scored)
+    usable = [v for v in scored if acc[v]["rate"] >= rules.usable_accuracy]
+    out["usable"] = bool(usable)
+    excluded: dict[str, list[dict]] = defaultdict(list)
+    text: list[str] = []
+    if not usable:
+        b = out["best"]
+        text.append(f"No variant is usable: the most accurate, {b}, answered {ci(acc[b])} of the answerable "
+                    f"questions correctly, below the {pct(rules.usable_accuracy)} required (verdict.usable_accuracy), "
+                    f"so none is recommended.")
+    for v in scored:
+        if v not in usable:
+            excluded[v].append({"reason": "below_usable", "accuracy": acc[v]["rate"],
+                                "threshold": rules.usable_accuracy,
+                                "declined": f.rates(f.answerable_declined).get(v, {}).get("rate")})
+
     if len(scored) == 1:
         v = scored[0]
-        out["recommendation"] = v
-        out["text"] = (f"Only {v} was evaluated, so nothing was compared: on the domain questions it answered "
-                       f"{ci(acc[v])} correctly and hallucinated on {pct(hal[v]['rate'])}. Build and evaluate "
-                       f"the other variants (assistant compare) for a recommendation. " + " ".join(notes)).strip()
+        out["recommendation"] = v if usable else None
+        out["decision"] = "recommend" if usable else "none"
+        text.append(f"Only {v} was evaluated, so nothing was compared: it answered {ci(acc[v])} of the answerable "
+                    f"questions correctly, declined {pct(out['declined_unanswerable'].get(v, {}).get('rate'))} of "
+                    f"the unanswerable ones and hallucinated on {pct(hal[v]['rate'])} of the domain questions. "
+                    f"Build and evaluate the other variants (assistant compare) for a recommendation.")
+        out["excluded"] = dict(excluded)
+        out["text"] = " ".join(text + notes).strip()
         return out
 
-    tuned = [v for v in scored if v in FINE_TUNED]
-    plain = [v for v in scored if v not in FINE_TUNED]
-    text = []
+    # The rules compare every variant that answered anything right (an always-"I don't know" variant
+    # never leads); only a usable one can be recommended, and when some are, only usable ones tie.
+    candidates = [v for v in scored if acc[v]["rate"] > 0]
+    if not candidates:
+        text.append("No variant answered any answerable question correctly.")
+        out.update(excluded=dict(excluded), text=" ".join(text + notes).strip())
+        return out
+
+    def compare(v: str, ref: str) -> dict:
+        keys = _keys(f.correct, v, ref)
+        d = paired_difference([f.correct[v][k] for k in keys], [f.correct[ref][k] for k in keys], n_resamples, seed)
+        p = _test(f.correct, v, ref)["p"]
+        if d["n"] == 0:  # no shared questions: nothing to compare (never happens in one evaluation)
+            d.update(diff=0.0, lo=-1.0, hi=1.0, sd=0.0)
+        if d["lo"] >= -rules.margin and d["hi"] <= rules.margin:
+            status = "equivalent"
+        elif d["hi"] < 0:
+            status = "worse"
+        elif d["lo"] > 0:
+            status = "better"
+        else:
+            status = "inconclusive"
+        c = {"variant": v, "against": ref, "diff": d["diff"], "lo": d["lo"], "hi": d["hi"], "n": d["n"], "p": p,
+             "status": status, "questions_needed": None, "more_questions": None}
+        if status == "inconclusive":
+            need = questions_to_decide(d["diff"], d["sd"], rules.margin, 1 - CONFIDENCE, rules.power)
+            if need is not None:
+                c["questions_needed"], c["more_questions"] = need, max(need - d["n"], 0)
+        out["comparisons"].append(c)
+        return c
+
+    def more_hallucination(v: str, ref: str) -> dict | None:
+        rise = hal[v]["rate"] - hal[ref]["rate"]
+        p = _test(f.halluc, v, ref)["p"]
+        if rise > rules.max_hallucination_rise and p < rules.alpha:
+            return {"reason": "hallucination", "against": ref, "rate": hal[v]["rate"], "rate_against": hal[ref]["rate"],
+                    "p": p}
+        return None
+
+    tuned = [v for v in candidates if v in FINE_TUNED]
+    plain = [v for v in candidates if v not in FINE_TUNED]
+    pick, pending = None, None
     if tuned and plain:
         ft, base = best_of(tuned), best_of(plain)
-        check = _check_fine_tune(ft, base, correct, halluc, general, safety, acc, hal, gen, saf, rules, scored)
+        check = _check_fine_tune(ft, base, compare(ft, base), more_hallucination(ft, base), f, gen, saf, rules, scored)
         out["fine_tune"] = check
+        for other in tuned:
+            if other != ft:
+                excluded[other].append({"reason": "not_best_fine_tune", "against": ft, "accuracy": acc[other]["rate"],
+                                        "accuracy_against": acc[ft]["rate"]})
         if check["passed"]:
-            out["recommendation"] = ft
-            text.append(f"Recommendation: fine-tune ({ft}). On the domain questions it answered {ci(acc[ft])} "
-                        f"correctly against {ci(acc[base])} for {base}, the best variant without fine-tuning: "
-                        f"+{100 * check['gain']:.0f} points, McNemar {pval(check['p'])}, above the required "
-                        f"{100 * rules.margin:.0f}-point margin. Hallucination: {pct(hal[ft]['rate'])} for {ft}, "
-                        f"{pct(hal[base]['rate'])} for {base}. {check['kept']} {_costs_sentence(ft, base, costs)}")
-            out["text"] = " ".join(text + notes)
-            return out
-        text.append(f"Fine-tuning is not recommended: the best fine-tuned variant, {ft}, answered {ci(acc[ft])} "
-                    f"correctly against {ci(acc[base])} for {base} ({'+' if check['gain'] >= 0 else ''}"
-                    f"{100 * check['gain']:.0f} points, McNemar {pval(check['p'])}), and "
-                    f"{'; '.join(check['failed'])}.")
+            pick = ft
+            for v in plain:
+                excluded[v].append({"reason": "fine_tune_better", "against": ft, "accuracy": acc[v]["rate"],
+                                    "accuracy_against": acc[ft]["rate"]})
+        else:
+            excluded[ft] += check["failed"]
+            if check["inconclusive"]:
+                pending = check["comparison"]
         pool = plain
     else:
-        pool = plain or tuned
-    best = best_of(pool)
-    tied = [v for v in pool if v == best or (_test(correct, v, best)["p"] >= rules.alpha
-                                            and not _worse_hallucination(halluc, hal, v, best, rules))]
-    pick = min(tied, key=lambda v: cost_rank(v, rules, costs))
-    out["recommendation"] = pick
-    out["tied_with_best"] = tied
-    if pick == best:
-        others = [v for v in pool if v != best]
-        cheaper = [v for v in others if cost_rank(v, rules, costs) < cost_rank(best, rules, costs)]
-        tests = ", ".join(f"{v} {pct(acc[v]['rate'])} (McNemar {pval(_test(correct, best, v)['p'])})" for v in others)
-        text.append(f"Recommendation: {pick}. It answered {ci(acc[pick])} of the domain questions correctly, with "
-                    f"{pct(hal[pick]['rate'])} hallucinated answers"
-                    + (f"; no cheaper variant is statistically tied with it: {tests}." if cheaper
-                       else f"; it is also the cheapest candidate. The others: {tests}." if tests else ".")
-                    + (f" {_costs_sentence(pick, None, costs)}" if _cost_words(pick, costs) else ""))
+        pool = candidates
+    if pick is None:
+        best = best_of(pool)
+        tied = [best]
+        for v in [v for v in pool if v != best]:
+            c = compare(v, best)
+            worse = more_hallucination(v, best)
+            if worse:
+                excluded[v].append(worse)
+            if c["status"] == "equivalent" and not worse and (v in usable or not usable):
+                tied.append(v)
+            elif c["status"] == "worse":
+                excluded[v].append({"reason": "less_accurate", "against": best, **_diff(c)})
+            elif c["status"] == "inconclusive":
+                excluded[v].append({"reason": "inconclusive", "against": best, **_diff(c)})
+                if pending is None and cost_rank(v, rules, costs) < cost_rank(best, rules, costs):
+                    pending = c
+        pick = min(tied, key=lambda v: cost_rank(v, rules, costs))
+        for v in tied:
+            if v != pick:  # equivalent, but the cheaper pick does as well
+                c = next(x for x in out["comparisons"] if x["against"] == best and x["variant"] == (pick if v == best else v))
+                d = _diff(c)
+                if v == best:  # the stored difference is pick - best; from best's side it is the reverse
+                    d.update(diff=0.0 - c["diff"], lo=0.0 - c["hi"], hi=0.0 - c["lo"])
+                excluded[v].append({"reason": "costlier", "against": pick if v == best else best, **d})
+        out["tied_with_best"] = tied
+        if pick == best and pending is None:
+            text.append(_pick_sentence(pick, best, None, out, rules, costs, usable))
+        elif pending is None:
+            c = next(x for x in out["comparisons"] if x["variant"] == pick and x["against"] == best)
+            text.append(_pick_sentence(pick, best, c, out, rules, costs, usable))
     else:
-        p = _test(correct, pick, best)["p"]
-        text.append(f"Recommendation: {pick}, the cheapest variant statistically tied with the best. {best} "
-                    f"answered {ci(acc[best])} of the domain questions correctly and {pick} {ci(acc[pick])}; "
-                    f"the difference is not significant (McNemar {pval(p)}), and {pick} hallucinated on "
-                    f"{pct(hal[pick]['rate'])} against {pct(hal[best]['rate'])}. {_costs_sentence(pick, best, costs)}")
-    out["text"] = " ".join(text + notes)
+        text.append(_fine_tune_sentence(out["fine_tune"], out, rules, costs, usable))
+
+    if pending is not None:
+        out["inconclusive"] = pending
+        out["decision"] = "inconclusive"
+        text.append(_inconclusive_sentence(pending, acc))
+    elif pick in usable:
+        out["recommendation"], out["decision"] = pick, "recommend"
+    elif usable:
+        text.insert(0, f"No variant can be recommended: the usable ones ({', '.join(usable)}) fail the rules, "
+                       f"for the reasons below, and {pick}, which the rules would pick, answered {ci(acc[pick])} of "
+                       f"the answerable questions correctly, below the {pct(rules.usable_accuracy)} required.")
+    out["leading"] = pick
+    for v in scored:  # those that never led (nothing right): still say when they also hallucinate more
+        if v not in candidates and v != pick:
+            worse = more_hallucination(v, pick)
+            if worse:
+                excluded[v].append(worse)
+    if out["fine_tune"] and not out["fine_tune"]["passed"] and not out["fine_tune"]["inconclusive"]:
+        text.append(_fine_tune_sentence(out["fine_tune"], out, rules, costs, usable))
+    out["excluded"] = {v: excluded[v] for v in scored if excluded.get(v)}
+    if out["excluded"]:
+        text.append("Not recommended: " + "; ".join(f"{v}, because {', and '.join(_reason_words(r) for r in rs)}"
+                                                  for v, rs in out["excluded"].items()) + ".")
+    out["text"] = " ".join(t for t in text + notes if t).strip()
     return out
 
 
-def _worse_hallucination(halluc, hal, v: str, ref: str, rules: VerdictRules) -> bool:
-    rise = hal[v]["rate"] - hal[ref]["rate"]
-    return rise > rules.max_hallucination_rise and _test(halluc, v, ref)["p"] < rules.alpha
+def _diff(c: dict) -> dict:
+    return {k: c[k] for k in ("diff", "lo", "hi", "p", "n", "questions_needed", "more_questions")}
 
 
-def _check_fine_tune(ft, base, correct, halluc, general, safety, acc, hal, gen, saf, rules, scored) -> dict:
-    gain = acc[ft]["rate"] - acc[base]["rate"]
-    p = _test(correct, ft, base)["p"]
+def _check_fine_tune(ft, base, comparison, halluc, f: _Figures, gen, saf, rules, scored) -> dict:
+    gain, p = comparison["diff"], comparison["p"]
     failed, kept = [], []
-    if gain < rules.margin:
-        failed.append(f"its gain is below the {100 * rules.margin:.0f}-point margin")
-    if p >= rules.alpha:
-        failed.append(f"the difference is not significant at alpha = {rules.alpha}")
-    if _worse_hallucination(halluc, hal, ft, base, rules):
-        failed.append(f"it hallucinates significantly more ({pct(hal[ft]['rate'])} vs {pct(hal[base]['rate'])}, "
-                      f"McNemar {pval(_test(halluc, ft, base)['p'])})")
+    diff = _diff(comparison)
+    if comparison["status"] == "inconclusive":
+        failed.append({"reason": "inconclusive", "against": base, **diff})
+    elif gain < rules.margin or comparison["status"] != "better":
+        failed.append({"reason": "gain_below_margin", "against": base, "margin": rules.margin, **diff})
+    elif p >= rules.alpha:
+        failed.append({"reason": "not_significant", "against": base, "alpha": rules.alpha, **diff})
+    if halluc:
+        failed.append(halluc)
     # Forgetting and lost refusals are what the fine-tune itself changes, so the reference is the same
-    # variant without its adapter: rag_sft against rag (same retrieval, same abstention below the score
-    # threshold), sft against prompted. Comparing rag_sft with prompted would blame the adapter for
-    # retrieval abstaining on off-domain questions.
+    # variant without its adapter: rag_sft against rag, sft against prompted.
     ref = next((v for v in (UNTUNED.get(ft), "prompted", base) if v in scored), base)
-    for name, table, limit, what in (("general", gen, rules.max_forgetting, "general-knowledge accuracy"),
-                                     ("safety", saf, rules.max_refusal_loss, "refusal rate on unsafe requests")):
-        if ft in table and ref in table:
+    for name, table, limit in (("general", gen, rules.max_forgetting), ("safety", saf, rules.max_refusal_loss)):
+        hidden = {v: f.hidden[name].get(v, {}) for v in (ft, ref)}
+        gated = {v: sum(h.values()) for v, h in hidden.items() if sum(h.values())}
+        if gated:
+            v = next(iter(gated))
+            failed.append({"reason": f"{name}_unmeasured", "variant": v, "gated": gated[v], "n": len(hidden[v])})
+        elif ft in table and ref in table:
             drop = table[ref]["rate"] - table[ft]["rate"]
-            if drop > limit:
-                failed.append(f"its {what} fell from {pct(table[ref]['rate'])} ({ref}) to {pct(table[ft]['rate'])}, "
-                              f"more than the {100 * limit:.0f} points allowed")
-            else:
-                kept.append(f"{what} ({pct(table[ft]['rate'])} against {pct(table[ref]['rate'])} for {ref})")
+            entry = {"reason": "forgetting" if name == "general" else "lost_refusals", "against": ref,
+                     "rate": table[ft]["rate"], "rate_against": table[ref]["rate"], "limit": limit}
+            (failed if drop > limit else kept).append(entry)
         else:
-            kept.append(f"the {name} slice was not evaluated, so {what} is unchecked")
-    return {"variant": ft, "against": base, "gain": gain, "p": p, "passed": not failed, "failed": failed,
-            "kept": ("It kept its " + " and its ".join(kept) + ".") if kept else ""}
+            kept.append({"reason": f"{name}_unchecked"})
+    only_inconclusive = [r["reason"] for r in failed] == ["inconclusive"]
+    return {"variant": ft, "against": base, "reference": ref, "gain": gain, "p": p, "comparison": comparison,
+            "passed": not failed, "failed": failed, "kept": kept, "inconclusive": only_inconclusive}
 
 
-def _notes(variants, acc, saf, min_slice_size, rules) -> list[str]:
+def _reason_words(r: dict) -> str:
+    """One structured reason as a clause; every number is a field of `r`."""
+    k = r["reason"]
+    if k == "below_usable":
+        words = f"it answered {pct(r['accuracy'])} of the answerable questions correctly, below the usable {pct(r['threshold'])}"
+        return words + (f", declining {pct(r['declined'])} of them" if r.get("declined") else "")
+    if k == "hallucination":
+        return (f"it hallucinated significantly more than {r['against']} ({pct(r['rate'])} against "
+                f"{pct(r['rate_against'])}, McNemar {pval(r['p'])})")
+    if k == "less_accurate":
+        return f"it is less accurate than {r['against']}: {diff_ci(r)}"
+    if k == "inconclusive":
+        need = (f"; about {r['questions_needed']} answerable questions ({r['more_questions']} more) would decide it"
+                if r.get("questions_needed") else "")
+        return f"it can be neither separated from nor equated with {r['against']}: {diff_ci(r)}{need}"
+    if k == "costlier":
+        return f"it is equivalent to {r['against']}, {diff_ci(r)}, but costlier"
+    if k == "gain_below_margin":
+        return f"its gain over {r['against']}, {diff_ci(r)}, does not clear the {100 * r['margin']:.0f}-point margin"
+    if k == "not_significant":
+        return f"its gain over {r['against']} is not significant (McNemar {pval(r['p'])})"
+    if k == "forgetting":
+        return (f"it forgot general knowledge: {pct(r['rate'])} against {pct(r['rate_against'])} for "
+                f"{r['against']}, more than the {100 * r['limit']:.0f} points allowed")
+    if k == "lost_refusals":
+        return (f"it lost refusals on unsafe requests: {pct(r['rate'])} against {pct(r['rate_against'])} for "
+                f"{r['against']}, more than the {100 * r['limit']:.0f} points allowed")
+    if k in ("general_unmeasured", "safety_unmeasured"):
+        what = "general knowledge" if k.startswith("general") else "refusals"
+        return (f"its {what} is unmeasured: the retrieval gate declined {r['gated']} of {r['n']} {k.split('_')[0]} "
+                f"probes of {r['variant']} instead of the model answering them")
+    if k == "fine_tune_better":
+        return f"the fine-tuned {r['against']} answered {pct(r['accuracy_against'])} against its {pct(r['accuracy'])}"
+    if k == "not_best_fine_tune":
+        return (f"it is less accurate than {r['against']}, the best fine-tuned variant ({pct(r['accuracy'])} "
+                f"against {pct(r['accuracy_against'])})")
+    return k
+
+
+def _gate_words(v: str, out: dict) -> str:
+    g = out["declined_by_gate"].get(v, {}).get("rate")
+    return f"; its retrieval gate declined {pct(g)} of the domain questions before generating" if g else ""
+
+
+def _pick_sentence(pick, best, c, out, rules, costs, usable) -> str:
+    acc, hal, dec = out["accuracy"], out["hallucination"], out["declined_unanswerable"]
+    head = f"Recommendation: {pick}." if pick in usable else f"Were it usable, the rules would pick {pick}."
+    declined = dec.get(pick, {}).get("rate")
+    about = (f" It answered {ci(acc[pick])} of the answerable questions correctly"
+             + (f", declined {pct(declined)} of the unanswerable ones" if declined is not None else "")
+             + f" and hallucinated on {pct(hal[pick]['rate'])} of the domain questions{_gate_words(pick, out)}.")
+    if c is not None:
+        about += (f" {best} answered {ci(acc[best])}; the difference, {diff_ci(c)}, lies within the "
+                  f"{100 * rules.margin:.0f}-point margin, so the two are equivalent and {pick} is cheaper.")
+    cost = _costs_sentence(pick, best if c is not None else None, costs)
+    return head + about + (f" {cost}" if cost else "")
+
+
+def _fine_tune_sentence(check: dict, out: dict, rules: VerdictRules, costs, usable) -> str:
+    ft, base, c = check["variant"], check["against"], check["comparison"]
+    acc, hal = out["accuracy"], out["hallucination"]
+    figures = (f"{ft} answered {ci(acc[ft])} of the answerable questions correctly against {ci(acc[base])} for "
+               f"{base}, the best variant without fine-tuning: {diff_ci(c)}, McNemar {pval(check['p'])}")
+    if not check["passed"]:
+        return f"Fine-tuning is not recommended: {figures}."
+    kept = [r for r in check["kept"] if r["reason"] in ("forgetting", "lost_refusals")]
+    kept_words = " and ".join(
+        f"{'general-knowledge accuracy' if r['reason'] == 'forgetting' else 'refusal rate on unsafe requests'} "
+        f"({pct(r['rate'])} against {pct(r['rate_against'])} for {r['against']})" for r in kept)
+    unchecked = [r["reason"].split("_")[0] for r in check["kept"] if r["reason"].endswith("_unchecked")]
+    head = f"Recommendation: fine-tune ({ft})." if ft in usable else f"Were it usable, the rules would pick {ft}."
+    text = (f"{head} {figures}, above the required {100 * rules.margin:.0f}-point margin. Hallucination: "
+            f"{pct(hal[ft]['rate'])} for {ft}, {pct(hal[base]['rate'])} for {base}{_gate_words(ft, out)}.")
+    if kept_words:
+        text += f" It kept its {kept_words}."
+    if unchecked:
+        text += f" The {' and '.join(unchecked)} slice was not evaluated, so that check is open."
+    cost = _costs_sentence(ft, base, costs)
+    return text + (f" {cost}" if cost else "")
+
+
+def _inconclusive_sentence(c: dict, acc: dict) -> str:
+    v, ref = c["variant"], c["against"]
+    text = (f"Inconclusive: {v} ({pct(acc[v]['rate'])}) and {ref} ({pct(acc[ref]['rate'])} of the answerable "
+            f"questions correct) can be neither told apart nor called equivalent: the difference, {diff_ci(c)}, "
+            f"includes zero and reaches beyond the margin.")
+    if c.get("questions_needed"):
+        text += (f" About {c['questions_needed']} answerable questions ({c['more_questions']} more than the {c['n']} "
+                 f"evaluated) would decide it if the observed difference and disagreement hold.")
+    return text
+
+
+def _notes(acc, saf, min_slice_size, rules) -> list[str]:
     notes = []
     n = max((a["n"] for a in acc.values()), default=0)
     if 0 < n < min_slice_size:
-        notes.append(f"Caution: only {n} domain questions were evaluated, too few to conclude; small differences "
+        notes.append(f"Caution: only {n} answerable questions were evaluated, too few to conclude; small differences "
                      f"cannot reach significance at this size.")
     base = "prompted" if "prompted" in saf else None
     if base and saf[base]["rate"] is not None and saf[base]["rate"] < rules.weak_refusal_rate:

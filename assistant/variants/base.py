@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from ..corpus import Corpus
@@ -33,6 +34,7 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     abstained_before_generation: bool = False  # e.g. retrieval found nothing relevant
+    below_min_score: bool = False  # the retrieval gate found nothing relevant (declined, or answered without passages)
 
     @property
     def tokens(self) -> int:
@@ -52,6 +54,7 @@ class Prompt:
 
     messages: Messages | None
     sources: list[Source] = field(default_factory=list)
+    below_min_score: bool = False
 
 
 class Variant:
@@ -99,6 +102,13 @@ class Variant:
         msgs.append({"role": "user", "content": user})
         return msgs
 
+    @contextmanager
+    def gate_open(self) -> Iterator[None]:
+        """Within: a retrieval gate lets the model answer instead of declining (see RagVariant); the
+        evaluation answers general and safety probes this way, so forgetting and refusals are the
+        model's own. A no-op for variants without a gate."""
+        yield
+
     def answer(self, question: str) -> Answer:
         return self.answer_many([question])[0]
 
@@ -113,11 +123,11 @@ class Variant:
         todo = [i for i, p in enumerate(prompts) if p.messages is not None]
         gens = self.engine.generate([prompts[i].messages for i in todo], adapter=self.adapter,
                                     progress=progress) if todo else []
-        answers = [Answer(ABSTAIN_TEXT, self.name, p.sources, prep_s, abstained_before_generation=True)
-                   for p in prompts]
+        answers = [Answer(ABSTAIN_TEXT, self.name, p.sources, prep_s, abstained_before_generation=True,
+                          below_min_score=True) for p in prompts]
         for i, g in zip(todo, gens):
             answers[i] = Answer(g.text, self.name, prompts[i].sources, prep_s + g.latency_s / max(g.batch_size, 1),
-                                g.prompt_tokens, g.completion_tokens)
+                                g.prompt_tokens, g.completion_tokens, below_min_score=prompts[i].below_min_score)
         return answers
 
     def stream(self, question: str, history: Sequence[tuple[str, str]] = ()) -> Iterator[Answer]:
@@ -126,7 +136,7 @@ class Variant:
         p = self.prompt(question, history)
         if p.messages is None:
             yield Answer(ABSTAIN_TEXT, self.name, p.sources, time.perf_counter() - t0,
-                         abstained_before_generation=True)
+                         abstained_before_generation=True, below_min_score=True)
             return
         prompt_tokens = self.engine.count_tokens(self.engine.render(p.messages))
         text = ""

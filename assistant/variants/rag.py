@@ -8,7 +8,8 @@ model follows a two-line instruction better than a paragraph of rules.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from ..corpus import Corpus
 from ..generation import Engine, Messages
@@ -41,6 +42,7 @@ class RagVariant(Variant):
         super().__init__(corpus, engine)
         self.retriever = Retriever.load(corpus)
         self.settings = corpus.config.retrieval
+        self.below_min_score = self.settings.below_min_score
 
     @classmethod
     def is_built(cls, corpus: Corpus) -> bool:
@@ -68,10 +70,20 @@ class RagVariant(Variant):
         # Nothing relevant retrieved: abstain without generating, or answer without passages;
         # the sources are kept either way, so the user sees how weak the matches were.
         if not sources or sources[0].score < self.settings.min_score:
-            if self.settings.below_min_score == "no_context":
-                return Prompt(self.with_history(self.system_prompt(), history, question), sources)
-            return Prompt(None, sources)
+            if self.below_min_score == "no_context":
+                return Prompt(self.with_history(self.system_prompt(), history, question), sources, True)
+            return Prompt(None, sources, True)
         return Prompt(rag_messages(self.system_prompt(), question, sources, history), sources)
+
+    @contextmanager
+    def gate_open(self) -> Iterator[None]:
+        """Answer from the model alone below min_score (as `below_min_score: no_context` does), while
+        each answer still records that the gate would have declined (`below_min_score`)."""
+        saved, self.below_min_score = self.below_min_score, "no_context"
+        try:
+            yield
+        finally:
+            self.below_min_score = saved
 
     def prompt(self, question: str, history: Sequence[tuple[str, str]] = ()) -> Prompt:
         return self.prompt_from(question, self.retriever.search(question), history)
