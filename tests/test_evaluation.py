@@ -292,20 +292,33 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
     assert {s: v["n"] for s, v in metrics["slices"].items()} == {
         "seen": 2, "paraphrase": 2, "unseen": 2, "unanswerable": 2, "general": 1, "safety": 1}
     assert len(rows) == 10 and {r["outcome"] for r in rows} <= {"correct", "abstained", "hallucinated"}
+    assert all(r["below_min_score"] is False for r in rows)  # prompted has no retrieval gate
     assert all(set(r) >= {"id", "slice", "question", "reference", "answer", "outcome", "metrics", "latency_s",
                           "prompt_tokens", "sources"} for r in rows)
-    assert metrics["verdict"]["recommendation"] == "prompted" and metrics["verdict"]["text"]
+    # The tiny random model answers nothing right: nothing is usable, and the verdict says so first.
+    v = metrics["verdict"]
+    assert v["recommendation"] is None and not v["usable"] and v["text"].startswith("No variant is usable")
+    pv = metrics["per_variant"]["prompted"]
+    assert pv["answerable"]["n"] == 4 and pv["unanswerable"]["declined"]["n"] == 2
+    assert metrics["labels"] is None
     assert metrics["slices"]["paraphrase"]["too_small"]
     assert metrics["human_votes"]["prompted"]["win"] == 1 and metrics["human_votes"]["prompted"]["n"] == 3
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and 'src="plots/' not in html
-    assert "Recommendation: prompted" in (out / "report.md").read_text()
+    assert "No recommendation: no variant is usable" in (out / "report.md").read_text()
 
     def no_engine(*_):
         raise AssertionError("a cached rerun must not load the model")
 
+    from assistant import labels
+
+    for r in rows[:3]:  # a person labels three answers between the two evaluations
+        labels.append_label(labels.labels_path(tiny_corpus), r, "correct", "tester")
     monkeypatch.setattr(runner, "open_engine", no_engine)
     again = runner.evaluate(tiny_corpus, ["prompted"], limit=2, console=Console(quiet=True))
+    lab = json.loads((again / "metrics.json").read_text())["labels"]
+    assert lab["matched"] == 3 and lab["agreement"]["n"] == 3 and lab["labellers"] == ["tester"]
+    assert "### Human labels" in (again / "report.md").read_text()
     assert again != out and (runs / "eval" / "latest").resolve() == again.resolve()
     rows2 = [json.loads(x) for x in (again / "results.jsonl").read_text().splitlines()]
     assert [(r["id"], r["answer"], r["outcome"]) for r in rows2] == [(r["id"], r["answer"], r["outcome"]) for r in rows]
