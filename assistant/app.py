@@ -6,13 +6,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import gradio as gr
 
-from . import votes
+from . import labels, votes
 from .corpus import Corpus, load_corpus
 from .serving import (Column, Lineup, blind_pair, check_question, example_questions, load_lineup, load_report,
                       stream_columns)
@@ -127,7 +128,10 @@ def build_app(corpus: Corpus, lineup: Lineup | None = None) -> gr.Blocks:
                 fill_report, report_outputs = report_tab(corpus)
             with gr.Tab("Blind comparison", id="blind"):
                 tally = blind_tab(corpus, lineup)
+            with gr.Tab("Label answers", id="label"):
+                fill_labels, label_outputs = label_tab(corpus)
         demo.load(fill_report, outputs=report_outputs)
+        demo.load(fill_labels, outputs=label_outputs)
         if tally is not None:  # votes cast elsewhere since the app started
             demo.load(lambda: votes_table(corpus), outputs=tally)
     demo.queue(max_size=64)
@@ -288,6 +292,46 @@ def blind_tab(corpus: Corpus, lineup: Lineup) -> gr.Dataframe | None:
                          elem_id="blind-examples")
         ex.load_input_event.then(**run)
     return tally
+
+
+LABEL_BUTTONS = {"correct": "Correct", "abstained": "Abstained (no answer)", "hallucinated": "Hallucinated (wrong)"}
+
+
+def label_next(corpus: Corpus) -> tuple[dict | None, str, str]:
+    """The next answer of the latest evaluation to label: (row or None, its card, the progress line)."""
+    rows = labels.latest_results(corpus)
+    done = labels.read_labels(labels.labels_path(corpus))
+    if not rows:
+        return None, f"No evaluation to label yet: run `assistant eval {corpus.root}`.", ""
+    todo = labels.queue(rows, done, corpus.config.evaluation.seed)
+    progress = labels.progress(rows, done)
+    if not todo:
+        return None, "Every answer of the latest evaluation is labelled. Thank you.", progress
+    return todo[0], labels.render(todo[0]), progress
+
+
+def label_record(corpus: Corpus, row: dict | None, label: str, labeller: str) -> tuple[dict | None, str, str]:
+    """Append the label of `row` to labels.jsonl, then show the next answer."""
+    if row:
+        labels.append_label(labels.labels_path(corpus), row, label, labeller)
+    return label_next(corpus)
+
+
+def label_tab(corpus: Corpus):
+    """One answer at a time from the latest evaluation, without the variant's name or the scorer's outcome."""
+    gr.Markdown("Judge answers of the latest evaluation as a careful reader would. Labels land in "
+                f"`{labels.labels_path(corpus)}`; the next report shows how often the scorer agrees with you and "
+                "whether the verdict changes with your judgements.")
+    labeller = gr.Textbox(label="Your name", value=os.environ.get("USER", ""), max_lines=1, elem_id="labeller")
+    progress = gr.Markdown(elem_id="label-progress")
+    card = gr.Markdown(elem_id="label-card")
+    current = gr.State(None)
+    with gr.Row():
+        buttons = {k: gr.Button(text, elem_id=f"label-{k}") for k, text in LABEL_BUTTONS.items()}
+    outputs = [current, card, progress]
+    for k, btn in buttons.items():
+        btn.click(lambda row, who, k=k: label_record(corpus, row, k, who), inputs=[current, labeller], outputs=outputs)
+    return lambda: label_next(corpus), outputs
 
 
 def launch(corpus_path: str | Path, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:

@@ -377,3 +377,35 @@ def test_training_log_is_read_defensively(tmp_path):
     p.write_text(json.dumps({"train_loss": [{"step": 5, "epoch": 1, "loss": 2.5}, {"step": 10, "loss": 1.5}],
                              "val_loss": [{"step": 10, "epoch": 1, "loss": 1.9}], "steps": 10}))
     assert plots.read_training_log(p) == {"loss": [(5.0, 2.5), (10.0, 1.5)], "eval_loss": [(10.0, 1.9)]}
+
+
+# -- the retrieval gate ------------------------------------------------------------------------
+def test_gate_declines_in_domain_and_opens_for_the_model_s_own_answers(tiny_corpus):
+    from assistant.config import RetrievalSettings
+    from assistant.evaluation.scoring import apply_gate
+    from assistant.variants import Source
+    from assistant.variants.rag import RagVariant
+
+    rag = object.__new__(RagVariant)  # no index or engine needed to build prompts
+    rag.corpus, rag.settings = tiny_corpus, RetrievalSettings(min_score=0.5)
+    rag.below_min_score = rag.settings.below_min_score
+    weak, strong = [Source("docs/a.md", "", "text", 0.2)], [Source("docs/a.md", "", "text", 0.8)]
+    assert rag.prompt_from("q", weak).messages is None and rag.prompt_from("q", weak).below_min_score
+    with rag.gate_open():
+        p = rag.prompt_from("q", weak)
+        assert p.messages is not None and p.below_min_score  # the model answers; the row says the gate would not
+        assert "Passages" not in p.messages[-1]["content"]
+    assert rag.prompt_from("q", weak).messages is None  # closed again
+    assert not rag.prompt_from("q", strong).below_min_score
+
+    items = runner.eval_items(tiny_corpus, 1)
+    keys = {it.slice: it.key for it in items}
+    assert runner.EvalItem("general", items[0].qa).key != runner.EvalItem("paraphrase", items[0].qa).key
+    answers = {"rag": {it.key: {"below_min_score": it.slice == "paraphrase"} for it in items}}
+    rows = [{"variant": "rag", "slice": it.slice, "id": it.qa.id, "outcome": "abstained",
+             "abstained_before_generation": it.slice == "paraphrase"} for it in items]
+    apply_gate(rows, items, answers)
+    by_slice = {r["slice"]: r for r in rows}
+    assert by_slice["paraphrase"]["outcome"] == "declined_by_gate" and by_slice["paraphrase"]["below_min_score"]
+    assert by_slice["unseen"]["outcome"] == "abstained" and not by_slice["unseen"]["below_min_score"]
+    assert keys

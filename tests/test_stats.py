@@ -65,3 +65,25 @@ def test_pairwise_win_tie_loss_over_shared_questions():
     assert (row["a"], row["b"], row["n"]) == ("prompted", "rag", 3)
     assert (row["win"], row["tie"], row["loss"]) == (0, 1, 2)
     assert row["p"] == pytest.approx(0.5)  # 2 discordant pairs, both for rag
+
+
+def test_paired_difference_interval_is_seeded_and_paired():
+    a, b = pairs(12, 4, both=30, neither=14)  # 60 questions: a right on 8 more
+    d = stats.paired_difference(a, b, 2000, seed=3)
+    assert d["diff"] == pytest.approx(8 / 60) and d["n"] == 60
+    assert d["lo"] < 8 / 60 < d["hi"] and d == stats.paired_difference(a, b, 2000, seed=3)
+    # Pairing matters: the same accuracies with no disagreement give a zero-width interval.
+    same = stats.paired_difference(*pairs(0, 0, both=30, neither=30))
+    assert (same["diff"], same["lo"], same["hi"], same["sd"]) == (0.0, 0.0, 0.0, 0.0)
+    assert stats.paired_difference([], [])["diff"] is None
+
+
+def test_questions_to_decide_from_the_observed_discordance():
+    # 20% of questions discordant, difference 5 points: per-question sd = sqrt(0.2 - 0.05^2).
+    sd = (0.2 - 0.05 ** 2) ** 0.5
+    z = 1.959963984540054 + 0.8416212335729143
+    assert stats.questions_to_decide(0.05, sd, margin=0.05) == int(-(-(z * sd / 0.05) ** 2 // 1))
+    # A difference near zero is decided by equating it: half-width below margin - |diff|.
+    assert stats.questions_to_decide(0.01, sd, 0.05) == int(-(-(z * sd / 0.04) ** 2 // 1))
+    assert stats.questions_to_decide(0.05, sd, 0.05, power=0.9) > stats.questions_to_decide(0.05, sd, 0.05)
+    assert stats.questions_to_decide(0.0, 0.0, 0.05) is None  # nothing disagrees: nothing to learn
