@@ -276,10 +276,11 @@ def write_report(corpus: Corpus, rows: list[dict], metrics: dict) -> Path:
 def print_summary(metrics: dict, out: Path, console: Console) -> None:
     """The compact table and the verdict, in the terminal."""
     pv, costs = metrics["per_variant"], metrics["costs"]
-    t = Table(title=f"{metrics['corpus']}: answerable questions (paraphrase + unseen); unanswerable declined apart",
+    t = Table(title=f"{metrics['corpus']}: accuracy, hallucinated, abstained and declined by the retrieval gate on "
+                    f"answerable questions; declined: unanswerable ones declined",
               box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("variant", "accuracy (95% CI)", "halluc", "abstain", "gate", "unans. declined", "general", "safety",
-                "p50", "build"):
+    for col in ("variant", "accuracy (CI)", "halluc", "abstain", "gate", "declined", "general", "safety", "p50",
+                "build"):
         t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
     verdict = metrics["verdict"]
     rec = verdict["recommendation"]

@@ -292,9 +292,11 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
     if out["fine_tune"] and not out["fine_tune"]["passed"] and not out["fine_tune"]["inconclusive"]:
         text.append(_fine_tune_sentence(out["fine_tune"], out, rules, costs, usable))
     out["excluded"] = {v: excluded[v] for v in scored if excluded.get(v)}
-    if out["excluded"]:
+    # The unusable pick's reason is the first sentence; the list names every other variant.
+    listed = {v: rs for v, rs in out["excluded"].items() if not (v == pick and not usable)}
+    if listed:
         text.append("Not recommended: " + "; ".join(f"{v}, because {', and '.join(_reason_words(r) for r in rs)}"
-                                                  for v, rs in out["excluded"].items()) + ".")
+                                                  for v, rs in listed.items()) + ".")
     out["text"] = " ".join(t for t in text + notes if t).strip()
     return out
 
@@ -382,11 +384,16 @@ def _gate_words(v: str, out: dict) -> str:
 
 def _pick_sentence(pick, best, c, out, rules, costs, usable) -> str:
     acc, hal, dec = out["accuracy"], out["hallucination"], out["declined_unanswerable"]
-    head = f"Recommendation: {pick}." if pick in usable else f"Were it usable, the rules would pick {pick}."
     declined = dec.get(pick, {}).get("rate")
-    about = (f" It answered {ci(acc[pick])} of the answerable questions correctly"
-             + (f", declined {pct(declined)} of the unanswerable ones" if declined is not None else "")
-             + f" and hallucinated on {pct(hal[pick]['rate'])} of the domain questions{_gate_words(pick, out)}.")
+    rest = ((f"declined {pct(declined)} of the unanswerable ones and " if declined is not None else "")
+            + f"hallucinated on {pct(hal[pick]['rate'])} of the domain questions{_gate_words(pick, out)}.")
+    if pick in usable:
+        head, about = f"Recommendation: {pick}.", f" It answered {ci(acc[pick])} of the answerable questions correctly, {rest}"
+    elif pick == out["best"]:  # its accuracy is in the first sentence already
+        head, about = f"Were it usable, the rules would pick {pick}:", f" it {rest}"
+    else:
+        head = f"Were it usable, the rules would pick {pick}:"
+        about = f" it answered {ci(acc[pick])} of the answerable questions correctly, {rest}"
     if c is not None:
         about += (f" {best} answered {ci(acc[best])}; the difference, {diff_ci(c)}, lies within the "
                   f"{100 * rules.margin:.0f}-point margin, so the two are equivalent and {pick} is cheaper.")
