@@ -124,14 +124,14 @@ def label_summary(corpus: Corpus, rows: list[dict], verdict: dict, costs: dict |
                           "verdict_changes": flips, "recommendation_before": before,
                           "decision_before": verdict.get("decision"), "accuracy": again["accuracy"]}
     kappa = "n/a" if agree["kappa"] is None else f"{agree['kappa']:.2f}"
-    name = lambda rec, dec: rec or ("inconclusive" if dec == "inconclusive" else "none")
+    name = lambda rec, dec: rec or ("inconclusive, no recommendation" if dec == "inconclusive" else "no recommendation")
     out["text"] = (f"Human labels: the scorer agrees with {agree['agree']} of {agree['n']} labelled answers "
                    f"({pct(agree['rate'])}, 95% CI {pct(agree['lo'])}-{pct(agree['hi'])}; Cohen's kappa {kappa}). "
-                   + (f"With the human outcomes ({changed} answers change) the verdict changes: "
-                      f"{name(before, verdict.get('decision'))} becomes {name(after, again['decision'])}."
+                   + (f"With the human outcomes ({changed} answers change) the verdict changes from "
+                      f"{name(before, verdict.get('decision'))} to {name(after, again['decision'])}."
                       if flips else
-                      f"With the human outcomes ({changed} answers change) the verdict stays: "
-                      f"{name(after, again['decision'])}."))
+                      f"With the human outcomes ({changed} answers change) the verdict stays the same "
+                      f"({name(after, again['decision'])})."))
     return out
 
 
