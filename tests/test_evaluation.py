@@ -122,6 +122,24 @@ def test_significant_rise_in_hallucination_blocks_fine_tuning():
     assert "and it hallucinated significantly more than rag (25% against 0%, McNemar p < 0.001)" in v["text"]
 
 
+def test_a_cheaper_variant_excluded_for_hallucination_says_so():
+    # prompted is as accurate as rag (equivalent) but hallucinates where rag declines: not "not tied".
+    v = decide(scenario({"prompted": 240, "rag": 242}, n=400, halluc={"prompted": 100}), VerdictRules())
+    assert v["recommendation"] == "rag"
+    assert [r["reason"] for r in v["excluded"]["prompted"]] == ["hallucination"]
+    assert "prompted, because it hallucinated significantly more than rag (25% against 0%, McNemar p < 0.001)" in v["text"]
+    assert_numbers_come_from(v)
+
+
+def test_usable_fine_tune_that_fails_leaves_nothing_to_recommend():
+    v = decide(scenario({"prompted": 10, "rag": 20, "sft": 55}, {"prompted": 8, "sft": 2}, SAFE_OK), VerdictRules())
+    assert v["recommendation"] is None and v["usable"]
+    assert v["text"].startswith("No variant can be recommended: the usable one (sft) fails the rules")
+    assert "Were it usable, the rules would pick rag: it answered 33%" in v["text"]
+    assert "sft, because it forgot general knowledge" in v["text"] and "rag, because" not in v["text"]
+    assert_numbers_come_from(v)
+
+
 def test_margin_comes_from_the_rules():
     v = decide(scenario(USABLE, GEN_OK, SAFE_OK), VerdictRules(margin=0.5))
     assert v["recommendation"] != "sft" and "does not clear the 50-point margin" in v["text"]

@@ -280,9 +280,10 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
     elif pick in usable:
         out["recommendation"], out["decision"] = pick, "recommend"
     elif usable:
-        text.insert(0, f"No variant can be recommended: the usable ones ({', '.join(usable)}) fail the rules, "
-                       f"for the reasons below, and {pick}, which the rules would pick, answered {ci(acc[pick])} of "
-                       f"the answerable questions correctly, below the {pct(rules.usable_accuracy)} required.")
+        text.insert(0, f"No variant can be recommended: the usable {'one' if len(usable) == 1 else 'ones'} "
+                       f"({', '.join(usable)}) {'fails' if len(usable) == 1 else 'fail'} the rules (below), and the "
+                       f"others answer fewer than the {pct(rules.usable_accuracy)} of the answerable questions "
+                       f"required.")
     out["leading"] = pick
     for v in scored:  # those that never led (nothing right): still say when they also hallucinate more
         if v not in candidates and v != pick:
@@ -293,7 +294,7 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
         text.append(_fine_tune_sentence(out["fine_tune"], out, rules, costs, usable))
     out["excluded"] = {v: excluded[v] for v in scored if excluded.get(v)}
     # The unusable pick's reason is the first sentence; the list names every other variant.
-    listed = {v: rs for v, rs in out["excluded"].items() if not (v == pick and not usable)}
+    listed = {v: rs for v, rs in out["excluded"].items() if not (v == pick and pick not in usable)}
     if listed:
         text.append("Not recommended: " + "; ".join(f"{v}, because {', and '.join(_reason_words(r) for r in rs)}"
                                                   for v, rs in listed.items()) + ".")
@@ -385,15 +386,16 @@ def _gate_words(v: str, out: dict) -> str:
 def _pick_sentence(pick, best, c, out, rules, costs, usable) -> str:
     acc, hal, dec = out["accuracy"], out["hallucination"], out["declined_unanswerable"]
     declined = dec.get(pick, {}).get("rate")
-    rest = ((f"declined {pct(declined)} of the unanswerable ones and " if declined is not None else "")
-            + f"hallucinated on {pct(hal[pick]['rate'])} of the domain questions{_gate_words(pick, out)}.")
+    clauses = ([f"declined {pct(declined)} of the unanswerable ones"] if declined is not None else []) \
+        + [f"hallucinated on {pct(hal[pick]['rate'])} of the domain questions{_gate_words(pick, out)}."]
+    answered = f"answered {ci(acc[pick])} of the answerable questions correctly" \
+        + (f", {clauses[0]} and {clauses[1]}" if len(clauses) == 2 else f" and {clauses[0]}")
     if pick in usable:
-        head, about = f"Recommendation: {pick}.", f" It answered {ci(acc[pick])} of the answerable questions correctly, {rest}"
+        head, about = f"Recommendation: {pick}.", f" It {answered}"
     elif pick == out["best"]:  # its accuracy is in the first sentence already
-        head, about = f"Were it usable, the rules would pick {pick}:", f" it {rest}"
+        head, about = f"Were it usable, the rules would pick {pick}:", f" it {' and '.join(clauses)}"
     else:
-        head = f"Were it usable, the rules would pick {pick}:"
-        about = f" it answered {ci(acc[pick])} of the answerable questions correctly, {rest}"
+        head, about = f"Were it usable, the rules would pick {pick}:", f" it {answered}"
     if c is not None:
         about += (f" {best} answered {ci(acc[best])}; the difference, {diff_ci(c)}, lies within the "
                   f"{100 * rules.margin:.0f}-point margin, so the two are equivalent and {pick} is cheaper.")
