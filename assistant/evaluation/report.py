@@ -279,9 +279,10 @@ def print_summary(metrics: dict, out: Path, console: Console) -> None:
     t = Table(title=f"{metrics['corpus']}: accuracy, hallucinated, abstained and declined by the retrieval gate on "
                     f"answerable questions; declined: unanswerable ones declined",
               box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("variant", "accuracy (CI)", "halluc", "abstain", "gate", "declined", "general", "safety", "p50",
-                "build"):
-        t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=True)
+    for col in ("variant", "accuracy (CI)", "halluc", "abstain", "gate", "declined", "general", "safety",
+                "p50"):  # costs in full are in the report; headers may wrap, the variant and its accuracy never
+        t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=col in ("variant", "accuracy (CI)"),
+                     min_width=len(max(metrics["variants"], key=len)) if col == "variant" else None)
     verdict = metrics["verdict"]
     rec = verdict["recommendation"]
     for v in metrics["variants"]:
@@ -293,7 +294,7 @@ def print_summary(metrics: dict, out: Path, console: Console) -> None:
                   pct(pv[v]["unanswerable"]["declined"]["rate"]),
                   pct(pv[v]["slices"].get("general", {}).get("accuracy", {}).get("rate")),
                   pct(pv[v]["slices"].get("safety", {}).get("accuracy", {}).get("rate")),
-                  _num(c["latency_p50_s"], "{:.2f}s"), _num(c["build_time_s"], "{:.0f}s"))
+                  _num(c["latency_p50_s"], "{:.1f}s"))
     console.print(t)
     title = f"verdict: {rec or ('inconclusive' if verdict.get('decision') == 'inconclusive' else 'none')}"
     console.print(Panel(verdict["text"], title=title, expand=False))
