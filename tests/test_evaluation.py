@@ -409,7 +409,6 @@ def test_gate_declines_in_domain_and_opens_for_the_model_s_own_answers(tiny_corp
 
     rag = object.__new__(RagVariant)  # no index or engine needed to build prompts
     rag.corpus, rag.settings = tiny_corpus, RetrievalSettings(min_score=0.5)
-    rag.below_min_score = rag.settings.below_min_score
     weak, strong = [Source("docs/a.md", "", "text", 0.2)], [Source("docs/a.md", "", "text", 0.8)]
     assert rag.prompt_from("q", weak).messages is None and rag.prompt_from("q", weak).below_min_score
     with rag.gate_open():

@@ -218,7 +218,16 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
             f"{metrics['settings']['evaluation']['support_threshold']} or lacks one of their numbers; the same "
             "check for every variant.",
             f"- Intervals: percentile bootstrap, {metrics['settings']['evaluation']['bootstrap_samples']} resamples, "
-            f"seed {metrics['settings']['evaluation']['seed']}.", ""]
+            f"seed {metrics['settings']['evaluation']['seed']}.",
+            f"- Verdict: accuracy on the answerable questions only; usable from "
+            f"{pct(metrics['settings']['verdict']['usable_accuracy'])}; fine-tuning must gain "
+            f"{100 * metrics['settings']['verdict']['margin']:.0f} points with McNemar p < "
+            f"{metrics['settings']['verdict']['alpha']} and keep general knowledge and refusals (the model's own "
+            f"answers); otherwise the cheapest variant whose paired 95% interval of the accuracy difference to the "
+            f"best lies within +-{100 * metrics['settings']['verdict']['margin']:.0f} points; an interval that "
+            "neither excludes zero nor fits the margin is inconclusive, with the questions that would decide it "
+            f"(normal approximation, power {metrics['settings']['verdict']['power']}). The reasons for every "
+            "variant not recommended are in metrics.json (`verdict.excluded`).", ""]
     return "\n".join(out)
 
 

@@ -35,6 +35,7 @@ def rag_messages(system_prompt: str, question: str, passages: Sequence[Source],
 class RagVariant(Variant):
     name = "rag"
     needs_build = True
+    gate_is_open = False  # see gate_open()
 
     def __init__(self, corpus: Corpus, engine: Engine):
         from ..retrieval import Retriever
@@ -42,7 +43,6 @@ class RagVariant(Variant):
         super().__init__(corpus, engine)
         self.retriever = Retriever.load(corpus)
         self.settings = corpus.config.retrieval
-        self.below_min_score = self.settings.below_min_score
 
     @classmethod
     def is_built(cls, corpus: Corpus) -> bool:
@@ -70,7 +70,7 @@ class RagVariant(Variant):
         # Nothing relevant retrieved: abstain without generating, or answer without passages;
         # the sources are kept either way, so the user sees how weak the matches were.
         if not sources or sources[0].score < self.settings.min_score:
-            if self.below_min_score == "no_context":
+            if self.settings.below_min_score == "no_context" or self.gate_is_open:
                 return Prompt(self.with_history(self.system_prompt(), history, question), sources, True)
             return Prompt(None, sources, True)
         return Prompt(rag_messages(self.system_prompt(), question, sources, history), sources)
@@ -79,11 +79,11 @@ class RagVariant(Variant):
     def gate_open(self) -> Iterator[None]:
         """Answer from the model alone below min_score (as `below_min_score: no_context` does), while
         each answer still records that the gate would have declined (`below_min_score`)."""
-        saved, self.below_min_score = self.below_min_score, "no_context"
+        saved, self.gate_is_open = self.gate_is_open, True
         try:
             yield
         finally:
-            self.below_min_score = saved
+            self.gate_is_open = saved
 
     def prompt(self, question: str, history: Sequence[tuple[str, str]] = ()) -> Prompt:
         return self.prompt_from(question, self.retriever.search(question), history)
