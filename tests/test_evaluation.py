@@ -140,6 +140,15 @@ def test_usable_fine_tune_that_fails_leaves_nothing_to_recommend():
     assert_numbers_come_from(v)
 
 
+def test_forgetting_is_checked_even_when_the_variants_without_fine_tuning_score_nothing():
+    rows = scenario({"prompted": 0, "rag": 0, "sft": 55}, {"prompted": 8, "rag": 8, "sft": 1}, SAFE_OK)
+    v = decide(rows, VerdictRules())
+    assert v["recommendation"] is None and v["fine_tune"]["against"] == "prompted"
+    assert [r["reason"] for r in v["excluded"]["sft"]] == ["forgetting"]
+    assert v["text"].startswith("No variant can be recommended: the usable one (sft) fails the rules")
+    assert_numbers_come_from(v)
+
+
 def test_margin_comes_from_the_rules():
     v = decide(scenario(USABLE, GEN_OK, SAFE_OK), VerdictRules(margin=0.5))
     assert v["recommendation"] != "sft" and "does not clear the 50-point margin" in v["text"]

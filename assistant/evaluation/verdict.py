@@ -217,8 +217,10 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
                     "p": p}
         return None
 
+    # The fine-tune is checked against the best variant without fine-tuning even when that one
+    # answered nothing right: its forgetting and refusal checks must run whatever the accuracies.
     tuned = [v for v in candidates if v in FINE_TUNED]
-    plain = [v for v in candidates if v not in FINE_TUNED]
+    plain = [v for v in scored if v not in FINE_TUNED]
     pick, pending = None, None
     if tuned and plain:
         ft, base = best_of(tuned), best_of(plain)
@@ -237,10 +239,10 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
             excluded[ft] += check["failed"]
             if check["inconclusive"]:
                 pending = check["comparison"]
-        pool = plain
+        pool = [v for v in plain if v in candidates]
     else:
         pool = candidates
-    if pick is None:
+    if pick is None and pool:
         best = best_of(pool)
         tied = [best]
         for v in [v for v in pool if v != best]:
@@ -270,14 +272,14 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
         elif pending is None:
             c = next(x for x in out["comparisons"] if x["variant"] == pick and x["against"] == best)
             text.append(_pick_sentence(pick, best, c, out, rules, costs, usable))
-    else:
+    elif pick is not None:
         text.append(_fine_tune_sentence(out["fine_tune"], out, rules, costs, usable))
 
     if pending is not None:
         out["inconclusive"] = pending
         out["decision"] = "inconclusive"
         text.append(_inconclusive_sentence(pending, acc))
-    elif pick in usable:
+    elif pick is not None and pick in usable:
         out["recommendation"], out["decision"] = pick, "recommend"
     elif usable:
         text.insert(0, f"No variant can be recommended: the usable {'one' if len(usable) == 1 else 'ones'} "
@@ -286,7 +288,7 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
                        f"required.")
     out["leading"] = pick
     for v in scored:  # those that never led (nothing right): still say when they also hallucinate more
-        if v not in candidates and v != pick:
+        if v not in candidates and pick is not None and v != pick:
             worse = more_hallucination(v, pick)
             if worse:
                 excluded[v].append(worse)
