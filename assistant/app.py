@@ -313,7 +313,10 @@ def label_next(corpus: Corpus) -> tuple[dict | None, str, str]:
 def label_record(corpus: Corpus, row: dict | None, label: str, labeller: str) -> tuple[dict | None, str, str]:
     """Append the label of `row` to labels.jsonl, then show the next answer."""
     if row:
-        labels.append_label(labels.labels_path(corpus), row, label, labeller)
+        try:
+            labels.append_label(labels.labels_path(corpus), row, label, labeller)
+        except OSError as e:
+            return row, f"**Could not record the label ({e}).**\n\n" + labels.render(row), ""
     return label_next(corpus)
 
 
