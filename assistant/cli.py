@@ -88,6 +88,14 @@ def cmd_app(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from .server import Limits, serve
+
+    limits = Limits(max_tokens=args.max_tokens, max_queue=args.max_queue, max_batch=args.max_batch)
+    serve(_corpus(args.corpus), host=args.host, port=args.port, api_key=args.api_key, limits=limits)
+    return 0
+
+
 def cmd_import(args) -> int:
     from .importers import run_import
 
@@ -146,6 +154,17 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=7860)
     sp.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
+
+    sp = verb("serve", cmd_serve, "serve the built variants over an OpenAI-compatible API (/v1/chat/completions)")
+    sp.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--api-key", default=None,
+                    help="require 'Authorization: Bearer KEY' (default: $ASSISTANT_API_KEY, else no key)")
+    sp.add_argument("--max-batch", type=int, default=None,
+                    help="requests decoded together (default: generation.batch_size)")
+    sp.add_argument("--max-queue", type=int, default=64, help="requests waiting for a batch; more get 429")
+    sp.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for")
 
     sp = verb("import", cmd_import, "create a corpus folder from existing documents and QA (JSONL, CSV, SQuAD)")
     sp.add_argument("source", help="a QA file (.jsonl, .csv) or a SQuAD-format .json")
