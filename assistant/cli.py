@@ -63,8 +63,24 @@ def cmd_eval(args) -> int:
     from .evaluation.runner import evaluate
 
     corpus = _corpus(args.corpus)
-    evaluate(corpus, variants=args.variants, limit=args.limit)
+    if args.judge:
+        _judge_overrides(corpus, args)
+    evaluate(corpus, variants=args.variants, limit=args.limit, judge=args.judge)
     return 0
+
+
+def _judge_overrides(corpus, args) -> None:
+    """--judge-url / --judge-model over corpus.yaml's judge: section (shared by eval and score)."""
+    cfg = corpus.config.judge
+    corpus.config.judge = cfg.model_copy(update={k: v for k, v in (("base_url", args.judge_url),
+                                                                   ("model", args.judge_model)) if v})
+
+
+def add_judge_flags(sp) -> None:
+    sp.add_argument("--judge", action="store_true",
+                    help="also grade every answer with the LLM judge of corpus.yaml's judge: section")
+    sp.add_argument("--judge-url", default=None, help="the judge's OpenAI-compatible /v1 URL (overrides judge.base_url)")
+    sp.add_argument("--judge-model", default=None, help="the judge's model id (overrides judge.model)")
 
 
 def cmd_compare(args) -> int:
@@ -137,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)
     sp.add_argument("--variants", nargs="+", choices=VARIANTS, default=None)
     sp.add_argument("--limit", type=int, default=None, help="evaluate at most N questions per slice")
+    add_judge_flags(sp)
 
     sp = verb("check", cmd_check, "validate a corpus and its QA set (exit 2 when invalid)")
     sp.add_argument("corpus")
