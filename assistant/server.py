@@ -248,7 +248,11 @@ def create_app(service: Service, api_key: str | None = None):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "corpus": service.corpus.name, "models": list(service.lineup.variants)}
+        sched = service.scheduler
+        batches = list(sched.batches) if sched else []
+        return {"status": "ok", "corpus": service.corpus.name, "models": list(service.lineup.variants),
+                "batches": len(batches), "rows_decoded": sum(batches), "largest_batch": max(batches, default=0),
+                "queued": sched.pending.qsize() if sched else 0}
 
     @app.get("/v1/models", dependencies=[Depends(authorise)])
     async def models():
