@@ -107,7 +107,8 @@ def cmd_app(args) -> int:
 def cmd_serve(args) -> int:
     from .server import Limits, serve
 
-    limits = Limits(max_tokens=args.max_tokens, max_queue=args.max_queue, max_batch=args.max_batch)
+    limits = Limits(max_tokens=args.max_tokens, max_queue=args.max_queue, max_batch=args.max_batch,
+                    max_question_chars=args.max_question_chars)
     serve(_corpus(args.corpus), host=args.host, port=args.port, api_key=args.api_key, limits=limits)
     return 0
 
@@ -182,6 +183,8 @@ def parser() -> argparse.ArgumentParser:
                     help="requests decoded together (default: generation.batch_size)")
     sp.add_argument("--max-queue", type=int, default=64, help="requests waiting for a batch; more get 429")
     sp.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for")
+    sp.add_argument("--max-question-chars", type=int, default=None,
+                    help="longest last user message (default: generation.max_question_chars)")
 
     sp = verb("import", cmd_import, "create a corpus folder from existing documents and QA (JSONL, CSV, SQuAD)")
     sp.add_argument("source", help="a QA file (.jsonl, .csv) or a SQuAD-format .json")

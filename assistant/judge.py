@@ -232,11 +232,10 @@ def judge_rows(rows: Sequence[dict], settings: JudgeSettings, cache_dir: Path, c
                 for f in pending:
                     f.cancel()
                 raise
-        first = {k: i for k, i in todo.items()}
         for i, k in enumerate(keys):
             if out[i] is None:
                 j = cache[k]["fresh"]
-                out[i] = j if first[k] == i else Judgement(j.outcome, j.reason, j.model, cached=True)
+                out[i] = j if todo[k] == i else Judgement(j.outcome, j.reason, j.model, cached=True)
     return out  # type: ignore[return-value]
 
 

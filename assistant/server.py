@@ -57,9 +57,10 @@ class Limits:
 
     max_tokens: int = 1024  # cap on max_tokens (the default is the corpus's generation.max_new_tokens)
     max_input_chars: int = 16_000  # all messages together
+    max_question_chars: int | None = None  # the last user message; None = generation.max_question_chars
     max_queue: int = 64  # requests waiting for a batch; more get 429
     max_batch: int | None = None  # rows decoded together; None = the corpus's generation.batch_size
-    wait_s: float = 0.02  # how long a batch waits for company after its first request
+    wait_s: float = 0.05  # how long a batch waits for company after its first request (small against decoding)
 
 
 # -- the request body ---------------------------------------------------------------------------
@@ -189,10 +190,10 @@ class Service:
         if req.n not in (None, 1):
             raise ApiError(400, "n must be 1", param="n")
         question, history = split_turns(req.messages)
-        limit = self.corpus.config.generation.max_question_chars
+        limit = self.limits.max_question_chars or self.corpus.config.generation.max_question_chars
         if len(question) > limit:
             raise ApiError(400, f"the question is {len(question)} characters, over the limit of {limit} "
-                                "(generation.max_question_chars)", param="messages")
+                                "(generation.max_question_chars, or serve --max-question-chars)", param="messages")
         total = sum(len(m.text()) for m in req.messages)
         if total > self.limits.max_input_chars:
             raise ApiError(400, f"the messages hold {total} characters, over the limit of "

@@ -168,8 +168,8 @@ def test_judge_against_assistant_serve_records_judge_errors(tiny_corpus, tmp_pat
     from assistant.server import Limits, Service, create_app
     from assistant.serving import load_lineup
 
-    tiny_corpus.config.generation.max_question_chars = 8000  # a judge prompt is longer than a question
-    service = Service(tiny_corpus, load_lineup(tiny_corpus, ["prompted"]), Limits())
+    # a judge prompt is longer than a question: the server's --max-question-chars
+    service = Service(tiny_corpus, load_lineup(tiny_corpus, ["prompted"]), Limits(max_question_chars=8000))
     try:
         with ServerThread(create_app(service, api_key="k")) as url:
             import os
