@@ -1,7 +1,8 @@
 """Dynamic batching: concurrent requests share one engine, decoded together.
 
 Callers `submit` a `Job` (chat messages, LoRA adapter, token limit, stop strings); a scheduler thread
-takes whatever is queued (up to `max_batch`, waiting `wait_s` after the first arrival for company)
+takes whatever is queued (up to `max_batch`; after the first arrival it keeps collecting until no
+request came for `wait_s`, at most `max_wait_s`)
 and decodes it as one mixed-adapter batch with `Engine.stream_many`, sending each job its growing
 text. A job ends on end-of-sequence, a stop string, its own `max_new_tokens`, or `cancel()` (a
 client that went away): its row is flagged and the engine stops decoding it. Requests that arrive
@@ -67,10 +68,12 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> int | None:
 class Scheduler:
     """One thread that feeds a shared engine with batches of queued jobs."""
 
-    def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64, wait_s: float = 0.02):
+    def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64, wait_s: float = 0.05,
+                 max_wait_s: float = 0.5):
         self.engine = engine
         self.max_batch = max_batch
         self.wait_s = wait_s
+        self.max_wait_s = max_wait_s
         self.pending: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self.batches: list[int] = []  # size of every batch decoded (for the load test and logs)
         self.finished: deque[tuple[str, int]] = deque(maxlen=1024)  # (finish_reason, tokens) of recent jobs
@@ -147,11 +150,13 @@ class Scheduler:
             first = self.pending.get()
             if first is None:
                 return
+            # Collect company until the queue has been quiet for wait_s, for at most max_wait_s: a
+            # burst of clients lands in one batch instead of a small batch that the rest wait behind.
             batch = [first]
-            deadline = time.monotonic() + self.wait_s
+            cap = time.monotonic() + self.max_wait_s
             while len(batch) < self.max_batch:
                 try:
-                    job = self.pending.get(timeout=max(0.0, deadline - time.monotonic()))
+                    job = self.pending.get(timeout=max(0.0, min(self.wait_s, cap - time.monotonic())))
                 except queue.Empty:
                     break
                 if job is None:

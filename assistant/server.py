@@ -7,9 +7,10 @@
 Differences from OpenAI's API, on purpose:
 - Each variant answers with its own system prompt (the one it was evaluated and trained with);
   system or developer messages from the client are accepted and ignored.
-- Decoding is greedy, as in the evaluation: `temperature` 0 (or omitted) gives exactly the answers
-  of `assistant ask`; a temperature above 0 is refused with a 400 rather than silently ignored.
-  `n` must be 1. Other sampling fields (top_p, seed, penalties) and unknown fields are ignored.
+- Decoding is greedy, as in the evaluation: `temperature` 0 (or omitted); a temperature above 0 is
+  refused with a 400 rather than silently ignored. `n` must be 1. Alone in its batch a request gets
+  exactly the answer of `assistant ask`; batched with others its row is left-padded, as in the
+  evaluation, which in bf16 can change later tokens. Other sampling fields (top_p, seed, penalties) and unknown fields are ignored.
 - Retrieval variants (`rag`, `rag_sft`) return the passages they were given in an extra top-level
   field `sources` ([{path, heading, text, score, rank}]) of the response, and of the last stream
   chunk (the one with `finish_reason`, which also carries `usage`). When retrieval finds nothing
@@ -60,7 +61,8 @@ class Limits:
     max_question_chars: int | None = None  # the last user message; None = generation.max_question_chars
     max_queue: int = 64  # requests waiting for a batch; more get 429
     max_batch: int | None = None  # rows decoded together; None = the corpus's generation.batch_size
-    wait_s: float = 0.05  # how long a batch waits for company after its first request (small against decoding)
+    wait_s: float = 0.05  # a batch starts once no request arrived for this long (small against decoding)...
+    max_wait_s: float = 0.5  # ... or this long after its first request
 
 
 # -- the request body ---------------------------------------------------------------------------
@@ -163,7 +165,7 @@ class Service:
         self.engine = next(iter(engines.values()), None)
         gen = corpus.config.generation
         self.scheduler = Scheduler(self.engine, self.limits.max_batch or gen.batch_size, self.limits.max_queue,
-                                   self.limits.wait_s) if self.engine is not None else None
+                                   self.limits.wait_s, self.limits.max_wait_s) if self.engine is not None else None
         self._prompt_lock = threading.Lock()  # retrievers and tokenizers are not known to be thread-safe
         self.created = int(time.time())
 
