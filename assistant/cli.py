@@ -86,7 +86,10 @@ def add_judge_flags(sp) -> None:
 def cmd_compare(args) -> int:
     from .evaluation.runner import compare
 
-    compare(_corpus(args.corpus), variants=args.variants, limit=args.limit)
+    corpus = _corpus(args.corpus)
+    if args.judge:
+        _judge_overrides(corpus, args)
+    compare(corpus, variants=args.variants, limit=args.limit, judge=args.judge)
     return 0
 
 
@@ -138,6 +141,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)
     sp.add_argument("--variants", nargs="+", choices=VARIANTS, default=None)
     sp.add_argument("--limit", type=int, default=None, help="evaluate at most N questions per slice")
+    add_judge_flags(sp)
 
     sp = verb("build", cmd_build, "build one or all variants (FAISS index, LoRA adapters)")
     sp.add_argument("corpus")

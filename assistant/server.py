@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import sys
@@ -41,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batching import Job, QueueFull, Scheduler, Update, cut_at_stop
+from .batching import Job, QueueFull, Scheduler, Update
 from .config import VARIANTS
 from .corpus import Corpus
 from .errors import UsageError
@@ -295,8 +296,6 @@ def create_app(service: Service, api_key: str | None = None):
                     "usage": usage(final.tokens), "sources": sources}
 
         def chunk(delta: dict, finish: str | None = None, **extra) -> str:
-            import json
-
             body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,
                     "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
@@ -316,8 +315,6 @@ def create_app(service: Service, api_key: str | None = None):
                     sent = shown
                 if u.done:
                     if u.finish_reason == "error":
-                        import json
-
                         yield f"data: {json.dumps(_error_body(ApiError(500, f'generation failed: {u.error}', 'server_error')))}\n\n"
                         return
                     yield chunk({}, u.finish_reason, usage=usage(u.tokens), sources=sources)

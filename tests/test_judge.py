@@ -240,3 +240,7 @@ def test_cli_eval_judge_flags(fake, tiny_corpus_dir, monkeypatch, capsys):
     monkeypatch.setattr(runner, "evaluate", lambda corpus, **kw: seen.update(kw, judge_cfg=corpus.config.judge))
     assert cli.main(["eval", str(tiny_corpus_dir), "--judge", "--judge-url", fake.url, "--judge-model", "m"]) == 0
     assert seen["judge"] is True and seen["judge_cfg"].model == "m" and seen["judge_cfg"].base_url == fake.url
+    monkeypatch.setattr(runner, "compare", lambda corpus, **kw: seen.update(kw, judge_cfg=corpus.config.judge))
+    assert cli.main(["compare", str(tiny_corpus_dir), "--judge", "--judge-model", "m2"]) == 0
+    assert seen["judge"] is True and seen["judge_cfg"].model == "m2"
+    assert cli.main(["eval", str(tiny_corpus_dir)]) == 0 and seen["judge"] is False

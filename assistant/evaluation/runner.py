@@ -187,12 +187,13 @@ def _judge(corpus: Corpus, items: list[EvalItem], answers: dict, rows: list[dict
     return out
 
 
-def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None) -> Path:
+def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,
+            judge: bool = False) -> Path:
     """Build what is missing or stale, evaluate every variant, write the report, print the verdict."""
     from ..build import build_variants
 
     build_variants(corpus, variants)
-    return evaluate(corpus, variants, limit)
+    return evaluate(corpus, variants, limit, judge=judge)
 
 
 def _no_questions(corpus: Corpus):
