@@ -63,14 +63,33 @@ def cmd_eval(args) -> int:
     from .evaluation.runner import evaluate
 
     corpus = _corpus(args.corpus)
-    evaluate(corpus, variants=args.variants, limit=args.limit)
+    if args.judge:
+        _judge_overrides(corpus, args)
+    evaluate(corpus, variants=args.variants, limit=args.limit, judge=args.judge)
     return 0
+
+
+def _judge_overrides(corpus, args) -> None:
+    """--judge-url / --judge-model over corpus.yaml's judge: section (shared by eval and score)."""
+    cfg = corpus.config.judge
+    corpus.config.judge = cfg.model_copy(update={k: v for k, v in (("base_url", args.judge_url),
+                                                                   ("model", args.judge_model)) if v})
+
+
+def add_judge_flags(sp) -> None:
+    sp.add_argument("--judge", action="store_true",
+                    help="also grade every answer with the LLM judge of corpus.yaml's judge: section")
+    sp.add_argument("--judge-url", default=None, help="the judge's OpenAI-compatible /v1 URL (overrides judge.base_url)")
+    sp.add_argument("--judge-model", default=None, help="the judge's model id (overrides judge.model)")
 
 
 def cmd_compare(args) -> int:
     from .evaluation.runner import compare
 
-    compare(_corpus(args.corpus), variants=args.variants, limit=args.limit)
+    corpus = _corpus(args.corpus)
+    if args.judge:
+        _judge_overrides(corpus, args)
+    compare(corpus, variants=args.variants, limit=args.limit, judge=args.judge)
     return 0
 
 
@@ -85,6 +104,15 @@ def cmd_app(args) -> int:
     from .app import launch
 
     launch(args.corpus, host=args.host, port=args.port, share=args.share)
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .server import Limits, serve
+
+    limits = Limits(max_tokens=args.max_tokens, max_queue=args.max_queue, max_batch=args.max_batch,
+                    max_question_chars=args.max_question_chars)
+    serve(_corpus(args.corpus), host=args.host, port=args.port, api_key=args.api_key, limits=limits)
     return 0
 
 
@@ -113,6 +141,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)
     sp.add_argument("--variants", nargs="+", choices=VARIANTS, default=None)
     sp.add_argument("--limit", type=int, default=None, help="evaluate at most N questions per slice")
+    add_judge_flags(sp)
 
     sp = verb("build", cmd_build, "build one or all variants (FAISS index, LoRA adapters)")
     sp.add_argument("corpus")
@@ -129,6 +158,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)
     sp.add_argument("--variants", nargs="+", choices=VARIANTS, default=None)
     sp.add_argument("--limit", type=int, default=None, help="evaluate at most N questions per slice")
+    add_judge_flags(sp)
 
     sp = verb("check", cmd_check, "validate a corpus and its QA set (exit 2 when invalid)")
     sp.add_argument("corpus")
@@ -146,6 +176,19 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=7860)
     sp.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
+
+    sp = verb("serve", cmd_serve, "serve the built variants over an OpenAI-compatible API (/v1/chat/completions)")
+    sp.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--api-key", default=None,
+                    help="require 'Authorization: Bearer KEY' (default: $ASSISTANT_API_KEY, else no key)")
+    sp.add_argument("--max-batch", type=int, default=None,
+                    help="requests decoded together (default: generation.batch_size)")
+    sp.add_argument("--max-queue", type=int, default=64, help="requests waiting for a batch; more get 429")
+    sp.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for")
+    sp.add_argument("--max-question-chars", type=int, default=None,
+                    help="longest last user message (default: generation.max_question_chars)")
 
     sp = verb("import", cmd_import, "create a corpus folder from existing documents and QA (JSONL, CSV, SQuAD)")
     sp.add_argument("source", help="a QA file (.jsonl, .csv) or a SQuAD-format .json")

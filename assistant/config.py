@@ -160,6 +160,30 @@ class EvalSettings(Settings):
     chunk_questions: int = Field(32, ge=1, description="questions answered between two cache appends")
 
 
+class JudgeSettings(Settings):
+    """The LLM judge of `assistant eval --judge`: any OpenAI-compatible server (see assistant/judge.py).
+
+    The defaults point at a local Ollama; for vLLM use http://127.0.0.1:8000/v1, for a llama.cpp
+    server http://127.0.0.1:8080/v1, for a hosted API its URL and `api_key_env`.
+    """
+
+    base_url: str = Field("http://127.0.0.1:11434/v1", description="the server's OpenAI-compatible /v1 URL")
+    model: str | None = Field(None, description="the judge model's id on that server (required to judge)")
+    api_key_env: str = Field("ASSISTANT_JUDGE_API_KEY",
+                             description="environment variable holding the API key (unset: no key is sent)")
+    max_concurrency: int = Field(4, ge=1, le=256, description="judge requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, description="seconds one judge request may take")
+    max_retries: int = Field(2, ge=0, le=10,
+                             description="retries after a failed request (with backoff) or a malformed verdict")
+    max_tokens: int = Field(200, ge=16, description="tokens the judge may spend on one verdict")
+    response_format: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema", description="how to ask for JSON: json_schema (OpenAI, vLLM, llama.cpp, Ollama), "
+                                   "json_object, or none (the prompt alone)")
+    verdict_uses: Literal["rules", "judge"] = Field(
+        "rules", description="whose outcomes the verdict and the report's rates use; rows the judge could not "
+                             "judge keep the rules' outcome")
+
+
 class CorpusConfig(Settings):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -174,6 +198,7 @@ class CorpusConfig(Settings):
     lora: LoraSettings = LoraSettings()
     verdict: VerdictRules = VerdictRules()
     evaluation: EvalSettings = EvalSettings()
+    judge: JudgeSettings = JudgeSettings()
     runs_dir: str | None = Field(None, description="where artifacts go; default runs/<name>")
 
 

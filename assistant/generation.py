@@ -11,13 +11,14 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+from transformers import (PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList,
+                          TextIteratorStreamer)
 from transformers.generation.streamers import BaseStreamer
 
 Messages = list[dict[str, str]]
@@ -164,10 +165,15 @@ class Engine:
             raise error[0]
 
     def stream_many(self, conversations: Sequence[Messages], adapters: Sequence[str | None] | None = None,
-                    max_new_tokens: int | None = None) -> Iterator[list[StreamRow]]:
+                    max_new_tokens: int | None = None,
+                    stop_rows: Callable[[], Sequence[bool]] | None = None) -> Iterator[list[StreamRow]]:
         """Decode several conversations as one batch, each through its own adapter (PEFT mixed-adapter
         batch), yielding every row's text so far after each step: the chat's columns grow together,
-        and a batch of N costs far less than N streams one after another."""
+        and a batch of N costs far less than N streams one after another.
+
+        `stop_rows`, when given, is polled at every step: a row it flags True stops there (marked
+        done, no further tokens), so a server can free the row of a client that went away; the batch
+        ends once every row is done."""
         adapters = list(adapters) if adapters is not None else [None] * len(conversations)
         if any(adapters) and not self.adapters:
             raise KeyError(f"adapters {sorted(set(filter(None, adapters)))} are not loaded")
@@ -178,7 +184,9 @@ class Engine:
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
         # PEFT routes each row through its adapter, "__base__" being the bare model.
         extra = {"adapter_names": [a or "__base__" for a in adapters]} if self.adapters else {}
-        streamer = _BatchStreamer(self.tokenizer, len(ids), self._stop_ids())
+        streamer = _BatchStreamer(self.tokenizer, len(ids), self._stop_ids(), stop_rows)
+        if stop_rows is not None:
+            extra["stopping_criteria"] = StoppingCriteriaList([_RowStop(stop_rows)])
         error: list[BaseException] = []
 
         def work() -> None:
@@ -206,12 +214,24 @@ class StreamRow(NamedTuple):
     done: bool  # reached end-of-sequence (rows cut at max_new_tokens end with the stream)
 
 
+class _RowStop(StoppingCriteria):
+    """Ends the rows a caller flags (per-row booleans: generate() pads them from then on)."""
+
+    def __init__(self, stop_rows: Callable[[], Sequence[bool]]):
+        self.stop_rows = stop_rows
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.tensor(list(self.stop_rows()), dtype=torch.bool, device=input_ids.device)
+
+
 class _BatchStreamer(BaseStreamer):
     """Collects a batch's new tokens row by row (transformers' text streamers take one row only)."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, rows: int, stop_ids: set[int]):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, rows: int, stop_ids: set[int],
+                 stop_rows: Callable[[], Sequence[bool]] | None = None):
         self.tokenizer = tokenizer
         self.stop_ids = stop_ids
+        self.stop_rows = stop_rows
         self.tokens: list[list[int]] = [[] for _ in range(rows)]
         self.done = [False] * rows
         self.queue: queue.Queue = queue.Queue()
@@ -221,7 +241,10 @@ class _BatchStreamer(BaseStreamer):
         if not self.prompt_seen:  # generate() hands over the prompt first
             self.prompt_seen = True
             return
+        stopped = list(self.stop_rows()) if self.stop_rows is not None else None
         for i, t in enumerate(value.reshape(-1).tolist()):
+            if stopped is not None and stopped[i]:
+                self.done[i] = True  # flagged by the caller: this token and the padding after it are dropped
             if self.done[i]:
                 continue
             if t in self.stop_ids:

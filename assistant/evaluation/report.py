@@ -197,6 +197,7 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
             out += [f"{len(dis) - len(shown)} more in results.jsonl.", ""]
     else:
         out += ["None: every variant had the same outcome on every question.", ""]
+    out += judge_section(metrics, rows)
     out += ["## How the numbers are made", "",
             "- The retrieval gate: when no passage scores above retrieval.min_score, rag and rag_sft answer \"I don't "
             "know.\" without generating; that is the outcome **declined_by_gate**, never counted as the model "
@@ -229,6 +230,58 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
             f"(normal approximation, power {metrics['settings']['verdict']['power']}). The reasons for every "
             "variant not recommended are in metrics.json (`verdict.excluded`).", ""]
     return "\n".join(out)
+
+
+def _kappa(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def _agreement_rows(name: str, ag: dict) -> list[str]:
+    return [name, str(ag["n"]), pct(ag["agreement"]), _kappa(ag["kappa"])] + [
+        f"{c['a']} / {c['b']} / {c['both']} ({_kappa(c['kappa'])})" for c in ag["per_class"].values()]
+
+
+def judge_section(metrics: dict, rows: list[dict]) -> list[str]:
+    """The LLM judge beside the rules (metrics['judge'], written by `eval --judge`), else nothing."""
+    j = metrics.get("judge")
+    if not j:
+        return []
+    used = "the judge's outcomes (rows the judge could not grade keep the rules')" \
+        if j["verdict_uses"] == "judge" else "the rules' outcomes (the judge is shown for comparison)"
+    out = ["## LLM judge", "",
+           f"Judge `{j['model']}` at `{j['base_url']}`, rubric v{j['rubric_version']}: {j['judged']} answers, "
+           f"{j['calls']} calls this run ({j['cached']} judgements from the cache), {j['errors']} judge errors "
+           f"(no valid verdict after the retries), {j['prompt_tokens']:,} prompt + {j['completion_tokens']:,} "
+           f"completion tokens. The verdict and the rates above use {used}.", "",
+           "Agreement between the rules (first) and the judge (second) on the answers both graded; per class: "
+           "chosen by rules / by judge / by both (one-vs-rest Cohen's kappa).", ""]
+    header = ["", "n", "agreement", "Cohen's kappa", "correct", "abstained", "hallucinated"]
+    table = [_agreement_rows("all variants", j["vs_rules"])]
+    table += [_agreement_rows(v, ag) for v, ag in j["per_variant"].items() if ag["n"]]
+    out += [_table(header, table), ""]
+    if j.get("vs_humans"):
+        h = j["vs_humans"]
+        out += ["Against the human labels of `labels.jsonl` (humans first):", "",
+                _table(header, [_agreement_rows("judge", h["judge"]), _agreement_rows("rules", h["rules"])]), ""]
+    else:
+        out += ["No human labels (`runs/<corpus>/labels.jsonl`) for these answers: the judge is not checked "
+                "against people.", ""]
+    dis = [r for r in rows if r.get("judge") and r["judge"]["outcome"] != r.get("rule_outcome", r["outcome"])]
+    errors = [r for r in dis if r["judge"]["outcome"] == "judge_error"]
+    dis = [r for r in dis if r["judge"]["outcome"] != "judge_error"]
+    out += [f"### Answers where the judge and the rules disagree ({len(dis)})", ""]
+    if dis:
+        out += [_table(["slice", "variant", "question", "answer", "rules", "judge", "judge's reason"],
+                       [[r["slice"], r["variant"], _cell(r["question"], 60), _cell(r["answer"], 80) or "(empty)",
+                         _label(r["slice"], r["rule_outcome"]), _label(r["slice"], r["judge"]["outcome"]),
+                         _cell(r["judge"]["reason"], 80)] for r in dis[:60]]), ""]
+        if len(dis) > 60:
+            out += [f"{len(dis) - 60} more in results.jsonl (fields `rule_outcome` and `judge`).", ""]
+    else:
+        out += ["None.", ""]
+    if errors:
+        out += [f"{len(errors)} answers have no judge verdict (`judge_error`), e.g.: {_cell(errors[0]['judge']['reason'], 160)}", ""]
+    return out
 
 
 def html(md: str, images: dict[str, str], title: str) -> str:

@@ -162,8 +162,9 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
 
 
 def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,
-             console: Console | None = None) -> Path:
-    """Evaluate the built variants, write the report folder and return its path."""
+             console: Console | None = None, judge: bool = False) -> Path:
+    """Evaluate the built variants, write the report folder and return its path; with `judge`, the
+    LLM judge of corpus.yaml's `judge:` section grades every answer too (assistant/judge.py)."""
     console = console or Console(stderr=True)
     if limit is not None and limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -176,18 +177,34 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
     answers = collect_answers(corpus, items, ready, console)
     rows = scoring.score_rows(corpus, items, answers, [n for n, _ in ready])
     scoring.apply_gate(rows, items, answers)
+    judged = _judge(corpus, items, answers, rows, console) if judge else None
     metrics = scoring.summarise(corpus, rows, [n for n, _ in ready], fingerprints=dict(ready), limit=limit)
+    if judged is not None:
+        metrics["judge"] = judged
     out = report.write_report(corpus, rows, metrics)
     report.print_summary(metrics, out, Console())
     return out
 
 
-def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None) -> Path:
+def _judge(corpus: Corpus, items: list[EvalItem], answers: dict, rows: list[dict], console: Console) -> dict:
+    from ..judge import judge_evaluation
+
+    passages = {(v, it.slice, it.qa.id): [s.get("text", "") for s in answers[v][it.key].get("sources", [])]
+                for v in answers for it in items}
+    cfg = corpus.config.judge
+    console.print(f"judging {len(rows)} answers with {cfg.model!r} at {cfg.base_url}")
+    out = judge_evaluation(corpus, rows, passages)
+    console.print(f"judge: {out['calls']} calls, {out['cached']} cached, {out['errors']} judge errors")
+    return out
+
+
+def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,
+            judge: bool = False) -> Path:
     """Build what is missing or stale, evaluate every variant, write the report, print the verdict."""
     from ..build import build_variants
 
     build_variants(corpus, variants)
-    return evaluate(corpus, variants, limit)
+    return evaluate(corpus, variants, limit, judge=judge)
 
 
 def _no_questions(corpus: Corpus):

@@ -1,0 +1,405 @@
+"""`assistant serve`: the built variants behind an OpenAI-compatible API (FastAPI + uvicorn).
+
+    GET  /v1/models             one model id per built variant (prompted, rag, sft, rag_sft)
+    POST /v1/chat/completions   streaming (SSE) or not, several turns, max_tokens, stop, usage
+    GET  /health                {"status": "ok"} (no key needed)
+
+Differences from OpenAI's API, on purpose:
+- Each variant answers with its own system prompt (the one it was evaluated and trained with);
+  system or developer messages from the client are accepted and ignored.
+- Decoding is greedy, as in the evaluation: `temperature` 0 (or omitted); a temperature above 0 is
+  refused with a 400 rather than silently ignored. `n` must be 1. Alone in its batch a request gets
+  exactly the answer of `assistant ask`; batched with others its row is left-padded, as in the
+  evaluation, which in bf16 can change later tokens. Other sampling fields (top_p, seed, penalties) and unknown fields are ignored.
+- Retrieval variants (`rag`, `rag_sft`) return the passages they were given in an extra top-level
+  field `sources` ([{path, heading, text, score, rank}]) of the response, and of the last stream
+  chunk (the one with `finish_reason`, which also carries `usage`). When retrieval finds nothing
+  relevant the variant answers "I don't know." without generating (0 completion tokens).
+
+Concurrent requests are decoded together by a `batching.Scheduler` (one batch, one LoRA adapter
+per row); a full queue answers 429, a client that disconnects frees its row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .batching import Job, QueueFull, Scheduler, Update
+from .config import VARIANTS
+from .corpus import Corpus
+from .errors import UsageError
+from .serving import Lineup, load_lineup
+from .variants import ABSTAIN_TEXT, Prompt, Variant
+
+log = logging.getLogger(__name__)
+API_KEY_ENV = "ASSISTANT_API_KEY"
+
+
+@dataclass
+class Limits:
+    """What one request may ask for; beyond these the server answers 400 or 429."""
+
+    max_tokens: int = 1024  # cap on max_tokens (the default is the corpus's generation.max_new_tokens)
+    max_input_chars: int = 16_000  # all messages together
+    max_question_chars: int | None = None  # the last user message; None = generation.max_question_chars
+    max_queue: int = 64  # requests waiting for a batch; more get 429
+    max_batch: int | None = None  # rows decoded together; None = the corpus's generation.batch_size
+    wait_s: float = 0.05  # a batch starts once no request arrived for this long (small against decoding)...
+    max_wait_s: float = 0.5  # ... or this long after its first request
+
+
+# -- the request body ---------------------------------------------------------------------------
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content)
+        return self.content or ""
+
+
+class ChatRequest(BaseModel):
+    # OpenAI clients send many optional fields (user, seed, top_p, ...): tolerated, not used.
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    stop: str | list[str] | None = None
+    n: int | None = Field(None, ge=1)
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape: {"error": {"message", "type", "param", "code"}}."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error",
+                 code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+
+
+def split_turns(messages: Sequence[ChatMessage]) -> tuple[str, list[tuple[str, str]]]:
+    """(last question, earlier (question, answer) pairs) from OpenAI messages; system ones dropped."""
+    turns = [m for m in messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1].role != "user":
+        raise ApiError(400, "the last message must come from the user", param="messages")
+    history, pending = [], None
+    for m in turns[:-1]:
+        if m.role == "user":
+            if pending is not None:
+                raise ApiError(400, "two user messages in a row: earlier turns must alternate user, assistant",
+                               param="messages")
+            pending = m.text()
+        else:
+            if pending is None:
+                raise ApiError(400, "an assistant message without the user message before it", param="messages")
+            history.append((pending, m.text()))
+            pending = None
+    if pending is not None:
+        raise ApiError(400, "two user messages in a row: earlier turns must alternate user, assistant",
+                       param="messages")
+    question = turns[-1].text().strip()
+    if not question:
+        raise ApiError(400, "the last user message is empty", param="messages")
+    return question, history
+
+
+def _stops(stop: str | list[str] | None) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > 4:
+        raise ApiError(400, "at most 4 stop sequences", param="stop")
+    return [s for s in stops if s]
+
+
+def visible_text(text: str, stops: Sequence[str], final: bool) -> str:
+    """What may be shown of a growing answer: stripped like the final answer, holding back trailing
+    whitespace, a half-decoded character and any tail that could still become a stop string."""
+    text = text.lstrip()
+    if final:
+        return text.strip()
+    text = text.rstrip().rstrip("\ufffd")
+    hold = 0
+    for s in stops:
+        for k in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:k]):
+                hold = max(hold, k)
+                break
+    return text[:len(text) - hold].rstrip()
+
+
+# -- the service (no HTTP in here) --------------------------------------------------------------
+class Service:
+    def __init__(self, corpus: Corpus, lineup: Lineup, limits: Limits | None = None):
+        self.corpus = corpus
+        self.lineup = lineup
+        self.limits = limits or Limits()
+        engines = {id(v.engine): v.engine for v in lineup.variants.values()}
+        if len(engines) > 1:
+            raise UsageError("the served variants must share one engine")
+        self.engine = next(iter(engines.values()), None)
+        gen = corpus.config.generation
+        self.scheduler = Scheduler(self.engine, self.limits.max_batch or gen.batch_size, self.limits.max_queue,
+                                   self.limits.wait_s, self.limits.max_wait_s) if self.engine is not None else None
+        self._prompt_lock = threading.Lock()  # retrievers and tokenizers are not known to be thread-safe
+        self.created = int(time.time())
+
+    def models(self) -> dict:
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": self.created,
+                                            "owned_by": f"assistant:{self.corpus.name}"} for n in self.lineup.variants]}
+
+    def variant(self, name: str) -> Variant:
+        if name in self.lineup.variants:
+            return self.lineup.variants[name]
+        if name in VARIANTS:
+            raise ApiError(404, f"model {name!r} is not built for corpus {self.corpus.name!r}; run: "
+                                f"assistant build {self.corpus.root} --variant {name} (then restart the server)",
+                           code="model_not_found", param="model")
+        raise ApiError(404, f"unknown model {name!r}; this server has: {', '.join(self.lineup.variants) or 'none'}",
+                       code="model_not_found", param="model")
+
+    def check(self, req: ChatRequest) -> tuple[Variant, str, list[tuple[str, str]], int, list[str]]:
+        """Validate a request: (variant, question, history, max new tokens, stop strings)."""
+        variant = self.variant(req.model)
+        if req.temperature:
+            raise ApiError(400, "temperature above 0 is not supported: every variant decodes greedily, as in "
+                                "the evaluation; send temperature 0 or leave it out", param="temperature")
+        if req.n not in (None, 1):
+            raise ApiError(400, "n must be 1", param="n")
+        question, history = split_turns(req.messages)
+        limit = self.limits.max_question_chars or self.corpus.config.generation.max_question_chars
+        if len(question) > limit:
+            raise ApiError(400, f"the question is {len(question)} characters, over the limit of {limit} "
+                                "(generation.max_question_chars, or serve --max-question-chars)", param="messages")
+        total = sum(len(m.text()) for m in req.messages)
+        if total > self.limits.max_input_chars:
+            raise ApiError(400, f"the messages hold {total} characters, over the limit of "
+                                f"{self.limits.max_input_chars}; send fewer earlier turns", param="messages")
+        asked = req.max_completion_tokens or req.max_tokens
+        if asked is not None and asked > self.limits.max_tokens:
+            raise ApiError(400, f"max_tokens {asked} is over this server's limit of {self.limits.max_tokens}",
+                           param="max_tokens")
+        max_new = asked or self.corpus.config.generation.max_new_tokens
+        return variant, question, history, max_new, _stops(req.stop)
+
+    def prompt(self, variant: Variant, question: str, history: list[tuple[str, str]], max_new: int) -> tuple[Prompt, int]:
+        with self._prompt_lock:
+            p = variant.prompt(question, history)
+            tokens = self.engine.count_tokens(self.engine.render(p.messages)) if p.messages is not None else 0
+        context = getattr(self.engine.model.config, "max_position_embeddings", None)
+        if context and tokens + max_new > context:
+            raise ApiError(400, f"the conversation is {tokens} tokens; with max_tokens {max_new} it exceeds the "
+                                f"model's context of {context}: send fewer earlier turns", param="messages")
+        return p, tokens
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+def _error_body(e: ApiError) -> dict:
+    return {"error": {"message": e.message, "type": e.type, "param": e.param, "code": e.code}}
+
+
+def create_app(service: Service, api_key: str | None = None):
+    """The FastAPI application over a `Service`."""
+    app = FastAPI(title=f"assistant: {service.corpus.name}", docs_url=None, redoc_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_, e: ApiError):
+        return JSONResponse(_error_body(e), status_code=e.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_, e: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'] if p != 'body') or 'body'}: {err['msg']}"
+                             for err in e.errors())
+        return JSONResponse(_error_body(ApiError(422, f"invalid request body: {problems}")), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_, e: StarletteHTTPException):
+        return JSONResponse(_error_body(ApiError(e.status_code, str(e.detail))), status_code=e.status_code)
+
+    async def authorise(request: Request) -> None:
+        if not api_key:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            raise ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                           "authentication_error", "invalid_api_key")
+
+    @app.get("/health")
+    async def health():
+        sched = service.scheduler
+        batches = list(sched.batches) if sched else []
+        return {"status": "ok", "corpus": service.corpus.name, "models": list(service.lineup.variants),
+                "batches": len(batches), "rows_decoded": sum(batches), "largest_batch": max(batches, default=0),
+                "queued": sched.pending.qsize() if sched else 0}
+
+    @app.get("/v1/models", dependencies=[Depends(authorise)])
+    async def models():
+        return service.models()
+
+    @app.get("/v1/models/{name}", dependencies=[Depends(authorise)])
+    async def model(name: str):
+        service.variant(name)
+        return next(m for m in service.models()["data"] if m["id"] == name)
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorise)])
+    async def chat(req: ChatRequest, request: Request):
+        variant, question, history, max_new, stops = service.check(req)
+        prompt, prompt_tokens = await run_in_threadpool(service.prompt, variant, question, history, max_new)
+        sources = [asdict(s) for s in prompt.sources]
+        cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+        def usage(completion: int) -> dict:
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
+                    "total_tokens": prompt_tokens + completion}
+
+        if prompt.messages is None:  # retrieval found nothing relevant: abstain without generating
+            updates = None
+        else:
+            try:
+                updates = service.scheduler.astream(Job(prompt.messages, variant.adapter, max_new, stops))
+            except QueueFull as e:
+                raise ApiError(429, f"the server is busy: {e}", "rate_limit_error", "queue_full")
+
+        if not req.stream:
+            final = await _final(updates, request) if updates is not None else Update(ABSTAIN_TEXT, 0, True, "stop")
+            if final.finish_reason == "error":
+                raise ApiError(500, f"generation failed: {final.error}", "server_error")
+            return {"id": cid, "object": "chat.completion", "created": created, "model": req.model,
+                    "choices": [{"index": 0, "finish_reason": final.finish_reason,
+                                 "message": {"role": "assistant", "content": visible_text(final.text, stops, True)}}],
+                    "usage": usage(final.tokens), "sources": sources}
+
+        def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+            body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+            return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            yield chunk({"role": "assistant", "content": ""})
+            if updates is None:
+                yield chunk({"content": ABSTAIN_TEXT})
+                yield chunk({}, "stop", usage=usage(0), sources=sources)
+                yield "data: [DONE]\n\n"
+                return
+            sent = ""
+            async for u in updates:  # a disconnect cancels this generator, whose exit cancels the job
+                shown = visible_text(u.text, stops, u.done)
+                if shown.startswith(sent) and len(shown) > len(sent):
+                    yield chunk({"content": shown[len(sent):]})
+                    sent = shown
+                if u.done:
+                    if u.finish_reason == "error":
+                        yield f"data: {json.dumps(_error_body(ApiError(500, f'generation failed: {u.error}', 'server_error')))}\n\n"
+                        return
+                    yield chunk({}, u.finish_reason, usage=usage(u.tokens), sources=sources)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return app
+
+
+async def _final(updates: AsyncIterator[Update], request) -> Update:
+    """The last update of a non-streaming request; a client that hangs up cancels its job."""
+    task = asyncio.ensure_future(_last(updates))
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=0.5)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                await updates.aclose()
+                raise ApiError(499, "client closed the request")
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+async def _last(updates: AsyncIterator[Update]) -> Update:
+    last = None
+    async for u in updates:
+        last = u
+    return last
+
+
+# -- running it -------------------------------------------------------------------------------
+def open_service(corpus: Corpus, limits: Limits | None = None) -> Service:
+    lineup = load_lineup(corpus)
+    if not lineup.variants:
+        raise UsageError(f"no variant of {corpus.name!r} can be served; run: assistant build {corpus.root}")
+    return Service(corpus, lineup, limits)
+
+
+def serve(corpus: Corpus, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          limits: Limits | None = None) -> None:
+    """Run the server until interrupted (blocking)."""
+    import uvicorn
+
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: listening on {host}: reachable from other machines"
+              + ("" if api_key else f"; set --api-key or {API_KEY_ENV} to require a key"), file=sys.stderr)
+    service = open_service(corpus, limits)
+    for why in service.lineup.missing.values():
+        print(f"not served: {why.replace('**', '').replace('`', '')}", file=sys.stderr)
+    print(f"serving {', '.join(service.lineup.variants)} of {corpus.name!r} on http://{host}:{port}/v1"
+          + (" (API key required)" if api_key else ""), flush=True)
+    uvicorn.run(create_app(service, api_key), host=host, port=port, log_level="warning")
+
+
+class ServerThread:
+    """A uvicorn server on a background thread (tests, benchmarks): `with ServerThread(app) as url:`."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import socket
+
+        import uvicorn
+
+        if not port:  # a free loopback port
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+        self.url = f"http://{host}:{port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server at {self.url} did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
