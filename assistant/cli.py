@@ -84,7 +84,8 @@ def cmd_retrieval(args) -> int:
 def cmd_app(args) -> int:
     from .app import launch
 
-    launch(args.corpus, host=args.host, port=args.port, share=args.share)
+    launch(args.corpus, host=args.host, port=args.port, share=args.share, allow_remote=args.allow_remote,
+           auth=args.auth, allow_eval=args.allow_eval)
     return 0
 
 
@@ -143,9 +144,15 @@ def parser() -> argparse.ArgumentParser:
 
     sp = verb("app", cmd_app, "open the side-by-side Gradio chat over the built variants")
     sp.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=7860)
-    sp.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
+    sp.add_argument("--host", default=None, help="address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    sp.add_argument("--allow-remote", action="store_true",
+                    help="allow a --host other than this machine (prints a warning; pair it with --auth)")
+    sp.add_argument("--auth", metavar="USER:PASS", default=None, help="require this login (Gradio auth)")
+    sp.add_argument("--allow-eval", action="store_true",
+                    help="show the 'Run the evaluation now' button (off: visitors cannot start an evaluation)")
+    sp.add_argument("--share", action="store_true",
+                    help="create a public Gradio link (off by default; implies --allow-remote)")
 
     sp = verb("import", cmd_import, "create a corpus folder from existing documents and QA (JSONL, CSV, SQuAD)")
     sp.add_argument("source", help="a QA file (.jsonl, .csv) or a SQuAD-format .json")

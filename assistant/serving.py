@@ -3,7 +3,6 @@ question checks, blind pairs, and the latest evaluation's files read for the rep
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -77,10 +76,10 @@ def check_question(question: str, limit: int) -> str | None:
     return None
 
 
-def blind_pair(question: str, names: Sequence[str]) -> tuple[str, str]:
-    """Two variants in A/B order, random but fixed for a given question."""
-    seed = int(hashlib.sha256(question.strip().lower().encode()).hexdigest()[:16], 16)
-    a, b = random.Random(seed).sample(sorted(names), 2)
+def blind_pair(question: str, names: Sequence[str], rng: random.Random | None = None) -> tuple[str, str]:
+    """Two variants in A/B order, drawn afresh for every showing: asking the same question again
+    must not reveal which side is which (`rng` only makes tests repeatable)."""
+    a, b = (rng or random.SystemRandom()).sample(sorted(names), 2)
     return a, b
 
 

@@ -173,16 +173,20 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
 
 def html(md: str, images: dict[str, str], title: str) -> str:
     """report.md rendered to one HTML file with every plot inlined as base64 PNG."""
+    import html as html_lib
+
     from markdown_it import MarkdownIt
 
-    body = MarkdownIt("commonmark").enable("table").render(md)
+    # html off: answers, questions and documents are shown as text, so a crafted answer cannot
+    # run script in the report (it is opened from disk and through the app, same origin).
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
     for path in images.values():
         data = base64.b64encode(Path(path).read_bytes()).decode()
         body = body.replace(f'src="plots/{Path(path).name}"', f'src="data:image/png;base64,{data}"')
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:4px 8px;"
              "vertical-align:top}th{background:#f3f3f3}img{max-width:100%}code{background:#f3f3f3;padding:1px 4px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html_lib.escape(title)}</title><style>{style}</style>"
             f"</head><body>{body}</body></html>")
 
 
