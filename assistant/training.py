@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import resource
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import LoraSettings
 from .corpus import Corpus, QAItem
+from .storage import atomic_dir, atomic_write_json
 
 FORMAT = 1  # bump when the training data recipe changes: adapters built before retrain
 RAFT_FIELDS = {"distractors", "gold_fraction", "rag_sft_epochs"}  # settings that only rag_sft reads
@@ -170,21 +169,6 @@ def is_trained(corpus: Corpus, variant: str) -> bool:
     report = _read_json(folder / BUILD_FILE)
     return (report is not None and report.get("fingerprint") == fingerprint(corpus, variant)
             and (folder / ADAPTER / "adapter_config.json").is_file())
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished `tmp` folder to `target`, replacing what was there."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(target, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, target)
 
 
 def last_checkpoint(folder: Path, fp: str) -> str | None:
@@ -364,8 +348,9 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     folder = variant_dir(corpus, job.variant)
     state = process_state(cfg.model.device)
     if state.is_main_process:
+        # build.json stays: the earlier adapter is still good (a changed fingerprint already marks
+        # it stale) until publish() swaps in a complete new one, so a killed rebuild loses nothing.
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / BUILD_FILE).unlink(missing_ok=True)  # the old adapter no longer counts as built
         resume = last_checkpoint(folder / CHECKPOINTS, fp)
     state.wait_for_everyone()
     if not state.is_main_process:
@@ -449,17 +434,10 @@ def last_checkpoint_readonly(folder: Path) -> str | None:
 def publish(corpus: Corpus, variant: str, model, log: dict, fp: str) -> dict:
     """Save the adapter under a temporary name, rename it into place, then the log, build.json last."""
     folder = variant_dir(corpus, variant)
-    for p in folder.glob(f".{ADAPTER}.*"):  # leftovers of crashed publications
-        shutil.rmtree(p, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{ADAPTER}.tmp-", dir=folder))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the adapter from other users of a shared runs/
-    try:
-        model.save_pretrained(str(tmp))
-        _replace_dir(tmp, folder / ADAPTER)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    _write_json(folder / LOG_FILE, log)
+    # The old adapter is swapped out only once the new one is complete (and put back by the next
+    # build if a kill lands between the two renames).
+    atomic_dir(folder / ADAPTER, lambda tmp: model.save_pretrained(str(tmp)), replace=True)
+    atomic_write_json(folder / LOG_FILE, log)
     size = sum(p.stat().st_size for p in (folder / ADAPTER).rglob("*") if p.is_file())
     report = {
         "fingerprint": fp, "build_time_s": log["train_time_s"], "artifact_bytes": size,
@@ -468,7 +446,7 @@ def publish(corpus: Corpus, variant: str, model, log: dict, fp: str) -> dict:
         "epochs_done": log["epochs_done"], "steps": log["steps"], "resumed_from_step": log["resumed_from_step"],
         "final_train_loss": log["final_train_loss"], "best_val_loss": log["best_val_loss"], "mode": log["mode"],
     }
-    _write_json(folder / BUILD_FILE, report)  # last: its presence with this fingerprint marks the build done
+    atomic_write_json(folder / BUILD_FILE, report)  # last: its presence with this fingerprint marks the build done
     _log(f"{variant}: {log['steps']} steps, {log['epochs_done']:g} epochs in {log['train_time_s']:.0f} s, "
          f"{log['tokens_per_s'] or 0:.0f} tokens/s, train loss {log['final_train_loss'] or float('nan'):.3f}, "
          f"best val loss {log['best_val_loss'] if log['best_val_loss'] is not None else float('nan'):.3f} -> "
@@ -543,7 +521,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="retrain even when up to date")
     a = p.parse_args(argv)
     quiet_libraries()
-    report = build(load_corpus(a.corpus), a.variant, force=a.force)
+    corpus = load_corpus(a.corpus)
+    if process_state(corpus.config.model.device).num_processes > 1:  # accelerate launch: the launcher's job
+        report = build(corpus, a.variant, force=a.force)
+    else:
+        from .build import corpus_lock
+
+        with corpus_lock(corpus):
+            report = build(corpus, a.variant, force=a.force)
     print(json.dumps(report, indent=2))
     return 0
 

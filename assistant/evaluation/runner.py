@@ -8,8 +8,6 @@ only answers what the change touched.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass
@@ -21,6 +19,7 @@ from tqdm.auto import tqdm
 from ..config import VARIANTS
 from ..corpus import Corpus, CorpusError, QAItem, read_qa
 from ..errors import UsageError
+from ..storage import append_jsonl, read_jsonl
 from ..variants import NotBuilt, load_variant, open_engine, variant_class
 from . import report, scoring
 
@@ -88,24 +87,15 @@ class AnswerCache:
 
     def __init__(self, path: Path):
         self.path = path
-        self.answers: dict[str, dict] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                    self.answers[row["key"]] = row["answer"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut short by an interruption: answered again
+        # A line cut short by an interruption is skipped by read_jsonl: that question is answered again.
+        self.answers: dict[str, dict] = {r["key"]: r["answer"] for r in read_jsonl(path)
+                                         if isinstance(r.get("key"), str) and isinstance(r.get("answer"), dict)}
 
     def add(self, pairs: list[tuple[EvalItem, dict]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            for item, answer in pairs:
-                f.write(json.dumps({"key": item.key, "id": item.qa.id, "question": item.qa.question,
-                                    "answer": answer}, ensure_ascii=False) + "\n")
-                self.answers[item.key] = answer
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, [{"key": item.key, "id": item.qa.id, "question": item.qa.question, "answer": answer}
+                                 for item, answer in pairs])
+        self.answers.update((item.key, answer) for item, answer in pairs)
 
 
 def ready_variants(corpus: Corpus, names: list[str] | None, console: Console) -> list[tuple[str, str]]:
@@ -160,10 +150,13 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
     items = eval_items(corpus, limit, console)
     if not items:
         raise CorpusError([_no_questions(corpus)])
-    ready = ready_variants(corpus, variants, console)
-    if not ready:
-        raise NotBuilt(f"no requested variant is built for {corpus.name!r}; run: assistant build {corpus.root}")
-    answers = collect_answers(corpus, items, ready, console)
+    from ..build import corpus_lock
+
+    with corpus_lock(corpus):  # no build may replace an adapter while it answers
+        ready = ready_variants(corpus, variants, console)
+        if not ready:
+            raise NotBuilt(f"no requested variant is built for {corpus.name!r}; run: assistant build {corpus.root}")
+        answers = collect_answers(corpus, items, ready, console)
     rows = scoring.score_rows(corpus, items, answers, [n for n, _ in ready])
     metrics = scoring.summarise(corpus, rows, [n for n, _ in ready], fingerprints=dict(ready), limit=limit)
     out = report.write_report(corpus, rows, metrics)
