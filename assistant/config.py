@@ -162,7 +162,8 @@ class CorpusConfig(Settings):
     lora: LoraSettings = LoraSettings()
     verdict: VerdictRules = VerdictRules()
     evaluation: EvalSettings = EvalSettings()
-    runs_dir: str | None = Field(None, description="where artifacts go; default runs/<name>")
+    runs_dir: str | None = Field(None, description="where artifacts go, relative to the corpus folder; default "
+                                 "<project>/runs/<folder> for corpora/<folder> of this project, else <corpus>/runs")
 
 
 class ConfigError(AssistantError):

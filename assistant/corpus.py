@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .config import ConfigError, CorpusConfig, load_config
 from .errors import AssistantError
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOC_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm")
 Split = Literal["train", "val", "test"]
 Kind = Literal["answerable", "unanswerable", "general", "safety"]
@@ -112,9 +113,16 @@ class Corpus:
 
     @property
     def runs_dir(self) -> Path:
+        """Where the corpus's artifacts go, always from its absolute location, never from the
+        working directory: `runs_dir` of corpus.yaml (relative to the corpus folder); else, for a
+        corpus in this project's `corpora/` (the bundled demo), `<project>/runs/<folder>`; else a
+        `runs/` folder inside the corpus folder. Two corpus folders never share one."""
+        root = self.root.resolve()
         if self.config.runs_dir:
-            return (self.root / self.config.runs_dir).resolve()
-        return Path("runs") / self.name
+            return (root / self.config.runs_dir).resolve()
+        if root.parent == PROJECT_ROOT / "corpora":
+            return PROJECT_ROOT / "runs" / root.name
+        return root / "runs"
 
 
 class _TextFromHTML(HTMLParser):
