@@ -33,6 +33,8 @@ def cmd_check(args) -> int:
 def cmd_ask(args) -> int:
     from .variants import load_variant
 
+    if not args.question.strip():
+        raise UsageError("empty question; pass the question as text, e.g. assistant ask CORPUS \"How long ...?\"")
     corpus = _corpus(args.corpus)
     limit = corpus.config.generation.max_question_chars
     if len(args.question) > limit:
@@ -77,6 +79,8 @@ def cmd_compare(args) -> int:
 def cmd_retrieval(args) -> int:
     from .retrieval import report_retrieval
 
+    if args.k is not None and args.k < 1:
+        raise UsageError(f"-k must be at least 1 (passages retrieved), got {args.k}")
     report_retrieval(_corpus(args.corpus), k=args.k, split=args.split)
     return 0
 

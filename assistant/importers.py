@@ -28,7 +28,7 @@ from rich.console import Console
 
 from .config import CorpusConfig
 from .corpus import DOC_SUFFIXES, CorpusError, Problem, load_corpus, read_document
-from .storage import atomic_dir, hold_lock, lock_for
+from .storage import NotUTF8, atomic_dir, hold_lock, lock_for, read_utf8
 from .text import contains_fact, normalize, tokens
 
 FIELDS = ("id", "question", "answer", "key_facts", "source", "fact_id", "split", "kind")
@@ -87,10 +87,9 @@ class _Rows:
 # -- readers --------------------------------------------------------------------------------------
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise CorpusError([Problem(str(path), line, "not UTF-8 text; save the file as UTF-8")]) from None
+        return read_utf8(path).removeprefix("\ufeff")  # a BOM, as Excel writes CSV
+    except NotUTF8 as e:
+        raise CorpusError([Problem(str(path), e.line, str(e))]) from None
 
 
 def read_jsonl(path: Path) -> _Rows:
@@ -179,7 +178,13 @@ def read_squad(path: Path, data: dict) -> tuple[dict[str, str], _Rows]:
                 if not isinstance(qa, dict) or not str(qa.get("question") or "").strip():
                     out.error(1, f"{loc}: missing 'question'")
                     continue
-                answers = [x.get("text", "").strip() for x in qa.get("answers") or [] if isinstance(x, dict)]
+                given = qa.get("answers") or []
+                if not isinstance(given, list) or not all(isinstance(x, dict) for x in given):
+                    # a bare string would otherwise read as "no answers": unanswerable, silently
+                    out.error(1, f"{loc}: 'answers' must be a list of {{\"text\": ..., \"answer_start\": ...}} "
+                                 f"objects, got {type(given).__name__}")
+                    continue
+                answers = [str(x.get("text", "")).strip() for x in given]
                 answers = [x for x in answers if x]
                 impossible = bool(qa.get("is_impossible")) or not answers
                 row = {"id": str(qa.get("id") or ""), "question": qa["question"],

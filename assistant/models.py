@@ -116,7 +116,22 @@ def resolve_model(name: str) -> str:
         return str(build_tiny_model())
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
-    return name  # a Hugging Face id: resolved by transformers (its cache or the hub)
+    return _cached_hub_id(name, "model.name", "smollm2-135m-instruct")  # a Hugging Face id, from its cache
+
+
+def _cached_hub_id(name: str, setting: str, default: str) -> str:
+    """`name` when the Hugging Face cache holds it (nothing is downloaded at run time), else ModelError."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # not even a valid hub id (e.g. a path that does not exist)
+        found = None
+    if not isinstance(found, str):
+        kind = "embedder" if setting.endswith("embedder") else "model"
+        raise ModelError(f"cannot load {kind} {name!r}: {setting} is neither a folder nor a model in the Hugging Face "
+                         f"cache (nothing is downloaded at run time); set it to a local folder, or to {default!r}")
+    return name
 
 
 def resolve_embedder(name: str) -> str:
@@ -127,7 +142,7 @@ def resolve_embedder(name: str) -> str:
             return str(folder)
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
-    return name
+    return _cached_hub_id(name, "retrieval.embedder", DEFAULT_EMBEDDER)
 
 
 def pick_device(setting: str = "auto") -> torch.device:

@@ -20,6 +20,26 @@ from filelock import FileLock, Timeout
 from .errors import LockedError
 
 
+class NotUTF8(ValueError):
+    """A text file the tool reads has bytes that are not UTF-8; `line` and the message say where."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+
+
+def read_utf8(path: Path) -> str:
+    """A text file's content; NotUTF8 names the first bad byte, its offset and the iconv fix.
+    (A folder raises IsADirectoryError, a missing file FileNotFoundError, as open() does.)"""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise NotUTF8(line, f"not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); convert it, e.g. "
+                            f"iconv -f latin1 -t utf-8 '{path.name}' > fixed && mv fixed '{path.name}'") from None
+
+
 def lock_for(path: Path, timeout: float = -1) -> FileLock:
     """The lock guarding `path` (a sibling `.<name>.lock` file); blocks until free by default."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -163,7 +163,7 @@ def test_non_utf8_and_non_squad_json_are_refused(tmp_path: Path, capsys) -> None
     latin = tmp_path / "faq.csv"
     latin.write_bytes("question,answer\nHow long?,3 days\nWhere?,Caf\u00e9 Noir\n".encode("latin-1"))
     assert main(["import", str(latin), str(tmp_path / "out"), "--docs", str(IMPORT / "faq_docs")]) == 2
-    assert f"error: {latin}:3: not UTF-8 text" in capsys.readouterr().err
+    assert f"error: {latin}:3: not UTF-8 (byte" in capsys.readouterr().err
     rows = tmp_path / "rows.json"
     rows.write_text('[{"question": "How long?", "answer": "3 days"}]')
     assert main(["import", str(rows), str(tmp_path / "out")]) == 2

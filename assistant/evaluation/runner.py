@@ -147,6 +147,8 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
     console = console or Console(stderr=True)
     if limit is not None and limit < 1:
         raise UsageError("--limit must be at least 1")
+    if not corpus.questions("test"):  # general/safety suites alone say nothing about the corpus
+        raise CorpusError([_no_questions(corpus)])
     items = eval_items(corpus, limit, console)
     if not items:
         raise CorpusError([_no_questions(corpus)])
@@ -175,5 +177,6 @@ def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None
 def _no_questions(corpus: Corpus):
     from ..corpus import Problem
 
-    return Problem(str(corpus.root / "qa.jsonl"), 1, "no test questions to evaluate; add rows with "
-                   "\"split\": \"test\" (or a general/safety suite)")
+    qa = corpus.root / "qa.jsonl"
+    return Problem(str(qa), 1, ("no test questions to evaluate" if qa.exists() else "file not found: no test "
+                   "questions to evaluate") + "; add rows with \"split\": \"test\" (`assistant import` can make them)")
