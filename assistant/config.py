@@ -90,7 +90,7 @@ class LoraSettings(Settings):
     # twice the updates per epoch; 6 epochs give each fact (two train wordings) 12 passes.
     epochs: float = Field(6, gt=0, description="passes over the train split for sft (early stopping may end sooner)")
     batch_size: int = Field(8, ge=1, description="examples per optimisation step (per device)")
-    max_length: int = Field(512, ge=16, description="tokens per example; longer ones are cut at the end")
+    max_length: int = Field(512, ge=16, description="tokens per example; longer prompts are shortened in the middle, answers kept")
     early_stopping_patience: int = Field(2, ge=0, description="evaluations without val-loss gain; 0 disables")
     eval_steps: int = Field(
         0, ge=0, description="steps between val-loss evaluations, which are also the checkpoints that a "

@@ -127,6 +127,44 @@ def raft_examples(corpus: Corpus, retriever, split: str, settings: LoraSettings)
     return rows, {"prompts_with_gold": with_gold, "prompts_without_gold": len(rows) - with_gold}
 
 
+def fit_examples(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], dict]:
+    """Prompt-completion rows cut to `max_length` tokens by shortening the prompt's last message
+    (the passages, or a long question) in its middle, never the answer: the Trainer would cut the
+    end of the sequence, i.e. the very completion the loss is on. Rows whose answer alone is too
+    long are dropped. Returns the rows and the counts for the training log."""
+    def length(prompt: list[dict], completion: list[dict]) -> int:
+        text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def shorten(text: str, k: int) -> str:
+        start = int(0.4 * (len(text) - k))
+        return text[:start] + " … " + text[start + k:]
+
+    out, truncated, dropped = [], 0, 0
+    for row in rows:
+        if "prompt" not in row or length(row["prompt"], row["completion"]) <= max_length:
+            out.append(row)
+            continue
+        head, text = row["prompt"][:-1], row["prompt"][-1]["content"]
+
+        def fits(k: int) -> bool:
+            return length(head + [{**row["prompt"][-1], "content": shorten(text, k)}], row["completion"]) <= max_length
+
+        if not fits(len(text)):
+            dropped += 1
+            continue
+        lo, hi = 0, len(text)  # the fewest characters to remove
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+        out.append({**row, "prompt": head + [{**row["prompt"][-1], "content": shorten(text, lo)}]})
+        truncated += 1
+    if truncated or dropped:
+        _log(f"{truncated} example(s) over max_length={max_length} tokens had their prompt shortened (answers kept); "
+             f"{dropped} dropped (the answer alone is too long)")
+    return out, {"truncated_examples": truncated, "dropped_examples": dropped}
+
+
 # -- fingerprints and state -------------------------------------------------------------------
 def variant_dir(corpus: Corpus, variant: str) -> Path:
     return corpus.runs_dir / variant
@@ -360,6 +398,9 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     dtype = pick_dtype(cfg.model.dtype, device)
     path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(path)
+    job.train, fitted = fit_examples(job.train, tokenizer, s.max_length)
+    job.val, fitted_val = fit_examples(job.val, tokenizer, s.max_length)
+    fitted = {k: fitted[k] + fitted_val[k] for k in fitted}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     has_eval = bool(job.val)
     world = max(1, state.num_processes)
@@ -405,7 +446,7 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
         "tokens_per_s": round(tokens / timer.seconds, 1) if timer.seconds else None,
         "peak_memory_mb": _peak_memory_mb(), "trainable_params": trainable, "total_params": total,
         "train_runtime_s": output.metrics.get("train_runtime"),
-        "settings": s.model_dump(), "fingerprint": fp, **job.extra, **curves,
+        "settings": s.model_dump(), "fingerprint": fp, **fitted, **job.extra, **curves,
     }
     if not trainer.is_world_process_zero():
         return log
