@@ -254,3 +254,28 @@ def test_ask_unbuilt_rag_names_the_build_command(tiny_corpus_dir, capsys):
 
     assert main(["ask", str(tiny_corpus_dir), "--variant", "rag", "hi"]) == 2
     assert f"assistant build {tiny_corpus_dir} --variant rag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["cjk", "no_spaces", "huge_line"])
+def test_chunks_have_a_hard_size_cap_whatever_the_script(script):
+    import time
+
+    from assistant.chunking import chunk_documents, max_chars, token_counter
+    from assistant.config import ChunkSettings
+    from assistant.corpus import Document
+    from assistant.models import load_tokenizer, resolve_embedder
+
+    tok = load_tokenizer(resolve_embedder("all-MiniLM-L6-v2"))
+    count = token_counter(tok)
+    text = {"cjk": "退货政策。自行车在交付后二十一天内可以退货，需要保留原始包装和收据。" * 300,
+            "no_spaces": "abcdefghij0123456789" * 2000,
+            "huge_line": ("word " * 9 + "x" * 40 + " ") * 12_000}[script]  # 1 MB on one line
+    settings = ChunkSettings(chunk_tokens=64, overlap_tokens=16)
+    t0 = time.perf_counter()
+    chunks = chunk_documents([Document("docs/a.md", text)], settings, count)
+    assert time.perf_counter() - t0 < 120
+    assert len(chunks) > 10
+    sizes = count([c.text for c in chunks])
+    assert max(sizes) <= 64 and max(len(c.text) for c in chunks) <= max_chars(64)
+    if script == "cjk":  # cut by characters: nothing lost, no spaces inserted
+        assert "".join(c.text for c in chunks[:1]) in text and " " not in chunks[0].text
