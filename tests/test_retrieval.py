@@ -279,3 +279,23 @@ def test_chunks_have_a_hard_size_cap_whatever_the_script(script):
     assert max(sizes) <= 64 and max(len(c.text) for c in chunks) <= max_chars(64)
     if script == "cjk":  # cut by characters: nothing lost, no spaces inserted
         assert "".join(c.text for c in chunks[:1]) in text and " " not in chunks[0].text
+
+
+def test_prompts_never_exceed_the_model_context(built, monkeypatch):
+    from assistant.variants import Source, load_variant
+
+    rag = load_variant("rag", built)
+    prompted = load_variant("prompted", built, rag.engine)
+    for v in (rag, prompted):
+        monkeypatch.setattr(v, "context_tokens", lambda: 300)
+    budget = 300 - rag.engine.max_new_tokens
+    passages = [Source("docs/returns.md", "Returns", "Bikes can be returned within 21 days. " * 8, 0.9, i)
+                for i in range(1, 11)]
+    history = [("An earlier question " * 10, "An earlier answer " * 10)] * 3
+    p = rag.prompt_from("How long?", passages, history)
+    assert rag.engine.count_tokens(rag.engine.render(p.messages)) <= budget
+    assert 1 <= len(p.sources) < len(passages)  # the shown passages only: citations point into them
+    assert p.messages[-1]["content"].endswith("Question: How long?") and len(p.messages) == 2  # history went first
+    q = prompted.prompt("How long?", history)
+    assert prompted.engine.count_tokens(prompted.engine.render(q.messages)) <= budget
+    assert q.messages[-1]["content"] == "How long?"

@@ -71,7 +71,9 @@ class RagVariant(Variant):
             if self.settings.below_min_score == "no_context":
                 return Prompt(self.with_history(self.system_prompt(), history, question), sources)
             return Prompt(None, sources)
-        return Prompt(rag_messages(self.system_prompt(), question, sources, history), sources)
+        messages, shown = self.fitted(lambda ps, h: rag_messages(self.system_prompt(), question, ps, h), sources,
+                                      history)
+        return Prompt(messages, shown)  # the passages shown: citations [n] point into exactly these
 
     def prompt(self, question: str, history: Sequence[tuple[str, str]] = ()) -> Prompt:
         return self.prompt_from(question, self.retriever.search(question), history)
