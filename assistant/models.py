@@ -145,6 +145,15 @@ def resolve_embedder(name: str) -> str:
     return _cached_hub_id(name, "retrieval.embedder", DEFAULT_EMBEDDER)
 
 
+@lru_cache(maxsize=2)
+def load_embedder(name: str, device: str = "auto"):
+    """THE sentence embedder (retrieval, checks and evaluation metrics share it), loaded once per
+    process; the default comes bundled in a package."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(resolve_embedder(name), device=str(pick_device(device)))
+
+
 def pick_device(setting: str = "auto") -> torch.device:
     if setting != "auto":
         return torch.device(setting)

@@ -27,8 +27,8 @@ import numpy as np
 from .chunking import Chunk, chunk_documents, token_counter
 from .config import RetrievalSettings
 from .corpus import Corpus
-from .models import pick_device, resolve_embedder
-from .storage import atomic_dir
+from .models import load_embedder  # the one loader; re-exported for callers of retrieval
+from .storage import atomic_dir, read_json
 from .variants.base import NotBuilt, Source
 
 __all__ = ["Chunk", "Retriever", "build_index", "index_dir", "is_index_fresh", "index_fingerprint",
@@ -60,30 +60,15 @@ def index_fingerprint(corpus: Corpus) -> str:
     return h.hexdigest()[:16]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def is_index_fresh(corpus: Corpus) -> bool:
     """True when a complete index built from the current documents and settings is on disk."""
     folder = index_dir(corpus)
-    manifest = _read_json(folder / MANIFEST_FILE)
+    manifest = read_json(folder / MANIFEST_FILE)
     return (manifest is not None and manifest.get("fingerprint") == index_fingerprint(corpus)
             and (folder / INDEX_FILE).is_file() and (folder / CHUNKS_FILE).is_file())
 
 
 # -- embeddings -------------------------------------------------------------------------------
-@lru_cache(maxsize=2)
-def load_embedder(name: str, device: str = "auto"):
-    """A SentenceTransformer, loaded once per process (the default comes bundled in a package)."""
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(resolve_embedder(name), device=str(pick_device(device)))
-
-
 @contextmanager
 def torch_threads(n: int):
     """Run torch ops with `n` intra-op threads (process-wide, restored after)."""
@@ -176,7 +161,7 @@ def build_index(corpus: Corpus, force: bool = False) -> dict:
     """
     target = index_dir(corpus)
     if not force and is_index_fresh(corpus):
-        return {**(_read_json(target / BUILD_FILE) or {}), "reused": True}
+        return {**(read_json(target / BUILD_FILE) or {}), "reused": True}
     cfg = corpus.config
     fingerprint = index_fingerprint(corpus)
     t0 = time.perf_counter()

@@ -94,6 +94,15 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
             os.fsync(f.fileno())
 
 
+def read_json(path: Path) -> dict | None:
+    """A JSON file written by atomic_write_json, or None when missing or unreadable (not built)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Every complete JSON object line of `path` ([] when missing); torn or foreign lines are skipped."""
     if not path.exists():

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from .config import LoraSettings
 from .corpus import Corpus, QAItem
-from .storage import atomic_dir, atomic_write_json
+from .storage import atomic_dir, atomic_write_json, read_json
 
 FORMAT = 1  # bump when the training data recipe changes: adapters built before retrain
 RAFT_FIELDS = {"distractors", "gold_fraction", "rag_sft_epochs"}  # settings that only rag_sft reads
@@ -194,17 +194,10 @@ def fingerprint(corpus: Corpus, variant: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def is_trained(corpus: Corpus, variant: str) -> bool:
     """True when a complete adapter for the current data and settings is on disk."""
     folder = variant_dir(corpus, variant)
-    report = _read_json(folder / BUILD_FILE)
+    report = read_json(folder / BUILD_FILE)
     return (report is not None and report.get("fingerprint") == fingerprint(corpus, variant)
             and (folder / ADAPTER / "adapter_config.json").is_file())
 
@@ -531,7 +524,7 @@ def _not_built(msg: str) -> Exception:
 def build(corpus: Corpus, variant: str, force: bool = False, progress: bool = True) -> dict:
     """Train the variant's adapter unless an up-to-date one exists (resuming any interrupted run)."""
     if not force and is_trained(corpus, variant):
-        return {**(_read_json(variant_dir(corpus, variant) / BUILD_FILE) or {}), "reused": True}
+        return {**(read_json(variant_dir(corpus, variant) / BUILD_FILE) or {}), "reused": True}
     if variant == "rag_sft":
         from .retrieval import build_index, is_index_fresh
 

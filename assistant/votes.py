@@ -40,18 +40,29 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def win_rates(votes: Iterable[dict]) -> list[dict]:
-    """Per variant: comparisons, wins, ties, losses, both-bad, and the win rate with its 95% interval."""
+def tally(votes: Iterable[dict]) -> dict[str, dict]:
+    """THE vote count (the app's table and the report both use it): per variant, its wins, ties,
+    losses and both-bad, and one 1/0 'won' entry per comparison. A vote of a variant against
+    itself is not a comparison."""
     stats: dict[str, dict] = {}
     for v in votes:
-        for side, other in (("A", "B"), ("B", "A")):
-            name = v["a"] if side == "A" else v["b"]
-            s = stats.setdefault(name, {"variant": name, "votes": 0, "wins": 0, "ties": 0, "losses": 0, "both_bad": 0})
-            s["votes"] += 1
-            s["wins" if v["vote"] == side else "losses" if v["vote"] == other
-              else "ties" if v["vote"] == "tie" else "both_bad"] += 1
+        if v["a"] == v["b"]:
+            continue
+        for name, mine, theirs in ((v["a"], "A", "B"), (v["b"], "B", "A")):
+            s = stats.setdefault(name, {"win": 0, "tie": 0, "loss": 0, "both_bad": 0, "won": []})
+            key = "win" if v["vote"] == mine else "loss" if v["vote"] == theirs else v["vote"]
+            s[key] += 1
+            s["won"].append(float(key == "win"))
+    return stats
+
+
+def win_rates(votes: Iterable[dict]) -> list[dict]:
+    """Per variant: comparisons, wins, ties, losses, both-bad, and the win rate (wins / comparisons;
+    ties and 'both bad' are not wins) with its 95% Wilson interval."""
     out = []
-    for s in sorted(stats.values(), key=lambda s: (-s["wins"] / s["votes"], s["variant"])):
-        lo, hi = wilson(s["wins"], s["votes"])
-        out.append({**s, "win_rate": s["wins"] / s["votes"], "low": lo, "high": hi})
-    return out
+    for name, s in tally(votes).items():
+        n = len(s["won"])
+        lo, hi = wilson(s["win"], n)
+        out.append({"variant": name, "votes": n, "wins": s["win"], "ties": s["tie"], "losses": s["loss"],
+                    "both_bad": s["both_bad"], "win_rate": s["win"] / n, "low": lo, "high": hi})
+    return sorted(out, key=lambda r: (-r["win_rate"], r["variant"]))

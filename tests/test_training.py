@@ -51,8 +51,8 @@ def test_examples_mask_the_prompt_and_match_the_serving_prompt(tiny_corpus_dir):
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=training.lora_config(s))
     engine = Engine(model, tok)
-    variant = SftVariant.__new__(SftVariant)  # prompt() needs only the corpus
-    variant.corpus = corpus
+    variant = SftVariant.__new__(SftVariant)  # prompt() needs only the corpus and the engine (context fit)
+    variant.corpus, variant.engine = corpus, engine
     for row, q in zip(trainer.train_dataset, corpus.questions("train")):
         ids, labels = row["input_ids"], row["labels"]
         served = tok(engine.render(variant.prompt(q.question).messages), add_special_tokens=False)["input_ids"]
