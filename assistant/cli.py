@@ -50,6 +50,10 @@ def cmd_ask(args) -> int:
         print(f"  [{s.rank}] {s.path}{heading}  (score {s.score:.3f})")
     print(f"-- {args.variant}: {answer.latency_s:.2f} s, {answer.prompt_tokens} prompt + "
           f"{answer.completion_tokens} answer tokens", file=sys.stderr)
+    max_new = corpus.config.generation.max_new_tokens
+    if answer.completion_tokens >= max_new:
+        print(f"-- cut off at generation.max_new_tokens={max_new}; raise it in corpus.yaml for the whole answer",
+              file=sys.stderr)
     return 0
 
 
