@@ -227,12 +227,17 @@ def load_config(path: Path) -> CorpusConfig:
         raise ConfigError("\n".join(f"{path}:{d}" for d in dups))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: expected a mapping of settings, got {type(data).__name__}")
+    named = "name" in data
     data.setdefault("name", path.parent.name)
     try:
         return CorpusConfig.model_validate(data)
     except ValidationError as e:
         msgs = []
         for err in e.errors():
+            if err["loc"] == ("name",) and not named:  # the folder's name stood in for it
+                msgs.append(f"{path}:1: the corpus name defaults to the folder's name {data['name']!r}, which may only "
+                            "hold letters, digits, '_', '.' and '-'; add a line `name: <corpus-name>`")
+                continue
             loc = ".".join(str(p) for p in err["loc"])
             what = (f"unknown field {loc!r}; remove it or fix its spelling" if err["type"] == "extra_forbidden"
                     else f"{loc}: {err['msg']}")

@@ -38,6 +38,7 @@ __all__ = ["Chunk", "Retriever", "build_index", "index_dir", "is_index_fresh", "
 FORMAT = 1  # bump when the files' layout or the chunk text changes meaning
 INDEX_FILE, CHUNKS_FILE, MANIFEST_FILE, BUILD_FILE = "index.faiss", "chunks.jsonl", "manifest.json", "build.json"
 QUERY_CACHE = 4096  # query embeddings kept per loaded index
+LARGE_INDEX = 5000  # chunks above which a build says it will take a while (the issue's 5 MB document: 14,067)
 QUERY_BATCH_THREADED = 8  # query batches up to this size are embedded on one thread
 # Settings that change the index itself; top_k, min_score and search-time knobs do not.
 INDEX_SETTINGS = {"embedder", "index", "approximate_above", "hnsw_m", "ivf_nlist"}
@@ -173,6 +174,9 @@ def build_index(corpus: Corpus, force: bool = False) -> dict:
     if cfg.chunking.chunk_tokens + 32 > max_len:
         _log(f"warning: chunk_tokens={cfg.chunking.chunk_tokens} is near the embedder's limit of {max_len} "
              "tokens; longer chunks are truncated when embedded")
+    if len(chunks) > LARGE_INDEX:
+        _log(f"warning: {len(chunks)} chunks to embed; on a CPU this takes minutes, and the index grows "
+             "with them (build.json records the rate: chunks_per_s)")
     _log(f"rag: embedding {len(chunks)} chunks from {len(corpus.documents)} documents "
          f"with {cfg.retrieval.embedder}")
     t_embed = time.perf_counter()

@@ -51,6 +51,8 @@ CASES = [
     ("yaml missing", {"corpus.yaml": None}, ["check", "{c}"], 2, "corpus.yaml:1: file not found"),
     ("name with space", {"corpus.yaml": "name: my shop\n"}, ["check", "{c}"], 2, "name"),
     # -- the corpus folder ---------------------------------------------------------------------
+    ("folder name with space", {"corpus.yaml": "model:\n  name: tiny-random\n"}, ["check", "{c}"], 2,
+     "defaults to the folder's name"),
     ("corpus missing", {}, ["check", "{t}/nowhere"], 2, "corpus folder not found"),
     ("corpus is a file", {}, ["check", "{c}/qa.jsonl"], 2, "corpus folder not found"),
     ("docs missing", {"docs/returns.md": None, "docs/service.md": None, "docs": None}, ["check", "{c}"], 2, "docs/"),
@@ -105,7 +107,7 @@ CASES = [
 @pytest.mark.parametrize("name,files,argv,code,fragment", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_is_one_clear_line(name, files, argv, code, fragment, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
-    corpus = tmp_path / "tiny"
+    corpus = tmp_path / ("my shop" if name == "folder name with space" else "tiny")
     shutil.copytree(FIXTURES / "tiny", corpus)
     with open(corpus / "corpus.yaml", "a") as f:
         f.write(f"runs_dir: {tmp_path / 'runs'}\n")
