@@ -6,9 +6,13 @@
 
 from __future__ import annotations
 
+import html
 import os
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import gradio as gr
@@ -25,6 +29,28 @@ CSS = """
 #missing ul { margin-top: 0; }
 """
 VOTE_LABELS = {"A": "A is better", "B": "B is better", "tie": "Tie", "both_bad": "Both are bad"}
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+CITATION = re.compile(r"\s?\[(\d{1,3})\]")
+
+
+# -- safety -----------------------------------------------------------------------------------
+def as_text(text: str) -> str:
+    """What a user typed or a model wrote, shown as text: `<b>` stays `<b>`, no HTML runs."""
+    return html.escape(text, quote=False)
+
+
+def shown_citations(text: str, n_sources: int | None) -> str:
+    """Drop citation markers that point at no passage shown (`[4]` with three passages), or every
+    marker when `n_sources` is None (the blind tab: `[1]` would give `rag` away)."""
+    def keep(m: re.Match) -> str:
+        return m.group(0) if n_sources is not None and 1 <= int(m.group(1)) <= n_sources else ""
+
+    return CITATION.sub(keep, text)
+
+
+def was_cut_off(col: Column, max_new_tokens: int | None) -> bool:
+    a = col.answer
+    return bool(max_new_tokens and a and not a.abstained_before_generation and a.completion_tokens >= max_new_tokens)
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -37,21 +63,26 @@ def stats_line(col: Column) -> str:
     return f"{a.latency_s:.2f} s · {a.prompt_tokens} prompt + {a.completion_tokens} answer tokens"
 
 
-def render_answer(col: Column, stats: bool = True) -> str:
+def render_answer(col: Column, stats: bool = True, max_new_tokens: int | None = None, blind: bool = False) -> str:
     if col.error:
-        return f"**Error:** {col.error}"
+        return f"**Error:** {as_text(col.error)}"
     text = col.answer.text if col.answer else ""
+    text = as_text(shown_citations(text, None if blind else len(col.answer.sources) if col.answer else 0))
     if not col.done:
         return text + " ▌" if text else "*thinking…*"
     body = text or "*(empty answer)*"
+    if was_cut_off(col, max_new_tokens):
+        body += f" … *(cut off at the {max_new_tokens}-token limit, generation.max_new_tokens)*"
     return body + f"\n\n<span class='stats'>{stats_line(col)}</span>" if stats else body
 
 
-def render_chat(turns: list[tuple[str, Column]], stats: bool = True) -> list[dict]:
+def render_chat(turns: list[tuple[str, Column]], stats: bool = True, max_new_tokens: int | None = None,
+                blind: bool = False) -> list[dict]:
     """A column's turns as Chatbot messages; a stats line sits under each finished answer."""
     msgs = []
     for question, col in turns:
-        msgs += [{"role": "user", "content": question}, {"role": "assistant", "content": render_answer(col, stats)}]
+        msgs += [{"role": "user", "content": as_text(question)},
+                 {"role": "assistant", "content": render_answer(col, stats, max_new_tokens, blind)}]
     return msgs
 
 
@@ -61,7 +92,8 @@ def render_sources(sources: list[Source]) -> str:
         heading = f" › {s.heading}" if s.heading else ""
         text = " ".join(s.text.split())
         text = text if len(text) <= 400 else text[:400] + "…"
-        parts.append(f"**[{s.rank or i}] {s.path}{heading}** · score {s.score:.3f}\n\n> {text}")
+        # Numbered as the prompt numbered them (1..n of the passages shown), whatever the index rank.
+        parts.append(f"**[{i}] {as_text(s.path + heading)}** · score {s.score:.3f}\n\n> {as_text(text)}")
     return "\n\n".join(parts)
 
 
@@ -80,6 +112,13 @@ def votes_table(corpus: Corpus) -> list[list] | None:
              f"{r['win_rate']:.0%} [{r['low']:.0%}, {r['high']:.0%}]"]
             for r in votes.win_rates(votes.read_votes(votes_path(corpus)))]
     return rows or None
+
+
+def servable_copies(paths: list[str]) -> list[str]:
+    """Copies of the report's plots in a temporary folder: Gradio serves them from its cache, so
+    no folder of runs/ (answer caches, votes, labels) has to be an allowed path."""
+    out = Path(tempfile.mkdtemp(prefix="assistant-plots-"))
+    return [shutil.copy2(p, out / f"{i}-{Path(p).name}") for i, p in enumerate(paths)]
 
 
 # -- background evaluation --------------------------------------------------------------------
@@ -113,7 +152,9 @@ def evaluation_status(corpus: Corpus) -> str:
 
 
 # -- the app ----------------------------------------------------------------------------------
-def build_app(corpus: Corpus, lineup: Lineup | None = None) -> gr.Blocks:
+def build_app(corpus: Corpus, lineup: Lineup | None = None, allow_eval: bool = False) -> gr.Blocks:
+    """The app; `allow_eval` adds the button that starts an evaluation (off unless the operator
+    passes `--allow-eval`: anyone who can reach the page could otherwise keep the machine busy)."""
     lineup = lineup or load_lineup(corpus)
     names = list(lineup.variants)
     with gr.Blocks(title=f"{corpus.name}: prompt, RAG or fine-tune?", fill_width=True) as demo:
@@ -125,7 +166,7 @@ def build_app(corpus: Corpus, lineup: Lineup | None = None) -> gr.Blocks:
             with gr.Tab("Side by side", id="chat"):
                 chat_tab(corpus, lineup)
             with gr.Tab("Report", id="report"):
-                fill_report, report_outputs = report_tab(corpus)
+                fill_report, report_outputs = report_tab(corpus, allow_eval)
             with gr.Tab("Blind comparison", id="blind"):
                 tally = blind_tab(corpus, lineup)
             with gr.Tab("Label answers", id="label"):
@@ -141,6 +182,7 @@ def build_app(corpus: Corpus, lineup: Lineup | None = None) -> gr.Blocks:
 def chat_tab(corpus: Corpus, lineup: Lineup) -> None:
     names = list(lineup.variants)
     limit = corpus.config.generation.max_question_chars
+    max_new = corpus.config.generation.max_new_tokens
     if not names:
         gr.Markdown("No variant can answer yet; see the messages above.")
         return
@@ -171,7 +213,7 @@ def chat_tab(corpus: Corpus, lineup: Lineup) -> None:
         yield {question: "", status: ""}
         for cols in stream_columns(lineup.variants, q, histories):
             now = {n: [*turns.get(n, []), (q, cols[n])] for n in names}
-            yield {chats[n]: render_chat(now[n]) for n in names}
+            yield {chats[n]: render_chat(now[n], max_new_tokens=max_new) for n in names}
         for n, col in cols.items():
             if col.error:
                 gr.Warning(f"{n} failed: {col.error}")
@@ -199,12 +241,13 @@ def chat_tab(corpus: Corpus, lineup: Lineup) -> None:
     clear_btn.click(clear, outputs=outputs, cancels=asked, queue=False)
 
 
-def report_tab(corpus: Corpus):
+def report_tab(corpus: Corpus, allow_eval: bool = False):
     """The report tab; returns the function that fills it and its outputs (run on page load)."""
     verdict = gr.Markdown(elem_id="verdict")
     with gr.Row():
         refresh = gr.Button("Refresh", size="sm", scale=0, min_width=120, elem_id="report-refresh")
-        rerun = gr.Button("Run the evaluation now", size="sm", scale=0, min_width=220, elem_id="report-rerun")
+        rerun = (gr.Button("Run the evaluation now", size="sm", scale=0, min_width=220, elem_id="report-rerun")
+                 if allow_eval else None)
     job = gr.Markdown(elem_id="report-job")
     gr.Markdown(f"From a terminal: `assistant compare {corpus.root}` builds what is missing and evaluates "
                 f"every variant; `assistant eval {corpus.root}` (the button) evaluates the built ones.")
@@ -219,13 +262,14 @@ def report_tab(corpus: Corpus):
         r = load_report(corpus)
         where = f"\n\n<span class='stats'>from `{r.folder}`</span>" if r.found else ""
         return (("### Verdict\n" if r.found else "") + r.verdict + where,
-                gr.Gallery(value=r.plots or None, visible=bool(r.plots)),
+                gr.Gallery(value=servable_copies(r.plots) or None, visible=bool(r.plots)),
                 gr.Dataframe(value=r.rows, headers=r.headers, visible=True) if r.rows else gr.Dataframe(visible=False),
                 gr.Accordion(visible=r.found), r.report_md, evaluation_status(corpus))
 
     outputs = [verdict, plots, table, full, report_md, job]
     refresh.click(fill, outputs=outputs)
-    rerun.click(lambda: start_evaluation(corpus), outputs=job)
+    if rerun is not None:  # not registered at all otherwise: no API endpoint to call either
+        rerun.click(lambda: start_evaluation(corpus), outputs=job)
     return fill, outputs
 
 
@@ -237,8 +281,8 @@ def blind_tab(corpus: Corpus, lineup: Lineup) -> gr.Dataframe | None:
                     f"{'is' if len(names) == 1 else 'are'} built. Build another, e.g. "
                     f"`assistant build {corpus.root} --variant rag`.", elem_id="blind-explain")
         return None
-    gr.Markdown("Two variants, picked at random for each question, answer under hidden labels. "
-                "Vote for the better answer; the labels are revealed after your vote.")
+    gr.Markdown("Two variants, picked at random each time you ask, answer under hidden labels (citation "
+                "markers removed). Vote for the better answer; the labels are revealed after your vote.")
     pair_state = gr.State(None)
     with gr.Row():
         question = gr.Textbox(placeholder="Ask a question…", show_label=False, scale=6, elem_id="blind-question")
@@ -263,8 +307,8 @@ def blind_tab(corpus: Corpus, lineup: Lineup) -> gr.Dataframe | None:
         a, b = blind_pair(q, names)
         for cols in stream_columns({a: lineup.variants[a], b: lineup.variants[b]}, q):
             # No stats, no sources: they would give the variant away.
-            yield (None, render_chat([(q, cols[a])], stats=False), render_chat([(q, cols[b])], stats=False),
-                   "", *locked)
+            yield (None, render_chat([(q, cols[a])], stats=False, blind=True),
+                   render_chat([(q, cols[b])], stats=False, blind=True), "", *locked)
         yield ({"question": q, "a": a, "b": b}, gr.skip(), gr.skip(), "Which answer is better?",
                *[gr.update(interactive=True)] * len(buttons))
 
@@ -337,15 +381,52 @@ def label_tab(corpus: Corpus):
     return lambda: label_next(corpus), outputs
 
 
-def launch(corpus_path: str | Path, host: str = "127.0.0.1", port: int = 7860, share: bool = False) -> None:
+def serve_address(host: str | None, port: int | None, allow_remote: bool = False) -> tuple[str, int]:
+    """Host and port: the flags, else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT as Gradio users expect,
+    else 127.0.0.1:7860. Any other address than this machine's needs `allow_remote`."""
+    from .errors import UsageError
+
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    raw = port if port is not None else os.environ.get("GRADIO_SERVER_PORT") or 7860
+    try:
+        port = int(raw)
+    except ValueError:
+        raise UsageError(f"GRADIO_SERVER_PORT={raw!r} is not a port number; set it to e.g. 7860") from None
+    if not 0 < port < 65536:
+        raise UsageError(f"port {port} is out of range; pass --port between 1 and 65535")
+    if host not in LOCAL_HOSTS and not allow_remote:
+        raise UsageError(f"serving on {host} would expose the app to other machines; pass --allow-remote "
+                         "(and --auth USER:PASS) to do so, or use --host 127.0.0.1")
+    return host, port
+
+
+def parse_auth(auth: str | None) -> tuple[str, str] | None:
+    from .errors import UsageError
+
+    if not auth:
+        return None
+    user, sep, password = auth.partition(":")
+    if not (sep and user and password):
+        raise UsageError("--auth takes USER:PASSWORD, e.g. --auth alice:s3cret")
+    return user, password
+
+
+def launch(corpus_path: str | Path, host: str | None = None, port: int | None = None, share: bool = False,
+           allow_remote: bool = False, auth: str | None = None, allow_eval: bool = False) -> None:
     """Serve the app on host:port until interrupted (what `assistant app` and `python app.py` run)."""
     from .errors import UsageError
 
+    host, port = serve_address(host, port, allow_remote or share)
+    credentials = parse_auth(auth)
     corpus = load_corpus(corpus_path)
+    if host not in LOCAL_HOSTS or share:
+        print(f"warning: the app is reachable from other machines ({'a public share link' if share else host})"
+              + ("" if credentials else " by anyone, without a password: add --auth USER:PASS"), file=sys.stderr)
     print(f"loading the variants of {corpus.name} ({corpus.config.model.name})…", file=sys.stderr)
-    demo = build_app(corpus)
+    demo = build_app(corpus, allow_eval=allow_eval)
     try:
-        demo.launch(server_name=host, server_port=port, share=share, css=CSS, show_error=False,
-                    allowed_paths=[str(corpus.runs_dir.resolve())])
+        # No allowed_paths: nothing under runs/ (answer caches, votes, labels) is served; the
+        # report's plots are copied out (servable_copies).
+        demo.launch(server_name=host, server_port=port, share=share, css=CSS, show_error=False, auth=credentials)
     except OSError as e:
         raise UsageError(f"cannot serve on {host}:{port} ({e}); pass another --port") from None

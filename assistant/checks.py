@@ -311,6 +311,10 @@ def check_corpus(root: Path, strict: bool = False, near_duplicate: float | None 
         found.warnings.insert(0, Problem(str(root / "corpus.yaml"), 1, f"near-duplicate check skipped: cannot load "
                                          f"embedder {corpus.config.retrieval.embedder!r} ({e.__class__.__name__})"))
     found.errors = suite_problems + found.errors
+    if not corpus.questions("test"):  # eval and compare would have nothing to measure
+        from .evaluation.runner import _no_questions
+
+        found.errors.insert(0, _no_questions(corpus))
     for p in found.errors:
         _say(console, "error", p)
     for p in found.warnings:

@@ -25,6 +25,14 @@ SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9$€£])")
 LIST_OR_TABLE = re.compile(r"^\s*([-*+]|\d+[.)]|\|)\s")
 
 CountTokens = Callable[[list[str]], list[int]]
+# Hard cap on a chunk's characters per token of chunk_tokens, whatever the script: text without
+# spaces (CJK, a base64 blob, a 50 MB line) is cut by characters, and no unit is ever tokenized
+# whole when it is longer than this (tokenizing one 50 MB string takes minutes and gigabytes).
+MAX_CHARS_PER_TOKEN = 8
+
+
+def max_chars(chunk_tokens: int) -> int:
+    return chunk_tokens * MAX_CHARS_PER_TOKEN
 
 
 @dataclass
@@ -100,36 +108,65 @@ def _split_block(block: str) -> tuple[list[str], str]:
     return [s for s in SENTENCE_END.split(text) if s.strip()], " "
 
 
-def _split_long(text: str, limit: int, count: CountTokens) -> list[str]:
-    """Cut a unit longer than `limit` tokens at word boundaries (rare: a huge sentence or table row)."""
-    words = text.split(" ")
-    sizes = count(words)
-    pieces, cur, n = [], [], 0
-    for w, t in zip(words, sizes):
-        if cur and n + t > limit:
-            pieces.append(" ".join(cur))
-            cur, n = [], 0
-        cur.append(w)
-        n += t
-    if cur:
-        pieces.append(" ".join(cur))
-    return pieces
+def _split_long(text: str, limit: int, count: CountTokens) -> list[tuple[str, str]]:
+    """Cut a unit longer than `limit` tokens (or max_chars(limit) characters) in two at the space
+    nearest its middle, or at the middle character when it has none (CJK, a blob), until every
+    piece fits; returns (piece, separator before it). Packing joins the pieces back up."""
+    out: list[tuple[str, str]] = []
+
+    def cut(piece: str, sep: str) -> None:
+        if len(piece) <= 1 or (len(piece) <= max_chars(limit) and count([piece])[0] <= limit):
+            out.append((piece, sep))
+            return
+        mid = len(piece) // 2
+        at = piece.rfind(" ", 0, mid + 1)
+        after = piece.find(" ", mid)
+        at = after if at <= 0 or (0 < after and after - mid < mid - at) else at
+        if at > 0:
+            cut(piece[:at], sep)
+            cut(piece[at:].lstrip(" "), " ")
+        else:
+            cut(piece[:mid], sep)
+            cut(piece[mid:], "")
+
+    cut(text, " ")
+    return out
+
+
+def _precut(text: str, cap: int) -> list[tuple[str, bool]]:
+    """Pieces of at most `cap` characters, cut at the last space of each window when there is one;
+    with whether a space separated the piece from the one before."""
+    out, start, spaced = [], 0, False
+    while len(text) - start > cap:  # by position: slicing the rest off each time is quadratic
+        cut = text.rfind(" ", start + cap // 2, start + cap)
+        cut = cut if cut > start else start + cap
+        out.append((text[start:cut], spaced))
+        spaced = text[cut:cut + 1] == " "
+        start = cut
+        while start < len(text) and text[start] == " ":
+            start += 1
+    return out + [(text[start:], spaced)] if start < len(text) else out
 
 
 def _units(paragraphs: list[str], size: int, count: CountTokens) -> list[_Unit]:
     raw: list[tuple[str, int, str]] = []
+    cap = max_chars(size)
     for b, block in enumerate(paragraphs):
         texts, sep = _split_block(block)
-        raw += [(t, b, sep) for t in texts]
+        for t in texts:  # never tokenize a huge unit whole; windows of ~size tokens at spaces
+            raw += [(piece, b, sep if i == 0 else " " if piece_sep else "")
+                    for i, (piece, piece_sep) in enumerate(_precut(t, size * 4))]
     sizes = count([t for t, _, _ in raw]) if raw else []
-    units = []
+    staged: list[tuple[str, int, str, int | None]] = []  # (text, block, separator, tokens if known)
     for (text, b, sep), n in zip(raw, sizes):
-        if n <= size:
-            units.append(_Unit(text, n, b, sep))
+        if n <= size and len(text) <= cap:
+            staged.append((text, b, sep, n))
         else:
             pieces = _split_long(text, size, count)
-            units += [_Unit(p, m, b, " ") for p, m in zip(pieces, count(pieces))]
-    return units
+            staged += [(p, b, psep if i else sep, None) for i, (p, psep) in enumerate(pieces)]
+    todo = [t for t, _, _, n in staged if n is None]
+    counted = iter(count(todo) if todo else [])  # again one batch
+    return [_Unit(t, n if n is not None else next(counted), b, sep) for t, b, sep, n in staged]
 
 
 def _join(units: list[_Unit]) -> str:
@@ -140,18 +177,21 @@ def _join(units: list[_Unit]) -> str:
 
 
 def pack(units: list[_Unit], size: int, overlap: int) -> list[list[_Unit]]:
-    """Greedy packing into chunks of <= size tokens; each new chunk repeats the previous chunk's
-    trailing units worth <= overlap tokens (never the whole previous chunk)."""
+    """Greedy packing into chunks of <= size tokens (and <= max_chars(size) characters); each new
+    chunk repeats the previous chunk's trailing units worth <= overlap tokens (never the whole
+    previous chunk)."""
     chunks: list[list[_Unit]] = []
     cur: list[_Unit] = []
     n = 0
+    cap = max_chars(size)
     for u in units:
-        if cur and n + u.tokens > size:
+        if cur and (n + u.tokens > size or sum(len(v.text) + 2 for v in cur) + len(u.text) > cap):
             chunks.append(cur)
             tail: list[_Unit] = []
             t = 0
             for v in reversed(cur[1:]):
-                if t + v.tokens > overlap or t + v.tokens + u.tokens > size:
+                if (t + v.tokens > overlap or t + v.tokens + u.tokens > size
+                        or sum(len(x.text) + 2 for x in tail) + len(v.text) + len(u.text) > cap):
                     break
                 tail.insert(0, v)
                 t += v.tokens

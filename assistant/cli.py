@@ -33,6 +33,8 @@ def cmd_check(args) -> int:
 def cmd_ask(args) -> int:
     from .variants import load_variant
 
+    if not args.question.strip():
+        raise UsageError("empty question; pass the question as text, e.g. assistant ask CORPUS \"How long ...?\"")
     corpus = _corpus(args.corpus)
     limit = corpus.config.generation.max_question_chars
     if len(args.question) > limit:
@@ -48,6 +50,10 @@ def cmd_ask(args) -> int:
         print(f"  [{s.rank}] {s.path}{heading}  (score {s.score:.3f})")
     print(f"-- {args.variant}: {answer.latency_s:.2f} s, {answer.prompt_tokens} prompt + "
           f"{answer.completion_tokens} answer tokens", file=sys.stderr)
+    max_new = corpus.config.generation.max_new_tokens
+    if answer.completion_tokens >= max_new:
+        print(f"-- cut off at generation.max_new_tokens={max_new}; raise it in corpus.yaml for the whole answer",
+              file=sys.stderr)
     return 0
 
 
@@ -96,6 +102,8 @@ def cmd_compare(args) -> int:
 def cmd_retrieval(args) -> int:
     from .retrieval import report_retrieval
 
+    if args.k is not None and args.k < 1:
+        raise UsageError(f"-k must be at least 1 (passages retrieved), got {args.k}")
     report_retrieval(_corpus(args.corpus), k=args.k, split=args.split)
     return 0
 
@@ -103,7 +111,8 @@ def cmd_retrieval(args) -> int:
 def cmd_app(args) -> int:
     from .app import launch
 
-    launch(args.corpus, host=args.host, port=args.port, share=args.share)
+    launch(args.corpus, host=args.host, port=args.port, share=args.share, allow_remote=args.allow_remote,
+           auth=args.auth, allow_eval=args.allow_eval)
     return 0
 
 
@@ -173,9 +182,15 @@ def parser() -> argparse.ArgumentParser:
 
     sp = verb("app", cmd_app, "open the side-by-side Gradio chat over the built variants")
     sp.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=7860)
-    sp.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
+    sp.add_argument("--host", default=None, help="address to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    sp.add_argument("--allow-remote", action="store_true",
+                    help="allow a --host other than this machine (prints a warning; pair it with --auth)")
+    sp.add_argument("--auth", metavar="USER:PASS", default=None, help="require this login (Gradio auth)")
+    sp.add_argument("--allow-eval", action="store_true",
+                    help="show the 'Run the evaluation now' button (off: visitors cannot start an evaluation)")
+    sp.add_argument("--share", action="store_true",
+                    help="create a public Gradio link (off by default; implies --allow-remote)")
 
     sp = verb("serve", cmd_serve, "serve the built variants over an OpenAI-compatible API (/v1/chat/completions)")
     sp.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)

@@ -27,7 +27,8 @@ class Settings(BaseModel):
 
 class ModelSettings(Settings):
     name: str = Field(DEFAULT_MODEL, description="alias, Hugging Face id or local folder")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+    device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$",
+                        description="auto | cpu | cuda | cuda:N | mps")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
@@ -89,7 +90,7 @@ class LoraSettings(Settings):
     # twice the updates per epoch; 6 epochs give each fact (two train wordings) 12 passes.
     epochs: float = Field(6, gt=0, description="passes over the train split for sft (early stopping may end sooner)")
     batch_size: int = Field(8, ge=1, description="examples per optimisation step (per device)")
-    max_length: int = Field(512, ge=16, description="tokens per example; longer ones are cut at the end")
+    max_length: int = Field(512, ge=16, description="tokens per example; longer prompts are shortened in the middle, answers kept")
     early_stopping_patience: int = Field(2, ge=0, description="evaluations without val-loss gain; 0 disables")
     eval_steps: int = Field(
         0, ge=0, description="steps between val-loss evaluations, which are also the checkpoints that a "
@@ -199,43 +200,83 @@ class CorpusConfig(Settings):
     verdict: VerdictRules = VerdictRules()
     evaluation: EvalSettings = EvalSettings()
     judge: JudgeSettings = JudgeSettings()
-    runs_dir: str | None = Field(None, description="where artifacts go; default runs/<name>")
+    runs_dir: str | None = Field(None, description="where artifacts go, relative to the corpus folder; default "
+                                 "<project>/runs/<folder> for corpora/<folder> of this project, else <corpus>/runs")
 
 
 class ConfigError(AssistantError):
     """A configuration file is invalid; the message is one line per problem, `file:line: what`."""
 
 
-def _line_of(text: str, loc: tuple) -> int:
-    """Best-effort line number of the first key in `loc` inside YAML `text`."""
-    if not loc:
-        return 1
-    key = str(loc[-1] if isinstance(loc[-1], str) else loc[0])
-    for i, line in enumerate(text.splitlines(), 1):
-        if line.strip().startswith(f"{key}:"):
-            return i
+def _key_lines(text: str) -> tuple[dict[tuple, int], list[str]]:
+    """Line of every key path in the YAML (from the parser's own positions, so `lora.batch_size`
+    is found under `lora:`, not at the first `batch_size:`), and one message per duplicate key."""
+    lines: dict[tuple, int] = {}
+    dups: list[str] = []
+
+    def walk(node, prefix: tuple) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            return
+        for key, value in node.value:
+            path = (*prefix, key.value)
+            line = key.start_mark.line + 1
+            if path in lines:
+                dups.append(f"{line}: duplicate key {'.'.join(map(str, path))!r} (first on line {lines[path]}); "
+                            "merge the two into one")
+            else:
+                lines[path] = line
+            walk(value, path)
+
+    walk(yaml.compose(text, Loader=yaml.SafeLoader), ())
+    return lines, dups
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
+    """Line of the deepest key of `loc` the file has (1 when the key is missing altogether)."""
+    loc = tuple(str(p) for p in loc)
+    for n in range(len(loc), 0, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
     return 1
 
 
 def load_config(path: Path) -> CorpusConfig:
     """Read and validate a `corpus.yaml`; raise ConfigError with file:line messages."""
+    from .storage import NotUTF8, read_utf8
+
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_utf8(path)
     except FileNotFoundError:
-        raise ConfigError(f"{path}:1: file not found; create it with at least `name: <corpus-name>`")
+        raise ConfigError(f"{path}:1: file not found; create it with at least `name: <corpus-name>`") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}:1: is a folder; corpus.yaml must be a file of settings") from None
+    except NotUTF8 as e:
+        raise ConfigError(f"{path}:{e.line}: {e}") from None
     try:
+        lines, dups = _key_lines(text)
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", 0) + 1
-        raise ConfigError(f"{path}:{line}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax")
+        raise ConfigError(f"{path}:{line}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{path}:1: nested too deeply to be settings; fix the file") from None
+    if dups:  # YAML keeps the last silently: a whole section would vanish
+        raise ConfigError("\n".join(f"{path}:{d}" for d in dups))
     if not isinstance(data, dict):
         raise ConfigError(f"{path}:1: expected a mapping of settings, got {type(data).__name__}")
+    named = "name" in data
     data.setdefault("name", path.parent.name)
     try:
         return CorpusConfig.model_validate(data)
     except ValidationError as e:
         msgs = []
         for err in e.errors():
+            if err["loc"] == ("name",) and not named:  # the folder's name stood in for it
+                msgs.append(f"{path}:1: the corpus name defaults to the folder's name {data['name']!r}, which may only "
+                            "hold letters, digits, '_', '.' and '-'; add a line `name: <corpus-name>`")
+                continue
             loc = ".".join(str(p) for p in err["loc"])
-            msgs.append(f"{path}:{_line_of(text, err['loc'])}: {loc}: {err['msg']}")
-        raise ConfigError("\n".join(msgs))
+            what = (f"unknown field {loc!r}; remove it or fix its spelling" if err["type"] == "extra_forbidden"
+                    else f"{loc}: {err['msg']}")
+            msgs.append(f"{path}:{_line_of(lines, err['loc'])}: {what}")
+        raise ConfigError("\n".join(msgs)) from None

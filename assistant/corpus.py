@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .config import ConfigError, CorpusConfig, load_config
 from .errors import AssistantError
 
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DOC_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm")
 Split = Literal["train", "val", "test"]
 Kind = Literal["answerable", "unanswerable", "general", "safety"]
@@ -112,9 +113,16 @@ class Corpus:
 
     @property
     def runs_dir(self) -> Path:
+        """Where the corpus's artifacts go, always from its absolute location, never from the
+        working directory: `runs_dir` of corpus.yaml (relative to the corpus folder); else, for a
+        corpus in this project's `corpora/` (the bundled demo), `<project>/runs/<folder>`; else a
+        `runs/` folder inside the corpus folder. Two corpus folders never share one."""
+        root = self.root.resolve()
         if self.config.runs_dir:
-            return (self.root / self.config.runs_dir).resolve()
-        return Path("runs") / self.name
+            return (root / self.config.runs_dir).resolve()
+        if root.parent == PROJECT_ROOT / "corpora":
+            return PROJECT_ROOT / "runs" / root.name
+        return root / "runs"
 
 
 class _TextFromHTML(HTMLParser):
@@ -152,8 +160,28 @@ class _TextFromHTML(HTMLParser):
         return re.sub(r"\n\s*\n\s*\n+", "\n\n", text).strip()
 
 
+class DocumentError(AssistantError):
+    """A document that cannot be read as text (not UTF-8, binary); the message says the fix."""
+
+
+def read_text_document(path: Path) -> str:
+    """A .md/.txt/.html document's text, refused when it is binary or not UTF-8 (garbage indexed
+    as text would be retrieved and quoted back to users)."""
+    from .storage import NotUTF8, read_utf8
+
+    with open(path, "rb") as f:
+        head = f.read(8192)
+    if b"\0" in head:
+        raise DocumentError(f"{path}:1: binary content (NUL bytes) in a {path.suffix} file; "
+                            "convert it to text or remove it")
+    try:
+        return read_utf8(path)
+    except NotUTF8 as e:
+        raise DocumentError(f"{path}:{e.line}: {e}") from None
+
+
 def read_document(path: Path) -> str:
-    text = path.read_text(encoding="utf-8", errors="replace")
+    text = read_text_document(path)
     if path.suffix.lower() in (".html", ".htm"):
         parser = _TextFromHTML()
         parser.feed(text)
@@ -173,7 +201,11 @@ def load_documents(root: Path) -> tuple[list[Document], list[Problem]]:
             problems.append(Problem(str(path), 1, f"unsupported document type {path.suffix!r}; "
                                     f"convert it to one of {', '.join(DOC_SUFFIXES)} or remove it"))
             continue
-        text = read_document(path)
+        try:
+            text = read_document(path)
+        except DocumentError as e:
+            problems.append(Problem(*_split_problem(str(e))))
+            continue
         if not text.strip():
             problems.append(Problem(str(path), 1, "document is empty; add text or remove it"))
             continue
@@ -198,10 +230,16 @@ def read_qa(path: Path, known_docs: set[str] | None = None, label: str | None = 
     """Parse a QA JSONL file; every bad line becomes a Problem, good lines are kept."""
     label = label or str(path)
     items, problems, seen = [], [], {}
+    from .storage import NotUTF8, read_utf8
+
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = read_utf8(path).splitlines()
     except FileNotFoundError:
         return [], [Problem(label, 1, "file not found; create it with one JSON question per line")]
+    except IsADirectoryError:
+        return [], [Problem(label, 1, "is a folder; it must be a file with one JSON question per line")]
+    except NotUTF8 as e:
+        return [], [Problem(label, e.line, str(e))]
     for n, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
@@ -209,6 +247,9 @@ def read_qa(path: Path, known_docs: set[str] | None = None, label: str | None = 
             obj = json.loads(raw)
         except json.JSONDecodeError as e:
             problems.append(Problem(label, n, f"invalid JSON ({e.msg} at column {e.colno}); fix the line"))
+            continue
+        except RecursionError:
+            problems.append(Problem(label, n, "JSON nested too deeply; a QA row is one flat object"))
             continue
         if not isinstance(obj, dict):
             problems.append(Problem(label, n, "expected a JSON object per line"))
@@ -241,15 +282,18 @@ def load_corpus(root: str | Path, strict: bool = True) -> Corpus:
         config = load_config(root / "corpus.yaml")
     except ConfigError as e:
         problems += [Problem(*_split_problem(line)) for line in str(e).splitlines()]
-        config = CorpusConfig(name=root.name)
+        config = CorpusConfig.model_construct(name=root.name)  # the folder's name may not be a valid one
     docs, doc_problems = load_documents(root)
     problems += doc_problems
     qa: list[QAItem] = []
     qa_path = root / "qa.jsonl"
-    if qa_path.exists():
+    if qa_path.exists() or qa_path.is_symlink():
         qa, qa_problems = read_qa(qa_path, {d.path for d in docs})
         problems += qa_problems
     corpus = Corpus(root, config, docs, qa)
+    if config.runs_dir and corpus.runs_dir.exists() and not corpus.runs_dir.is_dir():
+        problems.append(Problem(str(root / "corpus.yaml"), 1, f"runs_dir {config.runs_dir!r} is a file, not a "
+                                "folder; point runs_dir at a folder (or remove it for the default)"))
     if strict and problems:
         raise CorpusError(problems)
     corpus.problems = problems  # type: ignore[attr-defined]

@@ -18,10 +18,8 @@ import csv
 import hashlib
 import io
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from rich.console import Console
 
 from .config import CorpusConfig
 from .corpus import DOC_SUFFIXES, CorpusError, Problem, load_corpus, read_document
+from .storage import NotUTF8, atomic_dir, hold_lock, lock_for, read_utf8
 from .text import contains_fact, normalize, tokens
 
 FIELDS = ("id", "question", "answer", "key_facts", "source", "fact_id", "split", "kind")
@@ -88,10 +87,9 @@ class _Rows:
 # -- readers --------------------------------------------------------------------------------------
 def _read_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise CorpusError([Problem(str(path), line, "not UTF-8 text; save the file as UTF-8")]) from None
+        return read_utf8(path).removeprefix("\ufeff")  # a BOM, as Excel writes CSV
+    except NotUTF8 as e:
+        raise CorpusError([Problem(str(path), e.line, str(e))]) from None
 
 
 def read_jsonl(path: Path) -> _Rows:
@@ -180,7 +178,13 @@ def read_squad(path: Path, data: dict) -> tuple[dict[str, str], _Rows]:
                 if not isinstance(qa, dict) or not str(qa.get("question") or "").strip():
                     out.error(1, f"{loc}: missing 'question'")
                     continue
-                answers = [x.get("text", "").strip() for x in qa.get("answers") or [] if isinstance(x, dict)]
+                given = qa.get("answers") or []
+                if not isinstance(given, list) or not all(isinstance(x, dict) for x in given):
+                    # a bare string would otherwise read as "no answers": unanswerable, silently
+                    out.error(1, f"{loc}: 'answers' must be a list of {{\"text\": ..., \"answer_start\": ...}} "
+                                 f"objects, got {type(given).__name__}")
+                    continue
+                answers = [str(x.get("text", "")).strip() for x in given]
                 answers = [x for x in answers if x]
                 impossible = bool(qa.get("is_impossible")) or not answers
                 row = {"id": str(qa.get("id") or ""), "question": qa["question"],
@@ -310,14 +314,9 @@ def _check_target(out: Path, inputs: list[Path], force: bool) -> None:
 
 def write_corpus(out: Path, config: dict, docs: dict[str, str | Path], rows: list[dict]) -> None:
     """Write corpus.yaml, docs/ and qa.jsonl into a temporary sibling, validate, then swap it into place."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.import-", dir=out.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the corpus gets ordinary permissions
-    old = None
-    try:
-        (tmp / "corpus.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=100))
+    def build(tmp: Path) -> None:
+        (tmp / "corpus.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True, width=100),
+                                         encoding="utf-8")
         for rel, content in docs.items():
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             if isinstance(content, Path):
@@ -328,19 +327,11 @@ def write_corpus(out: Path, config: dict, docs: dict[str, str | Path], rows: lis
             for row in rows:
                 f.write(json.dumps({k: row[k] for k in FIELDS}, ensure_ascii=False) + "\n")
         load_corpus(tmp)  # the result must load; a failure here is a bug, and nothing is replaced
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old)  # rename onto the empty placeholder
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None and not out.exists():
-            os.replace(old, out)  # put the previous corpus back
-            old = None
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+
+    # One import into a folder at a time; the previous corpus is swapped out only once the new one
+    # is complete, so a killed import leaves either the old corpus or the new one, never half of one.
+    with hold_lock(lock_for(out, timeout=0), f"another import is writing {out}"):
+        atomic_dir(out, build, replace=True)
 
 
 def run_import(args) -> Path:

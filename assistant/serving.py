@@ -3,7 +3,6 @@ question checks, blind pairs, and the latest evaluation's files read for the rep
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from .config import VARIANTS
 from .corpus import Corpus
+from .storage import read_jsonl
 from .models import ModelError
 from .variants import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Variant, load_variant, open_engine, variant_class
 
@@ -77,10 +77,10 @@ def check_question(question: str, limit: int) -> str | None:
     return None
 
 
-def blind_pair(question: str, names: Sequence[str]) -> tuple[str, str]:
-    """Two variants in A/B order, random but fixed for a given question."""
-    seed = int(hashlib.sha256(question.strip().lower().encode()).hexdigest()[:16], 16)
-    a, b = random.Random(seed).sample(sorted(names), 2)
+def blind_pair(question: str, names: Sequence[str], rng: random.Random | None = None) -> tuple[str, str]:
+    """Two variants in A/B order, drawn afresh for every showing: asking the same question again
+    must not reveal which side is which (`rng` only makes tests repeatable)."""
+    a, b = (rng or random.SystemRandom()).sample(sorted(names), 2)
     return a, b
 
 
@@ -188,19 +188,6 @@ def latest_eval_dir(corpus: Corpus) -> Path | None:
     return None
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    if path.exists():
-        for raw in path.read_text(encoding="utf-8").splitlines():
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
-
-
 def _cell(v):
     if isinstance(v, float):
         return round(v, 3)
@@ -215,20 +202,20 @@ def disagreements(metrics: dict, results: list[dict]) -> tuple[list[str], list[l
     if isinstance(given, list) and given and all(isinstance(r, dict) for r in given):
         headers = list(dict.fromkeys(k for r in given for k in r))
         return headers, [[_cell(r.get(h)) for h in headers] for r in given[:MAX_TABLE_ROWS]]
-    table: dict[str, dict] = {}
-    for r in results:
-        variant, outcome = r.get("variant"), r.get("outcome")
+    from .evaluation.report import disagreements as differing  # the one definition, as in report.md
+
+    clean = []
+    for r in results:  # read defensively: results.jsonl of older versions may lack fields
         qid = r.get("id") or r.get("question_id") or r.get("question")
-        if not variant or outcome is None or qid is None:
-            continue
-        slice_ = r.get("slice") or r.get("kind") or ""
-        row = table.setdefault(f"{slice_}\0{qid}", {"question": r.get("question", qid), "slice": slice_})
-        row[variant] = outcome
-    names = sorted({v for r in table.values() for v in r if v not in ("question", "slice")},
+        if r.get("variant") and r.get("outcome") is not None and qid is not None:
+            clean.append({"slice": r.get("slice") or r.get("kind") or "", "id": qid, "variant": r["variant"],
+                          "question": r.get("question", qid), "outcome": r["outcome"], "answer": r.get("answer", "")})
+    found = differing(clean)
+    names = sorted({v for d in found for v in d["answers"]},
                    key=lambda v: (VARIANTS.index(v) if v in VARIANTS else len(VARIANTS), v))
-    rows = [r for r in table.values() if len({str(r.get(v)) for v in names}) > 1]
     headers = ["question", "slice", *names]
-    return headers, [[_cell(r.get(h)) for h in headers] for r in rows[:MAX_TABLE_ROWS]]
+    return headers, [[_cell(d["question"]), _cell(d["slice"])] + [_cell(d["answers"].get(v, (None,))[0]) for v in names]
+                     for d in found[:MAX_TABLE_ROWS]]
 
 
 @dataclass
@@ -259,7 +246,7 @@ def load_report(corpus: Corpus) -> ReportView:
                           f"rerun `assistant compare {corpus.root}`")
     verdict = metrics.get("verdict")
     text = verdict.get("text") if isinstance(verdict, dict) else verdict
-    headers, rows = disagreements(metrics, read_jsonl(folder / "results.jsonl"))
+    headers, rows = disagreements(metrics, read_jsonl(folder / "results.jsonl"))  # storage.read_jsonl
     report = folder / "report.md"
     return ReportView(str(text) if text else "The report has no verdict.", folder,
                       [str(p) for p in sorted((folder / "plots").glob("*.png"))], headers, rows,

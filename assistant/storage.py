@@ -11,16 +11,54 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
+
+from .errors import LockedError
+
+
+class NotUTF8(ValueError):
+    """A text file the tool reads has bytes that are not UTF-8; `line` and the message say where."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+
+
+def read_utf8(path: Path) -> str:
+    """A text file's content; NotUTF8 names the first bad byte, its offset and the iconv fix.
+    (A folder raises IsADirectoryError, a missing file FileNotFoundError, as open() does.)"""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise NotUTF8(line, f"not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); convert it, e.g. "
+                            f"iconv -f latin1 -t utf-8 '{path.name}' > fixed && mv fixed '{path.name}'") from None
 
 
 def lock_for(path: Path, timeout: float = -1) -> FileLock:
     """The lock guarding `path` (a sibling `.<name>.lock` file); blocks until free by default."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path.parent / f".{path.name}.lock"), timeout=timeout)
+
+
+@contextmanager
+def hold_lock(lock: FileLock, what: str) -> Iterator[FileLock]:
+    """Hold `lock`, acquired at once or failing with one line saying who holds it: a second build
+    of the same corpus stops with exit 2 instead of sharing (and deleting) the first one's work."""
+    try:
+        lock.acquire()
+    except Timeout:
+        raise LockedError(f"locked: {what} ({lock.lock_file}); wait for it to finish, then run the command "
+                          "again") from None
+    try:
+        yield lock
+    finally:
+        lock.release()
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -56,6 +94,15 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
             os.fsync(f.fileno())
 
 
+def read_json(path: Path) -> dict | None:
+    """A JSON file written by atomic_write_json, or None when missing or unreadable (not built)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Every complete JSON object line of `path` ([] when missing); torn or foreign lines are skipped."""
     if not path.exists():
@@ -64,7 +111,7 @@ def read_jsonl(path: Path) -> list[dict]:
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         try:
             row = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # torn, or nested past Python's stack
             continue
         if isinstance(row, dict):
             out.append(row)
@@ -81,6 +128,8 @@ def atomic_dir(target: Path, build: Callable[[Path], None], replace: bool = Fals
     if target.exists() and not replace:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    if replace:  # replacing callers hold the target's lock: leftovers are nobody's work in progress
+        recover_swap(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     tmp.chmod(0o755)
     try:
@@ -104,3 +153,39 @@ def atomic_dir(target: Path, build: Callable[[Path], None], replace: bool = Fals
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def recover_swap(target: Path) -> None:
+    """Put back the folder a killed `atomic_dir(replace=True)` had moved aside just before its swap
+    (the only moment the target is missing), and drop leftovers of killed builds. Call it only
+    while holding the lock that guards `target`."""
+    if not target.parent.is_dir():
+        return
+    olds = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if olds and not target.exists():
+        os.replace(olds.pop(), target)
+    for p in [*olds, *target.parent.glob(f".{target.name}.tmp-*")]:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def atomic_new_dir(parent: Path, stem: str, build: Callable[[Path], None]) -> Path:
+    """Run `build(tmp_dir)` and rename the result to the first free name of `stem`, `stem-2`, ...:
+    two processes writing at the same second each get their own folder, never a shared temp one."""
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=parent))
+    tmp.chmod(0o755)
+    try:
+        build(tmp)
+        for n in range(1, 10_000):
+            final = parent / (stem if n == 1 else f"{stem}-{n}")
+            if final.exists():
+                continue
+            try:
+                os.rename(tmp, final)  # fails when another process took the name meanwhile
+                return final
+            except OSError:
+                continue
+        raise OSError(f"no free folder name for {stem} in {parent}")
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import resource
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import LoraSettings
 from .corpus import Corpus, QAItem
+from .storage import atomic_dir, atomic_write_json, read_json
 
 FORMAT = 1  # bump when the training data recipe changes: adapters built before retrain
 RAFT_FIELDS = {"distractors", "gold_fraction", "rag_sft_epochs"}  # settings that only rag_sft reads
@@ -128,6 +127,44 @@ def raft_examples(corpus: Corpus, retriever, split: str, settings: LoraSettings)
     return rows, {"prompts_with_gold": with_gold, "prompts_without_gold": len(rows) - with_gold}
 
 
+def fit_examples(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], dict]:
+    """Prompt-completion rows cut to `max_length` tokens by shortening the prompt's last message
+    (the passages, or a long question) in its middle, never the answer: the Trainer would cut the
+    end of the sequence, i.e. the very completion the loss is on. Rows whose answer alone is too
+    long are dropped. Returns the rows and the counts for the training log."""
+    def length(prompt: list[dict], completion: list[dict]) -> int:
+        text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def shorten(text: str, k: int) -> str:
+        start = int(0.4 * (len(text) - k))
+        return text[:start] + " … " + text[start + k:]
+
+    out, truncated, dropped = [], 0, 0
+    for row in rows:
+        if "prompt" not in row or length(row["prompt"], row["completion"]) <= max_length:
+            out.append(row)
+            continue
+        head, text = row["prompt"][:-1], row["prompt"][-1]["content"]
+
+        def fits(k: int) -> bool:
+            return length(head + [{**row["prompt"][-1], "content": shorten(text, k)}], row["completion"]) <= max_length
+
+        if not fits(len(text)):
+            dropped += 1
+            continue
+        lo, hi = 0, len(text)  # the fewest characters to remove
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+        out.append({**row, "prompt": head + [{**row["prompt"][-1], "content": shorten(text, lo)}]})
+        truncated += 1
+    if truncated or dropped:
+        _log(f"{truncated} example(s) over max_length={max_length} tokens had their prompt shortened (answers kept); "
+             f"{dropped} dropped (the answer alone is too long)")
+    return out, {"truncated_examples": truncated, "dropped_examples": dropped}
+
+
 # -- fingerprints and state -------------------------------------------------------------------
 def variant_dir(corpus: Corpus, variant: str) -> Path:
     return corpus.runs_dir / variant
@@ -157,34 +194,12 @@ def fingerprint(corpus: Corpus, variant: str) -> str:
     return h.hexdigest()[:16]
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def is_trained(corpus: Corpus, variant: str) -> bool:
     """True when a complete adapter for the current data and settings is on disk."""
     folder = variant_dir(corpus, variant)
-    report = _read_json(folder / BUILD_FILE)
+    report = read_json(folder / BUILD_FILE)
     return (report is not None and report.get("fingerprint") == fingerprint(corpus, variant)
             and (folder / ADAPTER / "adapter_config.json").is_file())
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Move the finished `tmp` folder to `target`, replacing what was there."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.time_ns()}")
-        os.replace(target, old)
-        shutil.rmtree(old, ignore_errors=True)
-    os.replace(tmp, target)
 
 
 def last_checkpoint(folder: Path, fp: str) -> str | None:
@@ -364,8 +379,9 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     folder = variant_dir(corpus, job.variant)
     state = process_state(cfg.model.device)
     if state.is_main_process:
+        # build.json stays: the earlier adapter is still good (a changed fingerprint already marks
+        # it stale) until publish() swaps in a complete new one, so a killed rebuild loses nothing.
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / BUILD_FILE).unlink(missing_ok=True)  # the old adapter no longer counts as built
         resume = last_checkpoint(folder / CHECKPOINTS, fp)
     state.wait_for_everyone()
     if not state.is_main_process:
@@ -375,6 +391,9 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     dtype = pick_dtype(cfg.model.dtype, device)
     path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(path)
+    job.train, fitted = fit_examples(job.train, tokenizer, s.max_length)
+    job.val, fitted_val = fit_examples(job.val, tokenizer, s.max_length)
+    fitted = {k: fitted[k] + fitted_val[k] for k in fitted}
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     has_eval = bool(job.val)
     world = max(1, state.num_processes)
@@ -420,7 +439,7 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
         "tokens_per_s": round(tokens / timer.seconds, 1) if timer.seconds else None,
         "peak_memory_mb": _peak_memory_mb(), "trainable_params": trainable, "total_params": total,
         "train_runtime_s": output.metrics.get("train_runtime"),
-        "settings": s.model_dump(), "fingerprint": fp, **job.extra, **curves,
+        "settings": s.model_dump(), "fingerprint": fp, **fitted, **job.extra, **curves,
     }
     if not trainer.is_world_process_zero():
         return log
@@ -449,17 +468,10 @@ def last_checkpoint_readonly(folder: Path) -> str | None:
 def publish(corpus: Corpus, variant: str, model, log: dict, fp: str) -> dict:
     """Save the adapter under a temporary name, rename it into place, then the log, build.json last."""
     folder = variant_dir(corpus, variant)
-    for p in folder.glob(f".{ADAPTER}.*"):  # leftovers of crashed publications
-        shutil.rmtree(p, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{ADAPTER}.tmp-", dir=folder))
-    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the adapter from other users of a shared runs/
-    try:
-        model.save_pretrained(str(tmp))
-        _replace_dir(tmp, folder / ADAPTER)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    _write_json(folder / LOG_FILE, log)
+    # The old adapter is swapped out only once the new one is complete (and put back by the next
+    # build if a kill lands between the two renames).
+    atomic_dir(folder / ADAPTER, lambda tmp: model.save_pretrained(str(tmp)), replace=True)
+    atomic_write_json(folder / LOG_FILE, log)
     size = sum(p.stat().st_size for p in (folder / ADAPTER).rglob("*") if p.is_file())
     report = {
         "fingerprint": fp, "build_time_s": log["train_time_s"], "artifact_bytes": size,
@@ -468,7 +480,7 @@ def publish(corpus: Corpus, variant: str, model, log: dict, fp: str) -> dict:
         "epochs_done": log["epochs_done"], "steps": log["steps"], "resumed_from_step": log["resumed_from_step"],
         "final_train_loss": log["final_train_loss"], "best_val_loss": log["best_val_loss"], "mode": log["mode"],
     }
-    _write_json(folder / BUILD_FILE, report)  # last: its presence with this fingerprint marks the build done
+    atomic_write_json(folder / BUILD_FILE, report)  # last: its presence with this fingerprint marks the build done
     _log(f"{variant}: {log['steps']} steps, {log['epochs_done']:g} epochs in {log['train_time_s']:.0f} s, "
          f"{log['tokens_per_s'] or 0:.0f} tokens/s, train loss {log['final_train_loss'] or float('nan'):.3f}, "
          f"best val loss {log['best_val_loss'] if log['best_val_loss'] is not None else float('nan'):.3f} -> "
@@ -512,7 +524,7 @@ def _not_built(msg: str) -> Exception:
 def build(corpus: Corpus, variant: str, force: bool = False, progress: bool = True) -> dict:
     """Train the variant's adapter unless an up-to-date one exists (resuming any interrupted run)."""
     if not force and is_trained(corpus, variant):
-        return {**(_read_json(variant_dir(corpus, variant) / BUILD_FILE) or {}), "reused": True}
+        return {**(read_json(variant_dir(corpus, variant) / BUILD_FILE) or {}), "reused": True}
     if variant == "rag_sft":
         from .retrieval import build_index, is_index_fresh
 
@@ -543,7 +555,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="retrain even when up to date")
     a = p.parse_args(argv)
     quiet_libraries()
-    report = build(load_corpus(a.corpus), a.variant, force=a.force)
+    corpus = load_corpus(a.corpus)
+    if process_state(corpus.config.model.device).num_processes > 1:  # accelerate launch: the launcher's job
+        report = build(corpus, a.variant, force=a.force)
+    else:
+        from .build import corpus_lock
+
+        with corpus_lock(corpus):
+            report = build(corpus, a.variant, force=a.force)
     print(json.dumps(report, indent=2))
     return 0
 

@@ -5,16 +5,14 @@ Row: {"time": ISO 8601, "question": str, "a": variant, "b": variant, "vote": "A"
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import threading
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .storage import append_jsonl, read_jsonl
+
 VOTES = ("A", "B", "tie", "both_bad")
-_lock = threading.Lock()  # threads of one app; flock below covers several processes
 
 
 def append_vote(path: Path, question: str, a: str, b: str, vote: str, now: datetime | None = None) -> dict:
@@ -23,39 +21,13 @@ def append_vote(path: Path, question: str, a: str, b: str, vote: str, now: datet
         raise ValueError(f"vote must be one of {', '.join(VOTES)}, got {vote!r}")
     row = {"time": (now or datetime.now(timezone.utc)).isoformat(timespec="seconds"),
            "question": question, "a": a, "b": b, "vote": vote}
-    line = (json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _lock:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            _flock(fd)
-            os.write(fd, line)  # one write of one line with O_APPEND: appended whole
-        finally:
-            os.close(fd)  # closing releases the flock
+    append_jsonl(path, [row])  # under the file's lock: the app's threads and other processes alike
     return row
-
-
-def _flock(fd: int) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: the thread lock still serialises one app
-        return
-    fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def read_votes(path: Path) -> list[dict]:
     """Every well-formed vote in the file (a torn or hand-edited line is skipped, not fatal)."""
-    if not path.exists():
-        return []
-    rows = []
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict) and row.get("vote") in VOTES and row.get("a") and row.get("b"):
-            rows.append(row)
-    return rows
+    return [r for r in read_jsonl(path) if r.get("vote") in VOTES and r.get("a") and r.get("b")]
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -68,18 +40,29 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def win_rates(votes: Iterable[dict]) -> list[dict]:
-    """Per variant: comparisons, wins, ties, losses, both-bad, and the win rate with its 95% interval."""
+def tally(votes: Iterable[dict]) -> dict[str, dict]:
+    """THE vote count (the app's table and the report both use it): per variant, its wins, ties,
+    losses and both-bad, and one 1/0 'won' entry per comparison. A vote of a variant against
+    itself is not a comparison."""
     stats: dict[str, dict] = {}
     for v in votes:
-        for side, other in (("A", "B"), ("B", "A")):
-            name = v["a"] if side == "A" else v["b"]
-            s = stats.setdefault(name, {"variant": name, "votes": 0, "wins": 0, "ties": 0, "losses": 0, "both_bad": 0})
-            s["votes"] += 1
-            s["wins" if v["vote"] == side else "losses" if v["vote"] == other
-              else "ties" if v["vote"] == "tie" else "both_bad"] += 1
+        if v["a"] == v["b"]:
+            continue
+        for name, mine, theirs in ((v["a"], "A", "B"), (v["b"], "B", "A")):
+            s = stats.setdefault(name, {"win": 0, "tie": 0, "loss": 0, "both_bad": 0, "won": []})
+            key = "win" if v["vote"] == mine else "loss" if v["vote"] == theirs else v["vote"]
+            s[key] += 1
+            s["won"].append(float(key == "win"))
+    return stats
+
+
+def win_rates(votes: Iterable[dict]) -> list[dict]:
+    """Per variant: comparisons, wins, ties, losses, both-bad, and the win rate (wins / comparisons;
+    ties and 'both bad' are not wins) with its 95% Wilson interval."""
     out = []
-    for s in sorted(stats.values(), key=lambda s: (-s["wins"] / s["votes"], s["variant"])):
-        lo, hi = wilson(s["wins"], s["votes"])
-        out.append({**s, "win_rate": s["wins"] / s["votes"], "low": lo, "high": hi})
-    return out
+    for name, s in tally(votes).items():
+        n = len(s["won"])
+        lo, hi = wilson(s["win"], n)
+        out.append({"variant": name, "votes": n, "wins": s["win"], "ties": s["tie"], "losses": s["loss"],
+                    "both_bad": s["both_bad"], "win_rate": s["win"] / n, "low": lo, "high": hi})
+    return sorted(out, key=lambda r: (-r["win_rate"], r["variant"]))

@@ -17,7 +17,7 @@ from assistant.app import build_app, evaluation_status, history_of, render_answe
 from assistant.serving import (Column, blind_pair, check_question, example_questions, load_lineup, load_report,
                                stream_columns)
 from assistant.corpus import load_corpus
-from assistant.variants import ABSTAIN_TEXT, Answer, Prompt, load_variant, open_engine
+from assistant.variants import ABSTAIN_TEXT, Answer, Prompt, Source, load_variant, open_engine
 from assistant.variants.prompted import PromptedVariant
 
 
@@ -76,12 +76,14 @@ def test_question_checks_name_the_limit():
     assert "101 characters" in msg and "limit is 100" in msg and "max_question_chars" in msg
 
 
-def test_blind_pairs_are_seeded_per_question_and_both_orders_occur():
+def test_blind_pairs_are_drawn_afresh_each_showing_and_both_orders_occur():
+    import random
+
     names = ["prompted", "rag", "sft", "rag_sft"]
-    assert blind_pair("How long?", names) == blind_pair("  how long? ", list(reversed(names)))
-    pairs = [blind_pair(f"question {i}", names) for i in range(60)]
+    rng = random.Random(0)
+    pairs = [blind_pair("How long?", names, rng) for i in range(60)]  # one question, asked 60 times
     assert all(a != b and {a, b} <= set(names) for a, b in pairs)
-    assert len(set(pairs)) == 12  # every ordered pair of four variants shows up
+    assert len(set(pairs)) == 12  # every ordered pair of four variants shows up, for the same question
     assert blind_pair("q", ["prompted", "rag"]) in {("prompted", "rag"), ("rag", "prompted")}
 
 
@@ -211,9 +213,52 @@ def test_answer_rendering_shows_stats_only_when_done():
     assert render_answer(Column(done=True, error="ValueError: x")) == "**Error:** ValueError: x"
 
 
+def test_answers_and_questions_render_as_text_with_honest_citations():
+    from assistant.app import render_chat, shown_citations
+
+    src = [Source("docs/a.md", "", "x", 0.9, 1), Source("docs/b.md", "", "y", 0.8, 2)]
+    a = Answer("<img src=x onerror=alert(1)> Yes [1] [2] [4].", "rag", src, 1.0, 10, 64)
+    msgs = render_chat([("<b>hi</b>", Column(a, done=True))], max_new_tokens=64)
+    assert msgs[0]["content"] == "&lt;b&gt;hi&lt;/b&gt;"
+    body = msgs[1]["content"]
+    assert "<img" not in body and "&lt;img" in body
+    assert "[1] [2]" in body and "[4]" not in body  # three markers, two passages shown
+    assert "cut off at the 64-token limit" in body  # 64 of max_new_tokens=64
+    blind = render_chat([("q", Column(a, done=True))], stats=False, blind=True)[1]["content"]
+    assert "[1]" not in blind and "[2]" not in blind
+    assert "cut off" not in render_chat([("q", Column(Answer("ok", "rag", [], 1, 5, 3), done=True))],
+                                        max_new_tokens=64)[1]["content"]
+    assert shown_citations("see [1] and [3]", 2) == "see [1] and"
+
+
+def test_app_address_follows_gradio_conventions_and_refuses_remote_by_default(monkeypatch):
+    from assistant.app import parse_auth, serve_address
+    from assistant.errors import UsageError
+
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    assert serve_address(None, None) == ("127.0.0.1", 7860)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7999")
+    assert serve_address(None, None) == ("127.0.0.1", 7999)
+    assert serve_address(None, 8001) == ("127.0.0.1", 8001)  # the flag beats the environment
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    with pytest.raises(UsageError, match="--allow-remote"):
+        serve_address(None, None)
+    assert serve_address(None, None, allow_remote=True) == ("0.0.0.0", 7999)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "abc")
+    with pytest.raises(UsageError, match="GRADIO_SERVER_PORT"):
+        serve_address("127.0.0.1", None)
+    assert parse_auth("ann:pw:x") == ("ann", "pw:x") and parse_auth(None) is None
+    with pytest.raises(UsageError, match="USER:PASSWORD"):
+        parse_auth("ann")
+
+
 def test_build_app_has_a_column_per_served_variant(tiny_corpus):
     lineup = load_lineup(tiny_corpus)
     ids = {getattr(b, "elem_id", None) for b in build_app(tiny_corpus, lineup).blocks.values()}
+    assert "report-rerun" not in ids  # visitors cannot start an evaluation unless the operator allows it
+    assert "report-rerun" in {getattr(b, "elem_id", None)
+                              for b in build_app(tiny_corpus, lineup, allow_eval=True).blocks.values()}
     assert {"chat-prompted", "question", "ask", "clear", "verdict", "report-refresh"} <= ids
     assert {i for i in ids if i and i.startswith("chat-")} == {f"chat-{n}" for n in lineup.variants}
     assert ("blind-explain" in ids) == (len(lineup.variants) < 2)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from assistant.corpus import load_corpus
-from assistant.serving import blind_pair, example_questions, load_report
+from assistant.serving import example_questions, load_report
 from assistant.variants import NotBuilt, variant_class
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -110,6 +111,19 @@ def test_chat_report_and_blind_vote_in_a_real_browser(tiny_corpus_dir, tmp_path)
             for name in {"sft", "rag_sft"} - set(built):
                 expect(page.locator("#missing")).to_contain_text(f"--variant {name}")
 
+            # Nothing under runs/ is served (answer caches, votes), and no path escapes.
+            for leak in (corpus.runs_dir / "votes.jsonl", corpus.runs_dir, Path("/etc/passwd")):
+                leak_url = f"{url}gradio_api/file={leak}"
+                with pytest.raises(urllib.error.HTTPError) as refused:
+                    urllib.request.urlopen(leak_url, timeout=10)
+                assert refused.value.code in (403, 404), leak_url
+            for trick in ("gradio_api/file=../../../../etc/passwd", "gradio_api/file=%2e%2e/%2e%2e/etc/passwd"):
+                try:
+                    body = urllib.request.urlopen(url + trick, timeout=10).read()
+                except urllib.error.HTTPError:
+                    continue
+                assert b"root:" not in body, trick
+
             # Nothing evaluated yet: the report tab says which command to run.
             page.get_by_role("tab", name="Report").click()
             expect(page.locator("#verdict")).to_contain_text(
@@ -151,6 +165,14 @@ def test_chat_report_and_blind_vote_in_a_real_browser(tiny_corpus_dir, tmp_path)
             page.locator("#clear").click()
             expect(page.locator("#chat-prompted .stats")).to_have_count(0)
 
+            # A question with HTML in it is shown as typed, not rendered.
+            page.locator("#question textarea").fill("<b>bold?</b> <img src=x onerror=\"window.pwned=1\">")
+            page.locator("#ask").click()
+            expect(page.locator("#chat-prompted")).to_contain_text("<b>bold?</b>")
+            expect(page.locator("#chat-prompted b")).to_have_count(0)
+            assert page.evaluate("window.pwned") is None
+            page.locator("#clear").click()
+
             # Blind comparison: answers under A/B, a vote, the labels revealed.
             page.get_by_role("tab", name="Blind comparison").click()
             question = "Which days is the workshop closed?"
@@ -161,8 +183,9 @@ def test_chat_report_and_blind_vote_in_a_real_browser(tiny_corpus_dir, tmp_path)
                 page.locator("#blind-ask").click()
                 expect(page.locator("#vote-tie")).to_be_enabled()
                 page.locator("#vote-tie").click()
-                a, b = blind_pair(question, built)
-                expect(page.locator("#blind-reveal")).to_contain_text(f"A was {a}, B was {b}")
+                expect(page.locator("#blind-reveal")).to_contain_text("A was ")
+                a, b = re.search(r"A was (\w+), B was (\w+)", page.locator("#blind-reveal").inner_text()).groups()
+                assert {a, b} == set(built[:2]) and a != b
                 expect(page.locator("#vote-A")).to_be_disabled()  # one vote per answer pair
                 rows = [json.loads(line) for line in (corpus.runs_dir / "votes.jsonl").read_text().splitlines()]
                 assert len(rows) == 1

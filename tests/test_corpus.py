@@ -1,4 +1,5 @@
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -45,7 +46,7 @@ def test_config_errors_name_the_line(tmp_path):
         load_config(cfg)
     text = str(e.value)
     assert f"{cfg}:3: generation.batch_size" in text
-    assert "lora.rank" in text and "Extra inputs" in text
+    assert f"{cfg}:5: unknown field 'lora.rank'" in text
     cfg.write_text("name: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(cfg)
@@ -58,3 +59,22 @@ def test_html_documents_keep_headings(tmp_path):
     text = read_document(page)
     assert text.startswith("# Care") and "## Drying" in text and "Air dry only." in text
     assert "evil" not in text and "x{}" not in text
+
+
+def test_artifacts_follow_the_corpus_folder_not_the_working_directory(tmp_path, monkeypatch):
+    import shutil
+
+    from assistant.corpus import PROJECT_ROOT
+
+    a, b = tmp_path / "one" / "shop", tmp_path / "two" / "shop"  # same name, two folders
+    for d in (a, b):
+        shutil.copytree(Path(__file__).parent / "fixtures" / "tiny", d)
+    monkeypatch.chdir(tmp_path)
+    runs_a = load_corpus("one/shop").runs_dir
+    monkeypatch.chdir(tmp_path / "one")
+    assert load_corpus("shop").runs_dir == runs_a == a.resolve() / "runs"  # from anywhere, the same folder
+    assert load_corpus(b).runs_dir != runs_a  # same corpus name, never the same artifacts
+    assert load_corpus(PROJECT_ROOT / "corpora" / "ecostride").runs_dir == PROJECT_ROOT / "runs" / "ecostride"
+    with open(a / "corpus.yaml", "a") as f:
+        f.write("runs_dir: ../artifacts\n")
+    assert load_corpus(a).runs_dir == (tmp_path / "one" / "artifacts").resolve()

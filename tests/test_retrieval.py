@@ -254,3 +254,48 @@ def test_ask_unbuilt_rag_names_the_build_command(tiny_corpus_dir, capsys):
 
     assert main(["ask", str(tiny_corpus_dir), "--variant", "rag", "hi"]) == 2
     assert f"assistant build {tiny_corpus_dir} --variant rag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", ["cjk", "no_spaces", "huge_line"])
+def test_chunks_have_a_hard_size_cap_whatever_the_script(script):
+    import time
+
+    from assistant.chunking import chunk_documents, max_chars, token_counter
+    from assistant.config import ChunkSettings
+    from assistant.corpus import Document
+    from assistant.models import load_tokenizer, resolve_embedder
+
+    tok = load_tokenizer(resolve_embedder("all-MiniLM-L6-v2"))
+    count = token_counter(tok)
+    text = {"cjk": "退货政策。自行车在交付后二十一天内可以退货，需要保留原始包装和收据。" * 300,
+            "no_spaces": "abcdefghij0123456789" * 2000,
+            "huge_line": ("word " * 9 + "x" * 40 + " ") * 12_000}[script]  # 1 MB on one line
+    settings = ChunkSettings(chunk_tokens=64, overlap_tokens=16)
+    t0 = time.perf_counter()
+    chunks = chunk_documents([Document("docs/a.md", text)], settings, count)
+    assert time.perf_counter() - t0 < 120
+    assert len(chunks) > 10
+    sizes = count([c.text for c in chunks])
+    assert max(sizes) <= 64 and max(len(c.text) for c in chunks) <= max_chars(64)
+    if script == "cjk":  # cut by characters: nothing lost, no spaces inserted
+        assert "".join(c.text for c in chunks[:1]) in text and " " not in chunks[0].text
+
+
+def test_prompts_never_exceed_the_model_context(built, monkeypatch):
+    from assistant.variants import Source, load_variant
+
+    rag = load_variant("rag", built)
+    prompted = load_variant("prompted", built, rag.engine)
+    for v in (rag, prompted):
+        monkeypatch.setattr(v, "context_tokens", lambda: 300)
+    budget = 300 - rag.engine.max_new_tokens
+    passages = [Source("docs/returns.md", "Returns", "Bikes can be returned within 21 days. " * 8, 0.9, i)
+                for i in range(1, 11)]
+    history = [("An earlier question " * 10, "An earlier answer " * 10)] * 3
+    p = rag.prompt_from("How long?", passages, history)
+    assert rag.engine.count_tokens(rag.engine.render(p.messages)) <= budget
+    assert 1 <= len(p.sources) < len(passages)  # the shown passages only: citations point into them
+    assert p.messages[-1]["content"].endswith("Question: How long?") and len(p.messages) == 2  # history went first
+    q = prompted.prompt("How long?", history)
+    assert prompted.engine.count_tokens(prompted.engine.render(q.messages)) <= budget
+    assert q.messages[-1]["content"] == "How long?"

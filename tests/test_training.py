@@ -51,8 +51,8 @@ def test_examples_mask_the_prompt_and_match_the_serving_prompt(tiny_corpus_dir):
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tok,
                          peft_config=training.lora_config(s))
     engine = Engine(model, tok)
-    variant = SftVariant.__new__(SftVariant)  # prompt() needs only the corpus
-    variant.corpus = corpus
+    variant = SftVariant.__new__(SftVariant)  # prompt() needs only the corpus and the engine (context fit)
+    variant.corpus, variant.engine = corpus, engine
     for row, q in zip(trainer.train_dataset, corpus.questions("train")):
         ids, labels = row["input_ids"], row["labels"]
         served = tok(engine.render(variant.prompt(q.question).messages), add_special_tokens=False)["input_ids"]
@@ -290,3 +290,22 @@ def test_one_engine_switches_adapters_like_separate_engines(tmp_path):
         torch.testing.assert_close(logits(shared, adapter), alone[adapter][1])
     assert not torch.allclose(alone["sft"][1], alone[None][1])
     assert not torch.allclose(alone["sft"][1], alone["rag_sft"][1])
+
+
+def test_examples_over_max_length_keep_their_answer(tiny_corpus_dir):
+    from assistant.models import load_tokenizer, resolve_model
+
+    tok = load_tokenizer(resolve_model("tiny-random"))
+    long_passages = "Passages:\n" + "\n".join(f"[{i}] filler text about bikes number {i}." for i in range(200))
+    rows = [training.example([{"role": "system", "content": "Be brief."},
+                              {"role": "user", "content": long_passages + "\n\nQuestion: How long?"}], "Within 21 days."),
+            training.example([{"role": "user", "content": "Short?"}], "Yes."),
+            training.example([{"role": "user", "content": "Q"}], "word " * 400)]  # the answer alone is too long
+    fitted, counts = training.fit_examples(rows, tok, 128)
+    assert counts == {"truncated_examples": 1, "dropped_examples": 1} and len(fitted) == 2
+    cut = fitted[0]
+    assert cut["completion"] == rows[0]["completion"]  # the answer is whole
+    assert cut["prompt"][-1]["content"].endswith("Question: How long?") and "…" in cut["prompt"][-1]["content"]
+    text = tok.apply_chat_template(cut["prompt"] + cut["completion"], tokenize=False)
+    assert len(tok(text, add_special_tokens=False)["input_ids"]) <= 128
+    assert fitted[1] == rows[1]

@@ -23,7 +23,6 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
@@ -276,13 +275,10 @@ def rouge_and_similarity(answers: Sequence[str], references: Sequence[str]) -> t
     return [float(x) for x in rouge], [float(x) for x in sim]
 
 
-@lru_cache(maxsize=2)
 def load_embedder(name: str):
-    from sentence_transformers import SentenceTransformer
+    from ..models import load_embedder as load  # the one loader, shared with retrieval
 
-    from ..models import resolve_embedder
-
-    return SentenceTransformer(resolve_embedder(name), device="cpu")
+    return load(name)
 
 
 def embed(embedder, texts: Sequence[str]) -> np.ndarray:

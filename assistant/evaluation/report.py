@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ..corpus import Corpus
+from ..storage import atomic_new_dir
 from . import plots
 from .verdict import pct
 
@@ -286,48 +286,40 @@ def judge_section(metrics: dict, rows: list[dict]) -> list[str]:
 
 def html(md: str, images: dict[str, str], title: str) -> str:
     """report.md rendered to one HTML file with every plot inlined as base64 PNG."""
+    import html as html_lib
+
     from markdown_it import MarkdownIt
 
-    body = MarkdownIt("commonmark").enable("table").render(md)
+    # html off: answers, questions and documents are shown as text, so a crafted answer cannot
+    # run script in the report (it is opened from disk and through the app, same origin).
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
     for path in images.values():
         data = base64.b64encode(Path(path).read_bytes()).decode()
         body = body.replace(f'src="plots/{Path(path).name}"', f'src="data:image/png;base64,{data}"')
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:4px 8px;"
              "vertical-align:top}th{background:#f3f3f3}img{max-width:100%}code{background:#f3f3f3;padding:1px 4px}")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html_lib.escape(title)}</title><style>{style}</style>"
             f"</head><body>{body}</body></html>")
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def write_report(corpus: Corpus, rows: list[dict], metrics: dict) -> Path:
     """Write the whole report folder atomically and point eval/latest at it."""
     eval_dir = corpus.runs_dir / "eval"
-    eval_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    final, n = eval_dir / stamp, 1
-    while final.exists():
-        n += 1
-        final = eval_dir / f"{stamp}-{n}"
-    tmp = eval_dir / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "plots").mkdir(parents=True)
-    try:
+
+    def build(tmp: Path) -> None:
+        (tmp / "plots").mkdir()
         images = plots.draw_all(metrics, rows, corpus.runs_dir, tmp / "plots")
         metrics["plots"] = {k: f"plots/{Path(p).name}" for k, p in images.items()}
         md = markdown(metrics, rows, images)
-        _write(tmp / "results.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        _write(tmp / "metrics.json", json.dumps(metrics, indent=2, ensure_ascii=False))
-        _write(tmp / "report.md", md)
-        _write(tmp / "report.html", html(md, images, f"{metrics['corpus']} evaluation"))
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "results.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                           encoding="utf-8")
+        (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")
+        (tmp / "report.md").write_text(md, encoding="utf-8")
+        (tmp / "report.html").write_text(html(md, images, f"{metrics['corpus']} evaluation"), encoding="utf-8")
+
+    # A private temp folder per process, renamed to a free name: two evaluations never collide.
+    final = atomic_new_dir(eval_dir, datetime.now().strftime("%Y%m%d-%H%M%S"), build)
     link = eval_dir / f".latest.{os.getpid()}.tmp"
     link.unlink(missing_ok=True)
     link.symlink_to(final.name)

@@ -8,8 +8,6 @@ only answers what the change touched.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import random
 from collections import defaultdict
 from contextlib import nullcontext
@@ -22,6 +20,7 @@ from tqdm.auto import tqdm
 from ..config import VARIANTS
 from ..corpus import Corpus, CorpusError, QAItem, read_qa
 from ..errors import UsageError
+from ..storage import append_jsonl, read_jsonl
 from ..variants import NotBuilt, load_variant, open_engine, variant_class
 from . import report, scoring
 
@@ -95,24 +94,15 @@ class AnswerCache:
 
     def __init__(self, path: Path):
         self.path = path
-        self.answers: dict[str, dict] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    row = json.loads(line)
-                    self.answers[row["key"]] = row["answer"]
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    continue  # a line cut short by an interruption: answered again
+        # A line cut short by an interruption is skipped by read_jsonl: that question is answered again.
+        self.answers: dict[str, dict] = {r["key"]: r["answer"] for r in read_jsonl(path)
+                                         if isinstance(r.get("key"), str) and isinstance(r.get("answer"), dict)}
 
     def add(self, pairs: list[tuple[EvalItem, dict]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            for item, answer in pairs:
-                f.write(json.dumps({"key": item.key, "id": item.qa.id, "question": item.qa.question,
-                                    "answer": answer}, ensure_ascii=False) + "\n")
-                self.answers[item.key] = answer
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, [{"key": item.key, "id": item.qa.id, "question": item.qa.question, "answer": answer}
+                                 for item, answer in pairs])
+        self.answers.update((item.key, answer) for item, answer in pairs)
 
 
 def ready_variants(corpus: Corpus, names: list[str] | None, console: Console) -> list[tuple[str, str]]:
@@ -168,13 +158,18 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
     console = console or Console(stderr=True)
     if limit is not None and limit < 1:
         raise UsageError("--limit must be at least 1")
+    if not corpus.questions("test"):  # general/safety suites alone say nothing about the corpus
+        raise CorpusError([_no_questions(corpus)])
     items = eval_items(corpus, limit, console)
     if not items:
         raise CorpusError([_no_questions(corpus)])
-    ready = ready_variants(corpus, variants, console)
-    if not ready:
-        raise NotBuilt(f"no requested variant is built for {corpus.name!r}; run: assistant build {corpus.root}")
-    answers = collect_answers(corpus, items, ready, console)
+    from ..build import corpus_lock
+
+    with corpus_lock(corpus):  # no build may replace an adapter while it answers
+        ready = ready_variants(corpus, variants, console)
+        if not ready:
+            raise NotBuilt(f"no requested variant is built for {corpus.name!r}; run: assistant build {corpus.root}")
+        answers = collect_answers(corpus, items, ready, console)
     rows = scoring.score_rows(corpus, items, answers, [n for n, _ in ready])
     scoring.apply_gate(rows, items, answers)
     judged = _judge(corpus, items, answers, rows, console) if judge else None
@@ -210,5 +205,6 @@ def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None
 def _no_questions(corpus: Corpus):
     from ..corpus import Problem
 
-    return Problem(str(corpus.root / "qa.jsonl"), 1, "no test questions to evaluate; add rows with "
-                   "\"split\": \"test\" (or a general/safety suite)")
+    qa = corpus.root / "qa.jsonl"
+    return Problem(str(qa), 1, ("no test questions to evaluate" if qa.exists() else "file not found: no test "
+                   "questions to evaluate") + "; add rows with \"split\": \"test\" (`assistant import` can make them)")

@@ -164,18 +164,11 @@ def read_votes(corpus: Corpus, n_boot: int, seed: int) -> dict | None:
 
     Same definition as the app: win rate = wins / comparisons; ties and 'both bad' are not wins.
     """
-    from ..votes import read_votes as read
+    from ..votes import read_votes as read, tally
 
-    scores: dict[str, list[float]] = defaultdict(list)
-    counts: dict[str, dict] = defaultdict(lambda: {"win": 0, "tie": 0, "loss": 0, "both_bad": 0})
-    for v in read(corpus.runs_dir / "votes.jsonl"):
-        if v["a"] == v["b"]:
-            continue
-        for me, mine, theirs in ((v["a"], "A", "B"), (v["b"], "B", "A")):
-            key = "win" if v["vote"] == mine else "loss" if v["vote"] == theirs else v["vote"]
-            counts[me][key] += 1
-            scores[me].append(float(key == "win"))
-    return {v: {**counts[v], **rate(s, n_boot, seed)} for v, s in sorted(scores.items())} or None
+    counts = tally(read(corpus.runs_dir / "votes.jsonl"))
+    return {v: {**{k: c[k] for k in ("win", "tie", "loss", "both_bad")}, **rate(c["won"], n_boot, seed)}
+            for v, c in sorted(counts.items())} or None
 
 
 def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprints: dict | None = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
@@ -108,6 +108,27 @@ class Variant:
         evaluation answers general and safety probes this way, so forgetting and refusals are the
         model's own. A no-op for variants without a gate."""
         yield
+
+    def context_tokens(self) -> int:
+        """The model's context window (positions), prompt and answer together."""
+        config = getattr(getattr(self.engine, "model", None), "config", None)
+        return int(getattr(config, "max_position_embeddings", None) or 2048)
+
+    def fitted(self, make: Callable[[list, list], Messages], passages: Sequence = (),
+               history: Sequence[tuple[str, str]] = ()) -> tuple[Messages, list]:
+        """`make(passages, history)` with the oldest turns, then the last passages, left out until
+        the prompt plus `max_new_tokens` fits the model's context (a prompt past it would fail, or
+        be cut where the question is). Returns the messages and the passages they show."""
+        passages, history = list(passages), list(history)
+        budget = self.context_tokens() - getattr(self.engine, "max_new_tokens", 0)
+        while True:
+            messages = make(passages, history)
+            if self.engine.count_tokens(self.engine.render(messages)) <= budget or not (history or len(passages) > 1):
+                return messages, passages
+            if history:
+                history.pop(0)
+            else:
+                passages.pop()
 
     def answer(self, question: str) -> Answer:
         return self.answer_many([question])[0]

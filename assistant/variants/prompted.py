@@ -17,5 +17,7 @@ class PromptedVariant(Variant):
         return pairs[:n]
 
     def prompt(self, question: str, history: Sequence[tuple[str, str]] = ()) -> Prompt:
-        turns = self.few_shot() + list(history)
-        return Prompt(self.with_history(self.system_prompt(), turns, question))
+        shots = self.few_shot()
+        messages, _ = self.fitted(lambda _, h: self.with_history(self.system_prompt(), shots + h, question),
+                                  history=history)  # past turns go first when the context is full
+        return Prompt(messages)

@@ -73,7 +73,9 @@ class RagVariant(Variant):
             if self.settings.below_min_score == "no_context" or self.gate_is_open:
                 return Prompt(self.with_history(self.system_prompt(), history, question), sources, True)
             return Prompt(None, sources, True)
-        return Prompt(rag_messages(self.system_prompt(), question, sources, history), sources)
+        messages, shown = self.fitted(lambda ps, h: rag_messages(self.system_prompt(), question, ps, h), sources,
+                                      history)
+        return Prompt(messages, shown)  # the passages shown: citations [n] point into exactly these
 
     @contextmanager
     def gate_open(self) -> Iterator[None]:

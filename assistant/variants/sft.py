@@ -35,4 +35,4 @@ class SftVariant(Variant):
 
     def prompt(self, question: str, history: Sequence[tuple[str, str]] = ()) -> Prompt:
         # Exactly the training prompt (training.qa_examples): system prompt, then the question.
-        return Prompt(self.with_history(self.system_prompt(), history, question))
+        return Prompt(self.fitted(lambda _, h: self.with_history(self.system_prompt(), h, question), history=history)[0])
