@@ -60,7 +60,7 @@ def render_sources(sources: list[Source]) -> str:
         heading = f" › {s.heading}" if s.heading else ""
         text = " ".join(s.text.split())
         text = text if len(text) <= 400 else text[:400] + "…"
-        parts.append(f"**[{s.rank or i}] {s.path}{heading}** · score {s.score:.3f}\n\n> {text}")
+        parts.append(f"**[{s.rank or i}] {s.citation()}{heading}** · score {s.score:.3f}\n\n> {text}")
     return "\n\n".join(parts)
 
 

@@ -45,7 +45,7 @@ def cmd_ask(args) -> int:
     print(answer.text)
     for s in answer.sources:
         heading = f" > {s.heading}" if s.heading else ""
-        print(f"  [{s.rank}] {s.path}{heading}  (score {s.score:.3f})")
+        print(f"  [{s.rank}] {s.citation()}{heading}  (score {s.score:.3f})")
     print(f"-- {args.variant}: {answer.latency_s:.2f} s, {answer.prompt_tokens} prompt + "
           f"{answer.completion_tokens} answer tokens", file=sys.stderr)
     return 0
