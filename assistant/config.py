@@ -170,6 +170,13 @@ class GeneratorSettings(Settings):
     max_concurrency: int = Field(4, ge=1, le=256, description="requests in flight at once")
     timeout_s: float = Field(120, gt=0, description="per request")
     seed: int = Field(0, description="seed sent with each request and used for the splits")
+    # A 135M model cannot write a question, its answer and an exact key fact in one go (measured on
+    # ecostride: 0 of 27 items kept); it can write a question for a given sentence. auto: sentence
+    # mode for the local model, passage mode for a server.
+    mode: Literal["auto", "passage", "sentence"] = Field(
+        "auto", description="passage: the generator writes question, answer and key fact per passage; sentence: "
+                            "key facts are the numbers of a source sentence, the answer that sentence, and the "
+                            "generator writes only the questions")
     max_new_tokens: int = Field(384, ge=16, le=8192, description="tokens per generation")
     questions_per_section: int = Field(3, ge=1, le=20)
     wordings: int = Field(3, ge=1, le=10, description="wordings asked for per question (the first included); "
