@@ -3,8 +3,8 @@
 Teams' documents are mostly PDFs, Word files and slide decks. `markitdown` turns DOCX, PPTX and
 XLSX into Markdown with their headings, slide titles and sheet names kept. PDFs are read page by
 page with the pdfminer that markitdown brings (markitdown itself returns one text without page
-numbers), so a passage can be cited as `docs/manual.pdf p. 3`; a one-line text box set in a
-clearly larger font than the page's body text becomes a Markdown heading, so chunking and
+numbers), so a passage can be cited as `docs/manual.pdf p. 3`; a line set in a
+clearly larger font than the body text becomes a Markdown heading (the largest size `#`), so chunking and
 question generation see the structure.
 
 A conversion is cached by the file's content hash under `<cache>/ingest/` (see
@@ -118,7 +118,7 @@ def _reason(e: Exception) -> str:
 
 
 def _pdf(path: Path) -> Converted:
-    """Page by page with pdfminer; a line set clearly larger than the body text becomes a `##` heading."""
+    """Page by page with pdfminer; a line set clearly larger than the body text becomes a heading."""
     from pdfminer.high_level import extract_pages
     from pdfminer.layout import LTChar, LTTextContainer, LTTextLine
     from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
@@ -127,9 +127,10 @@ def _pdf(path: Path) -> Converted:
         sizes = [c.size for c in line if isinstance(c, LTChar)]
         return statistics.median(sizes) if sizes else 0.0
 
-    try:  # each page: its text boxes, each box its (text, font size) lines
-        pages = [[[(ln.get_text().strip(), size(ln)) for ln in box if isinstance(ln, LTTextLine) and ln.get_text().strip()]
-                  for box in layout if isinstance(box, LTTextContainer)]
+    try:  # each page: its text lines in reading order, with font size and vertical position
+        pages = [[(re.sub(r"\s+", " ", ln.get_text()).strip(), size(ln), ln.y0, ln.y1)
+                  for box in layout if isinstance(box, LTTextContainer)
+                  for ln in box if isinstance(ln, LTTextLine) and ln.get_text().strip()]
                  for layout in extract_pages(str(path))]
     except (PDFPasswordIncorrect, PDFEncryptionError):
         raise IngestError("the PDF is encrypted (password-protected); save an unprotected copy and replace it") from None
@@ -139,24 +140,33 @@ def _pdf(path: Path) -> Converted:
     # The body size is the size most characters are set in.
     weights: dict[float, int] = {}
     for page in pages:
-        for box in page:
-            for text, s in box:
-                weights[round(s, 1)] = weights.get(round(s, 1), 0) + len(text)
+        for text, s, _, _ in page:
+            weights[round(s, 1)] = weights.get(round(s, 1), 0) + len(text)
     body_size = max(weights, key=weights.get) if weights else 0.0
+
+    def is_heading(text: str, s: float) -> bool:
+        return bool(text) and bool(body_size) and s >= HEADING_SIZE_RATIO * body_size and len(text) < 120
+
+    # Heading levels by size: the largest heading size is `#`, the next `##`, smaller ones `###`.
+    sizes = sorted({round(s, 1) for page in pages for text, s, _, _ in page if is_heading(text, s)}, reverse=True)
     lines: list[str] = []
     starts: list[int] = []
     for page in pages:
         starts.append(len(lines))
-        for box in page:
-            para: list[str] = []
-            for text, s in box + [("", 0.0)]:  # the sentinel ends the box's last paragraph
-                heading = text and body_size and s >= HEADING_SIZE_RATIO * body_size and len(text) < 120
-                if (heading or not text) and para:
-                    # pdfminer keeps the PDF's line breaks inside a paragraph: join them, mend hyphens.
-                    lines += [re.sub(r"-\n(?=[a-z])", "", "\n".join(para)).replace("\n", " "), ""]
-                    para = []
-                if heading:
-                    lines += [f"## {text}", ""]
-                elif text:
-                    para.append(text)
+        para: list[str] = []
+        below = None  # bottom of the previous line
+        # Line spacing differs between PDFs: a gap clearly wider than the page's usual one ends a paragraph.
+        gaps = [a[2] - b[3] for a, b in zip(page, page[1:]) if a[2] - b[3] > 0]
+        usual = statistics.median(gaps) if gaps else 0.0
+        for text, s, y0, y1 in page + [("", 0.0, 0.0, 0.0)]:  # the sentinel ends the page's last paragraph
+            heading = is_heading(text, s)
+            gap = below is not None and (below - y1) > 1.5 * usual + 1.0
+            if (heading or not text or gap) and para:
+                lines += [re.sub(r"(?<=[a-z])- (?=[a-z])", "", " ".join(para)), ""]  # mend hyphenation
+                para = []
+            if heading:
+                lines += ["#" * min(sizes.index(round(s, 1)) + 1, 3) + f" {text}", ""]
+            elif text:
+                para.append(text)
+            below = y0
     return Converted("\n".join(lines), starts)

@@ -87,14 +87,14 @@ PAGES = [("Opening hours", "The shop opens at 9 am and closes at 6 pm from Monda
 def test_pdf_pages_and_headings_reach_the_chunks(tmp_path):
     pdf = make_pdf(tmp_path / "manual.pdf", PAGES)
     out = convert(pdf)
-    assert "## Opening hours" in out.text and "## Repairs" in out.text
+    assert "# Opening hours" in out.text and "# Repairs" in out.text
     assert "puncture repair costs 12 euros" in out.text
     assert out.pages is not None and len(out.pages) == 2
     from assistant.corpus import Document
 
     doc = Document("docs/manual.pdf", out.text, out.pages)
     secs = page_sections(doc)
-    assert [(h, p) for h, _, p in secs] == [("Manual > Opening hours", 1), ("Manual > Repairs", 2)]
+    assert [(h, p) for h, _, p in secs] == [("Opening hours", 1), ("Repairs", 2)]
     chunks = chunk_documents([doc], ChunkSettings(chunk_tokens=16, overlap_tokens=4), word_counter)
     assert {c.page for c in chunks if "puncture" in c.text} == {2}
     assert all(c.page == 1 for c in chunks if "9 am" in c.text)
