@@ -120,6 +120,15 @@ def test_docx_and_pptx_keep_headings(tmp_path):
     pptx_text = convert(make_pptx(tmp_path / "winter.pptx")).text
     assert "# Winter service" in pptx_text and "35 euros" in pptx_text
     assert "<!--" not in pptx_text
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    wb.active.title = "Prices"
+    wb.active.append(["Service", "Price"])
+    wb.active.append(["Puncture repair", "12 euros"])
+    wb.save(tmp_path / "prices.xlsx")
+    xlsx_text = convert(tmp_path / "prices.xlsx").text
+    assert "## Prices" in xlsx_text and "| Puncture repair | 12 euros |" in xlsx_text
 
 
 @pytest.mark.parametrize("kind, expected", [

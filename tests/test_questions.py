@@ -209,3 +209,18 @@ def test_leakage_guard_drops_held_out_repeats_of_train_questions(monkeypatch):
     assert leaks(qs[:3], ["train", "test", "test"], "all-MiniLM-L6-v2") == [False, True, False]
     monkeypatch.setattr(checks, "NEAR_DUPLICATE", 0.8)  # the embedding half of the rule
     assert leaks([qs[0], qs[3]], ["train", "val"], "all-MiniLM-L6-v2") == [False, True]
+
+
+def test_origin_fields_leave_written_rows_and_their_fingerprints_alone(tmp_path):
+    from assistant.corpus import QAItem
+    from assistant.evaluation.report import _augmented_training
+
+    written = QAItem(id="a", question="How long?", answer="21 days", key_facts=["21 days"])
+    assert "origin" not in written.model_dump_json() and "generator" not in written.model_dump_json()
+    made = written.model_copy(update={"origin": "augmented", "generator": "canned-7b"})
+    assert json.loads(made.model_dump_json())["origin"] == "augmented"
+    (tmp_path / "sft").mkdir()
+    (tmp_path / "sft" / "training_log.json").write_text(json.dumps({"augmented_train_examples": 12}))
+    (tmp_path / "rag_sft").mkdir()
+    (tmp_path / "rag_sft" / "training_log.json").write_text(json.dumps({"train_examples": 3}))
+    assert _augmented_training(tmp_path) == {"sft": 12, "rag_sft": 0}
