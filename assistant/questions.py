@@ -56,9 +56,10 @@ UNANSWERED = "I don't know."
 PROMPT_VERSION = 1  # bump when a prompt changes: cached generations are keyed by it
 CACHE_BATCH = 16  # prompts generated between two cache appends (what an interruption can lose)
 # Numbers with their unit ("30 days", "$7.95", "9 am"): the key facts of an answer that names none.
-UNITS = ("business days|working days|days?|weeks?|months?|years?|hours?|minutes?|seconds?|am|pm|percent|"
-         "characters|points|pairs|items|orders|euros?|dollars?|pounds|kg|g|km|cm|mm|m|ml|l")
-NUMBER_FACT = re.compile(rf"[$€£]?\d+(?:[.,:]\d+)*(?:\s?%|\s(?:{UNITS})\b)?")
+UNITS = (r"business days|working days|days?|weeks?|months?|years?|hours?|minutes?|seconds?|am|pm|a\.m\.|p\.m\.|"
+         r"percent|characters|points|pairs|items|orders|euros?|dollars?|pounds|kg|g|km|cm|mm|m|ml|l")
+# Not inside a word ("CO2e", "ES-204871" keep their digits to themselves).
+NUMBER_FACT = re.compile(rf"(?<![\w-])[$€£]?\d+(?:[.,:]\d+)*(?:\s?%|°[CF]|\s(?:{UNITS})(?!\w))?(?![\w-])")
 
 
 # -- passages -------------------------------------------------------------------------------------
