@@ -550,8 +550,10 @@ def augment(corpus: Corpus, items: list[QAItem], n: int, generator: Generator | 
     if s.mode == "sentence" or (s.mode == "auto" and not s.base_url):
         # A small model rewords poorly; asked for a question from the reference answer with another
         # few-shot example each time, it writes new wordings of the same question.
-        k = min(n + 1, len(SHOTS))
-        replies = ask([sentence_prompt(q.answer, i) for q in train for i in range(k)], "augmenting")
+        # The examples not used for the generated wordings come first: the used ones give them back.
+        k, first = min(n + 1, len(SHOTS)), min(s.wordings, len(SHOTS))
+        replies = ask([sentence_prompt(q.answer, (first + i) % len(SHOTS)) for q in train for i in range(k)],
+                      "augmenting")
         per_question = ["\n".join(replies[j * k:(j + 1) * k]) for j in range(len(train))]
     else:
         per_question = ask([reword_prompt(q.question, n) for q in train], "augmenting")
@@ -650,7 +652,8 @@ def run_questions(corpus: Corpus, out: str | None = None, force: bool = False, a
         report.dropped.update(aug.dropped)
         report.kept.update(aug.kept)
     summary = {**report.to_dict(), "written": None, "review_sheet": None, "augment": augment_n,
-               "splits": dict(Counter(f"{q.kind}/{q.split}" for q in items))}
+               "splits": dict(Counter(f"{q.kind}/{q.split}" + ("/augmented" if q.origin == "augmented" else "")
+                                      for q in items))}
     stats = corpus.runs_dir / "questions" / "report.json"
     if not items:
         atomic_write_json(stats, summary)
