@@ -4,7 +4,10 @@ For every section of every document (long sections cut into passages of about
 `generator.section_words` words) the generator writes questions a user would ask, each with a
 reference answer and a key fact, then rewordings of each question, then a few questions close to
 the domain that no document answers. The generator is the corpus's own model through the shared
-engine, or any OpenAI-compatible server set under `generator:` in corpus.yaml.
+engine, or any OpenAI-compatible server set under `generator:` in corpus.yaml. A small local model
+cannot write question, answer and exact fact together, so in `sentence` mode (the default for the
+local model) the facts are the numbers of a source sentence, the answer is that sentence, and the
+model writes only the questions, one per few-shot example.
 
 Nothing is kept unchecked. An item is dropped, and counted by reason, when:
 
@@ -398,7 +401,8 @@ def _from_passages(found: list[Passage], ask: CachedGenerations, s: GeneratorSet
 
 def fact_sentences(p: Passage, limit: int) -> list[tuple[str, list[str]]]:
     """Up to `limit` sentences of a passage that state a number (an amount, a duration, a time), with those
-    numbers as key facts: what a small model can turn into a question it cannot get wrong."""
+    numbers as key facts: the facts and the reference answer are right by construction, only the question
+    is left to a small model."""
     from .chunking import SENTENCE_END
 
     out = []
