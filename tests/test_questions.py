@@ -224,3 +224,20 @@ def test_origin_fields_leave_written_rows_and_their_fingerprints_alone(tmp_path)
     (tmp_path / "rag_sft").mkdir()
     (tmp_path / "rag_sft" / "training_log.json").write_text(json.dumps({"train_examples": 3}))
     assert _augmented_training(tmp_path) == {"sft": 12, "rag_sft": 0}
+
+
+def test_training_log_counts_augmented_rewordings(tiny_corpus_dir):
+    from assistant.variants.sft import SftVariant
+
+    with open(tiny_corpus_dir / "corpus.yaml", "a") as f:
+        f.write("lora:\n  epochs: 1\n  batch_size: 4\n")
+    qa = tiny_corpus_dir / "qa.jsonl"
+    row = json.loads(qa.read_text().splitlines()[0])  # a train question
+    row.update(id=row["id"] + "-aug1", question="What is the deadline for bringing a bike back?",
+               origin="augmented", generator="canned-7b")
+    with open(qa, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    corpus = load_corpus(tiny_corpus_dir)
+    SftVariant.build(corpus)
+    log = json.loads((corpus.runs_dir / "sft" / "training_log.json").read_text())
+    assert log["augmented_train_examples"] == 1
