@@ -3,8 +3,8 @@
 Teams' documents are mostly PDFs, Word files and slide decks. `markitdown` turns DOCX, PPTX and
 XLSX into Markdown with their headings, slide titles and sheet names kept. PDFs are read page by
 page with the pdfminer that markitdown brings (markitdown itself returns one text without page
-numbers), so a passage can be cited as `docs/manual.pdf p. 3`; a line set in a
-clearly larger font than the body text becomes a Markdown heading (the largest size `#`), so chunking and
+numbers), so a passage can be cited as `docs/manual.pdf p. 3`; a line set in a clearly larger
+font than the body text becomes a Markdown heading (the largest size `#`), so chunking and
 question generation see the structure.
 
 A conversion is cached by the file's content hash under `<cache>/ingest/` (see
@@ -17,6 +17,7 @@ corpus still builds from its other documents, and `assistant check` lists it.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import re
@@ -30,7 +31,7 @@ from .storage import atomic_write_json
 
 SUFFIXES = (".pdf", ".docx", ".pptx", ".xlsx")
 CONVERTER_VERSION = 1  # bump when the Markdown produced for the same file changes
-HEADING_SIZE_RATIO = 1.15  # a one-line text box this much larger than the body size is a heading
+HEADING_SIZE_RATIO = 1.15  # a line set this much larger than the body text is a heading
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0"  # password-protected Office files are OLE containers, not zips
 
 
@@ -43,15 +44,12 @@ class Converted:
     text: str  # Markdown
     pages: list[int] | None = None  # for PDFs: the text line where each page starts (page 1 first)
 
-    def page_of_line(self, line: int) -> int | None:
-        return page_at(self.pages, line)
-
 
 def page_at(pages: list[int] | None, line: int) -> int | None:
     """1-based page number holding text line `line`, or None for formats without pages."""
     if not pages:
         return None
-    return sum(1 for start in pages if start <= line) or 1
+    return bisect.bisect_right(pages, line) or 1
 
 
 def _cache_path(data: bytes, suffix: str) -> Path:
