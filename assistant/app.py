@@ -93,7 +93,7 @@ def render_sources(sources: list[Source]) -> str:
         text = " ".join(s.text.split())
         text = text if len(text) <= 400 else text[:400] + "…"
         # Numbered as the prompt numbered them (1..n of the passages shown), whatever the index rank.
-        parts.append(f"**[{i}] {as_text(s.path + heading)}** · score {s.score:.3f}\n\n> {as_text(text)}")
+        parts.append(f"**[{i}] {as_text(s.citation() + heading)}** · score {s.score:.3f}\n\n> {as_text(text)}")
     return "\n\n".join(parts)
 
 

@@ -296,7 +296,7 @@ def check_corpus(root: Path, strict: bool = False, near_duplicate: float | None 
         corpus = load_corpus(root)
     except CorpusError as e:
         for p in e.problems:
-            _say(console, "error", p)
+            _say(console, "warning" if p.warning else "error", p)
         console.print(f"{len(e.problems)} problem(s) in {root}; fix them and run `assistant check {root}` again",
                       markup=False, highlight=False, soft_wrap=True)
         return 2
@@ -315,6 +315,8 @@ def check_corpus(root: Path, strict: bool = False, near_duplicate: float | None 
         from .evaluation.runner import _no_questions
 
         found.errors.insert(0, _no_questions(corpus))
+    # Documents skipped at load (binary files without text, encrypted, corrupt, over the size cap).
+    found.warnings = [p for p in getattr(corpus, "problems", []) if p.warning] + found.warnings
     for p in found.errors:
         _say(console, "error", p)
     for p in found.warnings:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .config import ChunkSettings
 from .corpus import Document
+from .ingest import page_at
 
 HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
 FENCE = re.compile(r"^\s*(```|~~~)")
@@ -41,6 +42,7 @@ class Chunk:
     path: str  # document path relative to the corpus, e.g. "docs/returns.md"
     heading: str  # heading trail, the document title first: "Returns > Refunds"
     text: str
+    page: int | None = None  # PDFs: the page the chunk's text is on (chunks never cross pages)
 
     def embedding_text(self) -> str:
         # The heading trail names what the text is about ("Refunds" of "Returns"): embedding it
@@ -58,13 +60,19 @@ class _Unit:
 
 def sections(doc: Document) -> list[tuple[str, list[str]]]:
     """(heading trail, paragraphs) for each section of a document, in order; empty sections dropped."""
+    return [(heading, paragraphs) for heading, paragraphs, _ in page_sections(doc)]
+
+
+def page_sections(doc: Document) -> list[tuple[str, list[str], int | None]]:
+    """(heading trail, paragraphs, page) for each section; a page break of a PDF also ends a section."""
     # Sections without an H1 above them are led by a title made from the file name.
     title = Path(doc.path).stem.replace("-", " ").replace("_", " ").title()
     trail: list[tuple[int, str]] = []
-    out: list[tuple[str, list[str]]] = []
+    out: list[tuple[str, list[str], int | None]] = []
     blocks: list[str] = []
     lines: list[str] = []
     in_fence = False
+    page = page_at(doc.pages, 0)
 
     def heading_text() -> str:
         names = [t for _, t in trail]
@@ -80,10 +88,13 @@ def sections(doc: Document) -> list[tuple[str, list[str]]]:
     def end_section() -> None:
         end_block()
         if blocks:
-            out.append((heading_text(), [b for b in blocks if b]))
+            out.append((heading_text(), [b for b in blocks if b], page))
             blocks.clear()
 
-    for line in doc.text.splitlines():
+    for n, line in enumerate(doc.text.splitlines()):
+        if doc.pages and page_at(doc.pages, n) != page:
+            end_section()
+            page = page_at(doc.pages, n)
         if FENCE.match(line):
             in_fence = not in_fence
         m = None if in_fence else HEADING.match(line)
@@ -207,10 +218,10 @@ def chunk_documents(documents: Iterable[Document], settings: ChunkSettings, coun
     """Every chunk of every document, ids numbered from 0 in document order."""
     chunks: list[Chunk] = []
     for doc in documents:
-        for heading, paragraphs in sections(doc):
+        for heading, paragraphs, page in page_sections(doc):
             units = _units(paragraphs, settings.chunk_tokens, count)
             for group in pack(units, settings.chunk_tokens, settings.overlap_tokens):
-                chunks.append(Chunk(len(chunks), doc.path, heading, _join(group)))
+                chunks.append(Chunk(len(chunks), doc.path, heading, _join(group), page))
     return chunks
 
 

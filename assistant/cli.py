@@ -47,7 +47,7 @@ def cmd_ask(args) -> int:
     print(answer.text)
     for s in answer.sources:
         heading = f" > {s.heading}" if s.heading else ""
-        print(f"  [{s.rank}] {s.path}{heading}  (score {s.score:.3f})")
+        print(f"  [{s.rank}] {s.citation()}{heading}  (score {s.score:.3f})")
     print(f"-- {args.variant}: {answer.latency_s:.2f} s, {answer.prompt_tokens} prompt + "
           f"{answer.completion_tokens} answer tokens", file=sys.stderr)
     max_new = corpus.config.generation.max_new_tokens
@@ -132,6 +132,26 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_questions(args) -> int:
+    from .corpus import load_corpus
+    from .questions import REASONS, run_questions
+
+    if args.augment < 0:
+        raise UsageError(f"--augment must be 0 or more, got {args.augment}")
+    # A folder of documents without qa.jsonl is the normal starting point here.
+    r = run_questions(load_corpus(args.corpus), out=args.out, force=args.force, augment_n=args.augment,
+                      augment_only=args.augment_only)
+    made, kept = sum(r["generated"].values()), sum(r["kept"].values())
+    print(f"generator {r['generator']}: {made} generated, {kept} kept ({100 * r['kept_share']:.0f}%)")
+    for reason in REASONS:
+        if r["dropped"].get(reason):
+            print(f"  dropped {r['dropped'][reason]:>5}  {reason}")
+    print("  kept: " + ", ".join(f"{k} {v}" for k, v in sorted(r["splits"].items())))
+    print(f"wrote {r['written']} and the review sheet {r['review_sheet']} (edit it, then: assistant import "
+          f"{r['review_sheet']} OUT --docs {Path(args.corpus) / 'docs'})")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from .config import VARIANTS
 
@@ -204,6 +224,17 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for")
     sp.add_argument("--max-question-chars", type=int, default=None,
                     help="longest last user message (default: generation.max_question_chars)")
+
+    sp = verb("questions", cmd_questions, "generate a validated question set (qa.jsonl) from the documents")
+    sp.add_argument("corpus")
+    sp.add_argument("--out", default=None, help="QA file to write (default: qa.jsonl when the corpus has none or "
+                                                "a generated one, else qa.generated.jsonl beside it)")
+    sp.add_argument("--force", action="store_true", help="overwrite a hand-written QA file")
+    sp.add_argument("--augment", type=int, default=0, metavar="N",
+                    help="add N generated rewordings of each train question (origin: augmented)")
+    sp.add_argument("--augment-only", action="store_true",
+                    help="augment the corpus's existing qa.jsonl instead of generating a new set "
+                         "(writes qa.augmented.jsonl unless --out)")
 
     sp = verb("import", cmd_import, "create a corpus folder from existing documents and QA (JSONL, CSV, SQuAD)")
     sp.add_argument("source", help="a QA file (.jsonl, .csv) or a SQuAD-format .json")

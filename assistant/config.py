@@ -185,6 +185,48 @@ class JudgeSettings(Settings):
                              "judge keep the rules' outcome")
 
 
+class IngestSettings(Settings):
+    """Binary documents in docs/ (PDF, DOCX, PPTX, XLSX), converted to Markdown by assistant/ingest.py."""
+
+    # A 50 MB PDF is a few thousand pages of text, or a scan; larger files are usually image dumps
+    # that would stall every load of the corpus on conversion.
+    max_file_mb: float = Field(50, gt=0, description="files larger than this are skipped (and named by `check`)")
+
+
+class GeneratorSettings(Settings):
+    """What writes the synthetic question set (`assistant questions`, assistant/questions.py).
+
+    Without `base_url` the corpus's own model writes the questions through the shared engine; with
+    it, any OpenAI-compatible server does (Ollama, vLLM, llama.cpp, a hosted API).
+    """
+
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:11434/v1; "
+                                                   "none: the corpus's local model")
+    model: str = Field("", description="model name sent to the server (required with base_url)")
+    api_key_env: str | None = Field(None, description="environment variable holding the API key (none: no key)")
+    max_concurrency: int = Field(4, ge=1, le=256, description="requests in flight at once")
+    timeout_s: float = Field(120, gt=0, description="per request")
+    seed: int = Field(0, description="seed sent with each request and used for the splits")
+    # A 135M model cannot write a question, its answer and an exact key fact in one go (measured on
+    # ecostride: 0 of 27 items kept); it can write a question for a given sentence. auto: sentence
+    # mode for the local model, passage mode for a server.
+    mode: Literal["auto", "passage", "sentence"] = Field(
+        "auto", description="passage: the generator writes question, answer and key fact per passage; sentence: "
+                            "key facts are the numbers of a source sentence, the answer that sentence, and the "
+                            "generator writes only the questions")
+    max_new_tokens: int = Field(384, ge=16, le=8192, description="tokens per generation")
+    questions_per_section: int = Field(3, ge=1, le=20)
+    wordings: int = Field(3, ge=1, le=10, description="wordings asked for per question (the first included); "
+                                                   "the splits need two or more per fact")
+    section_words: int = Field(220, ge=20, description="long sections are cut into passages of about this many words")
+    unanswerable: int = Field(20, ge=0, description="unanswerable questions to ask for (0: none)")
+    top_k: int = Field(5, ge=1, le=50, description="a question must retrieve its source section among this many passages")
+    # An unanswerable question whose best passage scores above this is too close to what a
+    # document says to be sure that no document answers it.
+    unanswerable_max_score: float = Field(0.6, ge=-1, le=1)
+    test_only_fraction: float = Field(0.2, ge=0, lt=1, description="facts asked only in test (the unseen slice)")
+
+
 class CorpusConfig(Settings):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -202,6 +244,8 @@ class CorpusConfig(Settings):
     judge: JudgeSettings = JudgeSettings()
     runs_dir: str | None = Field(None, description="where artifacts go, relative to the corpus folder; default "
                                  "<project>/runs/<folder> for corpora/<folder> of this project, else <corpus>/runs")
+    ingest: IngestSettings = IngestSettings()
+    generator: GeneratorSettings = GeneratorSettings()
 
 
 class ConfigError(AssistantError):

@@ -16,11 +16,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .config import ConfigError, CorpusConfig, load_config
+from . import ingest
+from .config import ConfigError, CorpusConfig, IngestSettings, load_config
 from .errors import AssistantError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DOC_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm")
+# Binary formats (PDF, DOCX, PPTX, XLSX) are converted to Markdown by assistant/ingest.py.
+DOC_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm") + ingest.SUFFIXES
 Split = Literal["train", "val", "test"]
 Kind = Literal["answerable", "unanswerable", "general", "safety"]
 
@@ -36,6 +38,11 @@ class QAItem(BaseModel):
     fact_id: str = ""
     split: Split = "test"
     kind: Kind = "answerable"
+    # Who wrote the row: absent for hand-written rows; "synthetic" or "augmented" rows come from
+    # `assistant questions` with the generator's name. Left out of the dump when absent, so the
+    # fingerprints of existing QA sets (and what was built from them) do not change.
+    origin: Literal["synthetic", "augmented"] | None = Field(None, exclude_if=lambda v: v is None)
+    generator: str | None = Field(None, exclude_if=lambda v: v is None)
 
     @field_validator("question")
     @classmethod
@@ -53,6 +60,7 @@ class QAItem(BaseModel):
 class Document:
     path: str  # relative to the corpus folder, e.g. "docs/returns.md"
     text: str
+    pages: list[int] | None = None  # PDFs: the text line where each page starts (see ingest.page_at)
 
     @property
     def title(self) -> str:
@@ -65,11 +73,12 @@ class Document:
 @dataclass
 class Problem:
     file: str
-    line: int
+    line: int  # 0: about the whole file (a binary document), printed as `file: message`
     message: str
+    warning: bool = False  # does not block a build (e.g. a document skipped because it has no text)
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        return f"{self.file}:{self.line}: {self.message}" if self.line else f"{self.file}: {self.message}"
 
 
 class CorpusError(AssistantError):
@@ -180,7 +189,9 @@ def read_text_document(path: Path) -> str:
         raise DocumentError(f"{path}:{e.line}: {e}") from None
 
 
-def read_document(path: Path) -> str:
+def read_document(path: Path, settings: IngestSettings | None = None) -> str:
+    if path.suffix.lower() in ingest.SUFFIXES:
+        return ingest.convert(path, settings).text
     text = read_text_document(path)
     if path.suffix.lower() in (".html", ".htm"):
         parser = _TextFromHTML()
@@ -189,7 +200,7 @@ def read_document(path: Path) -> str:
     return text
 
 
-def load_documents(root: Path) -> tuple[list[Document], list[Problem]]:
+def load_documents(root: Path, settings: IngestSettings | None = None) -> tuple[list[Document], list[Problem]]:
     docs_dir = root / "docs"
     if not docs_dir.is_dir():
         return [], [Problem(str(docs_dir), 1, "docs/ folder not found; put the corpus documents (.md, .txt, .html) there")]
@@ -201,17 +212,26 @@ def load_documents(root: Path) -> tuple[list[Document], list[Problem]]:
             problems.append(Problem(str(path), 1, f"unsupported document type {path.suffix!r}; "
                                     f"convert it to one of {', '.join(DOC_SUFFIXES)} or remove it"))
             continue
+        pages = None
         try:
-            text = read_document(path)
+            if path.suffix.lower() in ingest.SUFFIXES:
+                converted = ingest.convert(path, settings)
+                text, pages = converted.text, converted.pages
+            else:
+                text = read_document(path)
+        except ingest.IngestError as e:  # skipped, not fatal: the other documents still build
+            problems.append(Problem(path.as_posix(), 0, str(e), warning=True))
+            continue
         except DocumentError as e:
             problems.append(Problem(*_split_problem(str(e))))
             continue
         if not text.strip():
             problems.append(Problem(str(path), 1, "document is empty; add text or remove it"))
             continue
-        docs.append(Document(path.relative_to(root).as_posix(), text))
-    if not docs and not problems:
-        problems.append(Problem(str(docs_dir), 1, "no documents found; add .md, .txt or .html files"))
+        docs.append(Document(path.relative_to(root).as_posix(), text, pages))
+    if not docs and all(p.warning for p in problems):
+        problems.append(Problem(str(docs_dir), 1, "no usable documents found; add .md, .txt, .html, .pdf, .docx, "
+                                ".pptx or .xlsx files"))
     return docs, problems
 
 
@@ -283,7 +303,7 @@ def load_corpus(root: str | Path, strict: bool = True) -> Corpus:
     except ConfigError as e:
         problems += [Problem(*_split_problem(line)) for line in str(e).splitlines()]
         config = CorpusConfig.model_construct(name=root.name)  # the folder's name may not be a valid one
-    docs, doc_problems = load_documents(root)
+    docs, doc_problems = load_documents(root, config.ingest)
     problems += doc_problems
     qa: list[QAItem] = []
     qa_path = root / "qa.jsonl"
@@ -294,7 +314,7 @@ def load_corpus(root: str | Path, strict: bool = True) -> Corpus:
     if config.runs_dir and corpus.runs_dir.exists() and not corpus.runs_dir.is_dir():
         problems.append(Problem(str(root / "corpus.yaml"), 1, f"runs_dir {config.runs_dir!r} is a file, not a "
                                 "folder; point runs_dir at a folder (or remove it for the default)"))
-    if strict and problems:
+    if strict and any(not p.warning for p in problems):
         raise CorpusError(problems)
     corpus.problems = problems  # type: ignore[attr-defined]
     return corpus

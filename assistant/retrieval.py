@@ -195,8 +195,8 @@ def build_index(corpus: Corpus, force: bool = False) -> dict:
         faiss.write_index(index, str(tmp / INDEX_FILE))
         with open(tmp / CHUNKS_FILE, "w", encoding="utf-8") as f:
             for c in chunks:
-                f.write(json.dumps({"id": c.id, "path": c.path, "heading": c.heading, "text": c.text},
-                                   ensure_ascii=False) + "\n")
+                f.write(json.dumps({"id": c.id, "path": c.path, "heading": c.heading, "text": c.text,
+                                    **({"page": c.page} if c.page else {})}, ensure_ascii=False) + "\n")
         build_s = time.perf_counter() - t0
         report.update({
             "fingerprint": fingerprint, "build_time_s": round(build_s, 3),
@@ -270,7 +270,7 @@ class Retriever:
         results = []
         for row_ids, row_scores in zip(ids, scores):
             hits = [(self.chunks[i], float(s)) for i, s in zip(row_ids, row_scores) if i >= 0]  # -1: no hit
-            results.append([Source(c.path, c.heading, c.text, s, rank) for rank, (c, s) in enumerate(hits, 1)])
+            results.append([Source(c.path, c.heading, c.text, s, rank, c.page) for rank, (c, s) in enumerate(hits, 1)])
         return results
 
 

@@ -427,6 +427,8 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
         "variant": job.variant, "mode": job.mode, "base_model": cfg.model.name, "device": device.type,
         "dtype": str(dtype).removeprefix("torch."), "processes": world,
         "train_examples": len(job.train), "val_examples": len(job.val),
+        # rewordings added by `assistant questions --augment N` among the train questions (0: none)
+        "augmented_train_examples": sum(q.origin == "augmented" for q in corpus.questions("train", "answerable")),
         "epochs_planned": job.epochs, "epochs_done": round(st.epoch or 0, 3), "steps": st.global_step,
         "max_steps": st.max_steps, "resumed_from_step": start_step,
         "stopped_early": bool(has_eval and st.global_step < st.max_steps),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -178,6 +179,14 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
         out += ["![cost against accuracy](plots/cost_vs_accuracy.png)", ""]
     if "training" in images:
         out += ["## Training curves", "", "![training curves](plots/training_curves.png)", ""]
+    origin = metrics.get("qa_origin") or {}
+    if origin.get("synthetic") or origin.get("augmented"):
+        out += ["## Question set", "", f"{origin.get('written', 0)} hand-written, {origin.get('synthetic', 0)} "
+                "generated (`assistant questions`, validated) and "
+                f"{origin.get('augmented', 0)} augmented (train rewordings) questions.", ""]
+    for v, n in (metrics.get("augmented_training") or {}).items():
+        out += [f"`{v}` was trained " + (f"with {n} augmented train rewordings." if n else
+                                         "without augmented rewordings."), ""]
     votes = metrics.get("human_votes")
     if votes:
         out += ["## Human votes (side-by-side chat)", "", "Win rate: wins / comparisons (ties and 'both bad' "
@@ -303,6 +312,18 @@ def html(md: str, images: dict[str, str], title: str) -> str:
             f"</head><body>{body}</body></html>")
 
 
+def _augmented_training(runs_dir: Path) -> dict[str, int]:
+    """Per trained variant, how many augmented train rewordings its adapter saw (from training_log.json)."""
+    out = {}
+    for v in ("sft", "rag_sft"):
+        try:
+            log = json.loads((runs_dir / v / "training_log.json").read_text())
+        except (OSError, ValueError):
+            continue
+        out[v] = int(log.get("augmented_train_examples") or 0)
+    return out
+
+
 def write_report(corpus: Corpus, rows: list[dict], metrics: dict) -> Path:
     """Write the whole report folder atomically and point eval/latest at it."""
     eval_dir = corpus.runs_dir / "eval"
@@ -310,6 +331,8 @@ def write_report(corpus: Corpus, rows: list[dict], metrics: dict) -> Path:
     def build(tmp: Path) -> None:
         (tmp / "plots").mkdir()
         images = plots.draw_all(metrics, rows, corpus.runs_dir, tmp / "plots")
+        metrics["qa_origin"] = dict(Counter(q.origin or "written" for q in corpus.qa))
+        metrics["augmented_training"] = _augmented_training(corpus.runs_dir)
         metrics["plots"] = {k: f"plots/{Path(p).name}" for k, p in images.items()}
         md = markdown(metrics, rows, images)
         (tmp / "results.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),

@@ -23,6 +23,10 @@ class Source:
     text: str
     score: float
     rank: int = 0
+    page: int | None = None  # PDFs: the page the passage is on, cited as "docs/manual.pdf p. 3"
+
+    def citation(self) -> str:
+        return f"{self.path} p. {self.page}" if self.page else self.path
 
 
 @dataclass
@@ -41,7 +45,10 @@ class Answer:
         return self.prompt_tokens + self.completion_tokens
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        for row, s in zip(d["sources"], self.sources):
+            row["citation"] = s.citation()
+        return d
 
 
 class NotBuilt(AssistantError):
