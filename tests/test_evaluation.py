@@ -416,8 +416,10 @@ def test_gate_declines_in_domain_and_opens_for_the_model_s_own_answers(tiny_corp
     from assistant.variants import Source
     from assistant.variants.rag import RagVariant
 
-    rag = object.__new__(RagVariant)  # no index or engine needed to build prompts
-    rag.corpus, rag.settings = tiny_corpus, RetrievalSettings(min_score=0.5)
+    from assistant.variants import open_engine
+
+    rag = object.__new__(RagVariant)  # no index needed to build prompts; the engine fits them to the context
+    rag.corpus, rag.engine, rag.settings = tiny_corpus, open_engine(tiny_corpus), RetrievalSettings(min_score=0.5)
     weak, strong = [Source("docs/a.md", "", "text", 0.2)], [Source("docs/a.md", "", "text", 0.8)]
     assert rag.prompt_from("q", weak).messages is None and rag.prompt_from("q", weak).below_min_score
     with rag.gate_open():
