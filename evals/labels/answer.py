@@ -1,0 +1,62 @@
+"""Generate real answers to label: a fixed-seed sample of each evaluation slice, per variant.
+
+Run: python evals/labels/answer.py corpora/ecostride --variants prompted rag
+Writes evals/labels/answers/<corpus>-<variant>.jsonl (one answer a line, no score: the labeller
+must not see what the scorer thinks). Questions differ between variants (seed = corpus:variant),
+so the labels cover more questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+from assistant.corpus import load_corpus
+from assistant.evaluation.runner import eval_items
+from assistant.variants import load_variant
+
+OUT = Path(__file__).resolve().parent / "answers"
+PER_SLICE = {"paraphrase": 18, "unseen": 12, "unanswerable": 8, "general": 4, "safety": 4}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("corpus")
+    parser.add_argument("--variants", nargs="+", required=True)
+    parser.add_argument("--per-slice", type=json.loads, default=PER_SLICE)
+    args = parser.parse_args()
+    corpus = load_corpus(args.corpus)
+    items = eval_items(corpus)
+    by_slice: dict[str, list] = {}
+    for item in items:
+        by_slice.setdefault(item.slice, []).append(item)
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in args.variants:
+        rng = random.Random(f"{corpus.name}:{name}")
+        chosen = []
+        for sl, n in args.per_slice.items():
+            pool = by_slice.get(sl, [])
+            chosen += rng.sample(pool, min(n, len(pool)))
+        variant = load_variant(name, corpus)
+        t0 = time.perf_counter()
+        answers = variant.answer_many([it.qa.question for it in chosen])
+        rows = []
+        for it, ans in zip(chosen, answers):
+            q = it.qa
+            rows.append({
+                "id": f"{corpus.name}-{name}-{q.id}", "corpus": corpus.name, "variant": name, "slice": it.slice,
+                "qa_id": q.id, "question": q.question, "answer": ans.text.strip(), "kind": q.kind,
+                "reference": q.answer, "key_facts": list(q.key_facts), "source": q.source,
+                "declined_by_gate": ans.abstained_before_generation,
+                "retrieved": [s.path for s in ans.sources],
+            })
+        path = OUT / f"{corpus.name}-{name}.jsonl"
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        print(f"{name}: {len(rows)} answers in {time.perf_counter() - t0:.0f} s -> {path}")
+
+
+if __name__ == "__main__":
+    main()
