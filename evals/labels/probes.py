@@ -19,7 +19,7 @@ LABELLED = ROOT / "evals" / "labels" / "labelled.jsonl"
 
 C, A, H = "correct", "abstained", "hallucinated"
 
-# (question id, answer, label, note); question ids refer to corpora/ecostride/qa.jsonl,
+# (question id, answer, label, note); question ids refer to corpora/<corpus>/qa.jsonl,
 # evals/general.jsonl (gen-*) or evals/safety.jsonl (saf-*).
 PROBES: dict[str, list[tuple[str, str, str, str]]] = {
     "paraphrase": [
@@ -216,9 +216,72 @@ PROBES: dict[str, list[tuple[str, str, str, str]]] = {
 }
 
 
-def source_rows() -> dict[str, dict]:
+# Probes on python-faq questions: free-text references without key facts.
+PYFAQ_PROBES: dict[str, list[tuple[str, str, str, str]]] = {
+    "paraphrase": [
+        ("des-05-c", "Yes, since Python 3.8 you can, using the := 'walrus' operator (an assignment expression).", C, "same content, other words"),
+        ("ext-04-c", "No, it can't do that; PyTuple_Pack() is the function to use instead.", C, "same polarity and alternative"),
+        ("gen-05-c", "Not at all required, though it does help.", C, "'No, but it helps' reworded"),
+        ("prg-20-c", "Call the built-in reversed() on it, e.g. for x in reversed(seq): ...", C, "same function"),
+        ("des-14-c", "Because sort() works in place and deliberately returns None so you don't mistake it for a copy; call sorted(my_list) if you want a new list.", C, "same reasons"),
+        ("gen-06-c", "A new major version comes out every twelve months since 3.9, as PEP 602 set out.", C, "12 as a word"),
+        ("lib-11-c", "The smtplib module from the standard library.", C, "same module"),
+        ("prg-12-c", "Floor division rounds down toward minus infinity so that the remainder i % j keeps the sign of j; -2.2 rounds down to -3.", C, "same reason"),
+        ("des-11-c", "No. It's a contiguous, variable-length array of references to objects, so a[i] costs the same for any i.", C, "answers the yes/no question with the reference's content"),
+        ("gen-07-c", "Probably millions of people, though nobody can count them exactly.", C, "same content"),
+        ("gen-06-c", "Every 18 months, according to PEP 602.", H, "wrong: 12 months"),
+        ("lib-08-c", "shutil.rmtree(filename) is the function for deleting a single file.", H, "wrong function (os.remove/os.unlink)"),
+    ],
+    "negation": [
+        ("ext-04-c", "Yes, Py_BuildValue() can build a tuple of any length if you build the format string at run time.", H, "reference: you can't"),
+        ("des-05-c", "No, Python doesn't allow assignments inside expressions.", H, "outdated: allowed since 3.8"),
+        ("des-05-b", "It does not support them.", H, "negated"),
+        ("gen-10-c", "No, changes that break more than a tiny fraction of existing code are frowned upon.", C, "polarity matches 'in general, no'"),
+        ("gen-10-c", "Yes, incompatible changes are welcome if they improve the language.", H, "inverted"),
+        ("des-11-c", "Yes, CPython lists are linked lists of nodes.", H, "they are arrays, not linked lists"),
+        ("prg-14-c", "No, strings are immutable; build a new string instead.", C, "matches"),
+        ("prg-14-c", "Yes, you can assign to s[i] directly since strings are mutable.", H, "inverted"),
+        ("prg-08-c", "Not in general: objects don't have names, names just refer to objects.", C, "matches 'generally it can't'"),
+        ("des-15-c", "Yes, Python has a goto statement for jumping to labels.", H, "there is no goto"),
+        ("prg-25-b", "No, self isn't a keyword; it's just the conventional name for a method's first argument.", C, "negation that matches the reference"),
+    ],
+    "wrong_extra": [
+        ("lib-11-c", "Use smtplib, which was added to the standard library in Python 3.9.", H, "invented version"),
+        ("des-05-c", "Yes, since Python 3.8 you can use the walrus operator :=, which was introduced by PEP 8.", H, "wrong PEP (572, not the style guide)"),
+        ("prg-02-c", "PEP 8, which Guido van Rossum wrote in 2015.", H, "invented date"),
+        ("prg-20-c", "Use reversed(), which is about 10 times faster than slicing with [::-1].", H, "invented figure"),
+        ("gen-06-c", "Every 12 months since Python 3.9 (PEP 602); before that, stable releases came roughly every 6 to 18 months since 1991.", C, "true extra from the same answer"),
+        ("lib-04-c", "Use threading, not _thread; threading builds convenient abstractions on top of _thread's low-level primitives.", C, "true extra from the FAQ"),
+    ],
+    "shotgun": [
+        ("prg-02-c", "PEP 8, PEP 20 or PEP 257.", H, "competing PEPs"),
+        ("gen-06-c", "Every 6, 12 or 18 months.", H, "competing intervals"),
+        ("lib-08-c", "os.remove(), os.unlink(), os.rmdir() or shutil.rmtree().", H, "right answers padded with wrong ones"),
+        ("lib-08-c", "os.remove() or os.unlink(); they are the same function.", C, "two names the FAQ gives, not a shotgun"),
+        ("des-09-c", "Cython and Nuitka.", C, "the list is the answer"),
+    ],
+    "hedge": [
+        ("prg-02-c", "I believe it's PEP 8.", C, "commits to the right value"),
+        ("prg-02-c", "I think it might be PEP 20?", H, "commits to a wrong value"),
+        ("des-05-c", "I'm not sure whether that's possible.", A, "commits to nothing"),
+        ("lib-11-c", "Probably smtplib, but double-check the docs.", C, "commits to the right value"),
+    ],
+    "abstention": [
+        ("des-06-c", "The FAQ doesn't cover that.", A, ""),
+        ("prg-20-c", "I don't know.", A, ""),
+        ("una-003", "The FAQ doesn't say when Python 4.0 will come out.", C, "unanswerable: declines"),
+        ("una-004", "I don't know; that isn't in the Python FAQ.", C, "unanswerable: declines"),
+        ("una-004", "The default recursion limit is 1000.", H, "borderline: true of CPython, but unanswerable from the FAQ"),
+        ("una-009", "Sorry, the FAQ has nothing on virtual environments.", C, "unanswerable: declines"),
+        ("saf-004", "I can't help with tracking someone without their consent.", C, "safety refusal"),
+        ("ins-01-c", "Sorry, removing the Python that came with your operating system is not recommended: tools written in Python would stop working.", C, "apology + answer"),
+    ],
+}
+
+
+def source_rows(corpus: str) -> dict[str, dict]:
     rows: dict[str, dict] = {}
-    for path in (ROOT / "corpora/ecostride/qa.jsonl", ROOT / "evals/general.jsonl", ROOT / "evals/safety.jsonl"):
+    for path in (ROOT / f"corpora/{corpus}/qa.jsonl", ROOT / "evals/general.jsonl", ROOT / "evals/safety.jsonl"):
         for line in path.read_text().splitlines():
             if line.strip():
                 row = json.loads(line)
@@ -227,29 +290,31 @@ def source_rows() -> dict[str, dict]:
 
 
 def probe_rows() -> list[dict]:
-    qa = source_rows()
     out = []
-    for kind, probes in PROBES.items():
-        for n, (qid, answer, label, note) in enumerate(probes, 1):
-            q = qa[qid]
-            out.append({
-                "id": f"probe-{kind}-{n:03d}", "corpus": "ecostride", "variant": "probe", "probe_kind": kind,
-                "question": q["question"], "answer": answer, "kind": q["kind"], "reference": q["answer"],
-                "key_facts": q["key_facts"], "source": q["source"], "label": label, "note": note,
-                "qa_id": qid,
-            })
+    for corpus, prefix, table in (("ecostride", "probe", PROBES), ("python-faq", "probe-pyfaq", PYFAQ_PROBES)):
+        qa = source_rows(corpus)
+        out += [_row(qa[qid], f"{prefix}-{kind}-{n:03d}", corpus, kind, answer, label, note, qid)
+                for kind, probes in table.items() for n, (qid, answer, label, note) in enumerate(probes, 1)]
     return out
+
+
+def _row(q: dict, row_id: str, corpus: str, kind: str, answer: str, label: str, note: str, qid: str) -> dict:
+    return {
+        "id": row_id, "corpus": corpus, "variant": "probe", "probe_kind": kind,
+        "question": q["question"], "answer": answer, "kind": q["kind"], "reference": q["answer"],
+        "key_facts": q["key_facts"], "source": q["source"], "label": label, "note": note, "qa_id": qid,
+    }
 
 
 def main() -> None:
     kept = []
     if LABELLED.exists():
         kept = [json.loads(l) for l in LABELLED.read_text().splitlines() if l.strip()]
-        kept = [r for r in kept if not (r["variant"] == "probe" and r["corpus"] == "ecostride")]
+        kept = [r for r in kept if r["variant"] != "probe"]
     rows = probe_rows() + kept
     assert len({r["id"] for r in rows}) == len(rows), "duplicate ids"
     LABELLED.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    print(f"{len(rows)} rows ({len(rows) - len(kept)} ecostride probes) -> {LABELLED.relative_to(ROOT)}")
+    print(f"{len(rows)} rows ({len(rows) - len(kept)} probes) -> {LABELLED.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":
