@@ -16,10 +16,21 @@ from pathlib import Path
 
 from assistant.corpus import load_corpus
 from assistant.evaluation.runner import eval_items
-from assistant.variants import load_variant
+from assistant.variants import Variant, load_variant, open_engine, variant_class
 
 OUT = Path(__file__).resolve().parent / "answers"
 PER_SLICE = {"paraphrase": 18, "unseen": 12, "unanswerable": 8, "general": 4, "safety": 4}
+
+
+def checkpoint_variant(name: str, corpus, path: str) -> Variant:
+    """The closed-book sft variant answering through an adapter folder of our choice."""
+    if name != "sft":
+        raise SystemExit("--adapter works for the sft variant only")
+    cls = variant_class(name)
+    variant = cls.__new__(cls)
+    Variant.__init__(variant, corpus, open_engine(corpus))
+    variant.engine.add_adapter(cls.adapter, path)
+    return variant
 
 
 def main() -> None:
@@ -27,6 +38,8 @@ def main() -> None:
     parser.add_argument("corpus")
     parser.add_argument("--variants", nargs="+", required=True)
     parser.add_argument("--per-slice", type=json.loads, default=PER_SLICE)
+    parser.add_argument("--adapter", help="sft only: answer with this adapter folder (e.g. a training checkpoint) "
+                                          "instead of the finished one")
     args = parser.parse_args()
     corpus = load_corpus(args.corpus)
     items = eval_items(corpus)
@@ -40,7 +53,7 @@ def main() -> None:
         for sl, n in args.per_slice.items():
             pool = by_slice.get(sl, [])
             chosen += rng.sample(pool, min(n, len(pool)))
-        variant = load_variant(name, corpus)
+        variant = load_variant(name, corpus) if not args.adapter else checkpoint_variant(name, corpus, args.adapter)
         t0 = time.perf_counter()
         answers = variant.answer_many([it.qa.question for it in chosen])
         rows = []
@@ -51,7 +64,7 @@ def main() -> None:
                 "qa_id": q.id, "question": q.question, "answer": ans.text.strip(), "kind": q.kind,
                 "reference": q.answer, "key_facts": list(q.key_facts), "source": q.source,
                 "declined_by_gate": ans.abstained_before_generation,
-                "retrieved": [s.path for s in ans.sources],
+                "retrieved": [s.path for s in ans.sources], "adapter": args.adapter or "",
             })
         path = OUT / f"{corpus.name}-{name}.jsonl"
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
