@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--per-slice", type=json.loads, default=PER_SLICE)
     parser.add_argument("--adapter", help="sft only: answer with this adapter folder (e.g. a training checkpoint) "
                                           "instead of the finished one")
+    parser.add_argument("--tag", default="", help="another batch: writes <corpus>-<variant>-<tag>.jsonl and skips "
+                                                 "questions the variant already answered in earlier batches")
     args = parser.parse_args()
     corpus = load_corpus(args.corpus)
     items = eval_items(corpus)
@@ -48,10 +50,13 @@ def main() -> None:
         by_slice.setdefault(item.slice, []).append(item)
     OUT.mkdir(parents=True, exist_ok=True)
     for name in args.variants:
-        rng = random.Random(f"{corpus.name}:{name}")
+        rng = random.Random(f"{corpus.name}:{name}:{args.tag}" if args.tag else f"{corpus.name}:{name}")
+        done = {json.loads(line)["qa_id"] for path in OUT.glob(f"{corpus.name}-{name}*.jsonl")
+                if path.stem == f"{corpus.name}-{name}" or path.stem.startswith(f"{corpus.name}-{name}-")
+                for line in path.read_text().splitlines() if line.strip()}
         chosen = []
         for sl, n in args.per_slice.items():
-            pool = by_slice.get(sl, [])
+            pool = [it for it in by_slice.get(sl, []) if it.qa.id not in done]
             chosen += rng.sample(pool, min(n, len(pool)))
         variant = load_variant(name, corpus) if not args.adapter else checkpoint_variant(name, corpus, args.adapter)
         t0 = time.perf_counter()
@@ -60,13 +65,13 @@ def main() -> None:
         for it, ans in zip(chosen, answers):
             q = it.qa
             rows.append({
-                "id": f"{corpus.name}-{name}-{q.id}", "corpus": corpus.name, "variant": name, "slice": it.slice,
+                "id": f"{corpus.name}-{name}-{q.id}",  # unique: batches never repeat a question "corpus": corpus.name, "variant": name, "slice": it.slice,
                 "qa_id": q.id, "question": q.question, "answer": ans.text.strip(), "kind": q.kind,
                 "reference": q.answer, "key_facts": list(q.key_facts), "source": q.source,
                 "declined_by_gate": ans.abstained_before_generation,
                 "retrieved": [s.path for s in ans.sources], "adapter": args.adapter or "",
             })
-        path = OUT / f"{corpus.name}-{name}.jsonl"
+        path = OUT / (f"{corpus.name}-{name}-{args.tag}.jsonl" if args.tag else f"{corpus.name}-{name}.jsonl")
         path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         print(f"{name}: {len(rows)} answers in {time.perf_counter() - t0:.0f} s -> {path}")
 
