@@ -65,7 +65,8 @@ def main() -> None:
         for it, ans in zip(chosen, answers):
             q = it.qa
             rows.append({
-                "id": f"{corpus.name}-{name}-{q.id}",  # unique: batches never repeat a question "corpus": corpus.name, "variant": name, "slice": it.slice,
+                # ids stay unique: a later batch never repeats a question of the same variant
+                "id": f"{corpus.name}-{name}-{q.id}", "corpus": corpus.name, "variant": name, "slice": it.slice,
                 "qa_id": q.id, "question": q.question, "answer": ans.text.strip(), "kind": q.kind,
                 "reference": q.answer, "key_facts": list(q.key_facts), "source": q.source,
                 "declined_by_gate": ans.abstained_before_generation,
