@@ -180,6 +180,10 @@ def test_corpus_loads_binary_documents_and_skips_unusable_ones(tmp_path):
 
 def test_check_names_skipped_files_without_failing(tmp_path):
     root = _corpus(tmp_path)
+    # check requires something to evaluate (#13); one test question keeps this about the documents
+    (root / "qa.jsonl").write_text('{"id": "u1", "question": "Do you sell gift cards for bikes?", "answer": "", '
+                                   '"key_facts": [], "source": "", "fact_id": "u1", "split": "test", '
+                                   '"kind": "unanswerable"}\n')
     env = {"PYTHONPATH": str(ROOT), "ASSISTANT_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1",
            "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "assistant.cli", "check", str(root)], capture_output=True,

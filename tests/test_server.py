@@ -101,7 +101,7 @@ def test_rag_returns_its_passages(client, service):
     sources = r.model_extra["sources"]
     expected = service.lineup.variants["rag"].answer(q)
     assert [s["path"] for s in sources] == [s.path for s in expected.sources] and sources
-    assert set(sources[0]) == {"path", "heading", "text", "score", "rank"} and sources[0]["text"]
+    assert {"path", "heading", "text", "score", "rank"} <= set(sources[0]) and sources[0]["text"]
     assert r.choices[0].message.content == expected.text
     assert client.chat.completions.create(model="prompted", messages=[{"role": "user", "content": q}]
                                           ).model_extra["sources"] == []
