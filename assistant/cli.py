@@ -95,6 +95,16 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_score(args) -> int:
+    from .evaluation.external import run_score
+
+    answers = Path(args.answers)
+    if not answers.is_file():
+        raise UsageError(f"{answers}: no such file; give a JSONL file of answers (id, question, answer)")
+    run_score(answers, _corpus(args.corpus), Path(args.out) if args.out else None)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     from .config import VARIANTS
 
@@ -146,6 +156,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--host", default="127.0.0.1")
     sp.add_argument("--port", type=int, default=7860)
     sp.add_argument("--share", action="store_true", help="create a public Gradio link (off by default)")
+
+    sp = verb("score", cmd_score, "score answers from any system (JSONL: id, question, answer[, kind, reference, "
+                                  "key_facts, label]) with the same scorer; prints rates and agreement with labels")
+    sp.add_argument("answers", help="JSONL file, one answer a line")
+    sp.add_argument("--corpus", default=DEFAULT_CORPUS, help="the corpus the answers are about (default: %(default)s)")
+    sp.add_argument("--out", help="write every row plus outcome, reason and path to this JSONL file")
 
     sp = verb("import", cmd_import, "create a corpus folder from existing documents and QA (JSONL, CSV, SQuAD)")
     sp.add_argument("source", help="a QA file (.jsonl, .csv) or a SQuAD-format .json")
