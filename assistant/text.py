@@ -72,12 +72,41 @@ SYNONYMS: dict[str, str] = {
     "complimentary": "free",
     "no one": "nobody",  # or alpha2digit reads "no 1"
     "fortnight": "2 weeks",
+    "12 noon": "12 pm",
     "noon": "12 pm",
     "midday": "12 pm",
     "a.m.": "am",
     "p.m.": "pm",
+    "final": "last",
+    "half price": "50 percent off",
+    "half off": "50 percent off",
+    "installments": "instalments",
+    "installment": "instalment",
+    "interest free payments": "interest free instalments",
+    "interest-free payments": "interest free instalments",
 }
+# Exact conversions to one unit per dimension, so "70 mm" and "7 cm", "3 weeks" and "21 days" match.
+# (Months and years are not whole numbers of days: they stay as they are.)
+_CONVERT = {"km": ("mm", 1_000_000), "m": ("mm", 1000), "cm": ("mm", 10), "kg": ("g", 1000),
+            "mg": ("g", 0.001), "l": ("ml", 1000), "week": ("day", 7), "weeks": ("days", 7)}
+_SCALE_WORDS = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 _SYNONYM_RE = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(SYNONYMS, key=len, reverse=True)) + r")\b")
+
+
+def _num(x: float) -> str:
+    return f"{x:.6f}".rstrip("0").rstrip(".")
+
+
+def _time(m: re.Match, marker: str) -> str:
+    """"6:30 pm" -> "18 30", "10 am" -> "10", "13:00" -> "13"; with a marker "18.30 oclock"."""
+    h, mins, half = int(m.group(1)), m.group(2) or "00", (m.group(3) or "").replace(".", "")
+    if half == "pm" and h < 12:
+        h += 12
+    elif half == "am" and h == 12:
+        h = 0
+    if marker:
+        return f" {h}{'.' + mins if mins != '00' else ''} oclock "
+    return f" {h}{' ' + mins if mins != '00' else ''} "
 
 
 def _cents(m: re.Match) -> str:
@@ -99,9 +128,18 @@ def _normal_form(text: str, keep_currency: bool) -> str:
     s = s.replace("\u2019", "'").replace("\u2018", "'")
     s = _SYNONYM_RE.sub(lambda m: SYNONYMS[m.group(1)], s)
     s = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", s)  # thirty-day -> thirty day, so text2num sees the number
-    s = alpha2digit(s, "en", threshold=0)
+    s = re.sub(r"\b(can|will|shall)(?:'t| ?not)\b", lambda m: {"can": "can", "will": "will", "shall": "shall"}[m.group(1)]
+               + " not", s)
+    s = s.replace("won't", "will not").replace("shan't", "shall not")
+    s = re.sub(r"(?<=[a-z])n't\b", " not", s)  # doesn't -> does not, so "does not earn" matches
     s = re.sub(r"(?<=\d),(?=\d{3}\b)", "", s)  # 1,200 -> 1200
-    s = re.sub(r"\b(\d{1,2}):00\b", r"\1", s)  # 9:00 am -> 9 am
+    s = re.sub(r"\b(\d+(?:\.\d+)?) (thousand|million|billion)\b",
+               lambda m: _num(float(m.group(1)) * _SCALE_WORDS[m.group(2)]), s)  # 1.2 million -> 1200000
+    s = alpha2digit(s, "en", threshold=0)
+    s = re.sub(r"\b(\d+) and (?:a )?half\b", r"\1.5", s)  # nine and a half -> 9.5
+    s = re.sub(r"\b(\d+) (numbers|figures)\b", r"\1 digits", s)
+    s = re.sub(r"(?<![\d.:])\b(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b", lambda m: _time(m, cur.strip()), s)
+    s = re.sub(r"(?<![\d.:])\b(\d{1,2}):(\d{2})()\b(?!:)", lambda m: _time(m, cur.strip()), s)
     # "14 dollars 95", "14 dollars and 95 cents" -> 14.95 dollars; "95 cents" -> 0.95 dollars
     s = re.sub(rf"(?<![\d.])(\d+) ?{_CURRENCY_WORDS} (?:and )?(\d{{1,2}}) cents?\b", _cents, s)
     s = re.sub(rf"(?<![\d.])(\d+) ?{_CURRENCY_WORDS} (\d{{2}})\b(?![.,]?\s*[a-z\d])", _cents, s)
@@ -126,7 +164,13 @@ def _normal_form(text: str, keep_currency: bool) -> str:
             continue
         if out and out[-1][0].isdigit() and t in _UNIT_AFTER_NUMBER:
             t = _UNIT_AFTER_NUMBER[t]
-        out.append(_UNIT_OF.get(t, t))
+        t = _UNIT_OF.get(t, t)
+        if out and t in _CONVERT and re.fullmatch(r"\d+(?:\.\d+)?", out[-1]):
+            unit, factor = _CONVERT[t]
+            out[-1], t = _num(float(out[-1]) * factor), unit
+            if len(out) >= 3 and out[-2] == "to" and re.fullmatch(r"\d+(?:\.\d+)?", out[-3]):
+                out[-3] = _num(float(out[-3]) * factor)  # 3 to 5 weeks -> 21 to 35 days
+        out.append(t)
     return " ".join(out)
 
 
@@ -156,12 +200,37 @@ def find(hay: list[str], needle: list[str]) -> list[int]:
     return [i for i in range(len(hay) - n + 1) if hay[i] == first and hay[i:i + n] == needle]
 
 
+# Link words a fact may word differently ("last Friday of November" / "last Friday in November").
+_LINKS = frozenset("of in on at for from by per every each with".split())
+
+
+def find_fact(hay: list[str], needle: list[str]) -> list[int]:
+    """Start positions of a fact in `hay`: as a contiguous run of tokens, else with its link words
+    (of, in, on, per, ...) free: its other tokens in order, at most one token between neighbours."""
+    exact = find(hay, needle)
+    core = [t for t in needle if t not in _LINKS]
+    if exact or not core or len(core) == len(needle):
+        return exact
+    out = []
+    for i in (i for i, t in enumerate(hay) if t == core[0]):
+        j, ok = i, True
+        for t in core[1:]:
+            nxt = next((k for k in range(j + 1, min(j + 3, len(hay))) if hay[k] == t), None)
+            if nxt is None or any(hay[k] not in _LINKS for k in range(j + 1, nxt)):
+                ok = False
+                break
+            j = nxt
+        if ok:
+            out.append(i)
+    return out
+
+
 def contains_fact(text: str, fact: str) -> bool:
-    """True when `fact` occurs in `text` as a contiguous run of whole normalised tokens.
+    """True when `fact` occurs in `text` as a run of whole normalised tokens (link words free).
 
     A fact that normalises to nothing (e.g. "the") is never contained: it cannot be checked.
     """
-    return bool(find(tokens(text), tokens(fact)))
+    return bool(find_fact(tokens(text), tokens(fact)))
 
 
 # -- concrete values ---------------------------------------------------------------------------

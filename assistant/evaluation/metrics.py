@@ -117,6 +117,16 @@ _ABSTAIN = [
     r"\bno (?:details|information|data|answer) (?:is|are|was|were) (?:available|provided|given)\b",
     r"\b(?:that|this) (?:is|falls|lies|goes) (?:outside|beyond) (?:what|the scope|my)\b",
     r"\bi(?:'m| am) not (?:aware|familiar)\b",
+    r"\b(?:passages?|documents?|documentation|docs|context|sources?|help ?cent(?:re|er)|articles?|policies|policy|"
+    r"information (?:i have|available|provided)|records?|materials?|knowledge base|faq|text|notes|website)\b[^.]*?"
+    r"\b(?:do(?:es)? not|don't|doesn't|did not|didn't) (?:mention|say|specify|state|contain|include|cover|provide|"
+    r"give|list|address|discuss|tell|explain|answer|seem to)",
+    r"\b(?:says?|said|mentions?|contains?|tells? (?:me|us)) nothing (?:about|on|regarding|of)\b",
+    r"\b(?:that|this|it)(?:'s| is| falls| lies| goes) (?:outside|beyond) (?:what|the scope|my|our)\b",
+    r"(?:^|\b(?:i|we) )(?:can't|cannot|can not|couldn't|could not) (?:tell|say|determine|confirm|know)\b",
+    r"\b(?:hard|difficult|impossible) to (?:say|tell)\b",
+    r"\bi can only (?:answer|help|assist|talk|discuss|respond)\b",
+    r"\bi (?:have no|don't have|do not have) (?:a |any )?(?:way|means) (?:to|of) (?:know|tell|check)",
 ]
 _FILLER = [
     r"^(?:(?:i'?m|i am|so|very|really|oh) )*sorry(?: (?:about that|for (?:any|the|your) (?:misunderstanding|"
@@ -146,7 +156,8 @@ _FILLER_RE = re.compile("|".join(f"(?:{p})" for p in _FILLER))
 # Clauses: sentences (pysbd), then "but/however" turns, then hedged guesses after a comma ("..., maybe X").
 _CLAUSE_SPLIT = re.compile(r"\n+|;\s*|,?\s+\b(?:but|however|although|though|yet|whereas|while)\b,?\s*|\(|\)"
                            r"|,\s*(?=(?:maybe|perhaps|probably|possibly|i think|i believe|it might|it may|it could|"
-                           r"or maybe|or perhaps|or)\b)", re.IGNORECASE)
+                           r"or maybe|or perhaps|or|i'm not|i am not|not sure|i don't|i do not|i can't|i cannot|"
+                           r"though|but)\b)", re.IGNORECASE)
 
 
 def _prep(text: str) -> str:
@@ -202,7 +213,7 @@ def _asserts(p: Parsed) -> bool:
 
 def facts_present(text: str, key_facts: Sequence[str]) -> bool:
     toks = tokens(text)
-    return all(contains(toks, tokens(f)) for f in key_facts)
+    return all(T.find_fact(toks, tokens(f)) for f in key_facts)
 
 
 # -- claims: what an answer commits to ---------------------------------------------------------
@@ -252,10 +263,10 @@ class Judgement:
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]")
 _NAME = re.compile(r"(?<!^)(?<![.!?:]\s)\b([A-Z][a-z]+[A-Z]?[a-zA-Z]*|[A-Z]{2,}[a-z]*)\b")
 _NEGATIONS = frozenset("not no never none nor cannot cant dont doesnt isnt arent wasnt werent wont wouldnt "
-                       "shouldnt didnt hasnt havent hadnt neither nobody nothing".split())
+                       "shouldnt didnt hasnt havent hadnt neither nobody nothing except besides excluding".split())
 # "not more than 30 days" affirms the limit; "no questions asked" negates nothing that matters here.
 _NOT_NEGATING = frozenset("more later longer less fewer over under exceed exceeding earlier sooner than "
-                          "extra additional question".split())
+                          "extra additional question after beyond past outside".split())
 _HEDGED_ALTERNATIVE = re.compile(r"^(?:or|maybe|perhaps|possibly|alternatively|either)\b", re.IGNORECASE)
 SIMILARITY_THRESHOLD = 0.6  # default; calibrated on labelled data (config: evaluation.similarity_threshold)
 _MEASURES = frozenset(list(T.UNITS) + ["day", "week", "month", "year", "hour", "minute", "business day",
@@ -299,7 +310,7 @@ def _negated(claim: str, fact_toks: list[str]) -> bool | None:
     found = False
     for part in re.split(r",\s+|\s+-\s+|:\s+", claim):
         toks = tokens(part)
-        for pos in T.find(toks, fact_toks):
+        for pos in T.find_fact(toks, fact_toks):
             found = True
             window = []
             for t in reversed(toks[max(0, pos - 4):pos]):
@@ -324,8 +335,12 @@ def _invented(p: Parsed, local_text: str, ctx: Context | None) -> str | None:
         return None
     local_nums, _ = _pool(local_text)
     for v in (v for c in p.claims for v in T.values(c)):
-        if not _trivial(v) and not set(_ends(v.number)) <= local_nums and not _in_corpus(v, ctx.corpus):
+        if _trivial(v) or set(_ends(v.number)) <= local_nums:
+            continue
+        if not _in_corpus(v, ctx.corpus):
             return f"invented claim {_label(v)!r} not in corpus"
+        if ctx.gold:
+            return f"claim {_label(v)!r} is not in the gold document"
     known = {w.lower() for w in _WORD.findall(local_text)}
     for n in _names(p.claims):
         if n.lower() not in STOPWORDS and n.lower() not in ctx.corpus.vocabulary and n.lower() not in known:
@@ -354,9 +369,14 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
     concrete = [v for v in vals if not _trivial(v)]
     local_text = " ".join([ref_text, ctx.question if ctx else "", " ".join(facts)])
     local_nums, _ = _pool(local_text)
+    ref_pol, ans_pol = polarity(reference), polarity(p.claims[0]) if p.claims else None
+    if ref_pol and ans_pol and ref_pol != ans_pol:
+        return Judgement("hallucinated", f"says {ans_pol!r} where the reference says {ref_pol!r}", path)
     if not asserted and not negated:
-        if p.abstains and not concrete:
+        if p.abstains and not concrete and not _names(p.claims):
             return Judgement("abstained", "hedges without committing to a value", path)
+        if ref_pol and ans_pol == ref_pol and not concrete and not _names(p.claims[1:]):
+            return Judgement("correct", f"answers {ans_pol!r} as the reference does", path)
         shown = ", ".join(repr(f) for f in missing[:3])
         return Judgement("hallucinated", f"no key fact asserted (needs {shown})", path)
     if negated:
