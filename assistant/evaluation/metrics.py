@@ -106,12 +106,13 @@ _ABSTAIN = [
     r"did not|didn't|failed to) (?:find|locate|see|spot|identify)\b",
     r"\b(?:could not|couldn't|can't|cannot) be (?:found|determined|confirmed|answered)\b",
     r"\bnothing (?:in|about|on) (?:the|our|this|that|these|it)\b|\bnothing (?:is |was )?(?:mentioned|said|stated)\b",
-    r"\b(?:documents?|passages?|documentation|policies|context|sources?|faq|text|information) (?:is|are) silent\b",
+    r"\b(?:is|are|remains?) silent (?:on|about|regarding)\b",
     r"\b(?:it'?s|it is) (?:not clear|unclear) (?:from|in|based on)\b",
-    r"\bi (?:lack|have no|don't have any|do not have any|have not got) (?:information|info|details|data|knowledge)",
+    r"\bi (?:lack|have no|don't have any|do not have any|have not got) (?:the |any |enough |sufficient )?"
+    r"(?:information|info|details|data|knowledge)",
     r"\bmy (?:knowledge|information|data|training)(?: base)? (?:does not|doesn't|did not|didn't) (?:include|cover|"
     r"contain|say|mention|extend)",
-    r"\bi (?:would|'d) rather not\b|\bi(?:'m| am) afraid (?:i|that i) (?:can't|cannot|don't|do not|am not)\b",
+    r"\bi(?: would|'d) rather not\b|\bi(?:'m| am) afraid (?:i|that i) (?:can't|cannot|don't|do not|am not)\b",
     r"\bi (?:won't|will not) be able to\b|\bnot (?:something|a question) (?:i|that i) can\b",
     r"\b(?:i can't|i cannot|i can not|i'm unable to|i am unable to) (?:say|tell) (?:for sure|for certain|with certainty)",
     r"\bno (?:details|information|data|answer) (?:is|are|was|were) (?:available|provided|given)\b",
@@ -261,7 +262,8 @@ class Judgement:
 
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]")
-_NAME = re.compile(r"(?<!^)(?<![.!?:]\s)\b([A-Z][a-z]+[A-Z]?[a-zA-Z]*|[A-Z]{2,}[a-z]*)\b")
+# Names: capitalised words inside a clause, and acronyms anywhere (a clause's first word is capitalised anyway).
+_NAME = re.compile(r"(?<!^)(?<![.!?:]\s)\b([A-Z][a-z]+[A-Z]?[a-zA-Z]*|[A-Z]{2,}[a-z]*)\b|^([A-Z]{2,})\b")
 _NEGATIONS = frozenset("not no never none nor cannot cant dont doesnt isnt arent wasnt werent wont wouldnt "
                        "shouldnt didnt hasnt havent hadnt neither nobody nothing except besides excluding".split())
 # "not more than 30 days" affirms the limit; "no questions asked" negates nothing that matters here.
@@ -325,7 +327,7 @@ def _negated(claim: str, fact_toks: list[str]) -> bool | None:
 
 
 def _names(claims: Sequence[str]) -> list[str]:
-    return [m.group(1) for c in claims for m in _NAME.finditer(c)]
+    return [m.group(1) or m.group(2) for c in claims for m in _NAME.finditer(c)]
 
 
 def _invented(p: Parsed, local_text: str, ctx: Context | None) -> str | None:
@@ -365,7 +367,8 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
             negated.append(f)
         else:
             asserted.append(f)
-    vals = [v for c in p.claims for v in T.values(c)]
+    per_claim = [(c, T.values(c)) for c in p.claims]  # one Value object per occurrence
+    vals = [v for _, vs in per_claim for v in vs]
     concrete = [v for v in vals if not _trivial(v)]
     local_text = " ".join([ref_text, ctx.question if ctx else "", " ".join(facts)])
     local_nums, _ = _pool(local_text)
@@ -388,10 +391,10 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
     key_vals = [v for f in facts for v in T.values(f)]
     key_nums = {n for v in key_vals for n in _ends(v.number)}
     key_units = {v.unit for v in key_vals}
-    hedged = {id(v) for c in p.claims if _HEDGED_ALTERNATIVE.search(c.strip()) for v in T.values(c)}
+    hedged = {id(v) for c, vs in per_claim if _HEDGED_ALTERNATIVE.search(c.strip()) for v in vs}
     groups: dict[tuple[int, int], list[T.Value]] = {}
-    for ci, c in enumerate(p.claims):
-        for v in T.values(c):
+    for ci, (_, vs) in enumerate(per_claim):
+        for v in vs:
             groups.setdefault((ci, v.group), []).append(v)
     for g in groups.values():
         nums = {v.number for v in g}
@@ -399,7 +402,10 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
             unit = next((v.unit for v in g if v.unit), "")
             return Judgement("hallucinated", f"competing values: {', '.join(dict.fromkeys(v.number for v in g))}"
                              f"{' ' + unit if unit and unit != 'usd' else ''}", path)
+    negated_vals = {id(v) for c, vs in per_claim for v in vs if _negated(c, tokens(v.number))}
     for v in vals:
+        if id(v) in negated_vals:
+            continue  # "not 14 days, 30 days" rules the other value out
         if v.unit in key_units and not set(_ends(v.number)) <= key_nums and not _trivial(v):
             if not set(_ends(v.number)) <= local_nums or id(v) in hedged:
                 return Judgement("hallucinated", f"competing value {_label(v)!r} beside key fact "
@@ -429,8 +435,8 @@ def derived_facts(reference: str) -> list[str]:
         return []
     out = []
     for v in T.values(reference):
-        if _trivial(v):
-            continue
+        if _trivial(v) or (v.unit not in _MEASURES and v.number.isdigit() and int(v.number) < 10):
+            continue  # "only one thread" is wording, not a fact to repeat
         out.append(f"{v.number} {v.unit}" if v.unit in _MEASURES and v.unit != "usd" else v.number)
     return list(dict.fromkeys(out))
 
