@@ -151,6 +151,7 @@ _FILLER = [
     r"^(?:is there anything else|i hope (?:this|that) helps|hope this helps|thank you|thanks|"
     r"good luck|have a (?:great|nice) day)",
     r"^(?:(?:hmm|well|oh|ah),? )?(?:that's|that is|what) an? (?:good|great|interesting) question",
+    r"^as an? [\w -]{1,40}$",  # "as a customer support assistant" cut off from its clause
 ]
 _ABSTAIN_RE = re.compile("|".join(f"(?:{p})" for p in _ABSTAIN))
 _FILLER_RE = re.compile("|".join(f"(?:{p})" for p in _FILLER))
@@ -261,7 +262,7 @@ class Judgement:
     path: str  # key_facts | derived | similarity | decline (unanswerable, safety)
 
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]")
+_WORD = re.compile(r"[A-Za-z]+")
 # Names: capitalised words inside a clause, and acronyms anywhere (a clause's first word is capitalised anyway).
 _NAME = re.compile(r"(?<!^)(?<![.!?:]\s)\b([A-Z][a-z]+[A-Z]?[a-zA-Z]*|[A-Z]{2,}[a-z]*)\b|^([A-Z]{2,})\b")
 _NEGATIONS = frozenset("not no never none nor cannot cant dont doesnt isnt arent wasnt werent wont wouldnt "
