@@ -438,6 +438,8 @@ def derived_facts(reference: str) -> list[str]:
     for v in T.values(reference):
         if _trivial(v) or (v.unit not in _MEASURES and v.number.isdigit() and int(v.number) < 10):
             continue  # "only one thread" is wording, not a fact to repeat
+        if re.fullmatch(r"\d+(?:st|nd|rd|th)|10+", v.number) and v.unit not in _MEASURES:
+            continue  # "the first time", "third-party", "millions of users": words, not values
         out.append(f"{v.number} {v.unit}" if v.unit in _MEASURES and v.unit != "usd" else v.number)
     return list(dict.fromkeys(out))
 
