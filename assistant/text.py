@@ -185,6 +185,9 @@ def _fold(token: str) -> str:
     return token[:-1]
 
 
+fold = _fold
+
+
 def tokens(text: str, fold: bool = True) -> list[str]:
     """Normalised tokens, plural-folded unless `fold=False`: the unit `contains_fact` matches on."""
     words = normalize(text).split()

@@ -113,7 +113,8 @@ def score_answers(corpus: Corpus, rows: list[dict]) -> list[dict]:
         doc = corpus.document(r["source"]) if r["source"] else None
         ctx = M.Context(facts, doc.text if doc else "", r["question"])
         j = M.judge(r["kind"], r["answer"], r["key_facts"], r["reference"], ctx, sims.get(i), threshold)
-        out.append({**r, "outcome": j.outcome, "reason": j.reason, "scoring_path": j.path})
+        out.append({**r, "outcome": j.outcome, "reason": j.reason, "scoring_path": j.path,
+                    **({"similarity": round(j.similarity, 4)} if j.similarity is not None else {})})
     return out
 
 
@@ -158,6 +159,21 @@ def agreement_by(rows: list[dict], field: str) -> dict[str, dict]:
         if a:
             out[v] = a
     return out
+
+
+def calibrate_threshold(rows: list[dict]) -> tuple[float, float, int]:
+    """(threshold, agreement, n): the similarity threshold that best reproduces the labels of the
+    similarity-path rows (scored rows with `similarity`), midway between neighbouring cosines.
+
+    Only ever run on the tuning half of the labels; the held-out half measures the result."""
+    pts = sorted((r["similarity"], LABEL_ALIASES.get(r["label"], r["label"]) == "correct") for r in rows
+                 if r.get("similarity") is not None and r.get("label") is not None
+                 and LABEL_ALIASES.get(r["label"], r["label"]) != "abstained")
+    if not pts:
+        return M.SIMILARITY_THRESHOLD, float("nan"), 0
+    cuts = [pts[0][0] - 1e-3] + [(a[0] + b[0]) / 2 for a, b in zip(pts, pts[1:])] + [pts[-1][0] + 1e-3]
+    best = max(cuts, key=lambda t: (sum((s >= t) == ok for s, ok in pts), -abs(t - M.SIMILARITY_THRESHOLD)))
+    return float(best), sum((s >= best) == ok for s, ok in pts) / len(pts), len(pts)
 
 
 def _pct(x: dict) -> str:

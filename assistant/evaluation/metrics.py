@@ -249,7 +249,7 @@ class CorpusFacts:
                         pairs.add((n, v.unit))
                 if v.unit:
                     units.add(v.unit)
-            vocab.update(w.lower() for w in _WORD.findall(text))
+            vocab.update(T.fold(w.lower()) for w in _WORD.findall(text))
         return cls(frozenset(nums), frozenset(pairs), frozenset(units), frozenset(vocab))
 
 
@@ -267,11 +267,13 @@ class Judgement:
     outcome: str  # correct | abstained | hallucinated
     reason: str  # short and human-readable: "negates key fact '30 days'"
     path: str  # key_facts | derived | similarity | decline (unanswerable, safety)
+    similarity: float | None = None  # answer-reference cosine, on the similarity path
 
 
 _WORD = re.compile(r"[A-Za-z]+")
 # Names: capitalised words inside a clause, and acronyms anywhere (a clause's first word is capitalised anyway).
 _NAME = re.compile(r"(?<!^)(?<![.!?:]\s)\b([A-Z][a-z]+[A-Z]?[a-zA-Z]*|[A-Z]{2,}[a-z]*)\b|^([A-Z]{2,})\b")
+_CURRENCY_CODES = frozenset("usd eur gbp cad aud chf jpy".split())
 _NEGATIONS = frozenset("not no never none nor cannot cant dont doesnt isnt arent wasnt werent wont wouldnt "
                        "shouldnt didnt hasnt havent hadnt neither nobody nothing except besides excluding".split())
 # "not more than 30 days" affirms the limit; "no questions asked" negates nothing that matters here.
@@ -291,7 +293,7 @@ def _ends(number: str) -> list[str]:
 def _trivial(v: T.Value) -> bool:
     # "one of our stores" becomes "1 of"; list markers and small counts are not concrete claims.
     n = v.number
-    return not v.unit and (n in ("1st", "2nd", "3rd") or (n.isdigit() and int(n) < 10))
+    return n in ("1st", "2nd", "3rd") or (not v.unit and n.isdigit() and int(n) < 10)
 
 
 def _label(v: T.Value) -> str:
@@ -351,9 +353,11 @@ def _invented(p: Parsed, local_text: str, ctx: Context | None) -> str | None:
             return f"invented claim {_label(v)!r} not in corpus"
         if ctx.gold:
             return f"claim {_label(v)!r} is not in the gold document"
-    known = {w.lower() for w in _WORD.findall(local_text)}
+    known = {T.fold(w.lower()) for w in _WORD.findall(local_text)}
     for n in _names(p.claims):
-        if n.lower() not in STOPWORDS and n.lower() not in ctx.corpus.vocabulary and n.lower() not in known:
+        w = T.fold(n.lower())
+        if n.lower() not in STOPWORDS and n.lower() not in _CURRENCY_CODES and w not in ctx.corpus.vocabulary \
+                and w not in known:
             return f"invented name {n!r} not in corpus"
     return None
 
@@ -513,8 +517,9 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
         return Judgement("hallucinated", invented, path)
     sim = answer_similarity(answer, reference) if similarity is None else similarity
     if sim >= threshold:
-        return Judgement("correct", f"similar to the reference (cosine {sim:.2f} >= {threshold:.2f})", path)
-    return Judgement("hallucinated", f"not similar to the reference (cosine {sim:.2f} < {threshold:.2f})", path)
+        return Judgement("correct", f"similar to the reference (cosine {sim:.2f} >= {threshold:.2f})", path, sim)
+    return Judgement("hallucinated", f"not similar to the reference (cosine {sim:.2f} < {threshold:.2f})", path,
+                     sim)
 
 
 def outcome(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str = "",
