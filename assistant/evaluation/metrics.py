@@ -149,7 +149,7 @@ _FILLER = [
     r"(?: with)?$",
     # referrals: "please contact support", "you can check our website" (a referral with digits or an
     # address is a claim and stays content)
-    r"^(?:for (?:more|further) (?:information|details|help),? )?(?:please |you (?:can|could|may|might|should)"
+    r"^(?:if you [^,]{1,60},? )?(?:for (?:more|further) (?:information|details|help),? )?(?:please |you (?:can|could|may|might|should)"
     r"(?: want to| also)? |feel free to |i (?:would )?(?:recommend|suggest)(?: that you| you)? |i'd (?:recommend|"
     r"suggest)(?: that you| you)? |it'?s best to |it is best to )(?:(?:contact|reach(?:ing)? out to|get(?:ting)? in "
     r"touch with|ask|call|email|speak (?:to|with)|talk(?:ing)? (?:to|with))\b|(?:visit|check|consult|refer|look(?:ing)? "
@@ -293,7 +293,7 @@ def _ends(number: str) -> list[str]:
 def _trivial(v: T.Value) -> bool:
     # "one of our stores" becomes "1 of"; list markers and small counts are not concrete claims.
     n = v.number
-    return n in ("1st", "2nd", "3rd") or (not v.unit and n.isdigit() and int(n) < 10)
+    return n == "1st" or (not v.unit and (n in ("2nd", "3rd") or (n.isdigit() and int(n) < 10)))
 
 
 def _label(v: T.Value) -> str:
