@@ -88,7 +88,8 @@ SYNONYMS: dict[str, str] = {
 # Exact conversions to one unit per dimension, so "70 mm" and "7 cm", "3 weeks" and "21 days" match.
 # (Months and years are not whole numbers of days: they stay as they are.)
 _CONVERT = {"km": ("mm", 1_000_000), "m": ("mm", 1000), "cm": ("mm", 10), "kg": ("g", 1000),
-            "mg": ("g", 0.001), "l": ("ml", 1000), "week": ("day", 7), "weeks": ("days", 7)}
+            "mg": ("g", 0.001), "l": ("ml", 1000), "week": ("day", 7), "weeks": ("days", 7),
+            "year": ("month", 12), "years": ("months", 12)}
 _SCALE_WORDS = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 _SYNONYM_RE = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(SYNONYMS, key=len, reverse=True)) + r")\b")
 
@@ -245,7 +246,8 @@ def is_number(token: str) -> bool:
 _NOT_UNITS = frozenset(
     "a an the and or to of in on at for by with from is are was were be it its this that as if than so "
     "do does you your we our i me my they their he she his her can will would should may might must have "
-    "has had not no yes per up out about into over after before within also just only more less or".split())
+    "has had not no yes per up out about into over after before within also just only more less or every each "
+    "since until".split())
 # Two-word units whose first word alone says too little ("3 business days" vs "3 days").
 _UNIT_PREFIXES = frozenset({"business", "calendar", "working", "school", "bank"})
 
@@ -255,6 +257,7 @@ class Value(NamedTuple):
     unit: str  # plural-folded unit word(s), "usd" for money, "" when none: "day", "km", "business day"
     group: int  # values listed together ("7, 14, 21 or 30 days") share a group
     disjunct: bool  # the group offers alternatives ("or")
+    name: str = ""  # a capitalised word just before the value: "pep" in "PEP 8", "zone" in "Zone 3"
 
 
 def values(text: str) -> list[Value]:
@@ -264,6 +267,7 @@ def values(text: str) -> list[Value]:
     one group; a range ("3 to 5 days") is one value "3 to 5"; amounts of money get the unit "usd".
     """
     toks = [_fold(t) for t in _normal_form(text, keep_currency=True).split()]
+    capitalised = {_fold(w.lower()) for w in re.findall(r"\b[A-Z][A-Za-z]+", text)}
     out: list[Value] = []
     i, group = 0, 0
     while i < len(toks):
@@ -292,7 +296,8 @@ def values(text: str) -> list[Value]:
             elif unit:
                 break
         last = next((u for _, u in reversed(run) if u), "")
-        out += [Value(n, u or last, group, disjunct) for n, u in run]
+        name = toks[i - 1] if i > 0 and toks[i - 1] in capitalised else ""
+        out += [Value(n, u or last, group, disjunct, name) for n, u in run]
         group += 1
         i = max(j, i + 1)
     return out

@@ -111,7 +111,8 @@ def score_answers(corpus: Corpus, rows: list[dict]) -> list[dict]:
     out = []
     for i, r in enumerate(rows):
         doc = corpus.document(r["source"]) if r["source"] else None
-        ctx = M.Context(facts, doc.text if doc else "", r["question"])
+        gold = M.gold_section(doc.text, r["reference"], r["question"]) if doc else ""
+        ctx = M.Context(facts, gold, r["question"])
         j = M.judge(r["kind"], r["answer"], r["key_facts"], r["reference"], ctx, sims.get(i), threshold)
         out.append({**r, "outcome": j.outcome, "reason": j.reason, "scoring_path": j.path,
                     **({"similarity": round(j.similarity, 4)} if j.similarity is not None else {})})

@@ -253,6 +253,26 @@ class CorpusFacts:
         return cls(frozenset(nums), frozenset(pairs), frozenset(units), frozenset(vocab))
 
 
+GOLD_SECTION_CHARS = 4000  # shorter documents are one topic (a support article): all of it backs an answer
+
+
+def gold_section(document: str, reference: str, question: str = "") -> str:
+    """The part of a gold document that answers the question: the Markdown section (heading to next
+    heading) sharing most words with the reference and question. A long FAQ page answers many
+    questions; a value from another of its sections does not back this answer."""
+    sections, cur = [], []
+    for line in document.splitlines():
+        if line.lstrip().startswith("#") and cur:
+            sections.append("\n".join(cur))
+            cur = []
+        cur.append(line)
+    sections.append("\n".join(cur))
+    if len(sections) < 2 or len(document) < GOLD_SECTION_CHARS:
+        return document
+    want = set(content_words(tokens(f"{reference} {question}")))
+    return max(sections, key=lambda sec: len(want & set(tokens(sec))))
+
+
 @dataclass(frozen=True)
 class Context:
     """What an answer is checked against besides its reference: the gold document and the corpus."""
@@ -293,7 +313,20 @@ def _ends(number: str) -> list[str]:
 def _trivial(v: T.Value) -> bool:
     # "one of our stores" becomes "1 of"; list markers and small counts are not concrete claims.
     n = v.number
-    return n == "1st" or (not v.unit and (n in ("2nd", "3rd") or (n.isdigit() and int(n) < 10)))
+    return n == "1st" or (not v.unit and (n in ("2nd", "3rd") or (n.isdigit() and int(n) < 10))
+                          and not _named(v))
+
+
+def _named(v: T.Value) -> bool:
+    """A number that names something: "PEP 8", "Zone 3", "Python 3.8" (not "in 3", "j -2.2")."""
+    return len(v.name) > 1 and v.name.isalpha() and v.name not in STOPWORDS and v.name not in T.UNITS
+
+
+def _checkable(v: T.Value) -> bool:
+    """Values whose invention a reader can see: quantities, money, times, years and named numbers.
+    A bare number in a worked example ("-2.2 rounds down to -3") is not checked against the corpus."""
+    return not _trivial(v) and (v.unit in _MEASURES or v.unit in ("oclock", "time") or _named(v)
+                                or bool(re.fullmatch(r"(1[89]|20)\d\d", v.number)))
 
 
 def _label(v: T.Value) -> str:
@@ -347,7 +380,7 @@ def _invented(p: Parsed, local_text: str, ctx: Context | None) -> str | None:
         return None
     local_nums, _ = _pool(local_text)
     for v in (v for c in p.claims for v in T.values(c)):
-        if _trivial(v) or set(_ends(v.number)) <= local_nums:
+        if not _checkable(v) or set(_ends(v.number)) <= local_nums:
             continue
         if not _in_corpus(v, ctx.corpus):
             return f"invented claim {_label(v)!r} not in corpus"
@@ -363,8 +396,11 @@ def _invented(p: Parsed, local_text: str, ctx: Context | None) -> str | None:
 
 
 def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context | None,
-                  path: str) -> Judgement:
-    """Answerable question with key facts (given or derived from the reference)."""
+                  path: str, need: int | None = None) -> Judgement:
+    """Answerable question with key facts (given or derived from the reference).
+
+    `need`: how many facts must be asserted (derived facts: a reference states more than one answer
+    must repeat); None: all of them."""
     ref_text = " ".join([reference, ctx.gold if ctx else ""])
     asserted, negated, missing = [], [], []
     for f in facts:
@@ -396,7 +432,7 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
         return Judgement("hallucinated", f"no key fact asserted (needs {shown})", path)
     if negated:
         return Judgement("hallucinated", f"negates key fact {negated[0]!r}", path)
-    if missing:
+    if missing and (need is None or len(asserted) < need):
         return Judgement("hallucinated", f"key fact {missing[0]!r} not asserted", path)
     # competing values of the same kind as a key fact: a list offering alternatives, or another value
     # the gold document and the reference do not hold
@@ -429,7 +465,9 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
 
 
 _YES = re.compile(r"^(?:yes|yeah|yep|sure|absolutely|of course|certainly|correct|indeed)\b", re.IGNORECASE)
-_NO = re.compile(r"^(?:no|nope|not really|unfortunately not|sadly not)\b(?!\s+(?:one|problem|worries))",
+_NO = re.compile(r"^(?:(?:in general|generally|usually|no,? ?not)[, ]+)?(?:no|nope|not really|not easily|not in general|"
+                 r"unfortunately not|sadly not|(?:you|it|one|they|python|that) (?:can't|cannot|can not|don't|"
+                 r"doesn't|does not|do not|isn't|is not|won't|will not))\b(?!\s+(?:one|problem|worries))",
                  re.IGNORECASE)
 
 
@@ -509,7 +547,7 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
     if ref_pol and ans_pol and ref_pol != ans_pol:
         return Judgement("hallucinated", f"says {ans_pol!r} where the reference says {ref_pol!r}", path)
     if facts:
-        return _judge_claims(p, facts, reference, ctx, path)
+        return _judge_claims(p, facts, reference, ctx, path, need=(len(facts) + 1) // 2)
     if not reference.strip():
         return Judgement("hallucinated", "no reference or key facts to check against", path)
     invented = _invented(p, " ".join([reference, ctx.gold, ctx.question]) if ctx else reference, ctx)
@@ -518,8 +556,33 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
     sim = answer_similarity(answer, reference) if similarity is None else similarity
     if sim >= threshold:
         return Judgement("correct", f"similar to the reference (cosine {sim:.2f} >= {threshold:.2f})", path, sim)
+    named = [e for e in reference_entities(reference) if T.contains_fact(p.content, e)]
+    low = threshold - ENTITY_MARGIN
+    if named and sim >= low:
+        return Judgement("correct", f"names {named[0]!r} from the reference and is close to it "
+                         f"(cosine {sim:.2f} >= {low:.2f})", path, sim)
     return Judgement("hallucinated", f"not similar to the reference (cosine {sim:.2f} < {threshold:.2f})", path,
                      sim)
+
+
+# An answer naming the reference's own identifiers ("PEP 8", "os.remove()") needs less similarity:
+# short correct answers embed far from a paragraph-long reference.
+ENTITY_MARGIN = 0.2
+_CODE = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+(?:\(\))?|[A-Za-z_]\w*\(\)|\b\w*_\w+\b")
+_PROPER = re.compile(r"(?<!^)(?<![.!?:]\s)\b([A-Z][A-Za-z]*[A-Z][A-Za-z]*|[A-Z][a-z]+)(?: (\d+(?:\.\d+)*))?")
+
+
+def reference_entities(reference: str) -> list[str]:
+    """Named things a free-text reference states: identifiers (os.remove, reversed(), _thread),
+    capitalised names inside a sentence (CPython, Lisp) and named numbers (PEP 8, Python 3.8)."""
+    out = [m.group(0).rstrip("()") for m in _CODE.finditer(reference)]
+    for sent in T.sentences(reference):
+        for m in _PROPER.finditer(sent):
+            word = m.group(1)
+            if word.lower() in STOPWORDS or word.lower() in ("python",) and not m.group(2):
+                continue  # "Python" alone names the whole corpus, not an answer
+            out.append(f"{word} {m.group(2)}" if m.group(2) else word)
+    return [e for e in dict.fromkeys(out) if tokens(e)]
 
 
 def outcome(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str = "",

@@ -63,7 +63,8 @@ def _judge(corpus: Corpus, rows: list[dict], facts: M.CorpusFacts, threshold: fl
                                                     [rows[i]["reference"] for i in need])))
     for i, r in enumerate(rows):
         doc = corpus.document(r["source"]) if r["source"] else None
-        ctx = M.Context(facts, doc.text if doc else "", r["question"])
+        gold = M.gold_section(doc.text, r["reference"], r["question"]) if doc else ""
+        ctx = M.Context(facts, gold, r["question"])
         j = M.judge(kinds[i], r["answer"], r["key_facts"], r["reference"] or " ".join(r["key_facts"]), ctx,
                     sims.get(i), threshold)
         r.update(outcome=j.outcome, reason=j.reason, scoring_path=j.path)
