@@ -275,3 +275,22 @@ def test_unsupported_claims_against_the_whole_corpus(tiny_corpus):
     ]
     counts = index.check(embedder, answers)
     assert counts == [(0, 1), (0, 1), (1, 1), (1, 1), (0, 0)]
+
+
+def test_free_text_references_derived_facts_entities_and_sections():
+    ref = ("Very stable: new stable releases have come out roughly every 6 to 18 months since 1991, and since "
+           "version 3.9 there is a major new release every 12 months (PEP 602).")
+    assert M.derived_facts(ref) == ["6 to 18 month", "1991", "3.9", "12 month", "602"]
+    half = M.judge("answerable", "Every twelve months since 3.9, per PEP 602.", [], ref)
+    assert (half.outcome, half.path) == ("correct", "derived")  # 3 of 5 derived facts
+    assert M.judge("answerable", "Every two years.", [], ref).outcome == "hallucinated"
+    assert M.derived_facts("Self is the name of the first argument; it is used by millions.") == []
+    assert M.reference_entities("Use os.remove(filename) or the _thread module; see PEP 8 and CPython.") == [
+        "os.remove", "_thread", "PEP 8", "CPython"]
+    short = M.judge("answerable", "I believe it's PEP 8.", [], "The coding style is documented as PEP 8.",
+                    similarity=0.45, threshold=0.6)
+    assert short.outcome == "correct" and "names 'PEP 8'" in short.reason
+    doc = "# FAQ\n" + "\n".join(f"## Question {i}\nAnswer {i} takes {i + 10} days." + " filler" * 120
+                                 for i in range(8))
+    assert M.gold_section(doc, "Answer 3 takes 13 days.").startswith("## Question 3")
+    assert M.gold_section("# Short\nAll of it.", "x") == "# Short\nAll of it."

@@ -99,6 +99,8 @@ def _score_by_corpus(rows: list[dict]) -> list[dict]:
 
     out = []
     for name in sorted({r.get("corpus", "ecostride") for r in rows}):
+        if not (ROOT / "corpora" / name).is_dir():
+            pytest.skip(f"corpora/{name} not present (it lands from the `labels` branch)")
         corpus = load_corpus(ROOT / "corpora" / name)
         out += X.score_answers(corpus, [r for r in rows if r.get("corpus", "ecostride") == name])
     return out
