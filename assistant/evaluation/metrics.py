@@ -237,6 +237,7 @@ class CorpusFacts:
     pairs: frozenset[tuple[str, str]] = frozenset()  # (number, unit)
     units: frozenset[str] = frozenset()
     vocabulary: frozenset[str] = frozenset()  # every lower-case word, for names
+    text: str = ""  # all documents, lower case: identifiers are looked up in it
 
     @classmethod
     def from_texts(cls, texts: Sequence[str]) -> CorpusFacts:
@@ -250,7 +251,8 @@ class CorpusFacts:
                 if v.unit:
                     units.add(v.unit)
             vocab.update(T.fold(w.lower()) for w in _WORD.findall(text))
-        return cls(frozenset(nums), frozenset(pairs), frozenset(units), frozenset(vocab))
+        return cls(frozenset(nums), frozenset(pairs), frozenset(units), frozenset(vocab),
+                   "\n".join(texts).lower())
 
 
 GOLD_SECTION_CHARS = 4000  # shorter documents are one topic (a support article): all of it backs an answer
@@ -386,6 +388,9 @@ def _invented(p: Parsed, local_text: str, ctx: Context | None) -> str | None:
             return f"invented claim {_label(v)!r} not in corpus"
         if ctx.gold:
             return f"claim {_label(v)!r} is not in the gold document"
+    for ident in (m.group(0).rstrip("()") for c in p.claims for m in _DOTTED.finditer(c)):
+        if ident.lower() not in ctx.corpus.text and ident.lower() not in local_text.lower():
+            return f"invented identifier {ident!r} not in corpus"
     known = {T.fold(w.lower()) for w in _WORD.findall(local_text)}
     for n in _names(p.claims):
         w = T.fold(n.lower())
@@ -568,6 +573,7 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
 # An answer naming the reference's own identifiers ("PEP 8", "os.remove()") needs less similarity:
 # short correct answers embed far from a paragraph-long reference.
 ENTITY_MARGIN = 0.2
+_DOTTED = re.compile(r"\b[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+\b(?:\(\))?")  # os.path.join, Python.org
 _CODE = re.compile(r"[A-Za-z_][\w]*(?:\.[A-Za-z_]\w*)+(?:\(\))?|[A-Za-z_]\w*\(\)|\b\w*_\w+\b")
 _PROPER = re.compile(r"(?<!^)(?<![.!?:]\s)\b([A-Z][A-Za-z]*[A-Z][A-Za-z]*|[A-Z][a-z]+)(?: (\d+(?:\.\d+)*))?")
 

@@ -70,6 +70,15 @@ def _judge(corpus: Corpus, rows: list[dict], facts: M.CorpusFacts, threshold: fl
         r.update(outcome=j.outcome, reason=j.reason, scoring_path=j.path)
 
 
+def scoring_paths(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """How many answers of each slice were judged by each path (key_facts, derived, similarity,
+    decline): the report states it, since a slice judged by similarity is judged less strictly."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in rows:
+        out[r["slice"]][r.get("scoring_path", "key_facts")] += 1
+    return {s: dict(p) for s, p in out.items()}
+
+
 def _graded(corpus: Corpus, rows: list[dict]) -> None:
     """Token F1, ROUGE-L, string and embedding similarity, unsupported claims, retrieval hits."""
     graded = [r for r in rows if r["_graded_reference"]]
