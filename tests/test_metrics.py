@@ -102,6 +102,17 @@ ABSTENTIONS = [  # phrasings seen from small instruct models and RAG prompts
     "I have no way to check that.",
     "I'm unable to confirm that.",
     "Unknown.",
+    "I don't see that in the docs.",
+    "That's not in the documentation.",
+    "The answer isn't in my sources.",
+    "Our FAQ doesn't go into that.",
+    "I don't have an answer for that.",
+    "That isn't something our policies address.",
+    "It doesn't say in the documents.",
+    "The FAQ has no answer for this.",
+    "No mention of that anywhere.",
+    "There isn't any information about that.",
+    "Beats me.",
 ]
 NOT_ABSTENTIONS = [
     "Express shipping isn't available in Zone 3.",

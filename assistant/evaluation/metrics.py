@@ -73,7 +73,7 @@ _ABSTAIN = [
     rf"\bi {_KNOW} (?:seem to )?(?:find|answer|say|tell|determine|confirm|verify|provide|help|assist|share|give|"
     r"locate|access|comply|do that|fulfil|fulfill|support|offer|recommend|create|write|generate|explain|"
     r"engage|participate|be of help)",
-    rf"\bi {_KNOW} have (?:any |enough |the |that |this |specific |reliable |accurate )*(?:information|info|"
+    rf"\bi {_KNOW} have (?:any |enough |the |that |this |an |a |specific |reliable |accurate )*(?:information|info|"
     r"details|data|knowledge|access|answer|record)",
     r"\b(?:i (?:have|found)|there (?:is|are|was)|there's) no (?:specific |relevant |reliable |such )?(?:information|"
     r"mention|details|data|record|answer|knowledge|idea)",
@@ -108,7 +108,7 @@ _ABSTAIN = [
     r"data|polic(?:y|ies)|records?|materials?|guidelines|pages?|docs|files?|notes|content|resources|manual))",
     r"^(?:(?:sorry|unfortunately|i'?m afraid),? )?(?:i have |there(?:'s| is) |we have )?no (?:specific |relevant |"
     r"further |additional |such |reliable |available |more )?(?:information|info|details|data|records?|mention|"
-    r"answer)(?: (?:on|about|regarding|for|available|is available|was found|found|given|provided)\b|\W*$)",
+    r"answer)(?: (?:on|of|about|regarding|for|available|is available|was found|found|given|provided)\b|\W*$)",
     r"\b(?:i|we) (?:could not|couldn't|can ?not|can't|cannot|was unable to|were unable to|am unable to|'m unable to|"
     r"did not|didn't|failed to) (?:find|locate|see|spot|identify)\b",
     r"\b(?:could not|couldn't|can't|cannot) be (?:found|determined|confirmed|answered)\b",
@@ -128,13 +128,23 @@ _ABSTAIN = [
     r"\b(?:passages?|documents?|documentation|docs|context|sources?|help ?cent(?:re|er)|articles?|policies|policy|"
     r"information (?:i have|available|provided)|records?|materials?|knowledge base|faq|text|notes|website)\b[^.]*?"
     r"\b(?:do(?:es)? not|don't|doesn't|did not|didn't) (?:mention|say|specify|state|contain|include|cover|provide|"
-    r"give|list|address|discuss|tell|explain|answer|seem to)",
+    r"give|list|address|discuss|tell|explain|answer|seem to|go into|get into|touch on|talk about|deal with)",
     r"\b(?:says?|said|mentions?|contains?|tells? (?:me|us)) nothing (?:about|on|regarding|of)\b",
     r"\b(?:that|this|it)(?:'s| is| falls| lies| goes) (?:outside|beyond) (?:what|the scope|my|our)\b",
     r"(?:^|\b(?:i|we) )(?:can't|cannot|can not|couldn't|could not) (?:tell|say|determine|confirm|know)\b",
     r"\b(?:hard|difficult|impossible) to (?:say|tell)\b",
     r"\bi can only (?:answer|help|assist|talk|discuss|respond)\b",
     r"\bi (?:have no|don't have|do not have) (?:a |any )?(?:way|means) (?:to|of) (?:know|tell|check)",
+    r"\bi (?:don't|do not|can't|cannot|can not) see (?:that|this|it|any|anything)\b",
+    r"^(?:that|this|it|the answer|that information|this information|that detail|this detail)(?:'s| is| was)? ?"
+    r"(?:not|n't|isn't|wasn't) in (?:the|our|my|any|these|those) (?:\w+ )?(?:documentation|documents?|docs|sources?|"
+    r"faq|polic(?:y|ies)|passages?|help ?cent(?:re|er)|information|context|notes|records?|data|knowledge)",
+    r"(?:not|n't) something (?:our|the|my|these|those) \w+ (?:address|cover|mention|discuss|say|include)",
+    r"\b(?:it|they|that) (?:doesn't|does not|don't|do not) say\b",
+    r"\b(?:has|have|contains?|gives?|offers?) no (?:answer|information|details|mention|data)\b",
+    r"\bthere (?:isn't|is not|aren't|are not|wasn't|was not)(?: any)? (?:information|info|details|data|mention|"
+    r"answer|record)",
+    r"^beats me\b",
 ]
 _FILLER = [
     r"^(?:(?:i'?m|i am|so|very|really|oh) )*sorry(?: (?:about that|for (?:any|the|your) (?:misunderstanding|"
