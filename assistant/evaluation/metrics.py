@@ -399,6 +399,8 @@ def _invented(p: Parsed, local_text: str, ctx: Context | None) -> str | None:
         if ctx.gold:
             return f"claim {_label(v)!r} is not in the gold document"
     for ident in (m.group(0).rstrip("()") for c in p.claims for m in _DOTTED.finditer(c)):
+        if max(len(part) for part in ident.split(".")) < 2:
+            continue  # e.g, i.e, U.S: abbreviations, not identifiers
         if ident.lower() not in ctx.corpus.text and ident.lower() not in local_text.lower():
             return f"invented identifier {ident!r} not in corpus"
     known = {T.fold(w.lower()) for w in _WORD.findall(local_text)}
