@@ -183,8 +183,8 @@ def test_rows_without_key_facts_are_graded_against_the_reference():
     ("Returns are not accepted after 30 days.", ["30 days"], "correct", "asserts"),
     ("It's not 14 days, it's 30 days.", ["30 days"], "correct", "asserts"),
     ("800 km, which is about 1000 km.", ["800 km"], "hallucinated", "competing value"),
-    ("7, 14, 21 or 30 days.", ["30 days"], "hallucinated", "competing values: 7, 14, 21, 30 day"),
-    ("Either $7.95 or $9.95.", ["$7.95"], "hallucinated", "competing values: 7.95, 9.95"),
+    ("7, 14, 21 or 30 days.", ["30 days"], "hallucinated", "competing values: 7, 14, 21, 30 days"),
+    ("Either $7.95 or $9.95.", ["$7.95"], "hallucinated", "competing values: $7.95, $9.95"),
     ("It might be 30 or 45 days, I'm not sure.", ["45 days"], "hallucinated", "competing values"),
     ("I'm not sure, maybe around 60%?", ["40%"], "hallucinated", "no key fact asserted"),
     ("I'm not sure, but I think it's 30 days.", ["30 days"], "correct", "asserts"),
@@ -229,7 +229,7 @@ def test_corpus_context_catches_invented_and_off_document_claims():
     off_doc = M.judge("answerable", "Within 30 days, and you can extend it to 5 years for $20.", ["30 days"], "", ctx)
     name = M.judge("answerable", "Within 30 days; DHL collects the parcel.", ["30 days"], "", ctx)
     assert ok.outcome == "correct", ok.reason
-    assert (invented.outcome, invented.reason) == ("hallucinated", "competing value '12 day' beside key fact '30 days'")
+    assert (invented.outcome, invented.reason) == ("hallucinated", "competing value '12 days' beside key fact '30 days'")
     assert off_doc.outcome == "hallucinated" and "not in the gold document" in off_doc.reason
     assert (name.outcome, name.reason) == ("hallucinated", "invented name 'DHL' not in corpus")
     # general-knowledge answers are not checked against the corpus

@@ -339,8 +339,28 @@ def _checkable(v: T.Value) -> bool:
                                 or bool(re.fullmatch(r"(1[89]|20)\d\d", v.number)))
 
 
+def _unit_text(unit: str, number: str) -> str:
+    """Units as a reader writes them: "usd" -> "$" (prefix), "day" -> "days" after a number other than 1."""
+    if not unit or unit == "usd":
+        return ""
+    plural = number != "1" and unit.isalpha() and len(unit) > 2 and unit not in T.UNITS and unit != "oclock"
+    return f" {unit}s" if plural else f" {unit}"
+
+
+# The normal form counts lengths in mm, weights in g and volumes in ml; reasons use the larger unit back.
+_DISPLAY = {"mm": [("km", 1_000_000), ("m", 1000), ("cm", 10)], "g": [("kg", 1000)], "ml": [("l", 1000)]}
+
+
 def _label(v: T.Value) -> str:
-    return f"{v.number} {v.unit}".strip().replace("usd", "").strip() if v.unit != "usd" else f"${v.number}"
+    if v.unit == "usd":
+        return f"${v.number}"
+    number, unit = v.number, v.unit
+    if unit in _DISPLAY and T.is_number(number) and number[-1].isdigit():
+        for big, factor in _DISPLAY[unit]:
+            if float(number) >= factor:
+                number, unit = f"{float(number) / factor:.6f}".rstrip("0").rstrip("."), big
+                break
+    return f"{number}{_unit_text(unit, number)}"
 
 
 def _pool(*texts: str) -> tuple[set[str], set[tuple[str, str]]]:
@@ -417,6 +437,9 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
     `need`: how many facts must be asserted (derived facts: a reference states more than one answer
     must repeat); None: all of them."""
     ref_text = " ".join([reference, ctx.gold if ctx else ""])
+    per_claim = [(c, T.values(c)) for c in p.claims]  # one Value object per occurrence
+    vals = [v for _, vs in per_claim for v in vs]
+    stated = {(v.number, v.unit) for v in vals}
     asserted, negated, missing = [], [], []
     for f in facts:
         ft = tokens(f)
@@ -424,14 +447,15 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
             continue
         states = [_negated(c, ft) for c in p.claims]
         states = [x for x in states if x is not None]
+        fv = T.values(f)
+        if not states and fv and len(ft) <= 3 and all((v.number, v.unit) in stated for v in fv):
+            states = [False]  # "30 or 45 days" states "30 days" (as one of a list: judged below)
         if not states:
             missing.append(f)
         elif all(states) and _negated(reference, ft) is not True:
             negated.append(f)
         else:
             asserted.append(f)
-    per_claim = [(c, T.values(c)) for c in p.claims]  # one Value object per occurrence
-    vals = [v for _, vs in per_claim for v in vs]
     concrete = [v for v in vals if not _trivial(v)]
     local_text = " ".join([ref_text, ctx.question if ctx else "", " ".join(facts)])
     local_nums, _ = _pool(local_text)
@@ -462,14 +486,15 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
     for g in groups.values():
         nums = {v.number for v in g}
         if len(nums) > 1 and any(v.disjunct for v in g) and any(set(_ends(v.number)) & key_nums for v in g):
+            shown = ", ".join(dict.fromkeys(_label(v) if v.unit == "usd" else v.number for v in g))
             unit = next((v.unit for v in g if v.unit), "")
-            return Judgement("hallucinated", f"competing values: {', '.join(dict.fromkeys(v.number for v in g))}"
-                             f"{' ' + unit if unit and unit != 'usd' else ''}", path)
+            return Judgement("hallucinated", f"competing values: {shown}{_unit_text(unit, 'n')}", path)
     negated_vals = {id(v) for c, vs in per_claim for v in vs if _negated(c, tokens(v.number))}
     for v in vals:
         if id(v) in negated_vals:
             continue  # "not 14 days, 30 days" rules the other value out
-        if v.unit in key_units and not set(_ends(v.number)) <= key_nums and not _trivial(v):
+        if (v.unit in key_units or (not v.unit and id(v) in hedged)) and not set(_ends(v.number)) <= key_nums \
+                and not _trivial(v):
             if not set(_ends(v.number)) <= local_nums or id(v) in hedged:
                 return Judgement("hallucinated", f"competing value {_label(v)!r} beside key fact "
                                  f"{asserted[0]!r}", path)
