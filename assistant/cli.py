@@ -161,7 +161,7 @@ def parser() -> argparse.ArgumentParser:
                                   "key_facts, label]) with the same scorer; prints rates and agreement with labels")
     sp.add_argument("answers", help="JSONL file, one answer a line")
     sp.add_argument("--corpus", default=DEFAULT_CORPUS, help="the corpus the answers are about (default: %(default)s)")
-    sp.add_argument("--out", help="write every row plus outcome, reason and path to this JSONL file")
+    sp.add_argument("--out", help="write every row plus outcome, reason and scoring_path to this JSONL file")
 
     sp = verb("import", cmd_import, "create a corpus folder from existing documents and QA (JSONL, CSV, SQuAD)")
     sp.add_argument("source", help="a QA file (.jsonl, .csv) or a SQuAD-format .json")

@@ -90,6 +90,7 @@ SYNONYMS: dict[str, str] = {
 _CONVERT = {"km": ("mm", 1_000_000), "m": ("mm", 1000), "cm": ("mm", 10), "kg": ("g", 1000),
             "mg": ("g", 0.001), "l": ("ml", 1000), "week": ("day", 7), "weeks": ("days", 7),
             "year": ("month", 12), "years": ("months", 12)}
+_MONTHS = "(?:january|february|march|april|may|june|july|august|september|october|november|december)"
 _SCALE_WORDS = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 _SYNONYM_RE = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(SYNONYMS, key=len, reverse=True)) + r")\b")
 
@@ -139,6 +140,9 @@ def _normal_form(text: str, keep_currency: bool) -> str:
     s = alpha2digit(s, "en", threshold=0)
     s = re.sub(r"\b(\d+) and (?:a )?half\b", r"\1.5", s)  # nine and a half -> 9.5
     s = re.sub(r"\b(\d+) (numbers|figures)\b", r"\1 digits", s)
+    # dates: "March 3rd", "3rd of March" and "3 March" -> "3 march"
+    s = re.sub(rf"\b({_MONTHS}) (\d{{1,2}})(?:st|nd|rd|th)?\b(?!:)", r"\2 \1", s)
+    s = re.sub(rf"\b(\d{{1,2}})(?:st|nd|rd|th)? (?:of )?({_MONTHS})\b", r"\1 \2", s)
     s = re.sub(r"(?<![\d.:])\b(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b", lambda m: _time(m, cur.strip()), s)
     s = re.sub(r"(?<![\d.:])\b(\d{1,2}):(\d{2})()\b(?!:)", lambda m: _time(m, cur.strip()), s)
     # "14 dollars 95", "14 dollars and 95 cents" -> 14.95 dollars; "95 cents" -> 0.95 dollars

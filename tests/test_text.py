@@ -75,6 +75,8 @@ def test_contains_fact(text: str, fact: str, expected: bool) -> None:
     ("doesn't earn", "does not earn"),
     ("half price", "50% off"),
     ("free of charge", "free"),
+    ("March 3rd", "the 3rd of March"),
+    ("on the first of May", "on May 1"),
 ])
 def test_paraphrases_of_numbers_units_ranges_and_synonyms(a: str, b: str) -> None:
     assert normalize(a) == normalize(b)
