@@ -72,6 +72,7 @@ SYNONYMS: dict[str, str] = {
     "complimentary": "free",
     "no one": "nobody",  # or alpha2digit reads "no 1"
     "fortnight": "2 weeks",
+    "24/7": "24 hours a day 7 days a week",  # a claim about hours, checked like one
     "12 noon": "12 pm",
     "noon": "12 pm",
     "midday": "12 pm",
