@@ -127,3 +127,11 @@ def test_tuning_half_agreement():
 def test_heldout_agreement_at_least_90_percent():
     """Labels the rules never saw while they were written (issue 12: report this number, not the tuning one)."""
     assert _report("held-out", _score_by_corpus(_labelled("heldout.jsonl"))) >= 0.90
+
+
+def test_results_rows_carry_reason_and_scoring_path_per_slice():
+    from assistant.evaluation.scoring import scoring_paths
+
+    rows = [{"slice": "paraphrase", "scoring_path": "key_facts"}, {"slice": "paraphrase", "scoring_path": "similarity"},
+            {"slice": "unanswerable", "scoring_path": "decline"}, {"slice": "paraphrase", "scoring_path": "key_facts"}]
+    assert scoring_paths(rows) == {"paraphrase": {"key_facts": 2, "similarity": 1}, "unanswerable": {"decline": 1}}
