@@ -210,9 +210,9 @@ def print_report(rows: list[dict], console=None) -> None:
     for p, r in a["by_path"].items():
         t.add_row(f"path {p}", str(r["n"]), _pct(r))
     for field in ("probe_kind", "corpus", "variant"):
-        for v, b in agreement_by(rows, field).items():
-            if len(agreement_by(rows, field)) > 1:
-                t.add_row(f"{field} {v}", str(b["n"]), _pct(b["overall"]))
+        groups = agreement_by(rows, field)
+        for v, b in groups.items() if len(groups) > 1 else ():
+            t.add_row(f"{field} {v}", str(b["n"]), _pct(b["overall"]))
     console.print(t)
     t = Table(title="confusion matrix (rows: label, columns: scorer)")
     t.add_column("label \\ scorer")
