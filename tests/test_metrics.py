@@ -305,3 +305,12 @@ def test_free_text_references_derived_facts_entities_and_sections():
                                  for i in range(8))
     assert M.gold_section(doc, "Answer 3 takes 13 days.").startswith("## Question 3")
     assert M.gold_section("# Short\nAll of it.", "x") == "# Short\nAll of it."
+
+
+def test_a_phrase_the_reference_negates_must_not_be_asserted():
+    ref = "CPython's lists are variable-length arrays of references, not Lisp-style linked lists."
+    wrong = M.judge("answerable", "Yes: CPython lists are the same as a linked list.", [], ref, similarity=0.7)
+    right = M.judge("answerable", "No, a CPython list is not a linked list. A linked list chains nodes.", [], ref,
+                    similarity=0.7)
+    assert (wrong.outcome, wrong.reason) == ("hallucinated", "asserts 'linked list', which the reference negates")
+    assert right.outcome == "correct"

@@ -602,6 +602,9 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
     invented = _invented(p, " ".join([reference, ctx.gold, ctx.question]) if ctx else reference, ctx)
     if invented:
         return Judgement("hallucinated", invented, path)
+    flipped = _flipped(p, reference)
+    if flipped:
+        return Judgement("hallucinated", f"asserts {flipped!r}, which the reference negates", path, similarity)
     sim = answer_similarity(answer, reference) if similarity is None else similarity
     if sim >= threshold:
         return Judgement("correct", f"similar to the reference (cosine {sim:.2f} >= {threshold:.2f})", path, sim)
@@ -613,6 +616,26 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
                          f"(cosine {sim:.2f} >= {low:.2f})", path, sim)
     return Judgement("hallucinated", f"not similar to the reference (cosine {sim:.2f} < {threshold:.2f})", path,
                      sim)
+
+
+def _flipped(p: Parsed, reference: str) -> str | None:
+    """A phrase the reference negates ("not Lisp-style linked lists") that the answer asserts without
+    negating it anywhere ("the same as a linked list")."""
+    for sent in T.sentences(reference):
+        toks = tokens(sent)
+        for i, t in enumerate(toks):
+            if t not in ("not", "never"):
+                continue
+            window = toks[i + 1:i + 5]
+            words = [w for w in window if w not in STOPWORDS]
+            if len(words) < 2 or any(w in _NOT_NEGATING for w in window[:2]):
+                continue
+            # the head of the negated noun phrase: its last two words when adjacent ("linked list")
+            phrase = words[-2:] if window.index(words[-1]) == window.index(words[-2]) + 1 else words[:2]
+            states = [x for x in (_negated(c, phrase) for c in p.claims) if x is not None]
+            if states and not any(states) and polarity(p.claims[0]) != "no":
+                return " ".join(phrase)
+    return None
 
 
 # An answer naming the reference's own identifiers ("PEP 8", "os.remove()") needs less similarity:
