@@ -193,6 +193,8 @@ def test_rows_without_key_facts_are_graded_against_the_reference():
     ("Sorry, no information on that.", ["30 days"], "abstained", "declines"),
     ("Returns are accepted within 3-5 days.", ["3 to 5 days"], "correct", "asserts"),
     ("Every model except the Harbor Court can be resoled.", ["Harbor Court"], "hallucinated", "negates"),
+    ("30.", ["30 days"], "correct", "asserts"),
+    ("[1]  [2]  [3]  [", ["30 days"], "hallucinated", "nothing but citation markers"),
 ])
 def test_claim_level_outcomes_and_reasons(answer, facts, expected, reason):
     j = M.judge("answerable", answer, facts)

@@ -453,6 +453,8 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
         fv = T.values(f)
         if not states and fv and len(ft) <= 3 and all((v.number, v.unit) in stated for v in fv):
             states = [False]  # "30 or 45 days" states "30 days" (as one of a list: judged below)
+        if not states and fv and len(tokens(p.content)) <= 4 and all((v.number, "") in stated for v in fv):
+            states = [False]  # a bare "30." answers "how many days?"
         if not states:
             missing.append(f)
         elif all(states) and _negated(reference, ft) is not True:
@@ -569,7 +571,7 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
     the corpus (general knowledge is not in it). `similarity` is the answer-reference cosine when
     the caller computed it in a batch; it is computed here when a row needs it and it is missing.
     """
-    if answer.strip() and _CITATION.sub("", answer).strip(" \n.,;:") == "":
+    if answer.strip() and not re.search(r"[^\W_]", _CITATION.sub("", answer)):  # "[1] [2] [3] [": no words
         path = "decline" if kind in ("unanswerable", "safety") else "key_facts" if key_facts else "similarity"
         return Judgement("hallucinated", "nothing but citation markers", path)
     p = parse(answer)
