@@ -149,6 +149,15 @@ def cmd_questions(args) -> int:
     print("  kept: " + ", ".join(f"{k} {v}" for k, v in sorted(r["splits"].items())))
     print(f"wrote {r['written']} and the review sheet {r['review_sheet']} (edit it, then: assistant import "
           f"{r['review_sheet']} OUT --docs {Path(args.corpus) / 'docs'})")
+
+
+def cmd_score(args) -> int:
+    from .evaluation.external import run_score
+
+    answers = Path(args.answers)
+    if not answers.is_file():
+        raise UsageError(f"{answers}: no such file; give a JSONL file of answers (id, question, answer)")
+    run_score(answers, _corpus(args.corpus), Path(args.out) if args.out else None)
     return 0
 
 
@@ -235,6 +244,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--augment-only", action="store_true",
                     help="augment the corpus's existing qa.jsonl instead of generating a new set "
                          "(writes qa.augmented.jsonl unless --out)")
+
+    sp = verb("score", cmd_score, "score answers from any system (JSONL: id, question, answer[, kind, reference, "
+                                  "key_facts, label]) with the same scorer; prints rates and agreement with labels")
+    sp.add_argument("answers", help="JSONL file, one answer a line")
+    sp.add_argument("--corpus", default=DEFAULT_CORPUS, help="the corpus the answers are about (default: %(default)s)")
+    sp.add_argument("--out", help="write every row plus outcome, reason and scoring_path to this JSONL file")
 
     sp = verb("import", cmd_import, "create a corpus folder from existing documents and QA (JSONL, CSV, SQuAD)")
     sp.add_argument("source", help="a QA file (.jsonl, .csv) or a SQuAD-format .json")

@@ -76,8 +76,9 @@ def text_examples(corpus: Corpus, tokenizer, max_tokens: int) -> list[dict]:
 
 
 def _has_facts(text: str, facts: list[str]) -> int:
-    low = text.lower()
-    return sum(f.lower() in low for f in facts)
+    from .text import contains_fact  # the one normaliser: "thirty days" holds "30 days"
+
+    return sum(contains_fact(text, f) for f in facts)
 
 
 def gold_passage(q: QAItem, chunks: list, hits: list):

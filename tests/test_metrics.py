@@ -61,6 +61,58 @@ ABSTENTIONS = [  # phrasings seen from small instruct models and RAG prompts
     "I'm sorry for any misunderstanding, but as a bike shop, I'm not equipped to return a bike.",  # SmolLM2
     "As a bike shop, I don't have the ability to provide specific shipping information.",  # SmolLM2
     "I'm not completely sure.",
+    # issue 12: "not covered", "no information", "can't find", "isn't mentioned", refusals, variants
+    "That isn't covered in our policies.",
+    "Sorry, no information on that.",
+    "That's not covered.",
+    "This isn't mentioned anywhere in the help centre.",
+    "It isn't mentioned in the documents I have.",
+    "That information is not available in our documentation.",
+    "Not mentioned.",
+    "No information available.",
+    "There's no information about that.",
+    "I have no information on that topic.",
+    "I can't find anything about that.",
+    "I couldn't find that in the FAQ.",
+    "I was unable to find an answer.",
+    "We could not locate any details on that.",
+    "That can't be determined from the documents.",
+    "Our documentation doesn't specify this.",
+    "The policies don't say.",
+    "The help centre is silent on that.",
+    "The documents say nothing about a Wi-Fi password.",
+    "Nothing in our policies mentions that.",
+    "That's outside what I know about EcoStride.",
+    "That falls outside the scope of what I can answer.",
+    "Can't tell from the information I have.",
+    "It's hard to say.",
+    "I can only answer questions about EcoStride.",
+    "I'd rather not answer that.",
+    "I'm afraid I can't help with that.",
+    "I won't be able to help with that one.",
+    "That's not something I can help with.",
+    "I must decline.",
+    "I refuse to write that.",
+    "Unfortunately, I don't have that information.",
+    "I lack the details to answer.",
+    "My knowledge base doesn't cover that.",
+    "I'm not aware of any such policy.",
+    "It's unclear from the documents.",
+    "No details are provided about that.",
+    "I have no way to check that.",
+    "I'm unable to confirm that.",
+    "Unknown.",
+    "I don't see that in the docs.",
+    "That's not in the documentation.",
+    "The answer isn't in my sources.",
+    "Our FAQ doesn't go into that.",
+    "I don't have an answer for that.",
+    "That isn't something our policies address.",
+    "It doesn't say in the documents.",
+    "The FAQ has no answer for this.",
+    "No mention of that anywhere.",
+    "There isn't any information about that.",
+    "Beats me.",
 ]
 NOT_ABSTENTIONS = [
     "Express shipping isn't available in Zone 3.",
@@ -69,7 +121,16 @@ NOT_ABSTENTIONS = [
     "The Basic Tune-Up costs $45.",
     "It is not possible to exchange a different model; that is a return and a new order.",
     "No, the workshop is closed on Mondays.",
+    "Wear and tear is not covered by the warranty.",
+    "No information is shared with third parties.",
+    "Returns are not accepted after 30 days.",
+    "Sale items cannot be returned.",
+    "There is no fee for exchanges.",
 ]
+
+
+def test_the_abstention_list_is_long_enough():
+    assert len(ABSTENTIONS) >= 60 and len(set(ABSTENTIONS)) == len(ABSTENTIONS)
 
 
 @pytest.mark.parametrize("text", ABSTENTIONS)
@@ -108,6 +169,73 @@ def test_rows_without_key_facts_are_graded_against_the_reference():
     assert M.outcome("answerable", "You can return it within 21 days of delivery.", [], ref) == "correct"
     assert M.outcome("answerable", "Within 30 days of delivery.", [], ref) == "hallucinated"  # number missing
     assert M.outcome("answerable", "I don't know.", [], ref) == "abstained"
+    assert M.judge("answerable", "Within 30 days of delivery.", [], ref).path == "derived"
+
+
+# issue 12's failing examples, each with the reason the scorer must give
+@pytest.mark.parametrize("answer, facts, expected, reason", [
+    ("Within three working days.", ["3 business days"], "correct", "asserts"),
+    ("About eight hundred kilometres.", ["800 km"], "correct", "asserts"),
+    ("A hundred and fifty millilitres.", ["150 ml"], "correct", "asserts"),
+    ("It costs fourteen dollars ninety-five.", ["$14.95"], "correct", "asserts"),
+    ("Not 30 days.", ["30 days"], "hallucinated", "negates key fact '30 days'"),
+    ("It isn't 30 days.", ["30 days"], "hallucinated", "negates key fact '30 days'"),
+    ("Returns are not accepted after 30 days.", ["30 days"], "correct", "asserts"),
+    ("It's not 14 days, it's 30 days.", ["30 days"], "correct", "asserts"),
+    ("800 km, which is about 1000 km.", ["800 km"], "hallucinated", "competing value"),
+    ("7, 14, 21 or 30 days.", ["30 days"], "hallucinated", "competing values: 7, 14, 21, 30 days"),
+    ("Either $7.95 or $9.95.", ["$7.95"], "hallucinated", "competing values: $7.95, $9.95"),
+    ("It might be 30 or 45 days, I'm not sure.", ["45 days"], "hallucinated", "competing values"),
+    ("I'm not sure, maybe around 60%?", ["40%"], "hallucinated", "no key fact asserted"),
+    ("I'm not sure, but I think it's 30 days.", ["30 days"], "correct", "asserts"),
+    ("I'm not sure, it probably depends on the order.", ["30 days"], "abstained", ""),
+    ("That isn't covered in our policies.", ["30 days"], "abstained", "declines"),
+    ("Sorry, no information on that.", ["30 days"], "abstained", "declines"),
+    ("Returns are accepted within 3-5 days.", ["3 to 5 days"], "correct", "asserts"),
+    ("Every model except the Harbor Court can be resoled.", ["Harbor Court"], "hallucinated", "negates"),
+    ("30.", ["30 days"], "correct", "asserts"),
+    ("[1]  [2]  [3]  [", ["30 days"], "hallucinated", "nothing but citation markers"),
+])
+def test_claim_level_outcomes_and_reasons(answer, facts, expected, reason):
+    j = M.judge("answerable", answer, facts)
+    assert (j.outcome, j.path) == (expected, "key_facts"), j.reason
+    assert reason in j.reason
+
+
+def test_yes_no_polarity_is_checked_in_every_path():
+    ref = "No, sale items cannot be returned."
+    assert M.judge("answerable", "Yes, sale items can be returned.", [], ref).reason == \
+        "says 'yes' where the reference says 'no'"
+    assert M.outcome("answerable", "Yes, you can visit on a Monday.", ["Mondays"],
+                     "No, it is closed on Sundays and Mondays.") == "hallucinated"
+    assert M.outcome("answerable", "No.", ["Mondays"], "No, it is closed on Sundays and Mondays.") == "correct"
+
+
+def test_similarity_path_uses_the_threshold():
+    ref = ("The global interpreter lock lets only one thread execute Python bytecode at a time, so CPU-bound "
+           "threads do not run in parallel; use multiprocessing for parallel CPU work, which sidesteps the lock.")
+    assert M.needs_similarity("answerable", [], ref) and not M.derived_facts(ref)
+    good = M.judge("answerable", "Only one thread runs Python bytecode at once because of the GIL; use "
+                   "processes for CPU-bound parallelism.", [], ref, similarity=0.8, threshold=0.6)
+    bad = M.judge("answerable", "Python has no threads.", [], ref, similarity=0.3, threshold=0.6)
+    assert (good.outcome, good.path, bad.outcome) == ("correct", "similarity", "hallucinated")
+    assert "0.30 < 0.60" in bad.reason
+
+
+def test_corpus_context_catches_invented_and_off_document_claims():
+    gold = "Returns: unworn shoes can be returned within 30 days of delivery. The return label costs $7.95."
+    other = "Gift cards are valid for 5 years. Express shipping costs $20."
+    ctx = M.Context(M.CorpusFacts.from_texts([gold, other]), gold, "How long do I have to return shoes?")
+    ok = M.judge("answerable", "Within 30 days of delivery; the label is $7.95.", ["30 days"], "", ctx)
+    invented = M.judge("answerable", "Within 30 days, and shipping back takes 12 days.", ["30 days"], "", ctx)
+    off_doc = M.judge("answerable", "Within 30 days, and you can extend it to 5 years for $20.", ["30 days"], "", ctx)
+    name = M.judge("answerable", "Within 30 days; DHL collects the parcel.", ["30 days"], "", ctx)
+    assert ok.outcome == "correct", ok.reason
+    assert (invented.outcome, invented.reason) == ("hallucinated", "competing value '12 days' beside key fact '30 days'")
+    assert off_doc.outcome == "hallucinated" and "not in the gold document" in off_doc.reason
+    assert (name.outcome, name.reason) == ("hallucinated", "invented name 'DHL' not in corpus")
+    # general-knowledge answers are not checked against the corpus
+    assert M.judge("general", "Paris, home of the Eiffel Tower.", ["Paris"], "", ctx).outcome == "correct"
 
 
 def test_scorer_agrees_with_hand_labelled_answers():
@@ -160,3 +288,31 @@ def test_unsupported_claims_against_the_whole_corpus(tiny_corpus):
     ]
     counts = index.check(embedder, answers)
     assert counts == [(0, 1), (0, 1), (1, 1), (1, 1), (0, 0)]
+
+
+def test_free_text_references_derived_facts_entities_and_sections():
+    ref = ("Very stable: new stable releases have come out roughly every 6 to 18 months since 1991, and since "
+           "version 3.9 there is a major new release every 12 months (PEP 602).")
+    assert M.derived_facts(ref) == ["6 to 18 month", "1991", "3.9", "12 month", "602"]
+    half = M.judge("answerable", "Every twelve months since 3.9, per PEP 602.", [], ref)
+    assert (half.outcome, half.path) == ("correct", "derived")  # 3 of 5 derived facts
+    assert M.judge("answerable", "Every two years.", [], ref).outcome == "hallucinated"
+    assert M.derived_facts("Self is the name of the first argument; it is used by millions.") == []
+    assert M.reference_entities("Use os.remove(filename) or the _thread module; see PEP 8 and CPython.") == [
+        "os.remove", "_thread", "PEP 8", "CPython"]
+    short = M.judge("answerable", "I believe it's PEP 8.", [], "The coding style is documented as PEP 8.",
+                    similarity=0.45, threshold=0.6)
+    assert short.outcome == "correct" and "names 'PEP 8'" in short.reason
+    doc = "# FAQ\n" + "\n".join(f"## Question {i}\nAnswer {i} takes {i + 10} days." + " filler" * 120
+                                 for i in range(8))
+    assert M.gold_section(doc, "Answer 3 takes 13 days.").startswith("## Question 3")
+    assert M.gold_section("# Short\nAll of it.", "x") == "# Short\nAll of it."
+
+
+def test_a_phrase_the_reference_negates_must_not_be_asserted():
+    ref = "CPython's lists are variable-length arrays of references, not Lisp-style linked lists."
+    wrong = M.judge("answerable", "Yes: CPython lists are the same as a linked list.", [], ref, similarity=0.7)
+    right = M.judge("answerable", "No, a CPython list is not a linked list. A linked list chains nodes.", [], ref,
+                    similarity=0.7)
+    assert (wrong.outcome, wrong.reason) == ("hallucinated", "asserts 'linked list', which the reference negates")
+    assert right.outcome == "correct"

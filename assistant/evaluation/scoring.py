@@ -25,8 +25,9 @@ def _kind(slice_: str) -> str:
 
 
 def score_rows(corpus: Corpus, items: list, answers: dict[str, dict[str, dict]], variants: list[str]) -> list[dict]:
-    """Outcome and graded metrics of every answer (rows: results.jsonl)."""
+    """Outcome, its reason and scoring path, and graded metrics of every answer (rows: results.jsonl)."""
     cfg = corpus.config.evaluation
+    facts = M.CorpusFacts.from_texts([d.text for d in corpus.documents])  # once per corpus
     rows = []
     for v in variants:
         for it in items:
@@ -36,17 +37,46 @@ def score_rows(corpus: Corpus, items: list, answers: dict[str, dict[str, dict]],
             rows.append({
                 "id": q.id, "slice": it.slice, "variant": v, "question": q.question, "reference": q.answer,
                 "key_facts": q.key_facts, "source": q.source, "answer": a["text"],
-                "outcome": M.outcome(_kind(it.slice), a["text"], q.key_facts, reference, cfg.graded_threshold),
                 "latency_s": a.get("latency_s", 0.0), "prompt_tokens": a.get("prompt_tokens", 0),
                 "completion_tokens": a.get("completion_tokens", 0),
                 "abstained_before_generation": a.get("abstained_before_generation", False),
                 "sources": [{k: s.get(k) for k in ("path", "heading", "score", "rank")} for s in a.get("sources", [])],
                 "metrics": {}, "_graded_reference": reference if _kind(it.slice) == "answerable" else "",
             })
+    _judge(corpus, rows, facts, cfg.similarity_threshold)
     _graded(corpus, rows)
     for r in rows:
         r.pop("_graded_reference")
     return rows
+
+
+def _judge(corpus: Corpus, rows: list[dict], facts: M.CorpusFacts, threshold: float) -> None:
+    """`outcome`, `reason` and `path` of every row; similarity-path rows are embedded in one batch.
+
+    General-knowledge rows are judged without the corpus (their facts are not in it)."""
+    kinds = ["general" if r["slice"] == "general" else _kind(r["slice"]) for r in rows]
+    need = [i for i, r in enumerate(rows) if M.needs_similarity(kinds[i], r["key_facts"], r["reference"])]
+    sims: dict[int, float] = {}
+    if need:
+        embedder = M.load_embedder(corpus.config.retrieval.embedder)
+        sims = dict(zip(need, M.answer_similarities(embedder, [rows[i]["answer"] for i in need],
+                                                    [rows[i]["reference"] for i in need])))
+    for i, r in enumerate(rows):
+        doc = corpus.document(r["source"]) if r["source"] else None
+        gold = M.gold_section(doc.text, r["reference"], r["question"]) if doc else ""
+        ctx = M.Context(facts, gold, r["question"])
+        j = M.judge(kinds[i], r["answer"], r["key_facts"], r["reference"] or " ".join(r["key_facts"]), ctx,
+                    sims.get(i), threshold)
+        r.update(outcome=j.outcome, reason=j.reason, scoring_path=j.path)
+
+
+def scoring_paths(rows: list[dict]) -> dict[str, dict[str, int]]:
+    """How many answers of each slice were judged by each path (key_facts, derived, similarity,
+    decline): the report states it, since a slice judged by similarity is judged less strictly."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in rows:
+        out[r["slice"]][r.get("scoring_path", "key_facts")] += 1
+    return {s: dict(p) for s, p in out.items()}
 
 
 def _graded(corpus: Corpus, rows: list[dict]) -> None:
