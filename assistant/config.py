@@ -150,10 +150,6 @@ class EvalSettings(Settings):
     general_suite: str = Field("evals/general.jsonl", description="relative to the corpus, else the project")
     safety_suite: str = Field("evals/safety.jsonl")
     min_slice_size: int = Field(20, ge=1, description="slices smaller than this are flagged as too small to conclude")
-    graded_threshold: float = Field(
-        0.6, ge=0, le=1,
-        description="QA rows without key_facts: correct when the answer holds every number of the reference "
-                    "and at least this share of its content words")
     similarity_threshold: float = Field(
         0.6, ge=-1, le=1,
         description="QA rows without key facts whose reference states no number: correct when the answer's "

@@ -127,6 +127,8 @@ def apply_gate(rows: list[dict], items: list, answers: dict[str, dict[str, dict]
         r["below_min_score"] = bool(a.get("below_min_score") or r.get("abstained_before_generation"))
         if r.get("abstained_before_generation"):
             r["outcome"] = GATE
+            r["reason"] = "declined by the retrieval gate (no passage above retrieval.min_score; nothing generated)"
+            r["scoring_path"] = "gate"
     return rows
 
 
@@ -255,7 +257,7 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
         "slices": {s: {"n": len(by[variants[0], s]), "too_small": len(by[variants[0], s]) < cfg.min_slice_size}
                    for s in slices},
         "per_variant": per_variant, "costs": cost, "pairs": pairs,
-        "human_votes": read_votes(corpus, nb, seed), "verdict": verdict, "labels": labels,
+        "human_votes": read_votes(corpus, nb, seed), "scoring_paths": scoring_paths(rows), "verdict": verdict, "labels": labels,
     }
 
 
