@@ -31,6 +31,7 @@ from .chunking import Chunk, chunk_documents, token_counter
 from .config import RetrievalSettings
 from .corpus import Corpus
 from .models import pick_device, resolve_embedder
+from .runtime import report_card
 from .variants.base import NotBuilt, Source
 
 __all__ = ["Chunk", "Retriever", "build_index", "index_dir", "is_index_fresh", "index_fingerprint",
@@ -242,6 +243,7 @@ def build_index(corpus: Corpus, force: bool = False) -> dict:
             "index_type": kind, "embedder": cfg.retrieval.embedder, "dim": int(vectors.shape[1]),
             "embed_time_s": round(embed_s, 3), "index_time_s": round(index_s, 4),
             "chunks_per_s": round(len(chunks) / max(embed_s + index_s, 1e-9), 1),
+            "environment": report_card(embedder_device=str(embedder.device)),
         }
         (tmp / BUILD_FILE).write_text(json.dumps(report, indent=2))
         manifest = {"fingerprint": fingerprint, "format": FORMAT, "index_type": kind, "chunks": len(chunks),

@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .config import LoraSettings
 from .corpus import Corpus, QAItem
+from .runtime import report_card
 
 FORMAT = 1  # bump when the training data recipe changes: adapters built before retrain
 RAFT_FIELDS = {"distractors", "gold_fraction", "rag_sft_epochs"}  # settings that only rag_sft reads
@@ -421,6 +422,7 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
         "peak_memory_mb": _peak_memory_mb(), "trainable_params": trainable, "total_params": total,
         "train_runtime_s": output.metrics.get("train_runtime"),
         "settings": s.model_dump(), "fingerprint": fp, **job.extra, **curves,
+        "environment": report_card(training=(device, dtype)),
     }
     if not trainer.is_world_process_zero():
         return log
@@ -467,6 +469,7 @@ def publish(corpus: Corpus, variant: str, model, log: dict, fp: str) -> dict:
         "train_tokens_per_s": log["tokens_per_s"], "train_examples": log["train_examples"],
         "epochs_done": log["epochs_done"], "steps": log["steps"], "resumed_from_step": log["resumed_from_step"],
         "final_train_loss": log["final_train_loss"], "best_val_loss": log["best_val_loss"], "mode": log["mode"],
+        "environment": log.get("environment"),
     }
     _write_json(folder / BUILD_FILE, report)  # last: its presence with this fingerprint marks the build done
     _log(f"{variant}: {log['steps']} steps, {log['epochs_done']:g} epochs in {log['train_time_s']:.0f} s, "

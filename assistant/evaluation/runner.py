@@ -108,8 +108,30 @@ class AnswerCache:
             os.fsync(f.fileno())
 
 
+def decoding(corpus: Corpus) -> dict:
+    """The numerics an evaluation answer is produced under, resolved on this machine.
+
+    Part of every answer's cache key: answers from another device, dtype, CPU kernel family or
+    decoding setting are never pooled into one report.
+    """
+    import torch
+
+    from ..models import numerics
+
+    device, dtype = numerics(corpus.config.model, evaluation=True)
+    gen = corpus.config.generation
+    kernels = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
+    return {"device": device.type, "kernels": kernels, "dtype": str(dtype).removeprefix("torch."),
+            "max_new_tokens": gen.max_new_tokens, "batch_invariant": gen.batch_invariant, "greedy": True}
+
+
 def ready_variants(corpus: Corpus, names: list[str] | None, console: Console) -> list[tuple[str, str]]:
-    """(name, fingerprint) of each requested variant that is implemented and built; others skipped aloud."""
+    """(name, answer key) of each requested variant that is implemented and built; others skipped aloud.
+
+    The answer key joins the variant's fingerprint (data, settings, artifacts) and `decoding`.
+    """
+    numerics_key = json.dumps(decoding(corpus), sort_keys=True)
     ready = []
     for name in names or list(VARIANTS):
         try:
@@ -120,7 +142,8 @@ def ready_variants(corpus: Corpus, names: list[str] | None, console: Console) ->
         if cls.needs_build and not cls.is_built(corpus):
             console.print(f"[yellow]skip {name}: not built; run: assistant build {corpus.root} --variant {name}[/]")
             continue
-        ready.append((name, cls.fingerprint(corpus)))
+        key = hashlib.sha256(f"{cls.fingerprint(corpus)}\0{numerics_key}".encode()).hexdigest()[:16]
+        ready.append((name, key))
     return ready
 
 
@@ -166,9 +189,28 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
     answers = collect_answers(corpus, items, ready, console)
     rows = scoring.score_rows(corpus, items, answers, [n for n, _ in ready])
     metrics = scoring.summarise(corpus, rows, [n for n, _ in ready], fingerprints=dict(ready), limit=limit)
+    metrics["environment"] = environment(corpus, [n for n, _ in ready])
     out = report.write_report(corpus, rows, metrics)
     report.print_summary(metrics, out, Console())
     return out
+
+
+def environment(corpus: Corpus, variants: list[str]) -> dict:
+    """The report card of this evaluation: where the answers were generated, where each adapter trained."""
+    from .. import training
+    from ..models import numerics
+    from ..runtime import report_card
+
+    trained = {}
+    for name in variants:
+        try:
+            log = json.loads((training.variant_dir(corpus, name) / training.LOG_FILE).read_text(encoding="utf-8"))
+            trained[name] = (log["device"], log["dtype"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not an adapter, or a log from before these fields
+    gen = corpus.config.generation
+    return report_card(generation=numerics(corpus.config.model, evaluation=True), training=trained,
+                       batch_invariant=gen.batch_invariant, decoding=decoding(corpus))
 
 
 def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None) -> Path:

@@ -1,0 +1,101 @@
+"""Batch invariance: a question decodes to the same bytes alone and inside any batch, at any padding.
+
+Two things made an answer depend on its batch, both measured on this project's CPUs (README,
+"Models and hardware"):
+
+1. Left padding, in attention. SDPA reduces over every key of a padded row, masked ones included,
+   so the sums run in another order than for the same question alone: the last logits of the
+   default model moved by up to 0.6 in bf16 and 4e-5 in fp32, enough to flip greedy steps.
+   `batch_invariant_attention` runs SDPA row by row over each row's real tokens only: the very
+   call a lone question makes.
+2. The number of rows, in the linear layers. CPU BLAS computes a few rows with other kernels than
+   many (fp32 sgemm here: 1 to 3 rows differ in the last bits from 4 or more; bf16 GEMMs here are
+   exact at any row count). `min_rows` finds, once per process, the smallest row count from which
+   every linear layer's output no longer depends on the batch; the engine never decodes fewer
+   rows than that, filling a short batch with copies of its last row.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+NAME = "batch_invariant"
+
+
+def _first_real_key(mask: torch.Tensor | None, batch: int) -> list[int]:
+    """Leading padded keys per row, read from the 4D mask's last query row (True = attend)."""
+    if mask is None:
+        return [0] * batch
+    last = mask[:, 0, -1, :] if mask.dtype == torch.bool else mask[:, 0, -1, :] == 0
+    last = last.expand(batch, -1)
+    # argmax finds the first True; a row that sees nothing (never in generation) keeps all keys.
+    return [int(i) if seen else 0 for i, seen in zip(last.int().argmax(-1).tolist(), last.any(-1).tolist())]
+
+
+def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                              value: torch.Tensor, attention_mask: torch.Tensor | None,
+                              **kwargs) -> tuple[torch.Tensor, None]:
+    """SDPA row by row on each row's unpadded keys; padded query positions get zeros (never read)."""
+    batch, _, q_length, _ = query.shape
+    kv_length = key.shape[2]
+    kwargs.pop("is_causal", None)
+    out = query.new_zeros(batch, q_length, query.shape[1], value.shape[-1])
+    for b, pad in enumerate(_first_real_key(attention_mask, batch)):
+        q_start = max(0, pad - (kv_length - q_length))  # the queries are the last q_length keys
+        q = query[b:b + 1, :, q_start:].contiguous()
+        k = key[b:b + 1, :, pad:].contiguous()
+        v = value[b:b + 1, :, pad:].contiguous()
+        n_q, n_k = q.shape[2], k.shape[2]
+        mask = None
+        if 1 < n_q < n_k:  # SDPA's is_causal aligns top-left; a prefix in the cache needs bottom-right
+            mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)[None, None]
+        # With no mask this is exactly the call a lone, unpadded question makes.
+        o, _ = sdpa_attention_forward(module, q, k, v, attention_mask=mask, **kwargs)
+        out[b:b + 1, q_start:] = o
+    return out, None
+
+
+def register() -> str:
+    """Make the attention available to `model.set_attn_implementation(NAME)`; idempotent."""
+    AttentionInterface.register(NAME, batch_invariant_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    return NAME
+
+
+def linear_shapes(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
+    """The distinct (in, out) shapes of the model's linear layers, LoRA's included."""
+    return tuple(sorted({(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)}))
+
+
+@lru_cache(maxsize=16)
+def min_rows(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: str, max_rows: int) -> int | None:
+    """Smallest row count from which a row's linear output is the same bits whatever the batch.
+
+    Probed with random data for every shape at 1..max_rows rows (and a few larger counts where the
+    layer is not the vocabulary head, for prompts) on this machine's kernels and thread count.
+    None when no row count up to max_rows is invariant, or when a row's position in the batch
+    changes its result: then padding with copies cannot help and answers may depend on the batch.
+    """
+    gen = torch.Generator().manual_seed(0)
+    need = 1
+    for n_in, n_out in shapes:
+        w = torch.randn(n_out, n_in, generator=gen).to(dtype=dtype, device=device)
+        counts = list(range(1, max_rows + 1)) + ([4 * max_rows, 257] if n_out <= 8192 else [])
+        x = torch.randn(max(counts), n_in, generator=gen).to(dtype=dtype, device=device)
+        ref = torch.nn.functional.linear(x[:max_rows], w)
+        same = [torch.equal(torch.nn.functional.linear(x[:m], w)[0], ref[0]) for m in counts]
+        bad = [m for m, ok in zip(counts, same) if not ok]
+        if any(m > max_rows for m in bad):
+            return None
+        need = max(need, max(bad, default=0) + 1)
+        if need > max_rows:
+            return None
+        rolled = torch.nn.functional.linear(x[:max_rows].roll(1, 0), w)  # row 0 now sits at position 1
+        if not torch.equal(rolled[1], ref[0]):
+            return None
+    return need
