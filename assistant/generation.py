@@ -56,18 +56,18 @@ class Engine:
     def dtype(self) -> torch.dtype:
         return self.model.dtype
 
+    def _probe(self) -> int | None:
+        return invariance.min_rows(invariance.linear_shapes(self.model), self.dtype, self.device.type,
+                                   max(self.batch_size, 4))
+
     def min_rows(self) -> int:
         """Fewest rows a batch is decoded with, so that every linear layer runs its batch-invariant
         kernel (1 where the kernels never depend on the row count); 1 when invariance is off."""
-        if not self.batch_invariant:
-            return 1
-        shapes = invariance.linear_shapes(self.model)
-        return invariance.min_rows(shapes, self.dtype, self.device.type, max(self.batch_size, 4)) or 1
+        return (self._probe() or 1) if self.batch_invariant else 1
 
     def exact(self) -> bool:
         """Whether answers are byte-identical alone and in any batch on this machine (probed, see invariance.py)."""
-        return self.batch_invariant and invariance.min_rows(
-            invariance.linear_shapes(self.model), self.dtype, self.device.type, max(self.batch_size, 4)) is not None
+        return self.batch_invariant and self._probe() is not None
 
     def _fill(self, rows: list, minimum: int) -> list:
         """A short batch filled up with copies of its last row (their answers are dropped)."""

@@ -149,6 +149,10 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and 'src="plots/' not in html
     assert "Recommendation: prompted" in (out / "report.md").read_text()
+    env = metrics["environment"]  # the report card: where these answers were produced
+    assert env["generation"] == {"device": "cpu", "dtype": "float32"} and env["decoding"]["batch_invariant"]
+    assert env["torch"] and env["cpu"] and env["cpu_capability"] and env["threads"] >= 1
+    assert "## Where it ran" in (out / "report.md").read_text() and "Where it ran" in html
 
     def no_engine(*_):
         raise AssertionError("a cached rerun must not load the model")
@@ -213,3 +217,23 @@ def test_training_log_is_read_defensively(tmp_path):
     p.write_text(json.dumps({"train_loss": [{"step": 5, "epoch": 1, "loss": 2.5}, {"step": 10, "loss": 1.5}],
                              "val_loss": [{"step": 10, "epoch": 1, "loss": 1.9}], "steps": 10}))
     assert plots.read_training_log(p) == {"loss": [(5.0, 2.5), (10.0, 1.5)], "eval_loss": [(10.0, 1.9)]}
+
+
+def test_answers_under_other_numerics_are_never_pooled(tiny_corpus):
+    """The cache key holds device, dtype and decoding settings: any change starts a new cache file."""
+    import torch
+
+    console = Console(quiet=True)
+    key = dict(runner.ready_variants(tiny_corpus, ["prompted"], console))["prompted"]
+    keys = {key}
+    for section, field, value in (("model", "eval_dtype", "bfloat16"), ("generation", "max_new_tokens", 9),
+                                  ("generation", "batch_invariant", False)):
+        cfg = getattr(tiny_corpus.config, section)
+        old, _ = getattr(cfg, field), setattr(cfg, field, value)
+        keys.add(dict(runner.ready_variants(tiny_corpus, ["prompted"], console))["prompted"])
+        setattr(cfg, field, old)
+    assert len(keys) == 4
+    assert dict(runner.ready_variants(tiny_corpus, ["prompted"], console))["prompted"] == key
+    assert runner.decoding(tiny_corpus) == {
+        "device": "cpu", "kernels": torch.backends.cpu.get_cpu_capability(), "dtype": "float32",
+        "max_new_tokens": 8, "batch_invariant": True, "greedy": True}
