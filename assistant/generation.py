@@ -87,7 +87,10 @@ class Engine:
                 self.model.load_adapter(path, adapter_name=name)
             else:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
-            self.model.eval()
+            # PEFT keeps a bf16 model's adapters in fp32; its mixed-adapter batches (the chat) round
+            # each adapter's output to bf16 before adding it, its one-adapter batches after: in the
+            # engine's dtype both paths add the same numbers.
+            self.model.to(self.dtype).eval()
             self.adapters[name] = path
 
     @contextlib.contextmanager
@@ -180,9 +183,13 @@ class Engine:
             raise KeyError(f"adapters {sorted(set(filter(None, adapters)))} are not loaded")
         n = len(conversations)
         pad = self.tokenizer.pad_token_id
-        ids = self._fill([self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"]
-                          for m in conversations], self.min_rows())
-        adapters = self._fill(adapters, len(ids))
+        ids = [self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"] for m in conversations]
+        # PEFT runs each adapter on its own rows only: fill every adapter's group, not just the batch.
+        for adapter in dict.fromkeys(adapters if self.adapters else [None]):
+            rows = [i for i, a in enumerate(adapters) if a == adapter or not self.adapters]
+            extra_rows = self._fill(rows, self.min_rows())[len(rows):]
+            ids += [ids[i] for i in extra_rows]
+            adapters += [adapters[i] for i in extra_rows]
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)

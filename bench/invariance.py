@@ -2,9 +2,9 @@
 
     python bench/invariance.py corpora/ecostride [--questions 16] [--dtype float32|bfloat16]
 
-Takes test questions of very different lengths (so each batch is heavily left-padded), answers
-each one alone and all of them as one batch through the evaluation's engine, and compares the
-texts byte for byte. Prints one line per variant; exit code 1 when any answer differs.
+Takes test questions from the shortest to the longest plus one compound question several times
+longer (so every batch is heavily left-padded), answers each one alone and all of them as one
+batch through the evaluation's engine, and compares the texts byte for byte. Prints one line per variant; exit code 1 when any answer differs.
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ def main() -> int:
     if args.dtype:
         corpus.config.model.eval_dtype = args.dtype
     corpus.config.generation.batch_size = max(corpus.config.generation.batch_size, args.questions)
-    questions = spread_by_length([q.question for q in corpus.questions("test")], args.questions)
+    test = [q.question for q in corpus.questions("test")]
+    questions = spread_by_length(test, args.questions - 1)
+    # One compound question several times longer than the rest, so every other row is padded far.
+    questions.append(" ".join(["Please answer all of these in turn:"] + spread_by_length(test, 12)))
     engine = open_engine(corpus)
     print(f"{corpus.name}: {len(questions)} test questions ({min(map(len, questions))}-"
           f"{max(map(len, questions))} characters), {engine.device} {str(engine.dtype).removeprefix('torch.')}, "

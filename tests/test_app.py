@@ -200,15 +200,19 @@ def test_padded_batch_decodes_like_single_answers_on_the_real_model(tiny_corpus_
             assert prompted.engine.generate(convs[i:i + 1], adapter=adapter)[0].text == together[i].text
 
 
-def test_stream_many_routes_each_row_through_its_adapter(tiny_corpus):
+@pytest.mark.parametrize("dtype", supported_dtypes())
+def test_stream_many_routes_each_row_through_its_adapter(tiny_corpus, dtype):
+    import torch
     from peft import LoraConfig, get_peft_model
 
     from assistant.generation import Engine
     from assistant.models import load_model
 
-    model, tok = load_model(tiny_corpus.config.model)
+    settings = tiny_corpus.config.model.model_copy(update={"dtype": dtype})
+    model, tok = load_model(settings)
     engine = Engine(model, tok, max_new_tokens=6, batch_size=4)
-    base_model, _ = load_model(tiny_corpus.config.model)
+    base_model, _ = load_model(settings)
+    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as d:
         lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)  # random, not a no-op
         get_peft_model(base_model, lora).save_pretrained(d)
@@ -217,8 +221,8 @@ def test_stream_many_routes_each_row_through_its_adapter(tiny_corpus):
         final = [row.text.strip() for row in list(engine.stream_many(convs, ["lora", None, "lora"]))[-1]]
         with_lora = [g.text for g in engine.generate(convs, adapter="lora")]
         bare = [g.text for g in engine.generate(convs, adapter=None)]
-    assert with_lora != bare  # the adapter changes the answers, so the check below means something
-    assert final == [with_lora[0], bare[1], with_lora[2]]
+    assert with_lora != bare, (with_lora, bare)  # the adapter changes the answers, so the check below means something
+    assert final == [with_lora[0], bare[1], with_lora[2]], (final, with_lora, bare)
 
 
 def test_history_keeps_the_last_finished_turns_only():
