@@ -44,9 +44,11 @@ def test_min_rows_is_the_row_count_from_which_linear_layers_stop_depending_on_th
     need = min_rows(shapes, dtype, "cpu", 16)
     assert need is not None, f"{dtype} linear layers depend on the batch at every row count on this CPU"
     g = torch.Generator().manual_seed(1)
-    w, x = torch.randn(128, 64, generator=g).to(dtype), torch.randn(16, 64, generator=g).to(dtype)
-    ref = torch.nn.functional.linear(x, w)[0]
-    assert all(torch.equal(torch.nn.functional.linear(x[:m], w)[0], ref) for m in range(need, 17))
+    w, x = torch.randn(128, 64, generator=g).to(dtype), torch.randn(48, 64, generator=g).to(dtype)
+    ref = torch.nn.functional.linear(x, w)
+    for m in range(need, 17):  # every row, computed m rows at a time, is the row of one big batch
+        full = 48 // m * m
+        assert torch.equal(torch.cat([torch.nn.functional.linear(x[i:i + m], w) for i in range(0, full, m)]), ref[:full])
 
 
 def test_report_card_says_where_it_ran(tmp_path):
