@@ -49,8 +49,8 @@ def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key:
     for b, pad in enumerate(_first_real_key(attention_mask, batch)):
         q_start = max(0, pad - (kv_length - q_length))  # the queries are the last q_length keys
         q = query[b:b + 1, :, q_start:].contiguous()
-        k = key[b:b + 1, :, pad:].contiguous()
-        v = value[b:b + 1, :, pad:].contiguous()
+        k = key[b:b + 1, :, pad:]
+        v = value[b:b + 1, :, pad:]
         n_q, n_k = q.shape[2], k.shape[2]
         mask = None
         if 1 < n_q < n_k:  # SDPA's is_causal aligns top-left; a prefix in the cache needs bottom-right
