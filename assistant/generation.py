@@ -42,6 +42,7 @@ class Engine:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.batch_invariant = batch_invariant
+        self._dtype = model.dtype  # the base model's; PEFT may load adapters in another
         if batch_invariant:  # neither padding nor batch neighbours may change an answer: see invariance.py
             model.set_attn_implementation(invariance.register())
         self.adapters: dict[str, str] = {}
@@ -54,7 +55,7 @@ class Engine:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.model.dtype
+        return self._dtype
 
     def _probe(self) -> int | None:
         return invariance.min_rows(invariance.linear_shapes(self.model), self.dtype, self.device.type,
@@ -89,8 +90,12 @@ class Engine:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
             # PEFT keeps a bf16 model's adapters in fp32; its mixed-adapter batches (the chat) round
             # each adapter's output to bf16 before adding it, its one-adapter batches after: in the
-            # engine's dtype both paths add the same numbers.
-            self.model.to(self.dtype).eval()
+            # engine's dtype both paths add the same numbers. Only the adapter's weights are cast:
+            # model.to() would also round buffers kept in fp32 on purpose (RoPE's inv_freq).
+            for param_name, param in self.model.named_parameters():
+                if f".{name}." in param_name:
+                    param.data = param.data.to(self.dtype)
+            self.model.eval()
             self.adapters[name] = path
 
     @contextlib.contextmanager
