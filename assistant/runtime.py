@@ -73,6 +73,8 @@ def report_card(generation: tuple | None = None, training: tuple | dict | None =
     """
     import torch
 
+    from .models import cpu_supports_bf16
+
     def numerics(pair):
         if pair is None:
             return None
@@ -89,6 +91,7 @@ def report_card(generation: tuple | None = None, training: tuple | dict | None =
         "platform": f"{platform.system()} {platform.machine()}",
         "cpu": cpu_name(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": cpu_supports_bf16(),
         "gpu": gpu,
         "threads": torch.get_num_threads(),
         "generation": numerics(generation),

@@ -183,10 +183,11 @@ def where_it_ran(card: dict | None) -> list[str]:
                      ("python", "torch", "transformers", "peft", "trl", "sentence_transformers", "faiss") if card.get(k))
     gen, train = card.get("generation") or {}, card.get("training") or {}
     rows = [["code", code], ["libraries", libs],
-            ["processor", f"{card.get('cpu')} ({card.get('cpu_capability')}), {card.get('threads')} torch threads"
+            ["processor", f"{card.get('cpu')} ({card.get('cpu_capability')}"
+             + (", native bf16" if card.get("cpu_native_bf16") else "") + f"), {card.get('threads')} torch threads"
              + (f"; GPU {card['gpu']}" if card.get("gpu") else "")],
             ["answers generated on", f"{gen.get('device')} {gen.get('dtype')}" + (
-                ", batch-invariant attention" if card.get("batch_invariant") else "")],
+                ", batch-invariant decoding" if card.get("batch_invariant") else "")],
             ["adapters trained on", ", ".join(f"{v}: {t['device']} {t['dtype']}" for v, t in train.items())
              if train else "no adapter"]]
     return ["## Where it ran", "", _table(["", ""], rows), ""]
