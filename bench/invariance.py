@@ -1,6 +1,6 @@
 """Check that every built variant answers a question alone exactly as inside a padded batch of 16.
 
-    python bench/invariance.py corpora/ecostride [--questions 16] [--dtype float32|bfloat16]
+    python bench/invariance.py corpora/ecostride [--questions 16] [--dtype float32|bfloat16] [--variants ...]
 
 Takes test questions from the shortest to the longest plus one compound question several times
 longer (so every batch is heavily left-padded), answers each one alone and all of them as one
@@ -32,6 +32,7 @@ def main() -> int:
     ap.add_argument("corpus")
     ap.add_argument("--questions", type=int, default=16)
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="override model.eval_dtype")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     args = ap.parse_args()
     quiet_libraries()
     corpus = load_corpus(args.corpus)
@@ -48,7 +49,7 @@ def main() -> int:
           f"batch-invariant {engine.batch_invariant} (rows >= {engine.min_rows()}, exact on this machine: "
           f"{engine.exact()})")
     failed = 0
-    for name in VARIANTS:
+    for name in args.variants:
         cls = variant_class(name)
         if cls.needs_build and not cls.is_built(corpus):
             print(f"{name:>8}: not built, skipped")
