@@ -43,8 +43,8 @@ class GenerationSettings(Settings):
     few_shot: int = Field(0, ge=0, le=16, description="train-split examples in the prompted variant")
     max_question_chars: int = Field(1000, ge=10)
     batch_invariant: bool = Field(
-        True, description="each row attends over its own tokens only, so an answer is the same alone, in any "
-                          "batch and at any padding (assistant/attention.py); off: plain batched SDPA")
+        True, description="an answer is the same bytes alone, in any batch and at any padding "
+                          "(assistant/invariance.py); off: plain batched SDPA, 9-14% faster at batch 16 (README)")
 
 
 class ChunkSettings(Settings):
