@@ -17,9 +17,10 @@ from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
-from transformers import (PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList,
-                          TextIteratorStreamer)
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
+
+from . import invariance
 
 Messages = list[dict[str, str]]
 
@@ -35,11 +36,15 @@ class Generation:
 
 class Engine:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                 max_new_tokens: int = 64, batch_size: int = 16):
+                 max_new_tokens: int = 64, batch_size: int = 16, batch_invariant: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.batch_invariant = batch_invariant
+        self._dtype = model.dtype  # the base model's; PEFT may load adapters in another
+        if batch_invariant:  # neither padding nor batch neighbours may change an answer: see invariance.py
+            model.set_attn_implementation(invariance.register())
         self.adapters: dict[str, str] = {}
         # Generation mutates adapter state; one request at a time keeps Gradio's threads safe.
         self._lock = threading.RLock()
@@ -47,6 +52,27 @@ class Engine:
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    def _probe(self) -> int | None:
+        return invariance.min_rows(invariance.linear_shapes(self.model), self.dtype, self.device.type,
+                                   max(self.batch_size, 4))
+
+    def min_rows(self) -> int:
+        """Fewest rows a batch is decoded with, so that every linear layer runs its batch-invariant
+        kernel (1 where the kernels never depend on the row count); 1 when invariance is off."""
+        return (self._probe() or 1) if self.batch_invariant else 1
+
+    def exact(self) -> bool:
+        """Whether answers are byte-identical alone and in any batch on this machine (probed, see invariance.py)."""
+        return self.batch_invariant and self._probe() is not None
+
+    def _fill(self, rows: list, minimum: int) -> list:
+        """A short batch filled up with copies of its last row (their answers are dropped)."""
+        return rows + [rows[-1]] * (minimum - len(rows))
 
     # -- adapters ---------------------------------------------------------------------------
     def add_adapter(self, name: str, path: str) -> None:
@@ -62,6 +88,13 @@ class Engine:
                 self.model.load_adapter(path, adapter_name=name)
             else:
                 self.model = PeftModel.from_pretrained(self.model, path, adapter_name=name)
+            # PEFT keeps a bf16 model's adapters in fp32; its mixed-adapter batches (the chat) round
+            # each adapter's output to bf16 before adding it, its one-adapter batches after: in the
+            # engine's dtype both paths add the same numbers. Only the adapter's weights are cast:
+            # model.to() would also round buffers kept in fp32 on purpose (RoPE's inv_freq).
+            for param_name, param in self.model.named_parameters():
+                if f".{name}." in param_name:
+                    param.data = param.data.to(self.dtype)
             self.model.eval()
             self.adapters[name] = path
 
@@ -112,6 +145,8 @@ class Engine:
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, batch_ids: list[list[int]], max_new: int) -> list[Generation]:
+        n = len(batch_ids)
+        batch_ids = self._fill(batch_ids, self.min_rows())
         pad = self.tokenizer.pad_token_id
         width = max(len(x) for x in batch_ids)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch_ids], device=self.device)
@@ -121,12 +156,12 @@ class Engine:
                                   do_sample=False, pad_token_id=pad)
         elapsed = time.perf_counter() - t0
         gens = []
-        for row, prompt in zip(out[:, width:], batch_ids):
+        eos = self._stop_ids()
+        for row, prompt in zip(out[:n, width:], batch_ids[:n]):
             tokens = row.tolist()
-            eos = self._stop_ids()
-            n = next((k for k, t in enumerate(tokens) if t in eos), len(tokens))
-            text = self.tokenizer.decode(tokens[:n], skip_special_tokens=True).strip()
-            gens.append(Generation(text, len(prompt), n, elapsed, len(batch_ids)))
+            k = next((k for k, t in enumerate(tokens) if t in eos), len(tokens))
+            text = self.tokenizer.decode(tokens[:k], skip_special_tokens=True).strip()
+            gens.append(Generation(text, len(prompt), k, elapsed, n))
         return gens
 
     def _stop_ids(self) -> set[int]:
@@ -138,31 +173,10 @@ class Engine:
 
     def stream(self, messages: Messages, adapter: str | None = None,
                max_new_tokens: int | None = None) -> Iterator[str]:
-        """Yield the answer text as it grows, token by token (for the chat)."""
-        prompt = self.render(messages)
-        enc = self.tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(self.device)
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        error: list[BaseException] = []
-
-        def work() -> None:
-            try:
-                with self.using(adapter), torch.inference_mode():
-                    self.model.generate(**enc, max_new_tokens=max_new_tokens or self.max_new_tokens,
-                                        do_sample=False, streamer=streamer,
-                                        pad_token_id=self.tokenizer.pad_token_id)
-            except BaseException as e:  # surfaced to the caller below
-                error.append(e)
-                streamer.end()
-
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        text = ""
-        for piece in streamer:
-            text += piece
-            yield text
-        thread.join()
-        if error:
-            raise error[0]
+        """Yield the answer text as it grows, token by token (for the chat): one row of `stream_many`,
+        so it decodes exactly like `generate`."""
+        for rows in self.stream_many([messages], [adapter], max_new_tokens):
+            yield rows[0].text
 
     def stream_many(self, conversations: Sequence[Messages], adapters: Sequence[str | None] | None = None,
                     max_new_tokens: int | None = None,
@@ -177,14 +191,26 @@ class Engine:
         adapters = list(adapters) if adapters is not None else [None] * len(conversations)
         if any(adapters) and not self.adapters:
             raise KeyError(f"adapters {sorted(set(filter(None, adapters)))} are not loaded")
+        n = len(conversations)
         pad = self.tokenizer.pad_token_id
         ids = [self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"] for m in conversations]
+        source = list(range(n))  # the caller's row each decoded row copies (fillers copy a real row)
+        # PEFT runs each adapter on its own rows only: fill every adapter's group, not just the batch.
+        for adapter in dict.fromkeys(adapters if self.adapters else [None]):
+            rows = [i for i, a in enumerate(adapters[:n]) if a == adapter or not self.adapters]
+            extra_rows = self._fill(rows, self.min_rows())[len(rows):]
+            ids += [ids[i] for i in extra_rows]
+            adapters += [adapters[i] for i in extra_rows]
+            source += extra_rows
+        if stop_rows is not None:  # a filler row stops with the row it copies
+            caller_stop = stop_rows
+            stop_rows = lambda: [flags[i] for flags in [list(caller_stop())] for i in source]  # noqa: E731
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
         # PEFT routes each row through its adapter, "__base__" being the bare model.
         extra = {"adapter_names": [a or "__base__" for a in adapters]} if self.adapters else {}
-        streamer = _BatchStreamer(self.tokenizer, len(ids), self._stop_ids(), stop_rows)
+        streamer = _BatchStreamer(self.tokenizer, len(ids), self._stop_ids(), stop_rows, keep=n)
         if stop_rows is not None:
             extra["stopping_criteria"] = StoppingCriteriaList([_RowStop(stop_rows)])
         error: list[BaseException] = []
@@ -228,8 +254,9 @@ class _BatchStreamer(BaseStreamer):
     """Collects a batch's new tokens row by row (transformers' text streamers take one row only)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, rows: int, stop_ids: set[int],
-                 stop_rows: Callable[[], Sequence[bool]] | None = None):
+                 stop_rows: Callable[[], Sequence[bool]] | None = None, keep: int | None = None):
         self.tokenizer = tokenizer
+        self.keep = rows if keep is None else keep  # the first rows are reported, the rest fill the batch
         self.stop_ids = stop_ids
         self.stop_rows = stop_rows
         self.tokens: list[list[int]] = [[] for _ in range(rows)]
@@ -252,7 +279,7 @@ class _BatchStreamer(BaseStreamer):
             else:
                 self.tokens[i].append(t)
         self.queue.put([StreamRow(self.tokenizer.decode(t, skip_special_tokens=True), len(t), d)
-                        for t, d in zip(self.tokens, self.done)])
+                        for t, d in zip(self.tokens[:self.keep], self.done[:self.keep])])
 
     def end(self) -> None:
         self.queue.put(None)

@@ -189,6 +189,12 @@ def pick_dtype(setting: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def numerics(settings: ModelSettings, evaluation: bool = False) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of generation: `eval_dtype` when answers decide outcomes, else `dtype`."""
+    device = pick_device(settings.device)
+    return device, pick_dtype(settings.eval_dtype if evaluation else settings.dtype, device)
+
+
 @lru_cache(maxsize=4)
 def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     tok = AutoTokenizer.from_pretrained(path)
@@ -197,11 +203,10 @@ def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
     return tok
 
 
-def load_model(settings: ModelSettings) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load the generator on the chosen device and dtype, in eval mode."""
+def load_model(settings: ModelSettings, evaluation: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load the generator on the chosen device and dtype (`eval_dtype` for evaluation), in eval mode."""
     path = resolve_model(settings.name)
-    device = pick_device(settings.device)
-    dtype = pick_dtype(settings.dtype, device)
+    device, dtype = numerics(settings, evaluation)
     try:
         tok = load_tokenizer(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)

@@ -29,6 +29,7 @@ from .config import RetrievalSettings
 from .corpus import Corpus
 from .models import load_embedder  # the one loader; re-exported for callers of retrieval
 from .storage import atomic_dir, read_json
+from .runtime import report_card
 from .variants.base import NotBuilt, Source
 
 __all__ = ["Chunk", "Retriever", "build_index", "index_dir", "is_index_fresh", "index_fingerprint",
@@ -205,6 +206,7 @@ def build_index(corpus: Corpus, force: bool = False) -> dict:
             "index_type": kind, "embedder": cfg.retrieval.embedder, "dim": int(vectors.shape[1]),
             "embed_time_s": round(embed_s, 3), "index_time_s": round(index_s, 4),
             "chunks_per_s": round(len(chunks) / max(embed_s + index_s, 1e-9), 1),
+            "environment": report_card(embedder_device=str(embedder.device)),
         })
         (tmp / BUILD_FILE).write_text(json.dumps(report, indent=2))
         manifest = {"fingerprint": fingerprint, "format": FORMAT, "index_type": kind, "chunks": len(chunks),

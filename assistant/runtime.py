@@ -1,9 +1,19 @@
-"""The process's environment: offline switches and library verbosity, set once by each entry point."""
+"""The process's environment: offline switches and library verbosity, set once by each entry point,
+and the report card that says where a result was produced."""
 
 from __future__ import annotations
 
 import os
+import platform
+import subprocess
 import warnings
+from importlib import metadata
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Distribution names whose versions decide the numbers (faiss ships as faiss-cpu or faiss-gpu).
+PACKAGES = {"torch": ("torch",), "transformers": ("transformers",), "peft": ("peft",), "trl": ("trl",),
+            "sentence_transformers": ("sentence-transformers",), "faiss": ("faiss-cpu", "faiss-gpu", "faiss")}
 
 
 def quiet_libraries() -> None:
@@ -19,3 +29,72 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
     # TRL and PEFT still read the old attribute name; the notice is for them, not for our users.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
+
+
+def git_state(root: Path = PROJECT_ROOT) -> dict | None:
+    """Commit and dirty flag of the project checkout; None outside a git checkout or without git."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+    try:
+        if git("rev-parse", "--show-toplevel") != str(root):  # a pip-installed copy inside someone's repo
+            return None
+        return {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_name() -> str:
+    """The processor's model name (lscpu's), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def report_card(generation: tuple | None = None, training: tuple | dict | None = None, **extra) -> dict:
+    """Where a result was produced: code, library versions, processor, threads, device and dtype.
+
+    `generation` and `training` are (device, dtype) pairs (torch objects or strings), or for
+    `training` a dict of them per adapter; a field that does not apply is None. `extra` fields are
+    added as they are. Saved in metrics.json, the reports, build.json and training_log.json.
+    """
+    import torch
+
+    from .models import cpu_supports_bf16
+
+    def numerics(pair):
+        if pair is None:
+            return None
+        if isinstance(pair, dict):
+            return {name: numerics(p) for name, p in pair.items()}
+        device, dtype = pair
+        return {"device": str(device), "dtype": str(dtype).removeprefix("torch.")}
+
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    return {
+        "git": git_state(),
+        "python": platform.python_version(),
+        **{name: _version(dists) for name, dists in PACKAGES.items()},
+        "platform": f"{platform.system()} {platform.machine()}",
+        "cpu": cpu_name(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_native_bf16": cpu_supports_bf16(),
+        "gpu": gpu,
+        "threads": torch.get_num_threads(),
+        "generation": numerics(generation),
+        "training": numerics(training),
+        **extra,
+    }

@@ -39,7 +39,7 @@ def load_lineup(corpus: Corpus, names: Sequence[str] = VARIANTS) -> Lineup:
             if cls.needs_build and not cls.is_built(corpus):
                 missing[name] = f"**{name}** is not built yet: run {build}"
                 continue
-            variants[name] = load_variant(name, corpus, open_engine(corpus))
+            variants[name] = load_variant(name, corpus, open_engine(corpus, evaluation=False))  # chat: model.dtype
         except NotBuilt as e:
             missing[name] = f"**{name}** is not available: {e}"
         except ModelError:  # no base model: nothing can answer, the CLI says how to fix it

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .config import LoraSettings
 from .corpus import Corpus, QAItem
+from .runtime import report_card
 from .storage import atomic_dir, atomic_write_json, read_json
 
 FORMAT = 1  # bump when the training data recipe changes: adapters built before retrain
@@ -366,7 +367,6 @@ def _peak_memory_mb() -> float:
 
 def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict:
     """Train (or resume) the job's adapter and publish it; return the build report."""
-    import torch
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
     from transformers import AutoModelForCausalLM, ProgressCallback
@@ -443,6 +443,7 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
         "peak_memory_mb": _peak_memory_mb(), "trainable_params": trainable, "total_params": total,
         "train_runtime_s": output.metrics.get("train_runtime"),
         "settings": s.model_dump(), "fingerprint": fp, **fitted, **job.extra, **curves,
+        "environment": report_card(training=(device, dtype)),
     }
     if not trainer.is_world_process_zero():
         return log
@@ -482,6 +483,7 @@ def publish(corpus: Corpus, variant: str, model, log: dict, fp: str) -> dict:
         "train_tokens_per_s": log["tokens_per_s"], "train_examples": log["train_examples"],
         "epochs_done": log["epochs_done"], "steps": log["steps"], "resumed_from_step": log["resumed_from_step"],
         "final_train_loss": log["final_train_loss"], "best_val_loss": log["best_val_loss"], "mode": log["mode"],
+        "environment": log.get("environment"),
     }
     atomic_write_json(folder / BUILD_FILE, report)  # last: its presence with this fingerprint marks the build done
     _log(f"{variant}: {log['steps']} steps, {log['epochs_done']:g} epochs in {log['train_time_s']:.0f} s, "

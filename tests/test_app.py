@@ -161,28 +161,60 @@ def test_columns_stream_together_and_match_plain_answers(tiny_corpus):
     assert all(s["prompted"].done for s in snapshots if s["recording"].answer is not None)
 
 
+def supported_dtypes():
+    """fp32 everywhere, bf16 where the CPU has it natively: each path the machine can take, never `auto`."""
+    from assistant import models
+
+    return ["float32"] + (["bfloat16"] if models.cpu_supports_bf16() else [])
+
+
 @pytest.mark.smoke
-def test_padded_batch_decodes_like_single_answers_on_the_real_model(tiny_corpus_dir):
+@pytest.mark.parametrize("dtype", supported_dtypes())
+def test_padded_batch_decodes_like_single_answers_on_the_real_model(tiny_corpus_dir, dtype):
+    from peft import LoraConfig, get_peft_model
+
+    from assistant.models import load_model
+
     cfg = tiny_corpus_dir / "corpus.yaml"
-    cfg.write_text(cfg.read_text().replace("name: tiny-random", "name: smollm2-135m-instruct"))
+    cfg.write_text(cfg.read_text().replace("name: tiny-random", f"name: smollm2-135m-instruct\n  dtype: {dtype}\n"
+                                           f"  eval_dtype: {dtype}").replace("batch_size: 4", "batch_size: 16"))
     corpus = load_corpus(tiny_corpus_dir)
     prompted = load_variant("prompted", corpus)
+    assert str(prompted.engine.dtype) == f"torch.{dtype}"
     q, history = "What is the capital of France?", [("Hello!", "Hello! How can I help you today?")]
     # Two columns of different prompt lengths: the shorter one is left-padded in the batch.
     last = list(stream_columns({"short": prompted, "long": prompted}, q, {"long": history}))[-1]
     assert last["short"].answer.text == prompted.answer(q).text
     assert last["long"].answer.text == list(prompted.stream(q, history))[-1].text
+    # Alone versus inside a batch of 16 of very different lengths, for the base model and a LoRA.
+    others = ["Hi", "Why?", "Name a colour.", "Tell me, in detail and with every date you know, the whole history "
+              "of the bicycle from the draisine of 1817 to today's carbon frames, and why it matters. " * 2]
+    batch = [q] + [others[i % len(others)] + " Thanks." * (i % 4) for i in range(15)]
+    model, _ = load_model(corpus.config.model)
+    with tempfile.TemporaryDirectory() as d:
+        get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).save_pretrained(d)
+        prompted.engine.add_adapter("random-lora", d)
+    convs = [[{"role": "user", "content": x}] for x in batch]
+    for adapter in (None, "random-lora"):
+        together = prompted.engine.generate(convs, adapter=adapter)
+        assert together[0].batch_size == 16
+        for i in (0, 1, 3):  # the question, a short one and the longest one
+            assert prompted.engine.generate(convs[i:i + 1], adapter=adapter)[0].text == together[i].text
 
 
-def test_stream_many_routes_each_row_through_its_adapter(tiny_corpus):
+@pytest.mark.parametrize("dtype", supported_dtypes())
+def test_stream_many_routes_each_row_through_its_adapter(tiny_corpus, dtype):
+    import torch
     from peft import LoraConfig, get_peft_model
 
     from assistant.generation import Engine
     from assistant.models import load_model
 
-    model, tok = load_model(tiny_corpus.config.model)
+    settings = tiny_corpus.config.model.model_copy(update={"dtype": dtype})
+    model, tok = load_model(settings)
     engine = Engine(model, tok, max_new_tokens=6, batch_size=4)
-    base_model, _ = load_model(tiny_corpus.config.model)
+    base_model, _ = load_model(settings)
+    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as d:
         lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)  # random, not a no-op
         get_peft_model(base_model, lora).save_pretrained(d)
@@ -191,8 +223,8 @@ def test_stream_many_routes_each_row_through_its_adapter(tiny_corpus):
         final = [row.text.strip() for row in list(engine.stream_many(convs, ["lora", None, "lora"]))[-1]]
         with_lora = [g.text for g in engine.generate(convs, adapter="lora")]
         bare = [g.text for g in engine.generate(convs, adapter=None)]
-    assert with_lora != bare  # the adapter changes the answers, so the check below means something
-    assert final == [with_lora[0], bare[1], with_lora[2]]
+    assert with_lora != bare, (with_lora, bare)  # the adapter changes the answers, so the check below means something
+    assert final == [with_lora[0], bare[1], with_lora[2]], (final, with_lora, bare)
 
 
 def test_history_keeps_the_last_finished_turns_only():

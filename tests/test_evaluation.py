@@ -336,6 +336,10 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and 'src="plots/' not in html
     assert "No recommendation: no variant is usable" in (out / "report.md").read_text()
+    env = metrics["environment"]  # the report card: where these answers were produced
+    assert env["generation"] == {"device": "cpu", "dtype": "float32"} and env["decoding"]["batch_invariant"]
+    assert env["torch"] and env["cpu"] and env["cpu_capability"] and env["threads"] >= 1
+    assert "## Where it ran" in (out / "report.md").read_text() and "Where it ran" in html
 
     def no_engine(*_):
         raise AssertionError("a cached rerun must not load the model")
@@ -440,3 +444,23 @@ def test_gate_declines_in_domain_and_opens_for_the_model_s_own_answers(tiny_corp
     assert by_slice["paraphrase"]["outcome"] == "declined_by_gate" and by_slice["paraphrase"]["below_min_score"]
     assert by_slice["unseen"]["outcome"] == "abstained" and not by_slice["unseen"]["below_min_score"]
     assert keys
+
+
+def test_answers_under_other_numerics_are_never_pooled(tiny_corpus):
+    """The cache key holds device, dtype and decoding settings: any change starts a new cache file."""
+    import torch
+
+    console = Console(quiet=True)
+    key = dict(runner.ready_variants(tiny_corpus, ["prompted"], console))["prompted"]
+    keys = {key}
+    for section, field, value in (("model", "eval_dtype", "bfloat16"), ("generation", "max_new_tokens", 9),
+                                  ("generation", "batch_invariant", False)):
+        cfg = getattr(tiny_corpus.config, section)
+        old, _ = getattr(cfg, field), setattr(cfg, field, value)
+        keys.add(dict(runner.ready_variants(tiny_corpus, ["prompted"], console))["prompted"])
+        setattr(cfg, field, old)
+    assert len(keys) == 4
+    assert dict(runner.ready_variants(tiny_corpus, ["prompted"], console))["prompted"] == key
+    assert runner.decoding(tiny_corpus) == {
+        "device": "cpu", "kernels": torch.backends.cpu.get_cpu_capability(), "dtype": "float32",
+        "max_new_tokens": 8, "batch_invariant": True, "greedy": True}

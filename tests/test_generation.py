@@ -1,4 +1,7 @@
+import tempfile
+
 import pytest
+import torch
 
 from assistant.config import ModelSettings
 from assistant.generation import Engine
@@ -42,3 +45,81 @@ def test_stream_grows_to_the_greedy_answer(engine):
     assert parts, "stream yielded nothing"
     assert all(parts[i + 1].startswith(parts[i]) for i in range(len(parts) - 1))
     assert parts[-1].strip() == engine.generate([q])[0].text
+
+
+# -- batch invariance: the same bytes alone, in any batch, at any padding ---------------------------
+def supported_dtypes():
+    """fp32 everywhere, bf16 only where the CPU computes it natively (else it is emulated and not used)."""
+    from assistant import models
+
+    return ["float32"] + (["bfloat16"] if models.cpu_supports_bf16() or torch.cuda.is_available() else [])
+
+
+FILLERS = ["hi", "Why?", "Tell me everything about returns, refunds, exchanges, store credit, shipping labels, "
+           "damaged goods, warranty claims, opening hours, tune-up prices and the repair workshop, in detail, "
+           "with every number you know, and then summarise it all again in one long paragraph please. " * 3,
+           "Prices?", "How do I book a tune-up for my daughter's bike before the summer holidays start?"]
+
+
+def padded_batch(question: str, size: int = 16) -> list[str]:
+    """`question` first, then fillers far shorter and far longer, so it is padded and pads others."""
+    return [question] + [FILLERS[i % len(FILLERS)] + f" ({i})" * (i % 3) for i in range(size - 1)]
+
+
+def scores_alone_and_in_batch(engine, question, adapter=None):
+    """Every decoding step's logits for `question` alone and as row 0 of a left-padded batch of 16."""
+    out = []
+    for batch in ([question], padded_batch(question)):
+        ids = [engine.tokenizer(engine.render([{"role": "user", "content": q}]), add_special_tokens=False)["input_ids"]
+               for q in batch]
+        ids = ids + [ids[-1]] * (engine.min_rows() - len(ids))  # as Engine.generate fills a short batch
+        width = max(map(len, ids))
+        pad = engine.tokenizer.pad_token_id
+        x = torch.tensor([[pad] * (width - len(r)) + r for r in ids])
+        m = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])
+        with engine.using(adapter), torch.inference_mode():
+            gen = engine.model.generate(input_ids=x, attention_mask=m, max_new_tokens=6, do_sample=False,
+                                        pad_token_id=pad, output_scores=True, return_dict_in_generate=True)
+        out.append(torch.stack([s[0] for s in gen.scores]))
+    return out
+
+
+@pytest.fixture(scope="module", params=supported_dtypes())
+def dtype_engine(request):
+    model, tok = load_model(ModelSettings(name=TINY_ALIAS, dtype=request.param))
+    assert str(model.dtype) == f"torch.{request.param}"
+    engine = Engine(model, tok, max_new_tokens=12, batch_size=16)
+    lora_model, _ = load_model(ModelSettings(name=TINY_ALIAS, dtype=request.param))
+    with tempfile.TemporaryDirectory() as d:
+        from peft import LoraConfig, get_peft_model
+
+        get_peft_model(lora_model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).save_pretrained(d)
+        engine.add_adapter("lora", d)
+    return engine
+
+
+@pytest.mark.parametrize("adapter", [None, "lora"])
+def test_padding_and_batch_neighbours_do_not_change_a_single_bit(dtype_engine, adapter):
+    question = "What is the return window for bikes in your shop?"
+    alone, batched = scores_alone_and_in_batch(dtype_engine, question, adapter)
+    assert torch.equal(alone, batched)  # the logits themselves, not only their argmax
+
+
+@pytest.mark.parametrize("adapter", [None, "lora"])
+def test_engine_answers_are_byte_identical_alone_and_in_a_padded_batch_of_16(dtype_engine, adapter):
+    for question in ("hi", "What is the return window for bikes in your shop?", FILLERS[2]):
+        alone = dtype_engine.generate([[{"role": "user", "content": question}]], adapter=adapter)[0]
+        batch = dtype_engine.generate([[{"role": "user", "content": q}] for q in padded_batch(question)],
+                                      adapter=adapter, batch_size=16)
+        assert batch[0].text == alone.text and batch[0].completion_tokens == alone.completion_tokens
+        assert batch[0].batch_size == 16
+
+
+def test_plain_sdpa_pads_with_the_right_mask_and_positions_up_to_rounding():
+    """Without assistant/attention.py padding moves the logits by rounding only (4e-5 in fp32 on the
+    real model): the mask and position ids of the padded path are right, the sums' order is not."""
+    model, tok = load_model(ModelSettings(name=TINY_ALIAS, dtype="float32"))
+    plain = Engine(model, tok, max_new_tokens=6, batch_invariant=False)
+    assert model.config._attn_implementation == "sdpa"
+    alone, batched = scores_alone_and_in_batch(plain, "What is the return window for bikes in your shop?")
+    assert torch.allclose(alone, batched, atol=1e-3)  # right positions and mask: differences are rounding only

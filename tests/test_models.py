@@ -16,13 +16,55 @@ def test_tiny_model_uses_the_real_tokenizer_and_chat_template():
 
 
 def test_dtype_choice():
+    from assistant import models
+
     cpu = torch.device("cpu")
     assert pick_dtype("float32", cpu) == torch.float32
     assert pick_dtype("bfloat16", cpu) == torch.bfloat16
     # On a CPU without native bf16 matmul, fp32 was measured ~3x faster for generation.
-    from assistant import models
-    if not models.cpu_supports_bf16():
-        assert pick_dtype("auto", cpu) == torch.float32
+    assert pick_dtype("auto", cpu) == (torch.bfloat16 if models.cpu_supports_bf16() else torch.float32)
+
+
+def test_evaluation_runs_in_eval_dtype_training_and_chat_in_dtype():
+    from assistant.models import numerics
+
+    settings = ModelSettings(device="cpu", dtype="bfloat16")
+    assert numerics(settings, evaluation=True) == (torch.device("cpu"), torch.float32)  # the default eval_dtype
+    assert numerics(settings) == (torch.device("cpu"), torch.bfloat16)
+    assert numerics(ModelSettings(device="cpu", eval_dtype="auto"), evaluation=True)[1] == pick_dtype("auto", torch.device("cpu"))
+    model, _ = load_model(ModelSettings(name=TINY_ALIAS, dtype="bfloat16"), evaluation=True)
+    assert model.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_min_rows_is_the_row_count_from_which_linear_layers_stop_depending_on_the_batch(dtype):
+    from assistant.invariance import min_rows
+
+    shapes = ((64, 128), (128, 64))
+    need = min_rows(shapes, dtype, "cpu", 16)
+    assert need is not None, f"{dtype} linear layers depend on the batch at every row count on this CPU"
+    g = torch.Generator().manual_seed(1)
+    w, x = torch.randn(128, 64, generator=g).to(dtype), torch.randn(48, 64, generator=g).to(dtype)
+    ref = torch.nn.functional.linear(x, w)
+    for m in range(need, 17):  # every row, computed m rows at a time, is the row of one big batch
+        full = 48 // m * m
+        assert torch.equal(torch.cat([torch.nn.functional.linear(x[i:i + m], w) for i in range(0, full, m)]), ref[:full])
+
+
+def test_report_card_says_where_it_ran(tmp_path):
+    from assistant import runtime
+
+    card = runtime.report_card(generation=(torch.device("cpu"), torch.float32), training={"sft": ("cpu", "bfloat16")})
+    assert card["generation"] == {"device": "cpu", "dtype": "float32"}
+    assert card["training"] == {"sft": {"device": "cpu", "dtype": "bfloat16"}}
+    assert card["torch"].startswith("2.") and card["transformers"] and card["peft"] and card["trl"]
+    assert card["sentence_transformers"] and card["faiss"] and card["python"].count(".") == 2
+    assert card["cpu"] and card["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert card["threads"] == torch.get_num_threads()
+    json.dumps(card)  # plain data, ready for metrics.json
+    assert runtime.git_state(tmp_path) is None  # not a checkout: absent, no error
+    if (runtime.PROJECT_ROOT / ".git").exists():
+        assert len(card["git"]["commit"]) == 40 and isinstance(card["git"]["dirty"], bool)
 
 
 def test_unknown_model_is_a_clear_error():

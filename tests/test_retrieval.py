@@ -89,6 +89,7 @@ def test_build_reuse_and_rebuild_on_change(tiny_corpus_dir):
     for key in ("fingerprint", "build_time_s", "artifact_bytes", "peak_memory_mb", "chunks", "index_type"):
         assert key in report
     assert report["index_type"] == "flat" and report["chunks"] == 4
+    assert report["environment"]["faiss"] and report["environment"]["embedder_device"] == "cpu"  # report card
     folder = index_dir(corpus)
     assert {p.name for p in folder.iterdir()} == {"index.faiss", "chunks.jsonl", "manifest.json", "build.json"}
     mtime = (folder / "index.faiss").stat().st_mtime_ns

@@ -110,6 +110,8 @@ def test_build_publishes_a_peft_adapter_and_retrains_only_on_change(tiny_corpus_
     log = json.loads((folder / "training_log.json").read_text())
     assert len(log["train_loss"]) == 4 and len(log["val_loss"]) == 2  # per step, per epoch
     assert log["tokens_per_s"] > 0 and log["peak_memory_mb"] > 0 and log["resumed_from_step"] == 0
+    assert log["environment"]["training"] == {"device": "cpu", "dtype": log["dtype"]}  # the report card
+    assert report["environment"] == log["environment"] and log["environment"]["trl"]
     assert not list(folder.glob(".adapter.*"))  # no temporary leftovers
 
     # PEFT's own format: loadable without this project's code.

@@ -245,6 +245,7 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
             "neither excludes zero nor fits the margin is inconclusive, with the questions that would decide it "
             f"(normal approximation, power {metrics['settings']['verdict']['power']}). The reasons for every "
             "variant not recommended are in metrics.json (`verdict.excluded`).", ""]
+    out += where_it_ran(metrics.get("environment"))
     return "\n".join(out)
 
 
@@ -298,6 +299,27 @@ def judge_section(metrics: dict, rows: list[dict]) -> list[str]:
     if errors:
         out += [f"{len(errors)} answers have no judge verdict (`judge_error`), e.g.: {_cell(errors[0]['judge']['reason'], 160)}", ""]
     return out
+
+
+def where_it_ran(card: dict | None) -> list[str]:
+    """The report card (assistant/runtime.py): code, libraries, processor and numerics of this run."""
+    if not card:
+        return []
+    git = card.get("git")
+    code = (f"commit `{git['commit'][:12]}`" + (" with uncommitted changes" if git["dirty"] else "")
+            if git else "not a git checkout")
+    libs = ", ".join(f"{k.replace('_', '-')} {card[k]}" for k in
+                     ("python", "torch", "transformers", "peft", "trl", "sentence_transformers", "faiss") if card.get(k))
+    gen, train = card.get("generation") or {}, card.get("training") or {}
+    rows = [["code", code], ["libraries", libs],
+            ["processor", f"{card.get('cpu')} ({card.get('cpu_capability')}"
+             + (", native bf16" if card.get("cpu_native_bf16") else "") + f"), {card.get('threads')} torch threads"
+             + (f"; GPU {card['gpu']}" if card.get("gpu") else "")],
+            ["answers generated on", f"{gen.get('device')} {gen.get('dtype')}" + (
+                ", batch-invariant decoding" if card.get("batch_invariant") else "")],
+            ["adapters trained on", ", ".join(f"{v}: {t['device']} {t['dtype']}" for v, t in train.items())
+             if train else "no adapter"]]
+    return ["## Where it ran", "", _table(["", ""], rows), ""]
 
 
 def html(md: str, images: dict[str, str], title: str) -> str:

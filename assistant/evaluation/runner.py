@@ -8,6 +8,7 @@ only answers what the change touched.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections import defaultdict
 from contextlib import nullcontext
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 from ..config import VARIANTS
 from ..corpus import Corpus, CorpusError, QAItem, read_qa
 from ..errors import UsageError
-from ..storage import append_jsonl, read_jsonl
+from ..storage import append_jsonl, read_json, read_jsonl
 from ..variants import NotBuilt, load_variant, open_engine, variant_class
 from . import report, scoring
 
@@ -105,8 +106,30 @@ class AnswerCache:
         self.answers.update((item.key, answer) for item, answer in pairs)
 
 
+def decoding(corpus: Corpus) -> dict:
+    """The numerics an evaluation answer is produced under, resolved on this machine.
+
+    Part of every answer's cache key: answers from another device, dtype, CPU kernel family or
+    decoding setting are never pooled into one report.
+    """
+    import torch
+
+    from ..models import numerics
+
+    device, dtype = numerics(corpus.config.model, evaluation=True)
+    gen = corpus.config.generation
+    kernels = torch.cuda.get_device_name(device) if device.type == "cuda" else \
+        torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
+    return {"device": device.type, "kernels": kernels, "dtype": str(dtype).removeprefix("torch."),
+            "max_new_tokens": gen.max_new_tokens, "batch_invariant": gen.batch_invariant, "greedy": True}
+
+
 def ready_variants(corpus: Corpus, names: list[str] | None, console: Console) -> list[tuple[str, str]]:
-    """(name, fingerprint) of each requested variant that is implemented and built; others skipped aloud."""
+    """(name, answer key) of each requested variant that is implemented and built; others skipped aloud.
+
+    The answer key joins the variant's fingerprint (data, settings, artifacts) and `decoding`.
+    """
+    numerics_key = json.dumps(decoding(corpus), sort_keys=True)
     ready = []
     for name in names or list(VARIANTS):
         try:
@@ -117,7 +140,8 @@ def ready_variants(corpus: Corpus, names: list[str] | None, console: Console) ->
         if cls.needs_build and not cls.is_built(corpus):
             console.print(f"[yellow]skip {name}: not built; run: assistant build {corpus.root} --variant {name}[/]")
             continue
-        ready.append((name, cls.fingerprint(corpus)))
+        key = hashlib.sha256(f"{cls.fingerprint(corpus)}\0{numerics_key}".encode()).hexdigest()[:16]
+        ready.append((name, key))
     return ready
 
 
@@ -174,11 +198,30 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
     scoring.apply_gate(rows, items, answers)
     judged = _judge(corpus, items, answers, rows, console) if judge else None
     metrics = scoring.summarise(corpus, rows, [n for n, _ in ready], fingerprints=dict(ready), limit=limit)
+    metrics["environment"] = environment(corpus, [n for n, _ in ready])
     if judged is not None:
         metrics["judge"] = judged
     out = report.write_report(corpus, rows, metrics)
     report.print_summary(metrics, out, Console())
     return out
+
+
+def environment(corpus: Corpus, variants: list[str]) -> dict:
+    """The report card of this evaluation: where the answers were generated, where each adapter trained."""
+    from .. import training
+    from ..models import numerics
+    from ..runtime import report_card
+
+    trained = {}
+    for name in variants:
+        try:
+            log = read_json(training.variant_dir(corpus, name) / training.LOG_FILE)
+            trained[name] = (log["device"], log["dtype"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not an adapter, or a log from before these fields
+    gen = corpus.config.generation
+    return report_card(generation=numerics(corpus.config.model, evaluation=True), training=trained,
+                       batch_invariant=gen.batch_invariant, decoding=decoding(corpus))
 
 
 def _judge(corpus: Corpus, items: list[EvalItem], answers: dict, rows: list[dict], console: Console) -> dict:

@@ -7,7 +7,6 @@ import json
 import os
 from collections import defaultdict
 from datetime import datetime, timezone
-from pathlib import Path
 
 import numpy as np
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 from ..config import VARIANTS
 from ..corpus import Corpus
 from ..generation import Engine
-from ..models import load_model
+from ..models import load_model, numerics
 from .base import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Source, Variant
 
 __all__ = ["ABSTAIN_TEXT", "Answer", "NotBuilt", "Prompt", "Source", "Variant", "VARIANTS",
@@ -39,19 +39,27 @@ def variant_class(name: str) -> type[Variant]:
         raise
 
 
-@lru_cache(maxsize=2)
-def _engine_for(model_key: str, model_json: str, gen_json: str) -> Engine:
+@lru_cache(maxsize=4)
+def _engine_for(model_json: str, gen_json: str) -> Engine:
     from ..config import GenerationSettings, ModelSettings
 
     gen = GenerationSettings.model_validate_json(gen_json)
     model, tok = load_model(ModelSettings.model_validate_json(model_json))
-    return Engine(model, tok, max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size)
+    return Engine(model, tok, max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
+                  batch_invariant=gen.batch_invariant)
 
 
-def open_engine(corpus: Corpus) -> Engine:
-    """The corpus's base model, loaded once per process and shared by every variant."""
+def open_engine(corpus: Corpus, evaluation: bool = True) -> Engine:
+    """The corpus's base model, loaded once per process and shared by every variant.
+
+    `evaluation` (answers that are scored, and `assistant ask`) loads `model.eval_dtype`; the chat
+    passes False for `model.dtype`. Where both resolve to the same dtype they share one engine.
+    """
     cfg = corpus.config
-    return _engine_for(cfg.model.name, cfg.model.model_dump_json(), cfg.generation.model_dump_json())
+    _, dtype = numerics(cfg.model, evaluation)
+    name = str(dtype).removeprefix("torch.")
+    model = cfg.model.model_copy(update={"dtype": name, "eval_dtype": name})
+    return _engine_for(model.model_dump_json(), cfg.generation.model_dump_json())
 
 
 def load_variant(name: str, corpus: Corpus, engine: Engine | None = None) -> Variant:

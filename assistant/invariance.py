@@ -1,0 +1,99 @@
+"""Batch invariance: a question decodes to the same bytes alone and inside any batch, at any padding.
+
+Two things made an answer depend on its batch, both measured on this project's CPUs (README,
+"Models and hardware"):
+
+1. Left padding, in attention. SDPA reduces over every key of a padded row, masked ones included,
+   so the sums run in another order than for the same question alone: the last logits of the
+   default model moved by up to 0.6 in bf16 (fp32: the last bits), enough to flip greedy steps.
+   `batch_invariant_attention` runs SDPA row by row over each row's real tokens only: the very
+   call a lone question makes.
+2. The number of rows, in the linear layers. CPU BLAS computes a few rows with other kernels than
+   many: here fp32 rows computed 1 to 3 at a time differ in the last bits from 4 or more at a
+   time, bf16 rows computed alone (a GEMV: every decoding step of a lone question) from 2 or more.
+   `min_rows` finds, once per process, the smallest row count from which every linear layer's
+   output no longer depends on the batch; the engine never decodes fewer rows than that, filling
+   a short batch with copies of its last row (whose answers are dropped).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+NAME = "batch_invariant"
+
+
+def _first_real_key(mask: torch.Tensor | None, batch: int) -> list[int]:
+    """Leading padded keys per row, read from the 4D mask's last query row (True = attend)."""
+    if mask is None:
+        return [0] * batch
+    last = mask[:, 0, -1, :] if mask.dtype == torch.bool else mask[:, 0, -1, :] == 0
+    last = last.expand(batch, -1)
+    # argmax finds the first True; a row that sees nothing (never in generation) keeps all keys.
+    return [int(i) if seen else 0 for i, seen in zip(last.int().argmax(-1).tolist(), last.any(-1).tolist())]
+
+
+def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
+                              value: torch.Tensor, attention_mask: torch.Tensor | None,
+                              **kwargs) -> tuple[torch.Tensor, None]:
+    """SDPA row by row on each row's unpadded keys; padded query positions get zeros (never read)."""
+    batch, _, q_length, _ = query.shape
+    kv_length = key.shape[2]
+    kwargs.pop("is_causal", None)
+    out = query.new_zeros(batch, q_length, query.shape[1], value.shape[-1])
+    for b, pad in enumerate(_first_real_key(attention_mask, batch)):
+        q_start = max(0, pad - (kv_length - q_length))  # the queries are the last q_length keys
+        q = query[b:b + 1, :, q_start:].contiguous()
+        k = key[b:b + 1, :, pad:]
+        v = value[b:b + 1, :, pad:]
+        n_q, n_k = q.shape[2], k.shape[2]
+        mask = None
+        if 1 < n_q < n_k:  # SDPA's is_causal aligns top-left; a prefix in the cache needs bottom-right
+            mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)[None, None]
+        # With no mask this is exactly the call a lone, unpadded question makes.
+        o, _ = sdpa_attention_forward(module, q, k, v, attention_mask=mask, **kwargs)
+        out[b:b + 1, q_start:] = o
+    return out, None
+
+
+def register() -> str:
+    """Make the attention available to `model.set_attn_implementation(NAME)`; idempotent."""
+    AttentionInterface.register(NAME, batch_invariant_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)
+    return NAME
+
+
+def linear_shapes(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
+    """The distinct (in, out) shapes of the model's linear layers, LoRA's included."""
+    return tuple(sorted({(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)}))
+
+
+@lru_cache(maxsize=16)
+def min_rows(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: str, max_rows: int) -> int | None:
+    """Smallest row count from which a row's linear output is the same bits whatever the batch.
+
+    Probed once per process with random data on this machine's kernels and thread count: every
+    row of a block is computed in batches of m rows, for each m up to max_rows, and compared with
+    one large batch (bf16 outputs hide most order differences in their rounding, hence many rows).
+    None when no row count up to max_rows is invariant: padding with copies cannot help then.
+    """
+    gen = torch.Generator().manual_seed(0)
+    need = 1
+    for n_in, n_out in shapes:
+        rows = 16 if n_out > 8192 else 64  # the vocabulary head only ever sees the last position
+        w = torch.randn(n_out, n_in, generator=gen).to(dtype=dtype, device=device)
+        x = torch.randn(4 * rows, n_in, generator=gen).to(dtype=dtype, device=device)
+        ref = torch.nn.functional.linear(x, w)[:rows]  # prompts: many rows at once
+        for m in range(1, max_rows + 1):
+            full = rows // m * m  # whole batches of m rows only
+            out = torch.cat([torch.nn.functional.linear(x[i:i + m], w) for i in range(0, full, m)])
+            if not torch.equal(out, ref[:full]):
+                need = max(need, m + 1)
+        if need > max_rows:
+            return None
+    return need
