@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .batching import Job, QueueFull, Scheduler
 from .config import VARIANTS
+from .generation import Engine
 from .corpus import Corpus
 from .storage import read_jsonl
 from .models import ModelError
@@ -103,10 +107,12 @@ def stream_columns(variants: dict[str, Variant], question: str,
                    histories: dict[str, list[tuple[str, str]]] | None = None) -> Iterator[dict[str, Column]]:
     """Every variant's growing answer to one question, yielded as a whole after each step.
 
-    The variants share one engine that generates one request at a time, so they are decoded as one
-    batch (each row through its own adapter): the columns grow together, and a batch costs far less
-    than one stream after another. A variant with its own `stream`, or a batch that fails, falls
-    back to streaming one variant after another.
+    The variants share one engine, fed by one batching scheduler per engine (assistant/batching.py,
+    as `assistant serve` uses): the columns of one question are decoded in one batch (each row
+    through its own adapter), and so are the questions of users asking at the same time, instead of
+    one user after another. Closing the iterator (a user who cancels or leaves) frees the rows at
+    the next step. A variant with its own `stream`, or a batch that fails, falls back to streaming
+    one variant after another.
     """
     histories = histories or {}
     t0 = time.perf_counter()
@@ -142,32 +148,58 @@ def stream_columns(variants: dict[str, Variant], question: str,
         yield cols
 
 
+_SCHEDULERS: dict[int, Scheduler] = {}
+_SCHEDULERS_LOCK = threading.Lock()
+
+
+def scheduler_for(engine: Engine) -> Scheduler:
+    """The one scheduler feeding `engine` (created on first use, shared by every chat user)."""
+    with _SCHEDULERS_LOCK:
+        s = _SCHEDULERS.get(id(engine))
+        if s is None or s.engine is not engine:
+            s = _SCHEDULERS[id(engine)] = Scheduler(engine, max_batch=max(engine.batch_size, 16))
+        return s
+
+
 def _stream_batch(variants: dict[str, Variant], batch: dict[str, Prompt], cols: dict[str, Column],
                   t0: float) -> Iterator[dict[str, Column]]:
     names = list(batch)
     engine = variants[names[0]].engine
     prompt_tokens = {n: engine.count_tokens(engine.render(batch[n].messages)) for n in names}
+    updates: queue.Queue = queue.Queue()
 
     def column(n: str, text: str, tokens: int, done: bool) -> Column:
         return Column(Answer(text.strip() if done else text, n, batch[n].sources, time.perf_counter() - t0,
                              prompt_tokens[n], tokens), done)
 
+    jobs: list[Job] = []
     try:
-        for rows in engine.stream_many([batch[n].messages for n in names], [variants[n].adapter for n in names]):
-            for n, row in zip(names, rows):
-                if not cols[n].done:
-                    cols[n] = column(n, *row)
+        sched = scheduler_for(engine)
+        for n in names:
+            jobs.append(sched.submit(Job(batch[n].messages, variants[n].adapter, engine.max_new_tokens,
+                                         on_update=lambda u, n=n: updates.put((n, u)))))
+        pending = set(names)
+        while pending:
+            n, u = updates.get()
+            if u.error:
+                raise RuntimeError(u.error)
+            cols[n] = column(n, u.text, u.tokens, u.done)
+            if u.done:
+                pending.discard(n)
             yield cols
-        for n in names:  # rows cut at max_new_tokens end with the batch
+    except QueueFull as e:
+        for n in names:
             if not cols[n].done:
-                a = cols[n].answer
-                cols[n] = column(n, a.text if a else "", a.completion_tokens if a else 0, True)
+                cols[n] = Column(done=True, error=f"busy: {e}")
         yield cols
     except Exception:
         log.exception("batched answering failed; answering one variant after another")
         for n in names:
             if not cols[n].done:
                 cols[n] = Column()
+    finally:
+        for job in jobs:  # a no-op for finished rows; frees the others when the user went away
+            job.cancel()
 
 
 # -- the latest evaluation --------------------------------------------------------------------

@@ -365,3 +365,45 @@ def test_background_evaluation_runs_once_at_a_time(tiny_corpus):
         time.sleep(0.2)
     assert "finished" in evaluation_status(tiny_corpus)
     assert "evaluating" in (tiny_corpus.runs_dir / "eval" / "app-evaluation.log").read_text()
+
+
+def test_chat_users_share_batches_and_a_closed_stream_frees_its_rows(tiny_corpus):
+    """Concurrent chat users are decoded together through the engine's scheduler, each getting the
+    answer it gets alone; a user who leaves (the stream is closed) frees the row at the next step."""
+    import threading
+    import time
+
+    from assistant.generation import Engine
+    from assistant.serving import scheduler_for
+
+    base = open_engine(tiny_corpus)
+    prompted = load_variant("prompted", tiny_corpus, base)
+    sched = scheduler_for(base)
+    start = len(sched.batches)
+    questions = [f"Question {i}: can I return shoes after {i + 2} weeks?" for i in range(3)]
+    barrier, got = threading.Barrier(len(questions)), {}
+
+    def user(i: int) -> None:
+        barrier.wait()
+        got[i] = list(stream_columns({"prompted": prompted}, questions[i]))[-1]["prompted"].answer.text
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(len(questions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert got == {i: prompted.answer(q).text for i, q in enumerate(questions)}
+    assert max(sched.batches[start:]) >= 2  # users asking at once shared a batch
+
+    long = Engine(base.model, base.tokenizer, max_new_tokens=400, batch_size=4)
+    talker = load_variant("prompted", tiny_corpus, long)
+    stream = stream_columns({"prompted": talker}, "Tell me everything about bicycles.")
+    next(stream)  # prompts built
+    next(stream)  # the first token arrived
+    stream.close()  # the user went away
+    long_sched = scheduler_for(long)
+    deadline = time.monotonic() + 60
+    while not long_sched.finished and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reason, tokens = long_sched.finished[-1]
+    assert reason == "cancelled" and tokens < 400
