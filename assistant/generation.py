@@ -203,8 +203,7 @@ class Engine:
             adapters += [adapters[i] for i in extra_rows]
             source += extra_rows
         if stop_rows is not None:  # a filler row stops with the row it copies
-            caller_stop = stop_rows
-            stop_rows = lambda: [flags[i] for flags in [list(caller_stop())] for i in source]  # noqa: E731
+            stop_rows = _rows_of(stop_rows, source)
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
@@ -238,6 +237,14 @@ class StreamRow(NamedTuple):
     text: str  # decoded so far
     tokens: int  # generated so far, end-of-sequence excluded
     done: bool  # reached end-of-sequence (rows cut at max_new_tokens end with the stream)
+
+
+def _rows_of(stop_rows: Callable[[], Sequence[bool]], source: list[int]) -> Callable[[], list[bool]]:
+    """The caller's per-row stop flags spread over the decoded rows (row i copies caller row source[i])."""
+    def flags() -> list[bool]:
+        caller = list(stop_rows())
+        return [caller[i] for i in source]
+    return flags
 
 
 class _RowStop(StoppingCriteria):

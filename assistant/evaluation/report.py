@@ -19,7 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ..corpus import Corpus
-from ..storage import atomic_new_dir
+from ..storage import atomic_new_dir, read_json
 from . import plots
 from .verdict import pct
 
@@ -345,11 +345,9 @@ def _augmented_training(runs_dir: Path) -> dict[str, int]:
     """Per trained variant, how many augmented train rewordings its adapter saw (from training_log.json)."""
     out = {}
     for v in ("sft", "rag_sft"):
-        try:
-            log = json.loads((runs_dir / v / "training_log.json").read_text())
-        except (OSError, ValueError):
-            continue
-        out[v] = int(log.get("augmented_train_examples") or 0)
+        log = read_json(runs_dir / v / "training_log.json")
+        if log is not None:
+            out[v] = int(log.get("augmented_train_examples") or 0)
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -11,6 +10,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from ..corpus import Corpus
+from ..storage import read_json
 from . import metrics as M
 from .stats import bootstrap_ci, paired, paired_difference, quantile, rate, ratio_ci
 from .verdict import ANSWERABLE, DOMAIN, GATE, decide
@@ -160,12 +160,7 @@ def _mean_ci(values: list[float], n_boot: int, seed: int) -> dict:
 
 
 def read_build(corpus: Corpus, variant: str) -> dict:
-    path = corpus.runs_dir / variant / "build.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
+    return read_json(corpus.runs_dir / variant / "build.json") or {}
 
 
 def costs(corpus: Corpus, rows: list[dict]) -> dict:
