@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from probes_v2 import PROBES_V2, PYFAQ_PROBES_V2  # same folder: run as a script
+
 ROOT = Path(__file__).resolve().parents[2]
 LABELLED = ROOT / "evals" / "labels" / "labelled.jsonl"
 
@@ -291,10 +293,15 @@ def source_rows(corpus: str) -> dict[str, dict]:
 
 def probe_rows() -> list[dict]:
     out = []
-    for corpus, prefix, table in (("ecostride", "probe", PROBES), ("python-faq", "probe-pyfaq", PYFAQ_PROBES)):
+    for corpus, prefix, table, batch in (
+        ("ecostride", "probe", PROBES, None), ("python-faq", "probe-pyfaq", PYFAQ_PROBES, None),
+        # Batch v2: an independent labeller who never saw the scorer (probes_v2.py).
+        ("ecostride", "probe2", PROBES_V2, "v2"), ("python-faq", "probe2-pyfaq", PYFAQ_PROBES_V2, "v2"),
+    ):
         qa = source_rows(corpus)
-        out += [_row(qa[qid], f"{prefix}-{kind}-{n:03d}", corpus, kind, answer, label, note, qid)
+        rows = [_row(qa[qid], f"{prefix}-{kind}-{n:03d}", corpus, kind, answer, label, note, qid)
                 for kind, probes in table.items() for n, (qid, answer, label, note) in enumerate(probes, 1)]
+        out += [{**r, "batch": batch} if batch else r for r in rows]
     return out
 
 
