@@ -31,7 +31,10 @@ from .corpus import DOC_SUFFIXES, CorpusError, Problem, load_corpus, read_docume
 from .storage import NotUTF8, atomic_dir, hold_lock, lock_for, read_utf8
 from .text import contains_fact, normalize, tokens
 
-FIELDS = ("id", "question", "answer", "key_facts", "source", "fact_id", "split", "kind")
+FIELDS = ("id", "question", "answer", "key_facts", "source", "fact_id", "split", "kind", "origin", "generator")
+ORIGINS = ("synthetic", "augmented")  # questions.py marks generated rows; a reviewed sheet keeps the mark
+# Columns of `assistant questions`' review sheet that are there to read, not to import.
+REVIEW_ONLY = ("source_text",)
 SPLITS = ("train", "val", "test")
 KINDS = ("answerable", "unanswerable", "general", "safety")
 SEED = "assistant-import-v1"
@@ -54,7 +57,7 @@ class _Rows:
     def add(self, raw: dict, line: int) -> None:
         """Validate one raw row (CSV strings or JSON values) and keep it in the QA schema."""
         row = {k: raw.get(k) for k in FIELDS}
-        for k in ("id", "question", "answer", "source", "fact_id", "split", "kind"):
+        for k in ("id", "question", "answer", "source", "fact_id", "split", "kind", "origin", "generator"):
             v = row[k]
             if v is not None and not isinstance(v, (str, int, float)):
                 self.error(line, f"field {k!r} must be text, got {type(v).__name__}")
@@ -73,6 +76,8 @@ class _Rows:
             self.error(line, "question is empty; fill it or remove the row")
         elif row["kind"] not in KINDS:
             self.error(line, f"kind {row['kind']!r} is not one of {', '.join(KINDS)}")
+        elif row["origin"] and row["origin"] not in ORIGINS:
+            self.error(line, f"origin {row['origin']!r} is not one of {', '.join(ORIGINS)} (or leave it empty: hand-written)")
         elif row["split"] and row["split"] not in SPLITS:
             self.error(line, f"split {row['split']!r} is not one of {', '.join(SPLITS)} (or leave it empty)")
         elif row["kind"] == "answerable" and not row["answer"]:
@@ -106,7 +111,7 @@ def read_jsonl(path: Path) -> _Rows:
         if not isinstance(obj, dict):
             out.error(n, "expected a JSON object per line, like {\"question\": ..., \"answer\": ...}")
             continue
-        unknown |= set(obj) - set(FIELDS)
+        unknown |= set(obj) - set(FIELDS) - set(REVIEW_ONLY)
         out.add(obj, n)
     if unknown:
         out.notes.append(f"ignored unknown fields: {', '.join(sorted(unknown))}")
@@ -126,7 +131,7 @@ def read_csv(path: Path) -> _Rows:
                 out.error(1, f"missing column(s) {', '.join(missing)}; the header is {header or 'empty'}; "
                           f"required: question, answer; optional: {', '.join(f for f in FIELDS if f not in ('question', 'answer'))}")
                 return out
-            unknown = [h for h in header if h not in FIELDS]
+            unknown = [h for h in header if h not in FIELDS + REVIEW_ONLY]
             if unknown:
                 out.notes.append(f"ignored unknown columns: {', '.join(unknown)}")
             start = reader.line_num + 1
@@ -325,7 +330,9 @@ def write_corpus(out: Path, config: dict, docs: dict[str, str | Path], rows: lis
                 (tmp / rel).write_text(content, encoding="utf-8")
         with open(tmp / "qa.jsonl", "w", encoding="utf-8") as f:
             for row in rows:
-                f.write(json.dumps({k: row[k] for k in FIELDS}, ensure_ascii=False) + "\n")
+                # origin/generator only where set: a hand-written row has neither (corpus.QAItem)
+                f.write(json.dumps({k: row[k] for k in FIELDS if row[k] or k not in ("origin", "generator")},
+                                   ensure_ascii=False) + "\n")
         load_corpus(tmp)  # the result must load; a failure here is a bug, and nothing is replaced
 
     # One import into a folder at a time; the previous corpus is swapped out only once the new one

@@ -80,6 +80,7 @@ SYNONYMS: dict[str, str] = {
     "p.m.": "pm",
     "final": "last",
     "half price": "50 percent off",
+    "half of": "50 percent of",  # "at most half of an order" (not "nine and a half", handled below)
     "half off": "50 percent off",
     "installments": "instalments",
     "installment": "instalment",
@@ -91,6 +92,14 @@ SYNONYMS: dict[str, str] = {
 _CONVERT = {"km": ("mm", 1_000_000), "m": ("mm", 1000), "cm": ("mm", 10), "kg": ("g", 1000),
             "mg": ("g", 0.001), "l": ("ml", 1000), "week": ("day", 7), "weeks": ("days", 7),
             "year": ("month", 12), "years": ("months", 12)}
+_DAYS = "(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
+# Day abbreviations count only inside a range ("Tues-Sat"): "sat" and "sun" are words too.
+DAY_ABBREVIATIONS = {"mon": "monday", "tue": "tuesday", "tues": "tuesday", "wed": "wednesday", "weds": "wednesday",
+                      "thu": "thursday", "thur": "thursday", "thurs": "thursday", "fri": "friday", "sat": "saturday",
+                      "sun": "sunday"}
+_DAY_ABBREVIATION = "(?:" + "|".join(sorted(DAY_ABBREVIATIONS, key=len, reverse=True)) + ")"
+_DAY_OR_ABBREVIATION = rf"(?:{_DAYS}|{_DAY_ABBREVIATION})"
+_HALF_OF_DAY = {"morning": "am", "afternoon": "pm", "evening": "pm", "night": "pm"}
 _MONTHS = "(?:january|february|march|april|may|june|july|august|september|october|november|december)"
 _SCALE_WORDS = {"thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 _SYNONYM_RE = re.compile(r"\b(" + "|".join(re.escape(k) for k in sorted(SYNONYMS, key=len, reverse=True)) + r")\b")
@@ -130,6 +139,9 @@ def _normal_form(text: str, keep_currency: bool) -> str:
     s = unicodedata.normalize("NFKC", text).lower()
     s = s.replace("\u2019", "'").replace("\u2018", "'")
     s = _SYNONYM_RE.sub(lambda m: SYNONYMS[m.group(1)], s)
+    # "Tues-Sat", "Tuesday–Saturday" -> "tuesday to saturday" (before hyphens between words go)
+    s = re.sub(rf"\b({_DAY_OR_ABBREVIATION})\.?\s*(?:[-\u2013\u2014]|\bto\b|\bthrough\b|\bthru\b)\s*({_DAY_OR_ABBREVIATION})\b\.?",
+               lambda m: " to ".join(DAY_ABBREVIATIONS.get(d, d) for d in m.groups()), s)
     s = re.sub(r"(?<=[a-z])-(?=[a-z])", " ", s)  # thirty-day -> thirty day, so text2num sees the number
     s = re.sub(r"\b(can|will|shall)(?:'t| ?not)\b", lambda m: {"can": "can", "will": "will", "shall": "shall"}[m.group(1)]
                + " not", s)
@@ -144,6 +156,9 @@ def _normal_form(text: str, keep_currency: bool) -> str:
     # dates: "March 3rd", "3rd of March" and "3 March" -> "3 march"
     s = re.sub(rf"\b({_MONTHS}) (\d{{1,2}})(?:st|nd|rd|th)?\b(?!:)", r"\2 \1", s)
     s = re.sub(rf"\b(\d{{1,2}})(?:st|nd|rd|th)? (?:of )?({_MONTHS})\b", r"\1 \2", s)
+    # "6 in the evening" -> "6 pm"
+    s = re.sub(r"\b(\d{1,2}(?::\d{2})?) (?:o'?clock )?(?:in the |at )(morning|afternoon|evening|night)\b",
+               lambda m: f"{m.group(1)} {_HALF_OF_DAY[m.group(2)]}", s)
     s = re.sub(r"(?<![\d.:])\b(\d{1,2})(?::(\d{2}))?\s*(am|pm)\b", lambda m: _time(m, cur.strip()), s)
     s = re.sub(r"(?<![\d.:])\b(\d{1,2}):(\d{2})()\b(?!:)", lambda m: _time(m, cur.strip()), s)
     # "14 dollars 95", "14 dollars and 95 cents" -> 14.95 dollars; "95 cents" -> 0.95 dollars
@@ -257,6 +272,16 @@ _NOT_UNITS = frozenset(
 _UNIT_PREFIXES = frozenset({"business", "calendar", "working", "school", "bank"})
 
 
+def _same_unit_next(toks: list[str], j: int, unit: str) -> bool:
+    """Does a list go on after a value with a unit, the next item carrying the same unit ("$5.95, $7.50
+    or $9.95" normalises to "5.95 usd 7.50 usd or 9.95 usd")?"""
+    k = j + 1 if j < len(toks) and toks[j] in ("or", "nor", "and") else j
+    if k < len(toks) and is_number(toks[k]):
+        k += 3 if k + 2 < len(toks) and toks[k + 1] == "to" and is_number(toks[k + 2]) else 1
+        return toks[k:k + len(unit.split())] == unit.split()
+    return False
+
+
 class Value(NamedTuple):
     number: str  # normalised: "30", "7.95", "3 to 5", "1st"
     unit: str  # plural-folded unit word(s), "usd" for money, "" when none: "day", "km", "business day"
@@ -298,7 +323,7 @@ def values(text: str) -> list[Value]:
                 disjunct, j = True, j + 1
             elif j + 1 < len(toks) and toks[j] == "and" and not unit and is_number(toks[j + 1]):
                 j += 1
-            elif unit:
+            elif unit and not _same_unit_next(toks, j, unit):
                 break
         last = next((u for _, u in reversed(run) if u), "")
         name = toks[i - 1] if i > 0 and toks[i - 1] in capitalised else ""

@@ -113,6 +113,11 @@ ABSTENTIONS = [  # phrasings seen from small instruct models and RAG prompts
     "No mention of that anywhere.",
     "There isn't any information about that.",
     "Beats me.",
+    # the documentation as the subject of a negated verb of saying, in other word orders
+    "The help centre never mentions where she studied.",
+    "Sadly, that's not something the help centre addresses.",
+    "Not covered by the FAQ, I'm afraid.",
+    "NumPy's licence isn't discussed.",
 ]
 NOT_ABSTENTIONS = [
     "Express shipping isn't available in Zone 3.",
@@ -126,6 +131,9 @@ NOT_ABSTENTIONS = [
     "Returns are not accepted after 30 days.",
     "Sale items cannot be returned.",
     "There is no fee for exchanges.",
+    "The help centre says sale items can't be returned.",
+    "The FAQ says lists are not linked lists.",
+    "Heat damage isn't covered by the warranty.",
 ]
 
 
@@ -195,6 +203,15 @@ def test_rows_without_key_facts_are_graded_against_the_reference():
     ("Every model except the Harbor Court can be resoled.", ["Harbor Court"], "hallucinated", "negates"),
     ("30.", ["30 days"], "correct", "asserts"),
     ("[1]  [2]  [3]  [", ["30 days"], "hallucinated", "nothing but citation markers"),
+    ("Standard shipping is $5.95, $7.50 or $9.95.", ["$5.95"], "hallucinated", "competing values: $5.95, $7.50, $9.95"),
+    ("The outlet opens Monday to Wednesday and is closed Thursday to Sunday.", ["Thursday to Sunday"],
+     "hallucinated", "negates key fact 'Thursday to Sunday'"),
+    ("Only the Harbor Court; the Summit Mid can't be resoled.", ["Harbor Court", "Summit Mid"], "hallucinated",
+     "negates key fact 'Summit Mid'"),
+    ("It's 30 days not 14.", ["30 days"], "correct", "asserts"),
+    ("Cedarholm opens Tues-Sat until 6 in the evening.", ["Tuesday to Saturday", "18:00"],
+     "correct", "asserts"),
+    ("Points can pay for at most half of an order.", ["50%"], "correct", "asserts"),
 ])
 def test_claim_level_outcomes_and_reasons(answer, facts, expected, reason):
     j = M.judge("answerable", answer, facts)
@@ -236,6 +253,37 @@ def test_corpus_context_catches_invented_and_off_document_claims():
     assert (name.outcome, name.reason) == ("hallucinated", "invented name 'DHL' not in corpus")
     # general-knowledge answers are not checked against the corpus
     assert M.judge("general", "Paris, home of the Eiffel Tower.", ["Paris"], "", ctx).outcome == "correct"
+
+
+def test_a_name_listed_beside_key_facts_must_be_in_the_gold_document():
+    gold = "The Kestrel Trail comes in Canyon Red, Fern and Charcoal."
+    other = "The Terra Runner comes in Coral Ember, Sand Dune and Moss Green."
+    ctx = M.Context(M.CorpusFacts.from_texts([gold, other]), gold, "Which colours does the Kestrel Trail come in?")
+    facts = ["Canyon Red", "Fern", "Charcoal"]
+    assert M.judge("answerable", "Canyon Red, Fern and Charcoal.", facts, gold, ctx).outcome == "correct"
+    padded = M.judge("answerable", "Canyon Red, Fern, Charcoal and Coral Ember.", facts, gold, ctx)
+    assert padded.outcome == "hallucinated" and "'Coral' beside key fact" in padded.reason
+
+
+def test_free_text_paths_check_values_polarity_and_identifiers():
+    ref = "Configure the editor to insert spaces: PEP 8 recommends 4 spaces per indentation level."
+    ctx = M.Context(M.CorpusFacts.from_texts([ref]), ref, "How many spaces per indentation level does PEP 8 recommend?")
+    wrong = M.judge("answerable", "PEP 8 recommends 2 spaces per indentation level.", [], ref, ctx, similarity=0.9)
+    assert (wrong.outcome, wrong.reason) == ("hallucinated", "states '2 spaces' where the reference says '4 spaces'")
+    # a bare yes answers a yes/no question as the reference does
+    yes = "Yes. Python has a simple and consistent syntax and a large standard library."
+    assert M.judge("answerable", "Yes.", [], yes, similarity=0.2).outcome == "correct"
+    # a dotted name is known when the corpus names its module and its class, even apart
+    doc = "The easiest way is the concurrent.futures module, especially its ThreadPoolExecutor class."
+    ctx = M.Context(M.CorpusFacts.from_texts([doc]), doc, "How do I run tasks on a pool of threads?")
+    pool = M.judge("answerable", "concurrent.futures.ThreadPoolExecutor is the simplest option.", [], doc, ctx,
+                   similarity=0.7)
+    assert pool.outcome == "correct", pool.reason
+    made_up = M.judge("answerable", "Use sys.ThreadPool.", [], doc, ctx, similarity=0.7)
+    assert "invented identifier" in made_up.reason
+    # numbers of a reference are facts to repeat only when the question asks for a value
+    why = "Guido was reading scripts of Monty Python's Flying Circus, a BBC series from the 1970s."
+    assert M.derived_facts(why) and not M.derived_facts(why, "What inspired the name Python?")
 
 
 def test_scorer_agrees_with_hand_labelled_answers():

@@ -145,7 +145,10 @@ def test_every_rule_drops_its_bad_item_and_the_rest_is_written(tiny_corpus_dir, 
     assert len(rows) == len(items) and rows[0]["origin"] == "synthetic" and rows[0]["source_text"]
     out_dir = tiny_corpus_dir.parent / "reviewed"
     assert main(["import", str(sheet), str(out_dir), "--docs", str(root / "docs")]) == 0
-    assert len(load_corpus(out_dir).qa) == len(items)
+    reviewed = load_corpus(out_dir).qa
+    assert len(reviewed) == len(items)
+    # the marks that say a row was generated, and by what, survive the review round trip
+    assert {(q.origin, q.generator) for q in reviewed} == {(q.origin, q.generator) for q in items}
 
 
 def test_a_folder_of_documents_alone_gets_qa_jsonl(tiny_corpus_dir, server):

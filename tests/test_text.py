@@ -77,13 +77,19 @@ def test_contains_fact(text: str, fact: str, expected: bool) -> None:
     ("free of charge", "free"),
     ("March 3rd", "the 3rd of March"),
     ("on the first of May", "on May 1"),
+    ("Tues-Sat", "Tuesday to Saturday"),
+    ("Monday–Friday", "Monday to Friday"),
+    ("6 in the evening", "6 pm"),
+    ("10 in the morning", "10:00"),
+    ("at most half of an order", "at most 50% of an order"),
 ])
 def test_paraphrases_of_numbers_units_ranges_and_synonyms(a: str, b: str) -> None:
     assert normalize(a) == normalize(b)
 
 
 @pytest.mark.parametrize("a, b", [("800 km", "1000 km"), ("3 to 5 days", "3 or 5 days"), ("$14.95", "$14"),
-                                  ("2 kg", "2 g"), ("10 am", "10 pm"), ("30 days", "30 weeks")])
+                                  ("2 kg", "2 g"), ("10 am", "10 pm"), ("30 days", "30 weeks"),
+                                  ("the sun sat low", "sunday to saturday")])
 def test_different_quantities_stay_different(a: str, b: str) -> None:
     assert normalize(a) != normalize(b)
 

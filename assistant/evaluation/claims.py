@@ -64,6 +64,16 @@ def numbers(toks: list[str]) -> set[str]:
 
 
 # -- abstention --------------------------------------------------------------------------------
+# What an answer may say it cannot find things in, and the verbs of saying that go with it.
+_DOCS = (r"(?:help ?cent(?:re|er)|faq|documentation|documents?|docs|sources?|passages?|context|polic(?:y|ies)|"
+         r"knowledge base|articles?|guides?|manual|materials?|pages?|website|site|records?|(?:provided|available|given) "
+         r"(?:information|text|texts|material)|these (?:texts|files|notes)|information (?:i have|provided|available))")
+# ... followed by the end of the clause or by what is missing ("where she studied", "that"), not by an
+# object that makes it a claim ("the policy does not cover worn shoes").
+_DISCOURSE = (r"(?:mention|cover|address|say|discuss|state|specify|include|contain|explain|answer|tell|touch|go into|"
+              r"get into|talk about|deal with|describe|document|detail)\w*(?:\W*$|\W+(?:that|this|it|them|where|which|"
+              r"who|whom|whose|when|how|what|whether|why|anything|any|such|one|either|the (?:answer|topic|question|"
+              r"subject|matter|point))\b)")
 _KNOW = r"(?:do not|don't|dont|did not|didn't|cannot|can't|can ?not|could not|couldn't)"
 _ABSTAIN = [
     rf"\bi {_KNOW} (?:really |actually )?know\b",
@@ -143,6 +153,15 @@ _ABSTAIN = [
     r"\bthere (?:isn't|is not|aren't|are not|wasn't|was not)(?: any)? (?:information|info|details|data|mention|"
     r"answer|record)",
     r"^beats me\b",
+    # the documentation as the subject of a negated discourse verb, in any order: "the help centre never
+    # mentions", "not something the FAQ addresses", "not covered by the FAQ"
+    rf"\b{_DOCS}\b(?:\W+\w+){{0,3}}?\W+(?:never|not|n't|nowhere|no longer)\b(?:\W+\w+){{0,2}}?\W+{_DISCOURSE}",
+    rf"(?:\bnever|\bnot|n't|\bnowhere)\b(?:\W+\w+){{0,4}}?\W+{_DOCS}\W+(?:\w+\W+){{0,2}}?{_DISCOURSE}",
+    rf"(?:\bnot|n't|\bnever)\W+(?:\w+\W+)?(?:covered|mentioned|addressed|discussed|answered|documented)\W+(?:by|in)\W+"
+    rf"(?:\w+\W+){{0,2}}?{_DOCS}",
+    # a discourse-only verb in the negated passive ending a clause: "NumPy's licence isn't discussed"
+    r"(?:\bnot|n't|\bnever (?:been|got))\W+(?:\w+\W+)?(?:discussed|mentioned|documented|addressed|specified|stated|"
+    r"explained|gone into|touched on|talked about)\W*$",
 ]
 _FILLER = [
     r"^(?:(?:i'?m|i am|so|very|really|oh) )*sorry(?: (?:about that|for (?:any|the|your) (?:misunderstanding|"
@@ -312,8 +331,11 @@ _NEGATIONS = frozenset("not no never none nor cannot cant dont doesnt isnt arent
 # "not more than 30 days" affirms the limit; "no questions asked" negates nothing that matters here.
 _NOT_NEGATING = frozenset("more later longer less fewer over under exceed exceeding earlier sooner than "
                           "extra additional question after beyond past outside".split())
+_ANTONYMS = frozenset("closed shut".split())  # "closed Thursday to Sunday" denies "open Thursday to Sunday"
+_AUXILIARIES = frozenset("can could will would is are was were do does did should may might must has have had be "
+                         "been".split())
 _HEDGED_ALTERNATIVE = re.compile(r"^(?:or|maybe|perhaps|possibly|alternatively|either)\b", re.IGNORECASE)
-SIMILARITY_THRESHOLD = 0.6  # default; calibrated on labelled data (config: evaluation.similarity_threshold)
+SIMILARITY_THRESHOLD = 0.64  # default; calibrated on labelled data (config: evaluation.similarity_threshold)
 _MEASURES = frozenset(list(T.UNITS) + ["day", "week", "month", "year", "hour", "minute", "business day",
                                        "calendar day", "usd", "percent", "night", "item", "pair", "order"])
 
@@ -355,8 +377,8 @@ _DISPLAY = {"mm": [("km", 1_000_000), ("m", 1000), ("cm", 10)], "g": [("kg", 100
 
 
 def _label(v: T.Value) -> str:
-    if v.unit == "usd":
-        return f"${v.number}"
+    if v.unit == "usd":  # the normal form drops trailing zeros: "$7.50" reads "7.5"
+        return f"${float(v.number):.2f}" if "." in v.number and T.is_number(v.number) else f"${v.number}"
     number, unit = v.number, v.unit
     if unit in _DISPLAY and T.is_number(number) and number[-1].isdigit():
         for big, factor in _DISPLAY[unit]:
@@ -383,27 +405,55 @@ def _in_corpus(v: T.Value, c: CorpusFacts) -> bool:
 
 
 def _negated(claim: str, fact_toks: list[str]) -> bool | None:
-    """True when every place the fact occurs in `claim` has a negation just before it (same comma part);
-    None when the fact does not occur."""
+    """True when every place the fact occurs in `claim` is negated (same comma part): a negation or an
+    antonym just before it ("not 30 days", "closed Thursday to Sunday") or a negated auxiliary just
+    after it ("the Summit Mid can't be resoled"); None when the fact does not occur."""
     found = False
     for part in re.split(r",\s+|\s+-\s+|:\s+", claim):
         toks = tokens(part)
         for pos in T.find_fact(toks, fact_toks):
             found = True
-            window = []
-            for t in reversed(toks[max(0, pos - 4):pos]):
-                if T.is_number(t):
-                    break  # another value in between: the negation is about that one
-                window.append(t)
-            after = toks[pos - len(window):pos]
-            negs = [i for i, t in enumerate(after) if t in _NEGATIONS]
-            if not negs or any(t in _NOT_NEGATING for t in after[negs[-1] + 1:]):
+            if not (_negated_before(toks, pos) or _negated_after(toks, pos + len(fact_toks))):
                 return False
     return True if found else None
 
 
+def _negated_before(toks: list[str], pos: int) -> bool:
+    window = []
+    for t in reversed(toks[max(0, pos - 4):pos]):
+        if T.is_number(t):
+            break  # another value in between: the negation is about that one
+        window.append(t)
+    before = toks[pos - len(window):pos]
+    negs = [i for i, t in enumerate(before) if t in _NEGATIONS or t in _ANTONYMS]
+    return bool(negs) and not any(t in _NOT_NEGATING for t in before[negs[-1] + 1:])
+
+
+def _negated_after(toks: list[str], end: int) -> bool:
+    for i, t in enumerate(toks[end:end + 3], end):
+        if t in ("not", "never"):
+            # "30 days not 14": the negation is about the next value
+            return not (i + 1 < len(toks) and T.is_number(toks[i + 1])) and \
+                not any(x in _NOT_NEGATING for x in toks[i + 1:i + 2])
+        if t not in _AUXILIARIES:
+            return False
+    return False
+
+
 def _names(claims: Sequence[str]) -> list[str]:
-    return [m.group(1) or m.group(2) for c in claims for m in _NAME.finditer(c)]
+    names = (m.group(1) or m.group(2) for c in claims for m in _NAME.finditer(c))
+    return [n for n in names if n.lower() not in T.DAY_ABBREVIATIONS]  # "Tues-Sat": days, not names
+
+
+def _known_identifier(ident: str, text: str) -> bool:
+    """`concurrent.futures.ThreadPoolExecutor` is known when the text names `concurrent.futures` and
+    `ThreadPoolExecutor`, even if never joined up; `sys.kbhit` is not when only `msvcrt.kbhit` is there."""
+    if ident in text:
+        return True
+    module, _, name = ident.rpartition(".")
+    # only a module that is itself an identifier ("concurrent.futures"): "Tk" or "sys" alone is a word
+    return bool(re.search(r"[._]", module)) and re.search(rf"(?<![\w.]){re.escape(module)}(?![\w])", text) is not None \
+        and re.search(rf"(?<![\w.]){re.escape(name)}\b", text) is not None
 
 
 def _invented(p: Parsed, local_text: str, ctx: Context | None) -> str | None:
@@ -422,7 +472,7 @@ def _invented(p: Parsed, local_text: str, ctx: Context | None) -> str | None:
     for ident in (m.group(0).rstrip("()") for c in p.claims for m in _DOTTED.finditer(c)):
         if max(len(part) for part in ident.split(".")) < 2:
             continue  # e.g, i.e, U.S: abbreviations, not identifiers
-        if ident.lower() not in ctx.corpus.text and ident.lower() not in local_text.lower():
+        if not _known_identifier(ident.lower(), ctx.corpus.text + "\n" + local_text.lower()):
             return f"invented identifier {ident!r} not in corpus"
     known = {T.fold(w.lower()) for w in _WORD.findall(local_text)}
     for n in _names(p.claims):
@@ -503,6 +553,16 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
             if not set(_ends(v.number)) <= local_nums or id(v) in hedged:
                 return Judgement("hallucinated", f"competing value {_label(v)!r} beside key fact "
                                  f"{asserted[0]!r}", path)
+    if ctx is not None and ctx.gold:
+        # a name listed beside a key fact that the gold document does not hold: a colour, store or
+        # product of another page ("Canyon Red, Fern and Charcoal, plus a Coral Ember edition")
+        known = {T.fold(w.lower()) for w in _WORD.findall(local_text)}
+        for c in p.claims:
+            if any(T.contains_fact(c, f) for f in asserted):
+                extra = [n for n in _names([c]) if n.lower() not in STOPWORDS and T.fold(n.lower()) not in known]
+                if extra:
+                    return Judgement("hallucinated", f"names {extra[0]!r} beside key fact {asserted[0]!r}; the gold "
+                                     "document does not", path)
     invented = _invented(p, local_text, ctx)
     if invented:
         return Judgement("hallucinated", invented, path)
@@ -522,11 +582,20 @@ def polarity(text: str) -> str | None:
     return "yes" if _YES.search(t) else "no" if _NO.search(t) else None
 
 
-def derived_facts(reference: str) -> list[str]:
+# Questions that ask for a value: only their references' numbers are facts an answer must repeat
+# ("What inspired the name?" is not answered wrongly by leaving out "a series from the 1970s").
+_ASKS_VALUE = re.compile(
+    r"\b(?:how (?:many|much|long|often|old|far|big|large|small|fast|soon|early|late|high|deep|wide|heavy)|when|"
+    r"what (?:year|date|time|day|version|percentage|size|number|age|price|cost|fee|limit|pep)|which (?:year|"
+    r"version|pep|release|number|date|day|zone|size)|cost|price|fee|limit|deadline)\b", re.IGNORECASE)
+
+
+def derived_facts(reference: str, question: str = "") -> list[str]:
     """Candidate key facts of a reference without them: its concrete values (number with a measure
-    unit, else the number alone). Only short references give derived facts; a paragraph states more
-    than one answer must repeat, so it goes to the similarity path."""
-    if len(reference.split()) > 40:
+    unit, else the number alone), when the question (if given) asks for a value. Only short
+    references give derived facts; a paragraph states more than one answer must repeat, so it goes
+    to the similarity path."""
+    if len(reference.split()) > 40 or (question and not _ASKS_VALUE.search(question)):
         return []
     out = []
     for v in T.values(reference):
@@ -538,11 +607,11 @@ def derived_facts(reference: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
-def needs_similarity(kind: str, key_facts: Sequence[str], reference: str) -> bool:
+def needs_similarity(kind: str, key_facts: Sequence[str], reference: str, question: str = "") -> bool:
     """Is this row scored by answer-reference similarity (answerable, no key facts, a long or value-free
     reference)? Callers embed those rows in one batch (`answer_similarities`)."""
     return kind in ("answerable", "general") and not key_facts and bool(reference.strip()) \
-        and not derived_facts(reference)
+        and not derived_facts(reference, question)
 
 
 def answer_similarities(embedder, answers: Sequence[str], references: Sequence[str]) -> list[float]:
@@ -590,7 +659,7 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
         if not asserts:
             return Judgement("abstained", "declines" if p.abstains else "empty answer", "key_facts")
         return _judge_claims(p, key_facts, reference, ctx, "key_facts")
-    facts = derived_facts(reference)
+    facts = derived_facts(reference, context.question if context else "")
     path = "derived" if facts else "similarity"
     if not asserts:
         return Judgement("abstained", "declines" if p.abstains else "empty answer", path)
@@ -601,6 +670,11 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
         return _judge_claims(p, facts, reference, ctx, path, need=(len(facts) + 1) // 2)
     if not reference.strip():
         return Judgement("hallucinated", "no reference or key facts to check against", path)
+    if ref_pol and ans_pol == ref_pol and len(content_words(tokens(p.content))) <= 1:
+        return Judgement("correct", f"answers {ans_pol!r} as the reference does", path)
+    contradicted = _contradicts_reference_value(p, reference, ctx.gold if ctx else "", ctx.question if ctx else "")
+    if contradicted:
+        return Judgement("hallucinated", contradicted, path)
     invented = _invented(p, " ".join([reference, ctx.gold, ctx.question]) if ctx else reference, ctx)
     if invented:
         return Judgement("hallucinated", invented, path)
@@ -618,6 +692,22 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
                          f"(cosine {sim:.2f} >= {low:.2f})", path, sim)
     return Judgement("hallucinated", f"not similar to the reference (cosine {sim:.2f} < {threshold:.2f})", path,
                      sim)
+
+
+def _contradicts_reference_value(p: Parsed, reference: str, gold: str, question: str) -> str | None:
+    """A value in the unit of one the reference states, but another number, that neither the reference
+    nor the gold document holds: "PEP 8 recommends 2 spaces" against "4 spaces"."""
+    asked = set(tokens(question))
+    # a measure, or the thing the question counts ("how many spaces"): not "the letter" of "0xa5 is 165"
+    ref = [v for v in T.values(reference) if v.unit and v.unit != "oclock" and (v.unit in _MEASURES or v.unit in asked)]
+    if not ref:
+        return None
+    _, known = _pool(reference, gold)
+    for v in (v for c in p.claims for v in T.values(c)):
+        same = [r for r in ref if r.unit == v.unit]
+        if same and not all((n, v.unit) in known for n in _ends(v.number)):
+            return f"states {_label(v)!r} where the reference says {_label(same[0])!r}"
+    return None
 
 
 def _flipped(p: Parsed, reference: str) -> str | None:

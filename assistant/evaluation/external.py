@@ -102,7 +102,7 @@ def score_answers(corpus: Corpus, rows: list[dict]) -> list[dict]:
     rows = fill_from_corpus(rows, corpus)
     facts = M.CorpusFacts.from_texts([d.text for d in corpus.documents])
     threshold = corpus.config.evaluation.similarity_threshold
-    need = [i for i, r in enumerate(rows) if M.needs_similarity(r["kind"], r["key_facts"], r["reference"])]
+    need = [i for i, r in enumerate(rows) if M.needs_similarity(r["kind"], r["key_facts"], r["reference"], r["question"])]
     sims: dict[int, float] = {}
     if need:
         embedder = M.load_embedder(corpus.config.retrieval.embedder)

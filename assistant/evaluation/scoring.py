@@ -54,7 +54,7 @@ def _judge(corpus: Corpus, rows: list[dict], facts: M.CorpusFacts, threshold: fl
 
     General-knowledge rows are judged without the corpus (their facts are not in it)."""
     kinds = ["general" if r["slice"] == "general" else _kind(r["slice"]) for r in rows]
-    need = [i for i, r in enumerate(rows) if M.needs_similarity(kinds[i], r["key_facts"], r["reference"])]
+    need = [i for i, r in enumerate(rows) if M.needs_similarity(kinds[i], r["key_facts"], r["reference"], r["question"])]
     sims: dict[int, float] = {}
     if need:
         embedder = M.load_embedder(corpus.config.retrieval.embedder)
