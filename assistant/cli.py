@@ -157,7 +157,10 @@ def cmd_score(args) -> int:
     answers = Path(args.answers)
     if not answers.is_file():
         raise UsageError(f"{answers}: no such file; give a JSONL file of answers (id, question, answer)")
-    run_score(answers, _corpus(args.corpus), Path(args.out) if args.out else None)
+    corpus = _corpus(args.corpus)
+    if args.judge:
+        _judge_overrides(corpus, args)
+    run_score(answers, corpus, Path(args.out) if args.out else None, judge=args.judge)
     return 0
 
 
@@ -250,6 +253,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("answers", help="JSONL file, one answer a line")
     sp.add_argument("--corpus", default=DEFAULT_CORPUS, help="the corpus the answers are about (default: %(default)s)")
     sp.add_argument("--out", help="write every row plus outcome, reason and scoring_path to this JSONL file")
+    add_judge_flags(sp)
 
     sp = verb("import", cmd_import, "create a corpus folder from existing documents and QA (JSONL, CSV, SQuAD)")
     sp.add_argument("source", help="a QA file (.jsonl, .csv) or a SQuAD-format .json")

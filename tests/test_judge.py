@@ -244,3 +244,29 @@ def test_cli_eval_judge_flags(fake, tiny_corpus_dir, monkeypatch, capsys):
     assert cli.main(["compare", str(tiny_corpus_dir), "--judge", "--judge-model", "m2"]) == 0
     assert seen["judge"] is True and seen["judge_cfg"].model == "m2"
     assert cli.main(["eval", str(tiny_corpus_dir)]) == 0 and seen["judge"] is False
+
+
+def test_score_with_judge_grades_rows_compares_with_labels_and_caches(fake, tiny_corpus_dir, tmp_path, capsys):
+    from assistant import cli
+
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"id": "ret-001-c", "answer": "Twenty-one days after delivery.", "label": "correct"},
+        {"id": "own-1", "question": "How long is the return window?", "answer": "Probably a month or so.",
+         "key_facts": ["21 days"], "label": "hallucinated"},
+        {"id": "own-2", "question": "Who founded Pedalo?", "kind": "unanswerable", "answer": "I don't know."},
+    ]))
+    out = tmp_path / "scored.jsonl"
+    args = ["score", str(answers), "--corpus", str(tiny_corpus_dir), "--out", str(out),
+            "--judge", "--judge-url", fake.url, "--judge-model", "judge-score"]
+    before = len(fake.calls)
+    assert cli.main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    # the fake grades by literal key facts: "Twenty-one days" lacks "21 days", so it disagrees with the rules
+    assert [r["judge"]["outcome"] for r in rows] == ["hallucinated", "hallucinated", "correct"]
+    assert [r["rule_outcome"] for r in rows] == [r["outcome"] for r in rows] == ["correct", "hallucinated", "correct"]
+    printed = capsys.readouterr().out
+    assert "judge judge-score: 3 of 3 graded, 67% agree with the rules" in printed
+    assert "with 2 labels: judge 50%, rules 100%" in printed
+    calls = len(fake.calls) - before
+    assert calls == 3 and cli.main(args) == 0 and len(fake.calls) - before == 3  # the rerun is cached

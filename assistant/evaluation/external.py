@@ -223,12 +223,41 @@ def print_report(rows: list[dict], console=None) -> None:
     console.print(t)
 
 
-def run_score(answers: Path, corpus: Corpus, out: Path | None = None) -> list[dict]:
-    """Read, score, write (atomically) and print: the `assistant score` verb."""
+def run_score(answers: Path, corpus: Corpus, out: Path | None = None, judge: bool = False) -> list[dict]:
+    """Read, score, write (atomically) and print: the `assistant score` verb. With `judge`, the LLM
+    judge of corpus.yaml's `judge:` section grades every row too (`judge` field, cached under
+    runs/<corpus>/score/cache); `judge.verdict_uses: judge` makes its grade the row's outcome."""
     from ..storage import atomic_write_text
 
     rows = score_answers(corpus, read_answers(answers))
+    if judge:
+        rows = judge_scored(corpus, rows)
     if out is not None:
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print_report(rows)
+    return rows
+
+
+def judge_scored(corpus: Corpus, rows: list[dict]) -> list[dict]:
+    """Grade scored rows with the LLM judge (in place) and print how it agrees with the rules and,
+    where rows carry a `label`, how each agrees with the labels."""
+    from rich.console import Console
+
+    from .. import judge as J
+
+    settings = corpus.config.judge
+    asked = [{**r, "slice": r["kind"]} for r in rows]  # the judge reads the kind from `slice`
+    judgements = J.judge_rows(asked, settings, corpus.runs_dir / "score" / "cache")
+    J.apply_judgements(rows, judgements, settings.verdict_uses)
+    ok = [(r, j.outcome) for r, j in zip(rows, judgements) if j.outcome in M.OUTCOMES]
+    console = Console()
+    vs = J.agreement([r["rule_outcome"] for r, _ in ok], [o for _, o in ok])
+    line = f"judge {settings.model}: {len(ok)} of {len(rows)} graded, {vs['agreement'] or 0:.0%} agree with the rules"
+    labelled = [(LABEL_ALIASES.get(r["label"], r["label"]), r["rule_outcome"], o) for r, o in ok if r.get("label")]
+    if labelled:
+        human = [h for h, _, _ in labelled]
+        rules = J.agreement(human, [x for _, x, _ in labelled])["agreement"]
+        judged = J.agreement(human, [x for _, _, x in labelled])["agreement"]
+        line += f"; with {len(labelled)} labels: judge {judged:.0%}, rules {rules:.0%}"
+    console.print(line + f" (outcome from: {settings.verdict_uses})", soft_wrap=True)
     return rows
