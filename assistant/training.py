@@ -36,6 +36,7 @@ FORMAT = 1  # bump when the training data recipe changes: adapters built before 
 RAFT_FIELDS = {"distractors", "gold_fraction", "rag_sft_epochs"}  # settings that only rag_sft reads
 SFT_ONLY_FIELDS = {"epochs"}  # settings that only sft reads
 ADAPTER, CHECKPOINTS, LOG_FILE, BUILD_FILE = "adapter", "checkpoints", "training_log.json", "build.json"
+TENSORBOARD = "tensorboard"  # the Trainer's TensorBoard event files, beside the adapter
 
 
 def _log(msg: str) -> None:
@@ -277,10 +278,30 @@ def sft_config(s: LoraSettings, output_dir: Path, epochs: float, steps_per_epoch
         metric_for_best_model="eval_loss" if has_eval else None,
         greater_is_better=False if has_eval else None,
         logging_steps=1,
-        report_to="none",
+        # Loss curves for TensorBoard, written locally (nothing leaves the machine); train() points
+        # the writer at the variant's folder.
+        report_to=["tensorboard"] if tensorboard_available() else "none",
         disable_tqdm=not progress,
     )
     return SFTConfig(**{**settings, **overrides})
+
+
+def tensorboard_available() -> bool:
+    from transformers.integrations import is_tensorboard_available
+
+    return is_tensorboard_available()
+
+
+def log_to_tensorboard(trainer, folder: Path, fresh: bool) -> None:
+    """Point the Trainer's TensorBoard writer at `folder` (its default is a dated folder inside the
+    checkpoints); a fresh run (not a resume) starts from an empty folder, so one adapter, one curve."""
+    from transformers.integrations import TensorBoardCallback
+
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback):
+            if fresh and trainer.is_world_process_zero():
+                shutil.rmtree(folder, ignore_errors=True)
+            cb.logging_dir = str(folder)
 
 
 def score_labelled_positions_only() -> bool:
@@ -408,6 +429,7 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
                          callbacks=_callbacks(s, has_eval))
     for cb in [c for c in trainer.callback_handler.callbacks if type(c) is ProgressCallback]:
         trainer.remove_callback(cb)  # replaced by the quieter subclass in _callbacks
+    log_to_tensorboard(trainer, folder / TENSORBOARD, fresh=resume is None)
     timer = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "StepTimer")
     start_step = int(resume.rsplit("-", 1)[-1]) if resume else 0
     _log(f"{job.variant}: {'resuming at step ' + str(start_step) if resume else 'training'} on "

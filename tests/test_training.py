@@ -94,6 +94,17 @@ def test_scoring_only_answer_positions_keeps_the_loss_and_gradients(tiny_corpus_
     torch.testing.assert_close(compact[1], full[1])
 
 
+def assert_tensorboard_curves(logdir: Path, train_points: int, val_points: int) -> None:
+    """The adapter folder holds TensorBoard event files with the train and val loss curves."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list(logdir.rglob("events.out.tfevents.*"))
+    assert events, f"no TensorBoard event file under {logdir}"
+    acc = EventAccumulator(str(events[0].parent)).Reload()
+    assert len(acc.Scalars("train/loss")) == train_points
+    assert len(acc.Scalars("eval/loss")) == val_points
+
+
 def test_build_publishes_a_peft_adapter_and_retrains_only_on_change(tiny_corpus_dir):
     from peft import PeftModel
 
@@ -113,6 +124,7 @@ def test_build_publishes_a_peft_adapter_and_retrains_only_on_change(tiny_corpus_
     assert log["environment"]["training"] == {"device": "cpu", "dtype": log["dtype"]}  # the report card
     assert report["environment"] == log["environment"] and log["environment"]["trl"]
     assert not list(folder.glob(".adapter.*"))  # no temporary leftovers
+    assert_tensorboard_curves(folder / "tensorboard", train_points=4, val_points=2)
 
     # PEFT's own format: loadable without this project's code.
     model, tok = tiny_model()
