@@ -391,9 +391,9 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
     from transformers import AutoModelForCausalLM, ProgressCallback
-    from trl import SFTTrainer
 
     from .models import load_tokenizer, pick_device, pick_dtype, resolve_model
+    from .shared_prefix import SharedPrefixSFTTrainer
 
     disable_progress_bar()  # the dataset preparation bars; training keeps its own
     score_labelled_positions_only()
@@ -423,7 +423,7 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     # QA rows: loss on the answer only; text rows: on every token.
     args = sft_config(s, folder / CHECKPOINTS, job.epochs, steps_per_epoch, has_eval, device.type, dtype, progress,
                       completion_only_loss=job.mode == "qa")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(job.train),
+    trainer = SharedPrefixSFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(job.train),
                          eval_dataset=Dataset.from_list(job.val) if has_eval else None,
                          processing_class=tokenizer, peft_config=lora_config(s),
                          callbacks=_callbacks(s, has_eval))
@@ -461,6 +461,8 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
         "final_val_loss": curves["val_loss"][-1]["loss"] if curves["val_loss"] else None,
         "train_time_s": round(wall, 2), "step_time_s": round(timer.seconds, 2),
         "tokens_seen": tokens,
+        # positions not computed because the rows of a batch share them (assistant/shared_prefix.py)
+        "shared_prefix_tokens_saved": trainer.prefix_tokens_saved,
         "tokens_per_s": round(tokens / timer.seconds, 1) if timer.seconds else None,
         "peak_memory_mb": _peak_memory_mb(), "trainable_params": trainable, "total_params": total,
         "train_runtime_s": output.metrics.get("train_runtime"),
