@@ -1,7 +1,7 @@
 """Shared-prefix training: the tokens every row of a batch starts with are run once, not per row.
 
-Every closed-book training prompt opens with the same system prompt (59 of ~102 tokens on
-corpora/ecostride), so a batch of 8 spends most of its compute running one identical prefix 8
+Every closed-book training prompt opens with the same system prompt (with the user turn's opening,
+62 of ~102 tokens on corpora/ecostride), so a batch of 8 spends most of its compute running one identical prefix 8
 times. Here the prefix runs once (batch of one), its keys and values are repeated over the batch,
 and the rows' own tokens run on top of them, the way generation reuses a KV cache. The math is the
 same: every row sees the same keys and values at the same positions, and backpropagation sums the
@@ -9,7 +9,7 @@ rows' gradients through the repeated prefix exactly as it would through eight co
 rounding of a batch-of-one GEMM can differ (bf16 noise; tests/test_training.py compares loss and
 gradients). The prefix ends before the first labelled position, so no loss term is lost.
 
-Applies to any batch whose rows share at least `min_tokens` leading tokens (prompt-completion
+Applies to any batch whose rows share at least MIN_TOKENS leading tokens (prompt-completion
 QA rows, RAFT prompts); anything else (document chunks, packed or padding-free batches, several
 processes under DDP) takes TRL's usual path.
 """

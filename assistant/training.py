@@ -242,7 +242,10 @@ def lora_config(s: LoraSettings):
 
 def sft_config(s: LoraSettings, output_dir: Path, epochs: float, steps_per_epoch: int, has_eval: bool,
                device_type: str, dtype, progress: bool = True, **overrides):
-    """Trainer settings: the measured fast path on CPU (see bench/training.py), bf16 on CUDA."""
+    """Trainer settings: the measured fast path on CPU (see bench/training.py), bf16 on CUDA.
+
+    The largest single gain is not a setting: train() uses SharedPrefixSFTTrainer, which runs the
+    system prompt once per batch (assistant/shared_prefix.py)."""
     import torch
     from trl import SFTConfig
 
@@ -424,9 +427,9 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     args = sft_config(s, folder / CHECKPOINTS, job.epochs, steps_per_epoch, has_eval, device.type, dtype, progress,
                       completion_only_loss=job.mode == "qa")
     trainer = SharedPrefixSFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(job.train),
-                         eval_dataset=Dataset.from_list(job.val) if has_eval else None,
-                         processing_class=tokenizer, peft_config=lora_config(s),
-                         callbacks=_callbacks(s, has_eval))
+                                     eval_dataset=Dataset.from_list(job.val) if has_eval else None,
+                                     processing_class=tokenizer, peft_config=lora_config(s),
+                                     callbacks=_callbacks(s, has_eval))
     for cb in [c for c in trainer.callback_handler.callbacks if type(c) is ProgressCallback]:
         trainer.remove_callback(cb)  # replaced by the quieter subclass in _callbacks
     log_to_tensorboard(trainer, folder / TENSORBOARD, fresh=resume is None)
