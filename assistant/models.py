@@ -167,9 +167,12 @@ def pick_device(setting: str = "auto") -> torch.device:
 def cpu_supports_bf16() -> bool:
     """True on CPUs with native bf16 matmul (AVX-512 BF16 / AMX), where bf16 is ~2.4x fp32 here."""
     try:
-        return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") or _cpuinfo_has("avx512_bf16")
+        capability = torch.backends.cpu.get_cpu_capability()
     except Exception:
         return False
+    if capability in ("DEFAULT", "AVX2", "NO AVX"):  # kernels capped below AVX-512 (ATEN_CPU_CAPABILITY): bf16 is emulated
+        return False
+    return capability in ("AVX512_BF16", "AMX") or _cpuinfo_has("avx512_bf16")
 
 
 def _cpuinfo_has(flag: str) -> bool:

@@ -36,6 +36,7 @@ FORMAT = 1  # bump when the training data recipe changes: adapters built before 
 RAFT_FIELDS = {"distractors", "gold_fraction", "rag_sft_epochs"}  # settings that only rag_sft reads
 SFT_ONLY_FIELDS = {"epochs"}  # settings that only sft reads
 ADAPTER, CHECKPOINTS, LOG_FILE, BUILD_FILE = "adapter", "checkpoints", "training_log.json", "build.json"
+TENSORBOARD = "tensorboard"  # the Trainer's TensorBoard event files, beside the adapter
 
 
 def _log(msg: str) -> None:
@@ -241,7 +242,10 @@ def lora_config(s: LoraSettings):
 
 def sft_config(s: LoraSettings, output_dir: Path, epochs: float, steps_per_epoch: int, has_eval: bool,
                device_type: str, dtype, progress: bool = True, **overrides):
-    """Trainer settings: the measured fast path on CPU (see bench/training.py), bf16 on CUDA."""
+    """Trainer settings: the measured fast path on CPU (see bench/training.py), bf16 on CUDA.
+
+    The largest single gain is not a setting: train() uses SharedPrefixSFTTrainer, which runs the
+    system prompt once per batch (assistant/shared_prefix.py)."""
     import torch
     from trl import SFTConfig
 
@@ -277,10 +281,30 @@ def sft_config(s: LoraSettings, output_dir: Path, epochs: float, steps_per_epoch
         metric_for_best_model="eval_loss" if has_eval else None,
         greater_is_better=False if has_eval else None,
         logging_steps=1,
-        report_to="none",
+        # Loss curves for TensorBoard, written locally (nothing leaves the machine); train() points
+        # the writer at the variant's folder.
+        report_to=["tensorboard"] if tensorboard_available() else "none",
         disable_tqdm=not progress,
     )
     return SFTConfig(**{**settings, **overrides})
+
+
+def tensorboard_available() -> bool:
+    from transformers.integrations import is_tensorboard_available
+
+    return is_tensorboard_available()
+
+
+def log_to_tensorboard(trainer, folder: Path, fresh: bool) -> None:
+    """Point the Trainer's TensorBoard writer at `folder` (its default is a dated folder inside the
+    checkpoints); a fresh run (not a resume) starts from an empty folder, so one adapter, one curve."""
+    from transformers.integrations import TensorBoardCallback
+
+    for cb in trainer.callback_handler.callbacks:
+        if isinstance(cb, TensorBoardCallback):
+            if fresh and trainer.is_world_process_zero():
+                shutil.rmtree(folder, ignore_errors=True)
+            cb.logging_dir = str(folder)
 
 
 def score_labelled_positions_only() -> bool:
@@ -370,9 +394,9 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
     from transformers import AutoModelForCausalLM, ProgressCallback
-    from trl import SFTTrainer
 
     from .models import load_tokenizer, pick_device, pick_dtype, resolve_model
+    from .shared_prefix import SharedPrefixSFTTrainer
 
     disable_progress_bar()  # the dataset preparation bars; training keeps its own
     score_labelled_positions_only()
@@ -402,12 +426,13 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     # QA rows: loss on the answer only; text rows: on every token.
     args = sft_config(s, folder / CHECKPOINTS, job.epochs, steps_per_epoch, has_eval, device.type, dtype, progress,
                       completion_only_loss=job.mode == "qa")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(job.train),
-                         eval_dataset=Dataset.from_list(job.val) if has_eval else None,
-                         processing_class=tokenizer, peft_config=lora_config(s),
-                         callbacks=_callbacks(s, has_eval))
+    trainer = SharedPrefixSFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(job.train),
+                                     eval_dataset=Dataset.from_list(job.val) if has_eval else None,
+                                     processing_class=tokenizer, peft_config=lora_config(s),
+                                     callbacks=_callbacks(s, has_eval))
     for cb in [c for c in trainer.callback_handler.callbacks if type(c) is ProgressCallback]:
         trainer.remove_callback(cb)  # replaced by the quieter subclass in _callbacks
+    log_to_tensorboard(trainer, folder / TENSORBOARD, fresh=resume is None)
     timer = next(c for c in trainer.callback_handler.callbacks if type(c).__name__ == "StepTimer")
     start_step = int(resume.rsplit("-", 1)[-1]) if resume else 0
     _log(f"{job.variant}: {'resuming at step ' + str(start_step) if resume else 'training'} on "
@@ -439,6 +464,8 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
         "final_val_loss": curves["val_loss"][-1]["loss"] if curves["val_loss"] else None,
         "train_time_s": round(wall, 2), "step_time_s": round(timer.seconds, 2),
         "tokens_seen": tokens,
+        # positions not computed because the rows of a batch share them (assistant/shared_prefix.py)
+        "shared_prefix_tokens_saved": trainer.prefix_tokens_saved,
         "tokens_per_s": round(tokens / timer.seconds, 1) if timer.seconds else None,
         "peak_memory_mb": _peak_memory_mb(), "trainable_params": trainable, "total_params": total,
         "train_runtime_s": output.metrics.get("train_runtime"),

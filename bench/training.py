@@ -1,22 +1,35 @@
 """LoRA training throughput: TRL's plain defaults versus this project's settings (same data, same LoRA).
 
-    python bench/training.py [CORPUS] [--steps 14] [--warmup 2] [--rounds 1] [--configs plain,project]
+    python bench/training.py [CORPUS] [--steps 12] [--warmup 2] [--rounds 1] [--val 64]
+                             [--configs plain,plain_fp32,project]
+
+The default configurations depend on the CPU: with native bf16 (AVX-512-bf16, AMX) or a GPU,
+plain, plain_fp32 and project; without (AVX2), plain_fp32 and project, since TRL's literal
+defaults then run bf16 in emulation (5.5 tokens/s measured on an AVX2 CPU: minutes per step).
 
 Each configuration trains the corpus's model on the corpus's train QA pairs in a fresh process, the
 configurations back to back (alternating over rounds), and reports real (non-pad) tokens per
-second over the optimisation steps after the warm-up ones, as counted by TRL (`num_tokens`).
+second over the optimisation steps after the warm-up ones, as counted by TRL (`num_tokens`), and
+the val loss after the last step on the first `--val` val pairs (the loss curve must not change:
+plain and project see the data in another order, so their val losses agree within noise, while an
+ablation of project sees the same batches and should agree closely).
 
     plain         SFTConfig() defaults (bf16 autocast, activation checkpointing, batch 8, random
                   order); use_cpu=True on CPU, without which TRL's default bf16 refuses to start
     plain_fp32    plain, but fp32: isolates the dtype choice on CPUs without native bf16
-    project       assistant.training.sft_config: the settings `assistant build` trains with
-    ablations     project with one choice reverted or changed: full_head (TRL scores every position
+    project       assistant.training.sft_config and the SharedPrefixSFTTrainer: what `assistant build`
+                  trains with (the dtype is picked per CPU: bf16 with native bf16, else fp32)
+    ablations     project with one choice reverted or changed: no_shared_prefix (every row runs the
+                  system prompt itself), full_head (TRL scores every position
                   in the LM head, not only the answer tokens), +checkpointing, random_order,
                   batch8, batch32, attn_only (LoRA on q,k,v,o), padding_free, threads1, dropout0,
                   compile (torch.compile, inductor)
 
 The machine may be shared: compare the ratio of runs taken back to back, not absolute figures
-from different moments. The closing line prints the project/plain ratio (medians over rounds).
+from different moments. The closing lines print project/plain and project/plain_fp32 (medians over
+rounds), in tokens per wall second and per CPU second (less sensitive to other work on the machine).
+To see what an AVX2-only CPU does, cap the kernels (an emulation, not a real AVX2 CPU):
+ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python bench/training.py
 """
 
 from __future__ import annotations
@@ -35,11 +48,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CONFIGS = ["plain", "plain_fp32", "project", "full_head", "+checkpointing", "random_order", "batch8",
+CONFIGS = ["plain", "plain_fp32", "project", "no_shared_prefix", "full_head", "+checkpointing", "random_order", "batch8",
            "batch32", "attn_only", "padding_free", "threads1", "dropout0", "compile"]
 
 
-def run_one(corpus_path: str, name: str, steps: int, warmup: int) -> dict:
+def run_one(corpus_path: str, name: str, steps: int, warmup: int, n_val: int) -> dict:
     """Train `steps` steps under configuration `name` in this process; return the measurement."""
     import torch
     from datasets import Dataset
@@ -50,6 +63,7 @@ def run_one(corpus_path: str, name: str, steps: int, warmup: int) -> dict:
     from assistant import training
     from assistant.corpus import load_corpus
     from assistant.models import load_tokenizer, pick_device, pick_dtype, resolve_model
+    from assistant.shared_prefix import SharedPrefixSFTTrainer
 
     hf_logging.set_verbosity_error()
     corpus = load_corpus(corpus_path)
@@ -61,6 +75,7 @@ def run_one(corpus_path: str, name: str, steps: int, warmup: int) -> dict:
     if name == "threads1":
         torch.set_num_threads(1)
     rows = training.qa_examples(corpus, "train")
+    val = training.qa_examples(corpus, "val")[:n_val]
     path = resolve_model(corpus.config.model.name)
     device = pick_device(corpus.config.model.device)
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-training-{os.getpid()}"
@@ -92,13 +107,18 @@ def run_one(corpus_path: str, name: str, steps: int, warmup: int) -> dict:
                 self.marks.append((time.perf_counter(), time.process_time(), float(logs["num_tokens"])))
 
     meter = Meter()
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows),
-                         processing_class=load_tokenizer(path), peft_config=training.lora_config(s),
-                         callbacks=[meter])
+    cls = SFTTrainer if name.startswith("plain") else SharedPrefixSFTTrainer
+    trainer = cls(model=model, args=args, train_dataset=Dataset.from_list(rows),
+                  eval_dataset=Dataset.from_list(val) if val else None,
+                  processing_class=load_tokenizer(path), peft_config=training.lora_config(s), callbacks=[meter])
+    if name == "no_shared_prefix":
+        trainer.shared_prefix = False
     try:
         trainer.train()
+        val_loss = trainer.evaluate()["eval_loss"] if val else None
     finally:
         shutil.rmtree(out, ignore_errors=True)
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     (t0, c0, n0), (t1, c1, n1) = meter.marks[warmup - 1], meter.marks[-1]
     # CPU seconds (all threads) are far less sensitive than wall time to other work on the machine.
     return {"config": name, "tokens_per_s": round((n1 - n0) / (t1 - t0), 1),
@@ -106,30 +126,35 @@ def run_one(corpus_path: str, name: str, steps: int, warmup: int) -> dict:
             "tokens_per_step": round((n1 - n0) / (len(meter.marks) - warmup)), "steps": len(meter.marks),
             "batch_size": args.per_device_train_batch_size, "bf16": bool(args.bf16),
             "checkpointing": bool(args.activation_checkpointing), "sampler": args.train_sampling_strategy,
-            "threads": torch.get_num_threads(), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+            "threads": torch.get_num_threads(), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "dtype": str(model.dtype).removeprefix("torch."), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "train_loss_last4": round(sum(losses[-4:]) / len(losses[-4:]), 4),
+            "val_loss": None if val_loss is None else round(val_loss, 4)}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("corpus", nargs="?", default="corpora/ecostride")
-    p.add_argument("--steps", type=int, default=14, help="optimisation steps per configuration")
+    p.add_argument("--steps", type=int, default=12, help="optimisation steps per configuration")
     p.add_argument("--warmup", type=int, default=2, help="first steps left out of the rate")
     p.add_argument("--rounds", type=int, default=1, help="repeat the configurations, alternating")
-    p.add_argument("--configs", default="plain,project", help=f"comma-separated, from: {', '.join(CONFIGS)}")
+    p.add_argument("--val", type=int, default=64, help="val pairs whose loss is printed after the last step (0: none)")
+    p.add_argument("--configs", help=f"comma-separated, from: {', '.join(CONFIGS)} (default: see above)")
     p.add_argument("--run", help=argparse.SUPPRESS)  # internal: one configuration, JSON on stdout
     a = p.parse_args()
     if a.run:
-        print("RESULT " + json.dumps(run_one(a.corpus, a.run, a.steps, a.warmup)), flush=True)
+        print("RESULT " + json.dumps(run_one(a.corpus, a.run, a.steps, a.warmup, a.val)), flush=True)
         return
-    names = a.configs.split(",")
+    names = (a.configs or default_configs()).split(",")
     unknown = set(names) - set(CONFIGS)
     if unknown:
         sys.exit(f"unknown configuration(s) {sorted(unknown)}; choose from {', '.join(CONFIGS)}")
     results: dict[str, list[dict]] = {n: [] for n in names}
+    load_before = f"{os.getloadavg()[0]:.2f}"
     for r in range(a.rounds):
         for n in (names if r % 2 == 0 else names[::-1]):
             proc = subprocess.run([sys.executable, __file__, a.corpus, "--run", n, "--steps", str(a.steps),
-                                   "--warmup", str(a.warmup)], capture_output=True, text=True)
+                                   "--warmup", str(a.warmup), "--val", str(a.val)], capture_output=True, text=True)
             line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
             if line is None:
                 sys.exit(f"{n} failed:\n{proc.stderr[-3000:]}")
@@ -141,18 +166,36 @@ def main() -> None:
 
     first = names[0]
     w = len(first) + 4
-    print(f"\n{'config':<16}{'tokens/s':>10}{'x ' + first:>{w}}{'tok/CPU-s':>11}{'x ' + first:>{w}}"
-          f"{'s/step':>9}{'tok/step':>10}{'peak MB':>9}")
+    print(f"\nload average before/after: {load_before} / {os.getloadavg()[0]:.2f}; CPU capability "
+          f"{results[first][-1]['cpu_capability']}; {torch_threads(results)} thread(s)")
+    print(f"{'config':<18}{'dtype':>9}{'tokens/s':>10}{'x ' + first:>{w}}{'tok/CPU-s':>11}{'x ' + first:>{w}}"
+          f"{'s/step':>9}{'tok/step':>10}{'peak MB':>9}{'train loss':>12}{'val loss':>10}")
     for n in names:
         last = results[n][-1]
-        print(f"{n:<16}{med(n, 'tokens_per_s'):>10.1f}{med(n, 'tokens_per_s') / med(first, 'tokens_per_s'):>{w}.2f}"
+        vals = [x["val_loss"] for x in results[n] if x["val_loss"] is not None]
+        print(f"{n:<18}{last['dtype']:>9}{med(n, 'tokens_per_s'):>10.1f}{med(n, 'tokens_per_s') / med(first, 'tokens_per_s'):>{w}.2f}"
               f"{med(n, 'tokens_per_cpu_s'):>11.1f}{med(n, 'tokens_per_cpu_s') / med(first, 'tokens_per_cpu_s'):>{w}.2f}"
-              f"{last['s_per_step']:>9.2f}{last['tokens_per_step']:>10}{last['peak_rss_mb']:>9}")
-    if "plain" in results and "project" in results:
-        print(f"\nproject settings: {med('project', 'tokens_per_s'):.1f} tokens/s vs TRL plain defaults "
-              f"{med('plain', 'tokens_per_s'):.1f} tokens/s: {med('project', 'tokens_per_s') / med('plain', 'tokens_per_s'):.2f}x "
-              f"(per CPU-second: {med('project', 'tokens_per_cpu_s') / med('plain', 'tokens_per_cpu_s'):.2f}x; "
-              f"{a.rounds} round(s) of {a.steps} steps, medians)")
+              f"{last['s_per_step']:>9.2f}{last['tokens_per_step']:>10}{last['peak_rss_mb']:>9}"
+              f"{med(n, 'train_loss_last4'):>12.4f}{statistics.median(vals) if vals else float('nan'):>10.4f}")
+    print()
+    for base in ("plain", "plain_fp32"):
+        if base in results and "project" in results:
+            print(f"project settings: {med('project', 'tokens_per_s'):.1f} tokens/s vs TRL {base} defaults "
+                  f"{med(base, 'tokens_per_s'):.1f} tokens/s: {med('project', 'tokens_per_s') / med(base, 'tokens_per_s'):.2f}x "
+                  f"(per CPU-second: {med('project', 'tokens_per_cpu_s') / med(base, 'tokens_per_cpu_s'):.2f}x; "
+                  f"{a.rounds} round(s) of {a.steps} steps, medians)")
+
+
+def default_configs() -> str:
+    import torch
+
+    from assistant.models import cpu_supports_bf16
+
+    return "plain,plain_fp32,project" if cpu_supports_bf16() or torch.cuda.is_available() else "plain_fp32,project"
+
+
+def torch_threads(results: dict) -> str:
+    return ",".join(sorted({str(r["threads"]) for rs in results.values() for r in rs}))
 
 
 if __name__ == "__main__":

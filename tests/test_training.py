@@ -94,6 +94,60 @@ def test_scoring_only_answer_positions_keeps_the_loss_and_gradients(tiny_corpus_
     torch.testing.assert_close(compact[1], full[1])
 
 
+def test_shared_prefix_keeps_the_loss_and_gradients(tiny_corpus_dir):
+    """The system prompt run once per batch gives the loss and LoRA gradients of running it per row."""
+    import torch
+    from datasets import Dataset
+
+    from assistant.shared_prefix import SharedPrefixSFTTrainer, shared_prefix_length
+
+    configure(tiny_corpus_dir, batch_size=3)
+    corpus = load_corpus(tiny_corpus_dir)
+    model, tok = tiny_model()
+    model.double()  # float64: the two orders of summation agree to rounding far below any real difference
+    s = corpus.config.lora
+    args = training.sft_config(s, tiny_corpus_dir / "ck", 1, 1, False, "cpu", model.dtype, progress=False,
+                               completion_only_loss=True, report_to="none")
+    trainer = SharedPrefixSFTTrainer(model=model, args=args, processing_class=tok, peft_config=training.lora_config(s),
+                                     train_dataset=Dataset.from_list(training.qa_examples(corpus, "train")))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    p = shared_prefix_length(batch)
+    system = tok.apply_chat_template([{"role": "system", "content": corpus.config.system_prompt}], tokenize=False)
+    assert p >= len(tok(system, add_special_tokens=False)["input_ids"])  # at least the system prompt
+    assert (batch["labels"][:, :p + 1] == -100).all()  # no labelled position inside (or right after) it
+    assert shared_prefix_length({**batch, "labels": batch["input_ids"]}) == 0  # language modelling: nothing shared
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # non-zero LoRA B, so the gradient reaches every LoRA matrix
+        for n, w in trainer.model.named_parameters():
+            if "lora_B" in n:
+                w.copy_(torch.randn(w.shape, generator=generator) * 0.1)
+    lora = [w for _, w in trainer.model.named_parameters() if w.requires_grad]
+
+    def loss_and_grads(shared: bool):
+        trainer.shared_prefix = shared
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        return loss.detach(), [w.grad.clone() for w in lora]
+
+    full, shared = loss_and_grads(False), loss_and_grads(True)
+    assert trainer.prefix_tokens_saved == p * (batch["input_ids"].size(0) - 1)
+    torch.testing.assert_close(shared[0], full[0], rtol=1e-10, atol=1e-12)
+    for a, b in zip(shared[1], full[1]):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
+
+
+def assert_tensorboard_curves(logdir: Path, train_points: int, val_points: int) -> None:
+    """The adapter folder holds TensorBoard event files with the train and val loss curves."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list(logdir.rglob("events.out.tfevents.*"))
+    assert events, f"no TensorBoard event file under {logdir}"
+    acc = EventAccumulator(str(events[0].parent)).Reload()
+    assert len(acc.Scalars("train/loss")) == train_points
+    assert len(acc.Scalars("eval/loss")) == val_points
+
+
 def test_build_publishes_a_peft_adapter_and_retrains_only_on_change(tiny_corpus_dir):
     from peft import PeftModel
 
@@ -110,9 +164,11 @@ def test_build_publishes_a_peft_adapter_and_retrains_only_on_change(tiny_corpus_
     log = json.loads((folder / "training_log.json").read_text())
     assert len(log["train_loss"]) == 4 and len(log["val_loss"]) == 2  # per step, per epoch
     assert log["tokens_per_s"] > 0 and log["peak_memory_mb"] > 0 and log["resumed_from_step"] == 0
+    assert log["shared_prefix_tokens_saved"] > 0  # the system prompt ran once per batch, not per row
     assert log["environment"]["training"] == {"device": "cpu", "dtype": log["dtype"]}  # the report card
     assert report["environment"] == log["environment"] and log["environment"]["trl"]
     assert not list(folder.glob(".adapter.*"))  # no temporary leftovers
+    assert_tensorboard_curves(folder / "tensorboard", train_points=4, val_points=2)
 
     # PEFT's own format: loadable without this project's code.
     model, tok = tiny_model()
