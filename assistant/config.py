@@ -169,7 +169,12 @@ class EvalSettings(Settings):
         0.55, ge=-1, le=1,
         description="an answer sentence is supported when its best corpus sentence scores at least this "
                     "cosine (MiniLM) and holds its numbers")
-    chunk_questions: int = Field(32, ge=1, description="questions answered between two cache appends")
+    chunk_questions: int = Field(64, ge=1, description="questions answered between two cache appends")
+    batch_size: int = Field(
+        64, ge=1, le=512,
+        description="questions the evaluation decodes together (up to chunk_questions); answers do not depend "
+                    "on it (generation.batch_invariant), speed does: a batch reads the weights once per step "
+                    "for all its rows (README, Benchmarks)")
 
 
 class JudgeSettings(Settings):

@@ -173,6 +173,15 @@ class Engine:
         return [memo[k] for k in keys]
 
     @contextlib.contextmanager
+    def batched(self, batch_size: int) -> Iterator[None]:
+        """Within: `generate` decodes up to `batch_size` prompts together by default."""
+        saved, self.batch_size = self.batch_size, batch_size
+        try:
+            yield
+        finally:
+            self.batch_size = saved
+
+    @contextlib.contextmanager
     def reuse_answers(self) -> Iterator[None]:
         """Within: a prompt already answered through the same adapter (same weights' folder) with the
         same length limit is not decoded again but answered with the same Generation. The evaluation

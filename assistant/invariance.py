@@ -89,7 +89,7 @@ def min_rows(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: st
         w = torch.randn(n_out, n_in, generator=gen).to(dtype=dtype, device=device)
         x = torch.randn(4 * rows, n_in, generator=gen).to(dtype=dtype, device=device)
         ref = torch.nn.functional.linear(x, w)[:rows]  # prompts: many rows at once
-        for m in range(1, max_rows + 1):
+        for m in range(1, min(max_rows, rows) + 1):
             full = rows // m * m  # whole batches of m rows only
             out = torch.cat([torch.nn.functional.linear(x[i:i + m], w) for i in range(0, full, m)])
             if not torch.equal(out, ref[:full]):

@@ -162,7 +162,8 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
         before, t0 = replace(engine.stats), time.perf_counter()
         # Variants that send the same prompt through the same weights (e.g. `rag` declining with its
         # gate open sends `prompted`'s prompt) share one decoding.
-        with engine.reuse_answers(), tqdm(total=total, unit="answer", desc="answering", dynamic_ncols=True) as bar:
+        with engine.reuse_answers(), engine.batched(corpus.config.evaluation.batch_size), \
+                tqdm(total=total, unit="answer", desc="answering", dynamic_ncols=True) as bar:
             for name, _ in ready:
                 if not todo[name]:
                     continue
