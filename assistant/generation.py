@@ -44,10 +44,6 @@ class DecodeStats:
     tokens: int = 0  # answer tokens kept
     row_steps: int = 0  # rows x forward passes computed, fillers and finished rows still in the batch included
 
-    def __str__(self) -> str:
-        return (f"{self.answers} answers decoded, {self.reused} reused, {self.tokens} tokens, "
-                f"{self.row_steps} row-steps")
-
 
 class Engine:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,

@@ -100,7 +100,8 @@ def main() -> None:
     quiet_libraries()
     batches = sorted({1, args.batch}) if args.batch else args.batches
 
-    questions = (QUESTIONS * (args.questions // len(QUESTIONS) + 1))[: args.questions]
+    # Every prompt distinct: the engine decodes a repeated prompt once, which is not what is measured here.
+    questions = [f"{QUESTIONS[i % len(QUESTIONS)]} ({i // len(QUESTIONS) + 1})" for i in range(args.questions)]
     print(f"model {args.model}, {cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), "
           f"{torch.get_num_threads()} threads, {len(questions)} questions, max_new_tokens {args.max_new_tokens}, "
           f"median of {args.repeats}")
