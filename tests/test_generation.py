@@ -190,3 +190,28 @@ def test_reuse_never_crosses_adapters(dtype_engine):
         assert dtype_engine.stats.answers - s == 2 and base.text != lora.text
         assert dtype_engine.generate(q, adapter="lora")[0].text == lora.text
         assert dtype_engine.stats.answers - s == 2
+
+
+@pytest.mark.parametrize("dtype", supported_dtypes())
+def test_rows_with_the_same_padding_share_one_attention_call_bit_for_bit(dtype):
+    """invariance.batch_invariant_attention groups rows by padding; each row must still get the bits
+    of its own lone SDPA call, for consecutive and scattered groups, prompts and decoding steps."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from assistant.invariance import batch_invariant_attention
+
+    model, _ = load_model(ModelSettings(name=TINY_ALIAS, dtype=dtype))
+    module = model.model.layers[0].self_attn
+    pads, length = [0, 3, 3, 0, 5, 3, 3], 11
+    gen = torch.Generator().manual_seed(0)
+    for n_q in (1, length):  # a decoding step, a prompt
+        q = torch.randn(len(pads), 4, n_q, 16, generator=gen).to(getattr(torch, dtype))
+        k, v = (torch.randn(len(pads), 2, length, 16, generator=gen).to(getattr(torch, dtype)) for _ in range(2))
+        mask = torch.tensor([[i >= p for i in range(length)] for p in pads])[:, None, None, :]
+        grouped, _ = batch_invariant_attention(module, q, k, v, mask, scaling=0.25, dropout=0.0)
+        for b, p in enumerate(pads):
+            start = max(0, p - (length - n_q))
+            alone, _ = sdpa_attention_forward(module, q[b:b + 1, :, start:].contiguous(), k[b:b + 1, :, p:],
+                                              v[b:b + 1, :, p:], attention_mask=None, scaling=0.25, dropout=0.0)
+            assert torch.equal(grouped[b:b + 1, start:], alone)
+            assert not grouped[b, :start].any()  # padded query positions: zeros
