@@ -175,6 +175,10 @@ class EvalSettings(Settings):
         description="questions the evaluation decodes together (up to chunk_questions); answers do not depend "
                     "on it (generation.batch_invariant), speed does: a batch reads the weights once per step "
                     "for all its rows (README, Benchmarks)")
+    batch_tokens: int = Field(
+        5120, ge=1,
+        description="and at most this many padded prompt tokens per batch: about 64 short prompts (prompted, "
+                    "sft) but 16 RAG prompts, whose prefill and KV cache, not the weights, bound a large batch")
 
 
 class JudgeSettings(Settings):

@@ -52,6 +52,7 @@ class Engine:
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.batch_tokens: int | None = None  # see batched()
         self.batch_invariant = batch_invariant
         self._dtype = model.dtype  # the base model's; PEFT may load adapters in another
         if batch_invariant:  # neither padding nor batch neighbours may change an answer: see invariance.py
@@ -160,8 +161,12 @@ class Engine:
                    disable=not progress, unit="q")
         bar.update(len(ids) - len(todo))
         with self.using(adapter):
-            for start in range(0, len(order), bs):
-                batch = order[start:start + bs]
+            start = 0
+            while start < len(order):
+                size = bs  # the first (longest) prompt sets the batch's width: at most batch_tokens in all
+                if self.batch_tokens:
+                    size = max(1, min(bs, self.batch_tokens // len(ids[order[start]])))
+                batch, start = order[start:start + size], start + size
                 for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], max_new)):
                     memo[keys[i]] = gen
                 bar.update(len(batch))
@@ -169,13 +174,15 @@ class Engine:
         return [memo[k] for k in keys]
 
     @contextlib.contextmanager
-    def batched(self, batch_size: int) -> Iterator[None]:
-        """Within: `generate` decodes up to `batch_size` prompts together by default."""
-        saved, self.batch_size = self.batch_size, batch_size
+    def batched(self, batch_size: int, batch_tokens: int | None = None) -> Iterator[None]:
+        """Within: `generate` decodes up to `batch_size` prompts together by default, and no more
+        than fit `batch_tokens` padded prompt tokens (long prompts: fewer rows)."""
+        saved = self.batch_size, self.batch_tokens
+        self.batch_size, self.batch_tokens = batch_size, batch_tokens
         try:
             yield
         finally:
-            self.batch_size = saved
+            self.batch_size, self.batch_tokens = saved
 
     @contextlib.contextmanager
     def reuse_answers(self) -> Iterator[None]:

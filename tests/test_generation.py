@@ -215,3 +215,15 @@ def test_rows_with_the_same_padding_share_one_attention_call_bit_for_bit(dtype):
                                               v[b:b + 1, :, p:], attention_mask=None, scaling=0.25, dropout=0.0)
             assert torch.equal(grouped[b:b + 1, start:], alone)
             assert not grouped[b, :start].any()  # padded query positions: zeros
+
+
+def test_a_token_budget_gives_long_prompts_smaller_batches_and_the_same_answers(engine):
+    prompts = convs(*QUESTIONS, FILLERS[2], FILLERS[2] + " (2)")
+    lengths = [len(engine.tokenizer(engine.render(m), add_special_tokens=False)["input_ids"]) for m in prompts]
+    plain = engine.generate(prompts, batch_size=8)
+    with engine.batched(8, batch_tokens=2 * max(lengths)):
+        budgeted = engine.generate(prompts)
+    assert [g.text for g in budgeted] == [g.text for g in plain]
+    assert {g.batch_size for g, n in zip(budgeted, lengths) if n == max(lengths)} == {2}  # the two long ones
+    assert max(g.batch_size for g in budgeted) > 2  # short prompts still share larger batches
+    assert engine.batch_size == 4 and engine.batch_tokens is None  # restored after the block

@@ -158,11 +158,12 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
     console.print(f"{len(items)} questions x {len(ready)} variants: {cached} answers cached, {total} to generate")
     if total:
         engine = open_engine(corpus)
-        chunk = corpus.config.evaluation.chunk_questions
+        evaluation = corpus.config.evaluation
+        chunk = evaluation.chunk_questions
         before, t0 = replace(engine.stats), time.perf_counter()
         # Variants that send the same prompt through the same weights (e.g. `rag` declining with its
         # gate open sends `prompted`'s prompt) share one decoding.
-        with engine.reuse_answers(), engine.batched(corpus.config.evaluation.batch_size), \
+        with engine.reuse_answers(), engine.batched(evaluation.batch_size, evaluation.batch_tokens), \
                 tqdm(total=total, unit="answer", desc="answering", dynamic_ncols=True) as bar:
             for name, _ in ready:
                 if not todo[name]:
