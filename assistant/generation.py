@@ -8,6 +8,7 @@ names the adapter to use, or none for the plain base model.
 from __future__ import annotations
 
 import contextlib
+import copy
 import queue
 import threading
 import time
@@ -202,13 +203,36 @@ class Engine:
         n = len(batch_ids)
         rows = self._fill(batch_ids, self.min_rows())
         t0 = time.perf_counter()
-        tokens = self._decode(rows, max_new, keep=n)
+        tokens = self._decode(rows, max_new, keep=n) if not self._processors(max_new) else \
+            self._decode_with_generate(rows, max_new, keep=n)
         elapsed = time.perf_counter() - t0
         gens = []
         for row, prompt in zip(tokens, batch_ids):
             text = self.tokenizer.decode(row, skip_special_tokens=True).strip()
             gens.append(Generation(text, len(prompt), len(row), elapsed, n))
         return gens
+
+    def _processors(self, max_new: int) -> list:
+        """The logits processors `model.generate` would apply to greedy decoding under the model's
+        generation config (none for the default model: a config may add e.g. suppress_tokens)."""
+        config = copy.deepcopy(self.model.generation_config)
+        config.update(do_sample=False, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
+        return list(self.model._get_logits_processor(generation_config=config, device=self.device))
+
+    def _decode_with_generate(self, rows: list[list[int]], max_new: int, keep: int) -> list[list[int]]:
+        """`_decode` through `model.generate`, for generation configs whose logits processors the
+        engine's own loop does not apply."""
+        pad, stop = self.tokenizer.pad_token_id, self._stop_ids()
+        width = max(len(x) for x in rows)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rows], device=self.device)
+        out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new,
+                                  do_sample=False, pad_token_id=pad)[:keep, width:].tolist()
+        tokens = [row[:next((k for k, t in enumerate(row) if t in stop), len(row))] for row in out]
+        self.stats.answers += keep
+        self.stats.tokens += sum(map(len, tokens))
+        self.stats.row_steps += len(rows) * (out and len(out[0]) or 0)
+        return tokens
 
     def _decode(self, rows: list[list[int]], max_new: int, keep: int) -> list[list[int]]:
         """Greedy decoding of left-padded `rows`; the answer tokens (end-of-sequence excluded) of the
