@@ -169,7 +169,16 @@ class EvalSettings(Settings):
         0.55, ge=-1, le=1,
         description="an answer sentence is supported when its best corpus sentence scores at least this "
                     "cosine (MiniLM) and holds its numbers")
-    chunk_questions: int = Field(32, ge=1, description="questions answered between two cache appends")
+    chunk_questions: int = Field(64, ge=1, description="questions answered between two cache appends")
+    batch_size: int = Field(
+        64, ge=1, le=512,
+        description="questions the evaluation decodes together (up to chunk_questions); answers do not depend "
+                    "on it (generation.batch_invariant), speed does: a batch reads the weights once per step "
+                    "for all its rows (README, Benchmarks)")
+    batch_tokens: int = Field(
+        5120, ge=1,
+        description="and at most this many padded prompt tokens per batch: about 64 short prompts (prompted, "
+                    "sft) but 16 RAG prompts, whose prefill and KV cache, not the weights, bound a large batch")
 
 
 class JudgeSettings(Settings):

@@ -8,6 +8,7 @@ names the adapter to use, or none for the plain base model.
 from __future__ import annotations
 
 import contextlib
+import copy
 import queue
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria, StoppingCriteriaList
+from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.generation.streamers import BaseStreamer
 
 from . import invariance
@@ -34,6 +36,16 @@ class Generation:
     batch_size: int = 1
 
 
+@dataclass
+class DecodeStats:
+    """What the engine decoded since it was created: the evaluation reports it (work done, not assumed)."""
+
+    answers: int = 0  # decoded (fillers excluded)
+    reused: int = 0  # answered with an earlier identical prompt's Generation instead
+    tokens: int = 0  # answer tokens kept
+    row_steps: int = 0  # rows x forward passes computed, fillers and finished rows still in the batch included
+
+
 class Engine:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                  max_new_tokens: int = 64, batch_size: int = 16, batch_invariant: bool = True):
@@ -41,11 +53,14 @@ class Engine:
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.batch_tokens: int | None = None  # see batched()
         self.batch_invariant = batch_invariant
         self._dtype = model.dtype  # the base model's; PEFT may load adapters in another
         if batch_invariant:  # neither padding nor batch neighbours may change an answer: see invariance.py
             model.set_attn_implementation(invariance.register())
         self.adapters: dict[str, str] = {}
+        self._memo: dict | None = None  # prompt -> Generation, within reuse_answers()
+        self.stats = DecodeStats()
         # Generation mutates adapter state; one request at a time keeps Gradio's threads safe.
         self._lock = threading.RLock()
 
@@ -130,39 +145,147 @@ class Engine:
         bs = batch_size or self.batch_size
         prompts = [self.render(m) for m in conversations]
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+        # One decoding per distinct prompt (and, within `reuse_answers`, per prompt ever seen): with
+        # batch-invariant decoding a copy is the very answer a second decoding would give.
+        source = self.adapters.get(adapter) if adapter else None
+        keys = [(source, tuple(x), max_new) for x in ids]
+        memo = self._memo if self._memo is not None else {}
+        first: dict[tuple, int] = {}
+        for i, k in enumerate(keys):
+            if k not in memo:
+                first.setdefault(k, i)
+        todo = list(first.values())
+        self.stats.reused += len(ids) - len(todo)
         # Sorting by length keeps left padding (wasted compute) small within each batch.
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
-        results: list[Generation | None] = [None] * len(ids)
+        order = sorted(todo, key=lambda i: len(ids[i]), reverse=True)
         bar = tqdm(total=len(ids), desc=progress if isinstance(progress, str) else "generating",
                    disable=not progress, unit="q")
+        bar.update(len(ids) - len(todo))
         with self.using(adapter):
-            for start in range(0, len(order), bs):
-                batch = order[start:start + bs]
+            start = 0
+            while start < len(order):
+                size = bs  # the first (longest) prompt sets the batch's width: at most batch_tokens in all
+                if self.batch_tokens:
+                    size = max(1, min(bs, self.batch_tokens // len(ids[order[start]])))
+                batch, start = order[start:start + size], start + size
                 for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], max_new)):
-                    results[i] = gen
+                    memo[keys[i]] = gen
                 bar.update(len(batch))
         bar.close()
-        return results  # type: ignore[return-value]
+        return [memo[k] for k in keys]
+
+    @contextlib.contextmanager
+    def batched(self, batch_size: int, batch_tokens: int | None = None) -> Iterator[None]:
+        """Within: `generate` decodes up to `batch_size` prompts together by default, and no more
+        than fit `batch_tokens` padded prompt tokens (long prompts: fewer rows)."""
+        saved = self.batch_size, self.batch_tokens
+        self.batch_size, self.batch_tokens = batch_size, batch_tokens
+        try:
+            yield
+        finally:
+            self.batch_size, self.batch_tokens = saved
+
+    @contextlib.contextmanager
+    def reuse_answers(self) -> Iterator[None]:
+        """Within: a prompt already answered through the same adapter (same weights' folder) with the
+        same length limit is not decoded again but answered with the same Generation. The evaluation
+        uses it across variants: e.g. `rag` with its gate open sends `prompted`'s very prompt for every
+        question its retrieval declines. Only for batch-invariant decoding, where it changes nothing."""
+        saved = self._memo
+        if self._memo is None and self.batch_invariant:
+            self._memo = {}
+        try:
+            yield
+        finally:
+            self._memo = saved
 
     def _generate_batch(self, batch_ids: list[list[int]], max_new: int) -> list[Generation]:
         n = len(batch_ids)
-        batch_ids = self._fill(batch_ids, self.min_rows())
-        pad = self.tokenizer.pad_token_id
-        width = max(len(x) for x in batch_ids)
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in batch_ids], device=self.device)
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch_ids], device=self.device)
+        rows = self._fill(batch_ids, self.min_rows())
         t0 = time.perf_counter()
-        out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new,
-                                  do_sample=False, pad_token_id=pad)
+        tokens = self._decode(rows, max_new, keep=n) if not self._processors(max_new) else \
+            self._decode_with_generate(rows, max_new, keep=n)
         elapsed = time.perf_counter() - t0
         gens = []
-        eos = self._stop_ids()
-        for row, prompt in zip(out[:n, width:], batch_ids[:n]):
-            tokens = row.tolist()
-            k = next((k for k, t in enumerate(tokens) if t in eos), len(tokens))
-            text = self.tokenizer.decode(tokens[:k], skip_special_tokens=True).strip()
-            gens.append(Generation(text, len(prompt), k, elapsed, n))
+        for row, prompt in zip(tokens, batch_ids):
+            text = self.tokenizer.decode(row, skip_special_tokens=True).strip()
+            gens.append(Generation(text, len(prompt), len(row), elapsed, n))
         return gens
+
+    def _processors(self, max_new: int) -> list:
+        """The logits processors `model.generate` would apply to greedy decoding under the model's
+        generation config (none for the default model: a config may add e.g. suppress_tokens)."""
+        config = copy.deepcopy(self.model.generation_config)
+        config.update(do_sample=False, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
+        return list(self.model._get_logits_processor(generation_config=config, device=self.device))
+
+    def _decode_with_generate(self, rows: list[list[int]], max_new: int, keep: int) -> list[list[int]]:
+        """`_decode` through `model.generate`, for generation configs whose logits processors the
+        engine's own loop does not apply."""
+        pad, stop = self.tokenizer.pad_token_id, self._stop_ids()
+        width = max(len(x) for x in rows)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rows], device=self.device)
+        out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new,
+                                  do_sample=False, pad_token_id=pad)[:keep, width:].tolist()
+        tokens = [row[:next((k for k, t in enumerate(row) if t in stop), len(row))] for row in out]
+        self.stats.answers += keep
+        self.stats.tokens += sum(map(len, tokens))
+        self.stats.row_steps += len(rows) * (out and len(out[0]) or 0)
+        return tokens
+
+    def _decode(self, rows: list[list[int]], max_new: int, keep: int) -> list[list[int]]:
+        """Greedy decoding of left-padded `rows`; the answer tokens (end-of-sequence excluded) of the
+        first `keep` rows, the rest being fillers.
+
+        The same forward passes as `model.generate` (same positions, cache contents and attention),
+        minus its per-step bookkeeping: the KV cache is written into buffers sized for the whole
+        answer instead of re-concatenated at each step, and rows that are done leave the batch (never
+        below `min_rows`, which keeps every remaining row's numbers those of a lone question).
+        """
+        pad, stop = self.tokenizer.pad_token_id, self._stop_ids()
+        width = max(len(x) for x in rows)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in rows], device=self.device)
+        mask = torch.ones(len(rows), width + max_new, dtype=torch.long, device=self.device)
+        for i, x in enumerate(rows):
+            mask[i, :width - len(x)] = 0
+        # generate()'s positions: counted over real tokens, padding at 1 (never attended).
+        positions = (mask[:, :width].cumsum(-1) - 1).masked_fill(mask[:, :width] == 0, 1)
+        cache = _preallocated_cache(self.model, width + max_new)
+        live = list(range(len(rows)))  # the caller's row each batch row decodes
+        out: list[list[int]] = [[] for _ in rows]
+        done = [i >= keep for i in range(len(rows))]  # fillers are never reported
+        floor = self.min_rows()
+        length, step_ids = width, input_ids
+        for step in range(max_new):
+            self.stats.row_steps += len(live)
+            logits = self.model(input_ids=step_ids, attention_mask=mask[:, :length], position_ids=positions,
+                                cache=cache, use_cache=True, logits_to_keep=1).logits
+            next_ids = logits[:, -1].argmax(-1)
+            for b, t in zip(live, next_ids.tolist()):
+                if done[b]:
+                    continue
+                if t in stop:
+                    done[b] = True
+                else:
+                    out[b].append(t)
+            if all(done[b] for b in live) or step == max_new - 1:
+                break
+            length += 1
+            positions = positions[:, -1:] + 1
+            step_ids = next_ids[:, None]
+            # Drop finished rows once a quarter of the batch is done (each drop copies the cache).
+            going = [j for j, b in enumerate(live) if not done[b]]
+            if len(live) - max(len(going), floor) >= max(1, len(live) // 4):
+                kept = going + [j for j, b in enumerate(live) if done[b]][:max(0, floor - len(going))]
+                kept.sort()
+                index = torch.tensor(kept, device=self.device)
+                cache.batch_select_indices(index)
+                mask, positions, step_ids = mask[index], positions[index], step_ids[index]
+                live = [live[j] for j in kept]
+        self.stats.answers += keep
+        self.stats.tokens += sum(map(len, out[:keep]))
+        return out[:keep]
 
     def _stop_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
@@ -231,6 +354,45 @@ class Engine:
         thread.join()
         if error:
             raise error[0]
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A KV cache layer written into buffers sized for the whole answer: `DynamicLayer` copies the
+    whole cache at every step (torch.cat), a cost that grows with batch x prompt length. Returns
+    views of the same values, so attention reads the same numbers."""
+
+    def __init__(self, capacity: int):
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            b, h, _, d = key_states.shape
+            self.device = key_states.device
+            self._keys = key_states.new_empty(b, h, self.capacity, d)
+            self._values = value_states.new_empty(b, h, self.capacity, value_states.shape[-1])
+            self.is_initialized = True
+        n = key_states.shape[-2]
+        self._keys[:, :, self.length:self.length + n] = key_states
+        self._values[:, :, self.length:self.length + n] = value_states
+        self.length += n
+        self.keys, self.values = self._keys[:, :, :self.length], self._values[:, :, :self.length]
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        if self.is_initialized:
+            self._keys, self._values = self._keys[indices], self._values[indices]
+            self.keys, self.values = self._keys[:, :, :self.length], self._values[:, :, :self.length]
+
+
+def _preallocated_cache(model: PreTrainedModel, capacity: int) -> DynamicCache:
+    cache = DynamicCache(config=model.config)
+    cache.layers = [_PreallocatedLayer(capacity) for _ in cache.layers]
+    return cache
 
 
 class StreamRow(NamedTuple):

@@ -1,14 +1,16 @@
-"""Generation throughput of the shared engine: fp32 vs bf16, batch 1 vs the default batch size.
+"""Generation throughput: Hugging Face `generate` (the baseline) against the project's engine.
 
-    python bench/generation.py [--model smollm2-135m-instruct] [--questions 32] [--batch 16]
-                               [--dtypes float32 bfloat16] [--plain]
+    python bench/generation.py [--model smollm2-135m-instruct] [--questions 64] [--batches 1 16 64]
+                               [--dtypes float32 bfloat16] [--plain] [--max-new-tokens 64] [--repeats 1]
 
-Prints tokens/s for each dtype at batch 1 and at the batch size, side by side in one run, and
-the ratios (bf16 / fp32 at each batch size, batch / 1 for each dtype). `--plain` adds rows with
-the batch-invariant decoding switched off (plain batched SDPA, no filling of short batches), to
-show what invariance costs. bf16 is only measured where the CPU has native bf16 (or on CUDA),
-unless named in --dtypes. Not a test: numbers depend on the machine and its load, so run it twice
-and quote the median.
+For each dtype, in one run and on the same prompts: `model.generate` with its default settings
+(greedy, plain SDPA, left-padded batches, same max_new_tokens and dtype), then the engine
+(batch-invariant, the evaluation's decoding), at each batch size; prints tokens/s and closes with
+the ratios engine / HF generate per batch size, and how many answers were the same text. `--plain`
+adds the engine with batch invariance switched off (what invariance costs); `--batch N` (the
+old option) measures batch 1 and N. Batch 1 is timed on an eighth of the questions (it is slow).
+bf16 is only measured where the CPU has native bf16 (or on CUDA), unless named in --dtypes. Not a
+test: numbers depend on the machine and its load, so run it twice and quote the median.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import argparse
 import os
 import statistics
 import time
+from collections.abc import Callable
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
 from assistant.config import GenerationSettings, ModelSettings  # noqa: E402
-from assistant.generation import Engine  # noqa: E402
+from assistant.generation import Engine, Messages  # noqa: E402
 from assistant.models import cpu_supports_bf16, load_model  # noqa: E402
 from assistant.runtime import cpu_name, quiet_libraries  # noqa: E402
 
@@ -34,55 +37,103 @@ QUESTIONS = [
     "How many days are in a leap year?", "What is water made of?",
 ]
 
+Decode = Callable[[list[Messages], int], list[tuple[str, int]]]  # (text, completion tokens) per question
 
-def tokens_per_s(engine: Engine, questions: list[str], batch: int, repeats: int) -> tuple[float, float]:
+
+def hf_generate(engine: Engine, max_new: int) -> Decode:
+    """The baseline: `model.generate` with default settings on the same length-sorted, left-padded
+    batches the engine forms (no invariance, no filling, no early exit of finished rows)."""
+    model, tok = engine.model, engine.tokenizer
+    pad, stop = tok.pad_token_id, engine._stop_ids()
+
+    @torch.inference_mode()
+    def decode(convs: list[Messages], batch: int) -> list[tuple[str, int]]:
+        ids = [tok(engine.render(m), add_special_tokens=False)["input_ids"] for m in convs]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+        out: list[tuple[str, int]] = [("", 0)] * len(ids)
+        for start in range(0, len(order), batch):
+            rows = [ids[i] for i in order[start:start + batch]]
+            width = max(map(len, rows))
+            input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=model.device)
+            mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=model.device)
+            new = model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new,
+                                 do_sample=False, pad_token_id=pad)[:, width:]
+            for i, row in zip(order[start:start + batch], new.tolist()):
+                k = next((k for k, t in enumerate(row) if t in stop), len(row))
+                out[i] = (tok.decode(row[:k], skip_special_tokens=True).strip(), k)
+        return out
+
+    return decode
+
+
+def engine_generate(engine: Engine) -> Decode:
+    def decode(convs: list[Messages], batch: int) -> list[tuple[str, int]]:
+        return [(g.text, g.completion_tokens) for g in engine.generate(convs, batch_size=batch)]
+    return decode
+
+
+def measure(decode: Decode, questions: list[str], batch: int, repeats: int) -> tuple[float, list[str]]:
+    """Median tokens/s over `repeats` runs (after a short warm-up) and the answers."""
     convs = [[{"role": "user", "content": q}] for q in questions]
-    engine.generate(convs[: min(batch, 4)], batch_size=batch)  # warm-up
+    decode(convs[: min(batch, 4)], batch)  # warm-up
     rates = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        gens = engine.generate(convs, batch_size=batch)
-        rates.append(sum(g.completion_tokens for g in gens) / (time.perf_counter() - t0))
-    return statistics.median(rates), statistics.mean(g.completion_tokens for g in gens)
+        out = decode(convs, batch)
+        rates.append(sum(k for _, k in out) / (time.perf_counter() - t0))
+    return statistics.median(rates), [text for text, _ in out]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=ModelSettings().name)
-    ap.add_argument("--questions", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=GenerationSettings().batch_size)
+    ap.add_argument("--questions", type=int, default=64)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 16, 64])
+    ap.add_argument("--batch", type=int, help="measure batch 1 and this batch size only (overrides --batches)")
     ap.add_argument("--max-new-tokens", type=int, default=GenerationSettings().max_new_tokens)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1)
     native_bf16 = cpu_supports_bf16() or torch.cuda.is_available()
     ap.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16"],
                     default=["float32", "bfloat16"] if native_bf16 else ["float32"])
-    ap.add_argument("--plain", action="store_true", help="also measure with batch invariance off")
+    ap.add_argument("--plain", action="store_true", help="also measure the engine with batch invariance off")
     args = ap.parse_args()
     quiet_libraries()
+    batches = sorted({1, args.batch}) if args.batch else args.batches
 
-    questions = (QUESTIONS * (args.questions // len(QUESTIONS) + 1))[: args.questions]
+    # Every prompt distinct: the engine decodes a repeated prompt once, which is not what is measured here.
+    questions = [f"{QUESTIONS[i % len(QUESTIONS)]} ({i // len(QUESTIONS) + 1})" for i in range(args.questions)]
     print(f"model {args.model}, {cpu_name()} ({torch.backends.cpu.get_cpu_capability()}), "
           f"{torch.get_num_threads()} threads, {len(questions)} questions, max_new_tokens {args.max_new_tokens}, "
           f"median of {args.repeats}")
-    print(f"{'dtype':>9} {'invariant':>9} {'batch 1':>9} {f'batch {args.batch}':>9} {'ratio':>6}  tokens/s")
-    rates: dict[tuple[str, bool], tuple[float, float]] = {}
+    print(f"{'dtype':>9} {'decoder':>18} " + " ".join(f"{f'batch {b}':>9}" for b in batches) + "  tokens/s")
+    rates: dict[tuple[str, str], dict[int, float]] = {}
+    answers: dict[tuple[str, str], dict[int, list[str]]] = {}
     for dtype in args.dtypes:
         model, tok = load_model(ModelSettings(name=args.model, dtype=dtype))
-        for invariant in (True, False) if args.plain else (True,):
+        decoders = [("HF generate", None), ("engine", True)] + ([("engine, plain", False)] if args.plain else [])
+        for name, invariant in decoders:
             model.set_attn_implementation("sdpa")  # each engine sets its own below
-            engine = Engine(model, tok, max_new_tokens=args.max_new_tokens, batch_invariant=invariant)
-            # Batch 1 is slow: time it on a quarter of the questions.
-            one, _ = tokens_per_s(engine, questions[: max(4, len(questions) // 4)], 1, args.repeats)
-            many, _ = tokens_per_s(engine, questions, args.batch, args.repeats)
-            rates[dtype, invariant] = (one, many)
-            print(f"{dtype:>9} {str(invariant):>9} {one:>9.1f} {many:>9.1f} {many / one:>5.1f}x", flush=True)
-    if ("float32", True) in rates and ("bfloat16", True) in rates:
-        (f1, fb), (b1, bb) = rates["float32", True], rates["bfloat16", True]
-        print(f"ratio bf16 / fp32: batch 1 {b1 / f1:.2f}x, batch {args.batch} {bb / fb:.2f}x")
+            engine = Engine(model, tok, max_new_tokens=args.max_new_tokens, batch_invariant=bool(invariant))
+            decode = hf_generate(engine, args.max_new_tokens) if invariant is None else engine_generate(engine)
+            row, texts = {}, {}
+            for b in batches:
+                qs = questions[: max(4, len(questions) // 8)] if b == 1 else questions
+                row[b], texts[b] = measure(decode, qs, b, args.repeats)
+            rates[dtype, name], answers[dtype, name] = row, texts
+            print(f"{dtype:>9} {name:>18} " + " ".join(f"{row[b]:>9.1f}" for b in batches), flush=True)
     for dtype in args.dtypes:
-        if (dtype, False) in rates:
-            (i1, ib), (p1, pb) = rates[dtype, True], rates[dtype, False]
-            print(f"ratio invariant / plain ({dtype}): batch 1 {i1 / p1:.2f}x, batch {args.batch} {ib / pb:.2f}x")
+        base = rates[dtype, "HF generate"]
+        for name in ("engine", "engine, plain"):
+            if (dtype, name) not in rates:
+                continue
+            ratios = ", ".join(f"batch {b} {rates[dtype, name][b] / base[b]:.2f}x" for b in batches)
+            same = sum(sum(a == h for a, h in zip(answers[dtype, name][b], answers[dtype, "HF generate"][b]))
+                       for b in batches)
+            total = sum(len(answers[dtype, name][b]) for b in batches)
+            print(f"ratio {name} / HF generate ({dtype}): {ratios}; same text as HF {same}/{total}")
+    if ("float32", "engine") in rates and ("bfloat16", "engine") in rates:
+        f, b16 = rates["float32", "engine"], rates["bfloat16", "engine"]
+        print("ratio engine bf16 / fp32: " + ", ".join(f"batch {b} {b16[b] / f[b]:.2f}x" for b in batches))
 
 
 if __name__ == "__main__":

@@ -189,7 +189,8 @@ def test_padded_batch_decodes_like_single_answers_on_the_real_model(tiny_corpus_
     # Alone versus inside a batch of 16 of very different lengths, for the base model and a LoRA.
     others = ["Hi", "Why?", "Name a colour.", "Tell me, in detail and with every date you know, the whole history "
               "of the bicycle from the draisine of 1817 to today's carbon frames, and why it matters. " * 2]
-    batch = [q] + [others[i % len(others)] + " Thanks." * (i % 4) for i in range(15)]
+    # Distinct prompts: the engine decodes a repeated prompt once, in a smaller batch.
+    batch = [q] + [others[i % len(others)] + " Thanks." * (i % 4) + f" ({i})" for i in range(15)]
     model, _ = load_model(corpus.config.model)
     with tempfile.TemporaryDirectory() as d:
         get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).save_pretrained(d)

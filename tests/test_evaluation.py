@@ -464,3 +464,30 @@ def test_answers_under_other_numerics_are_never_pooled(tiny_corpus):
     assert runner.decoding(tiny_corpus) == {
         "device": "cpu", "kernels": torch.backends.cpu.get_cpu_capability(), "dtype": "float32",
         "max_new_tokens": 8, "batch_invariant": True, "greedy": True}
+
+
+def test_variants_sending_the_same_prompt_share_one_decoding(tiny_corpus, tmp_path):
+    """`rag` declining with its gate open (general and safety slices) sends `prompted`'s very prompt:
+    the evaluation decodes it once and gives both variants that answer."""
+    from dataclasses import replace
+
+    from assistant.build import build_variants
+    from assistant.variants import open_engine
+
+    _suites(tmp_path, tiny_corpus)
+    tiny_corpus.config.retrieval.min_score = 1.0  # the gate declines every question
+    build_variants(tiny_corpus, ["rag"])
+    engine = open_engine(tiny_corpus)
+    before = replace(engine.stats)
+    console = Console(record=True, width=200)
+    out = runner.evaluate(tiny_corpus, ["prompted", "rag"], limit=1, console=console)
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    by = {(r["variant"], r["slice"]): r for r in rows}
+    for own in ("general", "safety"):
+        assert not by["rag", own]["abstained_before_generation"]
+        assert by["rag", own]["answer"] == by["prompted", own]["answer"]
+    assert all(by["rag", s]["abstained_before_generation"] for s in ("seen", "paraphrase", "unseen", "unanswerable"))
+    asked = {r["question"] for r in rows if r["variant"] == "prompted"}
+    assert engine.stats.answers - before.answers == len(asked)  # nothing of rag's was decoded again
+    assert engine.stats.reused - before.reused == 2
+    assert f"{len(asked)} answers decoded, 2 reused" in console.export_text()

@@ -112,7 +112,7 @@ def test_engine_answers_are_byte_identical_alone_and_in_a_padded_batch_of_16(dty
         batch = dtype_engine.generate([[{"role": "user", "content": q}] for q in padded_batch(question)],
                                       adapter=adapter, batch_size=16)
         assert batch[0].text == alone.text and batch[0].completion_tokens == alone.completion_tokens
-        assert batch[0].batch_size == 16
+        assert batch[0].batch_size == len(set(padded_batch(question)))  # identical prompts are decoded once
 
 
 def test_plain_sdpa_pads_with_the_right_mask_and_positions_up_to_rounding():
@@ -123,3 +123,107 @@ def test_plain_sdpa_pads_with_the_right_mask_and_positions_up_to_rounding():
     assert model.config._attn_implementation == "sdpa"
     alone, batched = scores_alone_and_in_batch(plain, "What is the return window for bikes in your shop?")
     assert torch.allclose(alone, batched, atol=1e-3)  # right positions and mask: differences are rounding only
+
+
+# -- the decoding loop: generate()'s numbers, less work ---------------------------------------------
+def test_rows_leaving_the_batch_early_decode_exactly_like_generate(monkeypatch):
+    """The engine's own loop (preallocated cache, finished rows dropped from the batch) gives the tokens
+    `model.generate` gives with the same attention and filling, also when rows end at other steps."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    from assistant.models import resolve_model
+
+    _, tok = load_model(ModelSettings(name=TINY_ALIAS))
+    config = AutoConfig.from_pretrained(resolve_model(TINY_ALIAS))
+    config.initializer_range = 1.0  # the tiny model's weights say "\n" forever; these say varied tokens
+    torch.manual_seed(0)
+    engine = Engine(LlamaForCausalLM(config).eval(), tok, max_new_tokens=12, batch_size=12)
+    prompts = convs(*QUESTIONS[:4], *padded_batch("What is the return window for bikes in your shop?", 8))
+    rows = [tok(engine.render(m), add_special_tokens=False)["input_ids"] for m in prompts]
+    rows.sort(key=len, reverse=True)  # the engine's batch order
+    # Stop tokens chosen so that rows end at many different steps.
+    free = engine._decode(rows, 12, keep=len(rows))
+    stop = {row[(3 * i) % 13] for i, row in enumerate(free) if (3 * i) % 13 < 12}
+    monkeypatch.setattr(engine, "_stop_ids", lambda: stop)
+    mine = engine.generate(prompts)
+    width, pad = max(map(len, rows)), tok.pad_token_id
+    x = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    m = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    with torch.inference_mode():
+        out = engine.model.generate(input_ids=x, attention_mask=m, max_new_tokens=12, do_sample=False,
+                                    pad_token_id=pad, eos_token_id=sorted(stop))[:, width:].tolist()
+    theirs = {tuple(r): o[:next((k for k, t in enumerate(o) if t in stop), len(o))] for r, o in zip(rows, out)}
+    for prompt, gen in zip(prompts, mine):
+        expected = theirs[tuple(tok(engine.render(prompt), add_special_tokens=False)["input_ids"])]
+        assert gen.completion_tokens == len(expected)
+        assert gen.text == tok.decode(expected, skip_special_tokens=True).strip()
+    assert len({g.completion_tokens for g in mine}) > 3  # rows did end at different steps
+    assert engine.stats.row_steps < 2 * len(rows) * 12  # and left the batch (the first call ran in full)
+
+
+def test_identical_prompts_are_decoded_once_and_reused_only_when_asked(engine):
+    q = convs("What is the return window for bikes in your shop?", "hi")
+    alone = [g.text for g in engine.generate(q)]
+    s = engine.stats.answers
+    twice = engine.generate([q[0], q[1], q[0], q[0]])
+    assert [g.text for g in twice] == [alone[0], alone[1], alone[0], alone[0]]
+    assert engine.stats.answers - s == 2  # the repeats were not decoded again
+    engine.generate(q)
+    assert engine.stats.answers - s == 4  # outside reuse_answers, a later call decodes again
+    with engine.reuse_answers():
+        first = engine.generate(q)
+        reused = engine.stats.reused
+        again = engine.generate(q + convs("Why?"))
+        assert engine.stats.answers - s == 7 and engine.stats.reused - reused == 2
+        assert [g.text for g in again[:2]] == [g.text for g in first] == alone
+        engine.generate(q, max_new_tokens=3)  # another length limit is another answer
+        assert engine.stats.answers - s == 9
+    engine.generate(q)
+    assert engine.stats.answers - s == 11  # the memory ends with the block
+
+
+def test_reuse_never_crosses_adapters(dtype_engine):
+    q = convs("What is the return window for bikes in your shop?")
+    with dtype_engine.reuse_answers():
+        s = dtype_engine.stats.answers
+        base, lora = dtype_engine.generate(q)[0], dtype_engine.generate(q, adapter="lora")[0]
+        assert dtype_engine.stats.answers - s == 2 and base.text != lora.text
+        assert dtype_engine.generate(q, adapter="lora")[0].text == lora.text
+        assert dtype_engine.stats.answers - s == 2
+
+
+@pytest.mark.parametrize("dtype", supported_dtypes())
+def test_rows_with_the_same_padding_share_one_attention_call_bit_for_bit(dtype):
+    """invariance.batch_invariant_attention groups rows by padding; each row must still get the bits
+    of its own lone SDPA call, for consecutive and scattered groups, prompts and decoding steps."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from assistant.invariance import batch_invariant_attention
+
+    model, _ = load_model(ModelSettings(name=TINY_ALIAS, dtype=dtype))
+    module = model.model.layers[0].self_attn
+    pads, length = [0, 3, 3, 0, 5, 3, 3], 11
+    gen = torch.Generator().manual_seed(0)
+    for n_q in (1, length):  # a decoding step, a prompt
+        q = torch.randn(len(pads), 4, n_q, 16, generator=gen).to(getattr(torch, dtype))
+        k, v = (torch.randn(len(pads), 2, length, 16, generator=gen).to(getattr(torch, dtype)) for _ in range(2))
+        mask = torch.tensor([[i >= p for i in range(length)] for p in pads])[:, None, None, :]
+        grouped, _ = batch_invariant_attention(module, q, k, v, mask, scaling=0.25, dropout=0.0)
+        for b, p in enumerate(pads):
+            start = max(0, p - (length - n_q))
+            alone, _ = sdpa_attention_forward(module, q[b:b + 1, :, start:].contiguous(), k[b:b + 1, :, p:],
+                                              v[b:b + 1, :, p:], attention_mask=None, scaling=0.25, dropout=0.0)
+            assert torch.equal(grouped[b:b + 1, start:], alone)
+            assert not grouped[b, :start].any()  # padded query positions: zeros
+
+
+def test_a_token_budget_gives_long_prompts_smaller_batches_and_the_same_answers(engine):
+    prompts = convs(*QUESTIONS, FILLERS[2], FILLERS[2] + " (2)")
+    lengths = [len(engine.tokenizer(engine.render(m), add_special_tokens=False)["input_ids"]) for m in prompts]
+    plain = engine.generate(prompts, batch_size=8)
+    with engine.batched(8, batch_tokens=2 * max(lengths)):
+        budgeted = engine.generate(prompts)
+    assert [g.text for g in budgeted] == [g.text for g in plain]
+    assert {g.batch_size for g, n in zip(budgeted, lengths) if n == max(lengths)} == {2}  # the two long ones
+    assert max(g.batch_size for g in budgeted) > 2  # short prompts still share larger batches
+    assert engine.batch_size == 4 and engine.batch_tokens is None  # restored after the block

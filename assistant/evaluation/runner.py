@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from collections import defaultdict
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -157,8 +158,13 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
     console.print(f"{len(items)} questions x {len(ready)} variants: {cached} answers cached, {total} to generate")
     if total:
         engine = open_engine(corpus)
-        chunk = corpus.config.evaluation.chunk_questions
-        with tqdm(total=total, unit="answer", desc="answering", dynamic_ncols=True) as bar:
+        evaluation = corpus.config.evaluation
+        chunk = evaluation.chunk_questions
+        before, t0 = replace(engine.stats), time.perf_counter()
+        # Variants that send the same prompt through the same weights (e.g. `rag` declining with its
+        # gate open sends `prompted`'s prompt) share one decoding.
+        with engine.reuse_answers(), engine.batched(evaluation.batch_size, evaluation.batch_tokens), \
+                tqdm(total=total, unit="answer", desc="answering", dynamic_ncols=True) as bar:
             for name, _ in ready:
                 if not todo[name]:
                     continue
@@ -172,6 +178,10 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
                             answers = variant.answer_many([it.qa.question for it in batch], progress=False)
                         caches[name].add([(it, a.to_dict()) for it, a in zip(batch, answers)])
                         bar.update(len(batch))
+        done = engine.stats
+        console.print(f"generation: {done.answers - before.answers} answers decoded, {done.reused - before.reused} "
+                      f"reused, {done.tokens - before.tokens} tokens, {done.row_steps - before.row_steps} row-steps, "
+                      f"{time.perf_counter() - t0:.0f} s")
     return {name: caches[name].answers for name, _ in ready}
 
 
