@@ -43,17 +43,20 @@ def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key:
                               **kwargs) -> tuple[torch.Tensor, None]:
     """SDPA on each row's unpadded keys; padded query positions get zeros (never read).
 
-    Rows with the same padding share one call: CPU SDPA computes every batch element on its own, the
-    same bits alone or beside others (checked in tests/test_generation.py), and one call per group
-    instead of per row saves most of the per-step Python work at large batches."""
+    Single-threaded, rows with the same padding share one call: CPU SDPA then computes every batch
+    element on its own, the same bits alone or beside others (tests/test_generation.py), and one
+    call per group instead of per row saves most of the per-step Python work at large batches. With
+    more threads the kernel splits a batch of one differently from a batch of many (measured: other
+    bits on a 2-core AMD EPYC), so every row gets its own call."""
     batch, _, q_length, _ = query.shape
     kv_length = key.shape[2]
     kwargs.pop("is_causal", None)
     out = query.new_zeros(batch, q_length, query.shape[1], value.shape[-1])
-    groups: dict[int, list[int]] = {}
+    per_row = torch.get_num_threads() > 1
+    groups: dict[tuple[int, int], list[int]] = {}  # (padding, row or -1) -> rows
     for b, pad in enumerate(_first_real_key(attention_mask, batch)):
-        groups.setdefault(pad, []).append(b)
-    for pad, rows in groups.items():
+        groups.setdefault((pad, b if per_row else -1), []).append(b)
+    for (pad, _), rows in groups.items():
         # Sorted batches keep equal padding in consecutive rows: a slice, no copy.
         at = slice(rows[0], rows[-1] + 1) if rows[-1] - rows[0] == len(rows) - 1 else \
             torch.tensor(rows, device=query.device)

@@ -158,7 +158,12 @@ def test_rows_leaving_the_batch_early_decode_exactly_like_generate(monkeypatch):
         assert gen.completion_tokens == len(expected)
         assert gen.text == tok.decode(expected, skip_special_tokens=True).strip()
     assert len({g.completion_tokens for g in mine}) > 3  # rows did end at different steps
-    assert engine.stats.row_steps < 2 * len(rows) * 12  # and left the batch (the first call ran in full)
+    # ... and left the batch (the first call ran in full), as far as the machine's kernels allow: rows
+    # never drop below min_rows (with two threads some CPUs need all 12 rows for identical bits)
+    if engine.min_rows() < len(rows):
+        assert engine.stats.row_steps < 2 * len(rows) * 12
+    else:
+        assert engine.stats.row_steps == 2 * len(rows) * 12
 
 
 def test_identical_prompts_are_decoded_once_and_reused_only_when_asked(engine):
@@ -193,9 +198,11 @@ def test_reuse_never_crosses_adapters(dtype_engine):
 
 
 @pytest.mark.parametrize("dtype", supported_dtypes())
-def test_rows_with_the_same_padding_share_one_attention_call_bit_for_bit(dtype):
-    """invariance.batch_invariant_attention groups rows by padding; each row must still get the bits
-    of its own lone SDPA call, for consecutive and scattered groups, prompts and decoding steps."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
+    """invariance.batch_invariant_attention: single-threaded it groups rows by padding, with more
+    threads it calls SDPA per row; either way each row gets the bits of its own lone SDPA call, for
+    consecutive and scattered groups, prompts and decoding steps."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from assistant.invariance import batch_invariant_attention
@@ -204,18 +211,22 @@ def test_rows_with_the_same_padding_share_one_attention_call_bit_for_bit(dtype):
     module = model.model.layers[0].self_attn
     pads, length = [0, 3, 3, 0, 5, 3, 3], 11
     gen = torch.Generator().manual_seed(0)
-    for n_q in (1, length):  # a decoding step, a prompt
-        q = torch.randn(len(pads), 4, n_q, 16, generator=gen).to(getattr(torch, dtype))
-        k, v = (torch.randn(len(pads), 2, length, 16, generator=gen).to(getattr(torch, dtype)) for _ in range(2))
-        mask = torch.tensor([[i >= p for i in range(length)] for p in pads])[:, None, None, :]
-        grouped, _ = batch_invariant_attention(module, q, k, v, mask, scaling=0.25, dropout=0.0)
-        for b, p in enumerate(pads):
-            start = max(0, p - (length - n_q))
-            alone, _ = sdpa_attention_forward(module, q[b:b + 1, :, start:].contiguous(), k[b:b + 1, :, p:],
-                                              v[b:b + 1, :, p:], attention_mask=None, scaling=0.25, dropout=0.0)
-            assert torch.equal(grouped[b:b + 1, start:], alone)
-            assert not grouped[b, :start].any()  # padded query positions: zeros
-
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for n_q in (1, length):  # a decoding step, a prompt
+            q = torch.randn(len(pads), 4, n_q, 16, generator=gen).to(getattr(torch, dtype))
+            k, v = (torch.randn(len(pads), 2, length, 16, generator=gen).to(getattr(torch, dtype)) for _ in range(2))
+            mask = torch.tensor([[i >= p for i in range(length)] for p in pads])[:, None, None, :]
+            grouped, _ = batch_invariant_attention(module, q, k, v, mask, scaling=0.25, dropout=0.0)
+            for b, p in enumerate(pads):
+                start = max(0, p - (length - n_q))
+                alone, _ = sdpa_attention_forward(module, q[b:b + 1, :, start:].contiguous(), k[b:b + 1, :, p:],
+                                                  v[b:b + 1, :, p:], attention_mask=None, scaling=0.25, dropout=0.0)
+                assert torch.equal(grouped[b:b + 1, start:], alone)
+                assert not grouped[b, :start].any()  # padded query positions: zeros
+    finally:
+        torch.set_num_threads(saved)
 
 def test_a_token_budget_gives_long_prompts_smaller_batches_and_the_same_answers(engine):
     prompts = convs(*QUESTIONS, FILLERS[2], FILLERS[2] + " (2)")
