@@ -219,13 +219,19 @@ class Engine:
         config.update(do_sample=False, max_new_tokens=max_new, pad_token_id=self.tokenizer.pad_token_id)
         return list(self.model._get_logits_processor(generation_config=config, device=self.device))
 
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids left-padded to the longest row, and the attention mask that hides the padding."""
+        pad, width = self.tokenizer.pad_token_id, max(len(x) for x in rows)
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in rows], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rows], device=self.device)
+        return input_ids, mask
+
     def _decode_with_generate(self, rows: list[list[int]], max_new: int, keep: int) -> list[list[int]]:
         """`_decode` through `model.generate`, for generation configs whose logits processors the
         engine's own loop does not apply."""
         pad, stop = self.tokenizer.pad_token_id, self._stop_ids()
-        width = max(len(x) for x in rows)
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in rows], device=self.device)
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in rows], device=self.device)
+        input_ids, mask = self._left_pad(rows)
+        width = input_ids.size(1)
         out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_new,
                                   do_sample=False, pad_token_id=pad)[:keep, width:].tolist()
         tokens = [row[:next((k for k, t in enumerate(row) if t in stop), len(row))] for row in out]
@@ -243,12 +249,10 @@ class Engine:
         answer instead of re-concatenated at each step, and rows that are done leave the batch (never
         below `min_rows`, which keeps every remaining row's numbers those of a lone question).
         """
-        pad, stop = self.tokenizer.pad_token_id, self._stop_ids()
-        width = max(len(x) for x in rows)
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in rows], device=self.device)
-        mask = torch.ones(len(rows), width + max_new, dtype=torch.long, device=self.device)
-        for i, x in enumerate(rows):
-            mask[i, :width - len(x)] = 0
+        stop = self._stop_ids()
+        input_ids, prompt_mask = self._left_pad(rows)
+        width = input_ids.size(1)
+        mask = torch.cat([prompt_mask, prompt_mask.new_ones(len(rows), max_new)], dim=1)  # the answer's slots
         # generate()'s positions: counted over real tokens, padding at 1 (never attended).
         positions = (mask[:, :width].cumsum(-1) - 1).masked_fill(mask[:, :width] == 0, 1)
         cache = _preallocated_cache(self.model, width + max_new)
@@ -327,9 +331,7 @@ class Engine:
             source += extra_rows
         if stop_rows is not None:  # a filler row stops with the row it copies
             stop_rows = _rows_of(stop_rows, source)
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=self.device)
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
+        input_ids, mask = self._left_pad(ids)
         # PEFT routes each row through its adapter, "__base__" being the bare model.
         extra = {"adapter_names": [a or "__base__" for a in adapters]} if self.adapters else {}
         streamer = _BatchStreamer(self.tokenizer, len(ids), self._stop_ids(), stop_rows, keep=n)

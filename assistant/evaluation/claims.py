@@ -280,7 +280,7 @@ class CorpusFacts:
                         pairs.add((n, v.unit))
                 if v.unit:
                     units.add(v.unit)
-            vocab.update(T.fold(w.lower()) for w in _WORD.findall(text))
+            vocab |= _folded_words(text)
         return cls(frozenset(nums), frozenset(pairs), frozenset(units), frozenset(vocab),
                    "\n".join(texts).lower())
 
@@ -440,20 +440,27 @@ def _negated_after(toks: list[str], end: int) -> bool:
     return False
 
 
+def _folded_words(text: str) -> set[str]:
+    """Every word of a text, lower case and plural-folded: what names are looked up in."""
+    return {T.fold(w.lower()) for w in _WORD.findall(text)}
+
+
 def _names(claims: Sequence[str]) -> list[str]:
     names = (m.group(1) or m.group(2) for c in claims for m in _NAME.finditer(c))
     return [n for n in names if n.lower() not in T.DAY_ABBREVIATIONS]  # "Tues-Sat": days, not names
 
 
-def _known_identifier(ident: str, text: str) -> bool:
-    """`concurrent.futures.ThreadPoolExecutor` is known when the text names `concurrent.futures` and
+def _known_identifier(ident: str, *texts: str) -> bool:
+    """`concurrent.futures.ThreadPoolExecutor` is known when the texts name `concurrent.futures` and
     `ThreadPoolExecutor`, even if never joined up; `sys.kbhit` is not when only `msvcrt.kbhit` is there."""
-    if ident in text:
+    if any(ident in t for t in texts):
         return True
     module, _, name = ident.rpartition(".")
     # only a module that is itself an identifier ("concurrent.futures"): "Tk" or "sys" alone is a word
-    return bool(re.search(r"[._]", module)) and re.search(rf"(?<![\w.]){re.escape(module)}(?![\w])", text) is not None \
-        and re.search(rf"(?<![\w.]){re.escape(name)}\b", text) is not None
+    if not re.search(r"[._]", module):
+        return False
+    return any(re.search(rf"(?<![\w.]){re.escape(module)}(?![\w])", t) for t in texts) \
+        and any(re.search(rf"(?<![\w.]){re.escape(name)}\b", t) for t in texts)
 
 
 def _invented(p: Parsed, local_text: str, ctx: Context | None) -> str | None:
@@ -469,12 +476,13 @@ def _invented(p: Parsed, local_text: str, ctx: Context | None) -> str | None:
             return f"invented claim {_label(v)!r} not in corpus"
         if ctx.gold:
             return f"claim {_label(v)!r} is not in the gold document"
+    local_lower = local_text.lower()
     for ident in (m.group(0).rstrip("()") for c in p.claims for m in _DOTTED.finditer(c)):
         if max(len(part) for part in ident.split(".")) < 2:
             continue  # e.g, i.e, U.S: abbreviations, not identifiers
-        if not _known_identifier(ident.lower(), ctx.corpus.text + "\n" + local_text.lower()):
+        if not _known_identifier(ident.lower(), ctx.corpus.text, local_lower):
             return f"invented identifier {ident!r} not in corpus"
-    known = {T.fold(w.lower()) for w in _WORD.findall(local_text)}
+    known = _folded_words(local_text)
     for n in _names(p.claims):
         w = T.fold(n.lower())
         if n.lower() not in STOPWORDS and n.lower() not in _CURRENCY_CODES and w not in ctx.corpus.vocabulary \
@@ -556,7 +564,7 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
     if ctx is not None and ctx.gold:
         # a name listed beside a key fact that the gold document does not hold: a colour, store or
         # product of another page ("Canyon Red, Fern and Charcoal, plus a Coral Ember edition")
-        known = {T.fold(w.lower()) for w in _WORD.findall(local_text)}
+        known = _folded_words(local_text)
         for c in p.claims:
             if any(T.contains_fact(c, f) for f in asserted):
                 extra = [n for n in _names([c]) if n.lower() not in STOPWORDS and T.fold(n.lower()) not in known]
