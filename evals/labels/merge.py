@@ -37,6 +37,8 @@ def real_rows() -> list[dict]:
                 "key_facts": a["key_facts"], "source": a["source"], "label": label, "note": note,
                 "qa_id": qa_id, "slice": a["slice"], "declined_by_gate": a["declined_by_gate"],
             })
+            if a.get("batch"):  # a later labelling round (answer.py --tag): agreement is reported per batch
+                rows[-1]["batch"] = a["batch"]
             if a.get("adapter"):  # answered through a training checkpoint, not the finished adapter
                 rows[-1]["adapter"] = a["adapter"]
     return rows
