@@ -46,7 +46,7 @@ class _Lines:
     """qa.jsonl line number of each question id, for `file:line:` messages."""
 
     def __init__(self, corpus: Corpus):
-        self.path = corpus.root / "qa.jsonl"
+        self.path = corpus.qa_path
         self.label = str(self.path)
         self.by_id: dict[str, int] = {}
         if self.path.exists():

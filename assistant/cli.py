@@ -139,8 +139,8 @@ def cmd_questions(args) -> int:
     if args.augment < 0:
         raise UsageError(f"--augment must be 0 or more, got {args.augment}")
     # A folder of documents without qa.jsonl is the normal starting point here.
-    r = run_questions(load_corpus(args.corpus), out=args.out, force=args.force, augment_n=args.augment,
-                      augment_only=args.augment_only)
+    corpus = load_corpus(args.corpus)
+    r = run_questions(corpus, out=args.out, force=args.force, augment_n=args.augment, augment_only=args.augment_only)
     made, kept = sum(r["generated"].values()), sum(r["kept"].values())
     print(f"generator {r['generator']}: {made} generated, {kept} kept ({100 * r['kept_share']:.0f}%)")
     for reason in REASONS:
@@ -149,6 +149,9 @@ def cmd_questions(args) -> int:
     print("  kept: " + ", ".join(f"{k} {v}" for k, v in sorted(r["splits"].items())))
     print(f"wrote {r['written']} and the review sheet {r['review_sheet']} (edit it, then: assistant import "
           f"{r['review_sheet']} OUT --docs {Path(args.corpus) / 'docs'})")
+    written = Path(r["written"]).resolve()
+    if written.parent == corpus.root.resolve() and written != corpus.qa_path.resolve():
+        print(f"to build and evaluate with it, set `qa_file: {written.name}` in {corpus.root / 'corpus.yaml'}")
 
 
 def cmd_score(args) -> int:

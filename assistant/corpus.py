@@ -121,6 +121,11 @@ class Corpus:
         return h.hexdigest()[:16]
 
     @property
+    def qa_path(self) -> Path:
+        """The question set: `qa_file` of corpus.yaml (default qa.jsonl) in the corpus folder."""
+        return self.root / getattr(self.config, "qa_file", "qa.jsonl")
+
+    @property
     def runs_dir(self) -> Path:
         """Where the corpus's artifacts go, always from its absolute location, never from the
         working directory: `runs_dir` of corpus.yaml (relative to the corpus folder); else, for a
@@ -306,7 +311,7 @@ def load_corpus(root: str | Path, strict: bool = True) -> Corpus:
     docs, doc_problems = load_documents(root, config.ingest)
     problems += doc_problems
     qa: list[QAItem] = []
-    qa_path = root / "qa.jsonl"
+    qa_path = root / getattr(config, "qa_file", "qa.jsonl")
     if qa_path.exists() or qa_path.is_symlink():
         qa, qa_problems = read_qa(qa_path, {d.path for d in docs})
         problems += qa_problems

@@ -18,7 +18,10 @@ Nothing is kept unchecked. An item is dropped, and counted by reason, when:
 - `near_duplicate`: a val/test wording repeats (exactly, or above the cosine of the leakage guard
   in `checks.py`) a train wording;
 - `answered_by_docs`: an "unanswerable" question whose best passage scores above
-  `generator.unanswerable_max_score`, or whose key terms all occur in one document.
+  `generator.unanswerable_max_score`, or whose key terms all occur in one document;
+- `off_question` (augmentation): a rewording that asks something else than its train question
+  (cosine below `generator.reword_min_similarity`); a rewording must also retrieve the question's
+  source document (`not_retrieved`) and not repeat a val/test question (`near_duplicate`).
 
 Kept facts are split like written sets: `generator.test_only_fraction` of them only in test (the
 `unseen` slice), the others with their first wording in train, the second in test (the
@@ -54,7 +57,7 @@ from .storage import append_jsonl, atomic_write_json, atomic_write_text, read_js
 from .text import contains_fact, normalize
 
 REASONS = ("unparsable", "fact_not_in_source", "answer_in_question", "not_retrieved", "near_duplicate",
-           "answered_by_docs")
+           "answered_by_docs", "off_question")
 UNANSWERED = "I don't know."
 PROMPT_VERSION = 1  # bump when a prompt changes: cached generations are keyed by it
 CACHE_BATCH = 16  # prompts generated between two cache appends (what an interruption can lose)
@@ -539,8 +542,9 @@ def generate_questions(corpus: Corpus, generator: Generator | None = None) -> tu
 
 
 def augment(corpus: Corpus, items: list[QAItem], n: int, generator: Generator | None = None) -> tuple[list[QAItem], Report]:
-    """N rewordings of each answerable train question (same answer, fact and split), origin `augmented`;
-    rewordings that repeat a val/test question or state their own answer are dropped."""
+    """N rewordings of each answerable train question (same answer, fact and split), origin `augmented`.
+    A rewording is dropped when it repeats a question, states its own answer, asks something else,
+    does not retrieve the question's source document, or repeats a val/test question."""
     generator = generator or open_generator(corpus)
     ask = CachedGenerations(corpus.runs_dir / "questions" / "generations.jsonl", generator)
     report = Report(generator.name)
@@ -561,26 +565,50 @@ def augment(corpus: Corpus, items: list[QAItem], n: int, generator: Generator | 
         per_question = ["\n".join(replies[j * k:(j + 1) * k]) for j in range(len(train))]
     else:
         per_question = ask([reword_prompt(q.question, n) for q in train], "augmenting")
-    for q, reply in zip(train, per_question):
-        count = 0
-        for w in parse_lines(reply):
-            if count == n:
-                break
-            report.generated["augmented"] += 1
-            if normalize(w) in taken:
-                report.dropped["near_duplicate"] += 1
-            elif any(contains_fact(w, f) for f in q.key_facts):
-                report.dropped["answer_in_question"] += 1
-            else:
-                taken.add(normalize(w))
-                count += 1
-                new.append(q.model_copy(update={"id": f"{q.id}-aug{count}", "question": w, "origin": "augmented",
-                                                "generator": generator.name}))
-    bad = repeats_held_out([w.question for w in new], held, corpus.config.retrieval.embedder)
-    report.dropped["near_duplicate"] += len(bad)
-    new = [w for i, w in enumerate(new) if i not in bad]
+    # Every candidate is checked in one batch; then each question keeps its first n that pass.
+    candidates = [(q, w) for q, reply in zip(train, per_question) for w in parse_lines(reply)]
+    flags = reword_checks(corpus, candidates, held)
+    counts: Counter = Counter()
+    for (q, w), flag in zip(candidates, flags):
+        if counts[q.id] == n:
+            continue
+        report.generated["augmented"] += 1
+        if normalize(w) in taken:
+            reason = "near_duplicate"
+        elif any(contains_fact(w, f) for f in q.key_facts):
+            reason = "answer_in_question"
+        else:
+            reason = flag
+        if reason:
+            report.dropped[reason] += 1
+            continue
+        taken.add(normalize(w))
+        counts[q.id] += 1
+        new.append(q.model_copy(update={"id": f"{q.id}-aug{counts[q.id]}", "question": w, "origin": "augmented",
+                                        "generator": generator.name}))
     report.kept["augmented"] = len(new)
     return new, report
+
+
+def reword_checks(corpus: Corpus, candidates: list[tuple[QAItem, str]], held: list[str]) -> list[str | None]:
+    """Why each (question, rewording) pair fails, or None: `off_question` when the rewording asks
+    something else (MiniLM cosine to the question below `generator.reword_min_similarity`),
+    `not_retrieved` when it does not retrieve the question's source document in the top
+    `generator.top_k`, `near_duplicate` when it repeats a val/test question (the leakage guard)."""
+    from .checks import embed
+
+    if not candidates:
+        return []
+    s = corpus.config.generator
+    emb = embed([q.question for q, _ in candidates] + [w for _, w in candidates], corpus.config.retrieval.embedder)
+    n = len(candidates)
+    same = (emb[:n] * emb[n:]).sum(axis=1) >= s.reword_min_similarity
+    sourced = [(i, w, q.source) for i, (q, w) in enumerate(candidates) if q.source]
+    hits = _retriever(corpus).search_many([w for _, w, _ in sourced], s.top_k) if sourced else []
+    retrieved = {i: any(h.path == src for h in found) for (i, _, src), found in zip(sourced, hits)}
+    leaked = repeats_held_out([w for _, w in candidates], held, corpus.config.retrieval.embedder)
+    return ["off_question" if not same[i] else "not_retrieved" if not retrieved.get(i, True)
+            else "near_duplicate" if i in leaked else None for i in range(n)]
 
 
 def repeats_held_out(new: list[str], held: list[str], embedder: str) -> set[int]:
@@ -638,13 +666,13 @@ def run_questions(corpus: Corpus, out: str | None = None, force: bool = False, a
     generator = open_generator(corpus)
     if augment_only:
         if not corpus.qa:
-            raise UsageError(f"{corpus.root / 'qa.jsonl'}: no questions to augment; run `assistant questions "
+            raise UsageError(f"{corpus.qa_path}: no questions to augment; run `assistant questions "
                              f"{corpus.root}` first or drop --augment-only")
         if augment_n <= 0:
             raise UsageError("--augment-only needs --augment N with N >= 1")
         items, report = list(corpus.qa), Report(generator.name)
         path = Path(out) if out else corpus.root / "qa.augmented.jsonl"
-        if path.resolve() == (corpus.root / "qa.jsonl").resolve() and not force:
+        if path.resolve() == corpus.qa_path.resolve() and not force:
             raise UsageError(f"{path} is the corpus's QA set; pass --force to overwrite it, or another --out")
     else:
         items, report = generate_questions(corpus, generator)

@@ -332,7 +332,7 @@ def report_retrieval(corpus: Corpus, k: int | None = None, split: str = "test") 
         build_index(corpus)
     m = evaluate_retrieval(corpus, k, None if split == "all" else split)
     if not m["n"]:
-        print(f"no answerable questions with a 'source' in split {split!r} of {corpus.root / 'qa.jsonl'}")
+        print(f"no answerable questions with a 'source' in split {split!r} of {corpus.qa_path}")
         return m
     misses = [r for r in m["rows"] if r["rank"] is None]
     if misses:

@@ -530,7 +530,7 @@ def sft_job(corpus: Corpus) -> TrainJob:
 
     tokenizer = load_tokenizer(resolve_model(corpus.config.model.name))
     rows = text_examples(corpus, tokenizer, s.max_length)
-    _log(f"sft: no train QA pairs in {corpus.root / 'qa.jsonl'}; continued training on {len(rows)} document chunks")
+    _log(f"sft: no train QA pairs in {corpus.qa_path}; continued training on {len(rows)} document chunks")
     return TrainJob("sft", rows, [], s.epochs, "text")
 
 
@@ -539,7 +539,7 @@ def rag_sft_job(corpus: Corpus) -> TrainJob:
 
     s = corpus.config.lora
     if not training_questions(corpus, "train"):
-        raise _not_built(f"rag_sft needs answerable train questions in {corpus.root / 'qa.jsonl'} "
+        raise _not_built(f"rag_sft needs answerable train questions in {corpus.qa_path} "
                          "(RAFT trains on questions with retrieved passages); add some or use the sft variant")
     retriever = Retriever.load(corpus)
     train_rows, stats = raft_examples(corpus, retriever, "train", s)

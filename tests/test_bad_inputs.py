@@ -48,6 +48,8 @@ CASES = [
     ("bad dtype", {"corpus.yaml": "name: tiny\nmodel:\n  dtype: float8\n"}, ["check", "{c}"], 2, "model.dtype"),
     ("runs_dir is a file", {"corpus.yaml": "name: tiny\nmodel:\n  name: tiny-random\nruns_dir: afile\n",
                             "afile": "x"}, ["check", "{c}"], 2, "runs_dir"),
+    ("qa_file outside", {"corpus.yaml": "name: tiny\nqa_file: ../other/qa.jsonl\n"}, ["check", "{c}"], 2,
+     "corpus.yaml:2: qa_file"),
     ("yaml missing", {"corpus.yaml": None}, ["check", "{c}"], 2, "corpus.yaml:1: file not found"),
     ("name with space", {"corpus.yaml": "name: my shop\n"}, ["check", "{c}"], 2, "name"),
     # -- the corpus folder ---------------------------------------------------------------------

@@ -44,6 +44,7 @@ REWORDINGS = {
     # augmentation of the fixture's hand-written train questions
     "How long do I have to return a bike?": ["Until when can I send my bike back?",  # a test question: leak
                                              "Is it 21 days to return a bike?",  # states its answer
+                                             "Which days is the workshop open?",  # asks something else
                                              "What is the deadline for bringing a bike back?"],
 }
 UNANSWERABLE = ["Do you sell electric scooters?", "How long do I have to return a bike?",  # the docs answer it
@@ -111,7 +112,7 @@ def test_every_rule_drops_its_bad_item_and_the_rest_is_written(tiny_corpus_dir, 
     out = capsys.readouterr().out
     assert (root / "qa.jsonl").read_text() == hand_written  # never overwritten
     report = json.loads((Path(load_corpus(root).runs_dir) / "questions" / "report.json").read_text())
-    for reason in REASONS:
+    for reason in REASONS[:-1]:  # the last, off_question, is augmentation's (tested below)
         assert report["dropped"].get(reason, 0) >= 1, (reason, report)
         assert reason in out
     items, problems = read_qa(root / "qa.generated.jsonl", {"docs/returns.md", "docs/service.md"})
@@ -161,18 +162,33 @@ def test_a_folder_of_documents_alone_gets_qa_jsonl(tiny_corpus_dir, server):
     assert run_questions(load_corpus(root))["written"] == str(root / "qa.jsonl")
 
 
-def test_augment_adds_train_rewordings_and_guards_against_leaks(tiny_corpus_dir, server):
+def test_augment_adds_train_rewordings_and_guards_against_leaks(tiny_corpus_dir, server, capsys):
     root = served_corpus(tiny_corpus_dir, server[0])
-    summary = run_questions(load_corpus(root), augment_n=3, augment_only=True)
-    items, problems = read_qa(Path(summary["written"]))
+    assert main(["questions", str(root), "--augment", "3", "--augment-only"]) == 0
+    assert "set `qa_file: qa.augmented.jsonl`" in capsys.readouterr().out
+    report = json.loads((Path(load_corpus(root).runs_dir) / "questions" / "report.json").read_text())
+    items, problems = read_qa(root / "qa.augmented.jsonl")
     assert not problems
     new = [q for q in items if q.origin == "augmented"]
     assert [q.question for q in new] == ["What is the deadline for bringing a bike back?"]
     original = next(q for q in items if q.id == "ret-001-a")
     assert (new[0].fact_id, new[0].answer, new[0].key_facts, new[0].split) == \
         (original.fact_id, original.answer, original.key_facts, "train")
-    assert summary["dropped"] == {"answer_in_question": 1, "near_duplicate": 1}
+    assert report["dropped"] == {"answer_in_question": 1, "near_duplicate": 1, "off_question": 1}
     assert (root / "qa.jsonl").exists() and "aug" not in (root / "qa.jsonl").read_text()
+
+    # with the similarity floor off, the off-topic rewording still fails: it retrieves the wrong document
+    with open(root / "corpus.yaml", "a") as f:
+        f.write("  reword_min_similarity: -1\n")  # inside the generator: section served_corpus wrote last
+    summary = run_questions(load_corpus(root), augment_n=3, augment_only=True, out=str(root / "aug2.jsonl"))
+    assert summary["dropped"] == {"answer_in_question": 1, "near_duplicate": 1, "not_retrieved": 1}
+
+    # qa_file points the corpus (check, build, eval) at the augmented set
+    with open(root / "corpus.yaml", "a") as f:
+        f.write("qa_file: qa.augmented.jsonl\n")
+    corpus = load_corpus(root)
+    assert corpus.qa_path == root / "qa.augmented.jsonl"
+    assert [q.id for q in corpus.questions("train") if q.origin == "augmented"] == [new[0].id]
 
 
 def test_generation_mechanics_with_the_tiny_model(tiny_corpus_dir, capsys):

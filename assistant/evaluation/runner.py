@@ -258,6 +258,6 @@ def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None
 def _no_questions(corpus: Corpus):
     from ..corpus import Problem
 
-    qa = corpus.root / "qa.jsonl"
+    qa = corpus.qa_path
     return Problem(str(qa), 1, ("no test questions to evaluate" if qa.exists() else "file not found: no test "
                    "questions to evaluate") + "; add rows with \"split\": \"test\" (`assistant import` can make them)")
