@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -463,7 +464,7 @@ def test_answers_under_other_numerics_are_never_pooled(tiny_corpus):
     assert dict(runner.ready_variants(tiny_corpus, ["prompted"], console))["prompted"] == key
     assert runner.decoding(tiny_corpus) == {
         "device": "cpu", "kernels": torch.backends.cpu.get_cpu_capability(), "dtype": "float32",
-        "max_new_tokens": 8, "batch_invariant": True, "greedy": True}
+        "max_new_tokens": 8, "batch_invariant": True, "greedy": True, "threads": 1}
 
 
 def test_variants_sending_the_same_prompt_share_one_decoding(tiny_corpus, tmp_path):
@@ -491,3 +492,29 @@ def test_variants_sending_the_same_prompt_share_one_decoding(tiny_corpus, tmp_pa
     assert engine.stats.answers - before.answers == len(asked)  # nothing of rag's was decoded again
     assert engine.stats.reused - before.reused == 2
     assert f"{len(asked)} answers decoded, 2 reused" in console.export_text()
+
+
+def test_worker_processes_give_the_answers_one_process_gives(tiny_corpus, tmp_path):
+    """`evaluation.workers`: answers decoded by two spawned one-thread processes are the answers one
+    process decodes, byte for byte, whatever unit each worker drew (batch invariance)."""
+    from assistant.build import build_variants
+
+    _suites(tmp_path, tiny_corpus)
+    build_variants(tiny_corpus, ["rag"])
+    tiny_corpus.config.evaluation.chunk_questions = 2
+    cache = tiny_corpus.runs_dir / "eval" / "cache"
+
+    def answers(workers: int) -> dict:
+        tiny_corpus.config.evaluation.workers = workers
+        console = Console(record=True, width=200)
+        runner.evaluate(tiny_corpus, ["prompted", "rag"], limit=2, console=console)
+        text = console.export_text()
+        assert ("2 worker processes" in text) == (workers == 2), text
+        out = {(f.name, r["key"]): r["answer"]["text"] for f in cache.glob("*.jsonl")
+               for r in map(json.loads, f.read_text().splitlines())}
+        shutil.rmtree(cache)
+        return out
+
+    one, two = answers(1), answers(2)
+    assert len(one) == 2 * 10 and one == two
+    assert runner.decoding(tiny_corpus)["threads"] == 1

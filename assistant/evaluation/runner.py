@@ -12,7 +12,8 @@ import json
 import random
 import time
 from collections import defaultdict
-from contextlib import nullcontext
+from concurrent.futures import ProcessPoolExecutor, wait
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +33,7 @@ SLICES = ("seen", "paraphrase", "unseen", "unanswerable", "general", "safety")
 OWN_ANSWER_SLICES = ("general", "safety")
 OWN_ANSWER_VERSION = "gate-open-1"  # in the cache key of those slices: bump when how they are answered changes
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+MIN_ANSWERS_PER_WORKER = 64
 
 
 @dataclass
@@ -121,8 +123,46 @@ def decoding(corpus: Corpus) -> dict:
     gen = corpus.config.generation
     kernels = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
-    return {"device": device.type, "kernels": kernels, "dtype": str(dtype).removeprefix("torch."),
-            "max_new_tokens": gen.max_new_tokens, "batch_invariant": gen.batch_invariant, "greedy": True}
+    out = {"device": device.type, "kernels": kernels, "dtype": str(dtype).removeprefix("torch."),
+           "max_new_tokens": gen.max_new_tokens, "batch_invariant": gen.batch_invariant, "greedy": True}
+    if device.type == "cpu":
+        out["threads"] = 1  # one_thread(): answers do not depend on the machine's core count
+    return out
+
+
+@contextmanager
+def one_thread(corpus: Corpus):
+    """On CPU the evaluation decodes with one torch thread per process. Two threads on two cores
+    decode only about 1.2x faster than one (a 135M model's small matrices), so the cores are better
+    spent on one worker process each (`evaluation.workers`), and answers stay the same on any core
+    count. Restores the thread count on exit."""
+    import torch
+
+    from ..models import numerics
+
+    if numerics(corpus.config.model, evaluation=True)[0].type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def eval_workers(corpus: Corpus, total: int) -> int:
+    """Worker processes for `total` answers: `evaluation.workers`, or (0, auto) one per core on CPU
+    when each gets at least `MIN_ANSWERS_PER_WORKER` answers (a worker loads the model: ~10 s)."""
+    import os
+
+    from ..models import numerics
+
+    if numerics(corpus.config.model, evaluation=True)[0].type != "cpu":
+        return 1
+    setting = corpus.config.evaluation.workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(setting or cores, total // MIN_ANSWERS_PER_WORKER if not setting else total))
 
 
 def ready_variants(corpus: Corpus, names: list[str] | None, console: Console) -> list[tuple[str, str]]:
@@ -157,32 +197,98 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
     cached = len(items) * len(ready) - total
     console.print(f"{len(items)} questions x {len(ready)} variants: {cached} answers cached, {total} to generate")
     if total:
-        engine = open_engine(corpus)
         evaluation = corpus.config.evaluation
-        chunk = evaluation.chunk_questions
-        before, t0 = replace(engine.stats), time.perf_counter()
-        # Variants that send the same prompt through the same weights (e.g. `rag` declining with its
-        # gate open sends `prompted`'s prompt) share one decoding.
-        with engine.reuse_answers(), engine.batched(evaluation.batch_size, evaluation.batch_tokens), \
-                tqdm(total=total, unit="answer", desc="answering", dynamic_ncols=True) as bar:
-            for name, _ in ready:
-                if not todo[name]:
-                    continue
-                variant = load_variant(name, corpus, engine)
-                bar.set_postfix_str(name)
-                for own in (False, True):
-                    group = [it for it in todo[name] if (it.slice in OWN_ANSWER_SLICES) == own]
-                    for start in range(0, len(group), chunk):
-                        batch = group[start:start + chunk]
-                        with variant.gate_open() if own else nullcontext():
-                            answers = variant.answer_many([it.qa.question for it in batch], progress=False)
-                        caches[name].add([(it, a.to_dict()) for it, a in zip(batch, answers)])
-                        bar.update(len(batch))
-        done = engine.stats
-        console.print(f"generation: {done.answers - before.answers} answers decoded, {done.reused - before.reused} "
-                      f"reused, {done.tokens - before.tokens} tokens, {done.row_steps - before.row_steps} row-steps, "
-                      f"{time.perf_counter() - t0:.0f} s")
+        # A unit is one cache append: up to chunk_questions questions of one variant, own-answer slices apart.
+        units = []
+        for name, _ in ready:
+            for own in (False, True):
+                group = [it for it in todo[name] if (it.slice in OWN_ANSWER_SLICES) == own]
+                units += [(name, own, group[i:i + evaluation.chunk_questions])
+                          for i in range(0, len(group), evaluation.chunk_questions)]
+        paths = {name: str(caches[name].path) for name, _ in ready}
+        workers = eval_workers(corpus, total)
+        t0 = time.perf_counter()
+        with one_thread(corpus), tqdm(total=total, unit="answer", desc="answering", dynamic_ncols=True) as bar:
+            if workers == 1:
+                stats = answer_units(corpus, units, paths, bar.update, bar.set_postfix_str)
+            else:
+                stats = _answer_in_workers(corpus, units, paths, workers, bar)
+        for name, _ in ready:
+            caches[name] = AnswerCache(caches[name].path)
+        console.print(f"generation: {stats['answers']} answers decoded, {stats['reused']} reused, {stats['tokens']} "
+                      f"tokens, {stats['row_steps']} row-steps, {time.perf_counter() - t0:.0f} s"
+                      + (f", {workers} worker processes" if workers > 1 else ""))
     return {name: caches[name].answers for name, _ in ready}
+
+
+def answer_units(corpus: Corpus, units: list[tuple[str, bool, list[EvalItem]]], paths: dict[str, str],
+                 progress=lambda n: None, status=lambda s: None) -> dict[str, int]:
+    """Answer each unit (variant, own-answer slices?, items) and append it to the variant's cache file;
+    returns the engine's counts of decoded and reused answers, tokens and row-steps."""
+    engine = open_engine(corpus)
+    evaluation = corpus.config.evaluation
+    before = replace(engine.stats)
+    loaded: dict[str, object] = {}
+    # Variants that send the same prompt through the same weights (e.g. `rag` declining with its
+    # gate open sends `prompted`'s prompt) share one decoding.
+    with engine.reuse_answers(), engine.batched(evaluation.batch_size, evaluation.batch_tokens):
+        for name, own, batch in units:
+            if name not in loaded:
+                loaded[name] = load_variant(name, corpus, engine)
+                status(name)
+            variant = loaded[name]
+            with variant.gate_open() if own else nullcontext():
+                answers = variant.answer_many([it.qa.question for it in batch], progress=False)
+            AnswerCache(Path(paths[name])).add([(it, a.to_dict()) for it, a in zip(batch, answers)])
+            progress(len(batch))
+    done = engine.stats
+    return {"answers": done.answers - before.answers, "reused": done.reused - before.reused,
+            "tokens": done.tokens - before.tokens, "row_steps": done.row_steps - before.row_steps}
+
+
+def _worker(root: str, config, units: list, paths: dict[str, str], queue) -> dict[str, int]:
+    """One evaluation worker process: one torch thread, its share of the units, the parent's settings."""
+    import torch
+
+    from ..corpus import load_corpus
+
+    torch.set_num_threads(1)
+    corpus = load_corpus(root)
+    corpus.config = config
+    return answer_units(corpus, units, paths, queue.put)
+
+
+def _cost(unit: tuple[str, bool, list]) -> int:
+    """A unit's share of the decoding work: RAG prompts hold passages, about 3x a closed-book one."""
+    from ..variants.rag import RagVariant
+
+    return len(unit[2]) * (3 if issubclass(variant_class(unit[0]), RagVariant) else 1)
+
+
+def _answer_in_workers(corpus: Corpus, units: list, paths: dict[str, str], workers: int, bar) -> dict[str, int]:
+    """Spread the units over worker processes, longest first (RAG prompts count 3x), so they end
+    together; a variant's units stay on as few workers as that allows (each loads its adapter)."""
+    import multiprocessing as mp
+
+    shares: list[list] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for unit in sorted(units, key=_cost, reverse=True):
+        w = min(range(workers), key=lambda i: (load[i], unit[0] not in {u[0] for u in shares[i]}))
+        shares[w].append(unit)
+        load[w] += _cost(unit)
+    ctx = mp.get_context("spawn")  # fork would copy torch's thread pools and locks
+    with ctx.Manager() as manager, ProcessPoolExecutor(len(shares), mp_context=ctx) as pool:
+        queue = manager.Queue()
+        futures = [pool.submit(_worker, str(corpus.root), corpus.config, sorted(share, key=lambda u: u[0]),
+                               paths, queue) for share in shares if share]
+        while True:
+            finished, _ = wait(futures, timeout=0.5)
+            while not queue.empty():
+                bar.update(queue.get())
+            if len(finished) == len(futures):
+                break
+        totals = [f.result() for f in futures]  # re-raises a worker's error here
+    return {k: sum(t[k] for t in totals) for k in totals[0]}
 
 
 def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,
