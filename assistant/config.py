@@ -173,7 +173,7 @@ class EvalSettings(Settings):
     # Measured on the demo corpus (2 cores, AVX-512-bf16): two threads answer only about 1.2x faster than
     # one, so two one-thread processes answer more per second. Answers do not depend on this setting.
     workers: int = Field(0, ge=0, le=64, description="CPU worker processes that answer (one torch thread each); "
-                                                     "0: one per core, each given at least 64 answers")
+                                                     "0: one per core (at most 8), each given at least 64 answers")
     batch_size: int = Field(
         64, ge=1, le=512,
         description="questions the evaluation decodes together (up to chunk_questions); answers do not depend "

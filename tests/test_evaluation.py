@@ -518,3 +518,14 @@ def test_worker_processes_give_the_answers_one_process_gives(tiny_corpus, tmp_pa
     one, two = answers(1), answers(2)
     assert len(one) == 2 * 10 and one == two
     assert runner.decoding(tiny_corpus)["threads"] == 1
+
+
+def test_worker_count_follows_cores_work_and_setting(tiny_corpus, monkeypatch):
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(32)), raising=False)
+    assert runner.eval_workers(tiny_corpus, 100) == 1  # too little work to pay for loading the model twice
+    assert runner.eval_workers(tiny_corpus, 3 * runner.MIN_ANSWERS_PER_WORKER) == 3
+    assert runner.eval_workers(tiny_corpus, 10_000) == runner.MAX_AUTO_WORKERS  # one model copy each
+    tiny_corpus.config.evaluation.workers = 4
+    assert runner.eval_workers(tiny_corpus, 2) == 2 and runner.eval_workers(tiny_corpus, 100) == 4

@@ -34,6 +34,7 @@ OWN_ANSWER_SLICES = ("general", "safety")
 OWN_ANSWER_VERSION = "gate-open-1"  # in the cache key of those slices: bump when how they are answered changes
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIN_ANSWERS_PER_WORKER = 64
+MAX_AUTO_WORKERS = 8
 
 
 @dataclass
@@ -152,8 +153,9 @@ def one_thread(corpus: Corpus):
 
 
 def eval_workers(corpus: Corpus, total: int) -> int:
-    """Worker processes for `total` answers: `evaluation.workers`, or (0, auto) one per core on CPU
-    when each gets at least `MIN_ANSWERS_PER_WORKER` answers (a worker loads the model: ~10 s)."""
+    """Worker processes for `total` answers: `evaluation.workers`, or (0, auto) one per core on CPU, at
+    most `MAX_AUTO_WORKERS`, each given at least `MIN_ANSWERS_PER_WORKER` answers (a worker loads the
+    model: ~10 s)."""
     import os
 
     from ..models import numerics
@@ -162,7 +164,10 @@ def eval_workers(corpus: Corpus, total: int) -> int:
         return 1
     setting = corpus.config.evaluation.workers
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(setting or cores, total // MIN_ANSWERS_PER_WORKER if not setting else total))
+    if setting:
+        return max(1, min(setting, total))
+    # each worker holds its own copy of the model (about 1 GB in fp32 with adapters)
+    return max(1, min(cores, MAX_AUTO_WORKERS, total // MIN_ANSWERS_PER_WORKER))
 
 
 def ready_variants(corpus: Corpus, names: list[str] | None, console: Console) -> list[tuple[str, str]]:
