@@ -123,7 +123,7 @@ class Corpus:
     @property
     def qa_path(self) -> Path:
         """The question set: `qa_file` of corpus.yaml (default qa.jsonl) in the corpus folder."""
-        return self.root / getattr(self.config, "qa_file", "qa.jsonl")
+        return self.root / self.config.qa_file
 
     @property
     def runs_dir(self) -> Path:
@@ -311,7 +311,7 @@ def load_corpus(root: str | Path, strict: bool = True) -> Corpus:
     docs, doc_problems = load_documents(root, config.ingest)
     problems += doc_problems
     qa: list[QAItem] = []
-    qa_path = root / getattr(config, "qa_file", "qa.jsonl")
+    qa_path = root / config.qa_file
     if qa_path.exists() or qa_path.is_symlink():
         qa, qa_problems = read_qa(qa_path, {d.path for d in docs})
         problems += qa_problems

@@ -320,21 +320,32 @@ def retrieves_source(corpus: Corpus, items: list[tuple[str, Passage]], k: int) -
             for (_, p), found in zip(items, hits)]
 
 
+def _repeats(texts: list[str], emb, others: list[str], other_emb) -> list[bool]:
+    """Whether each text repeats one of `others`: the same once normalised, or above the leakage
+    guard's cosine (checks.NEAR_DUPLICATE); `emb` and `other_emb` are their normalised embeddings."""
+    from .checks import NEAR_DUPLICATE
+
+    if not texts or not others:
+        return [False] * len(texts)
+    seen = {normalize(o) for o in others}
+    best = (emb @ other_emb.T).max(axis=1)
+    return [normalize(t) in seen or float(b) > NEAR_DUPLICATE for t, b in zip(texts, best)]
+
+
 def leaks(questions: list[str], splits: list[str], embedder: str) -> list[bool]:
     """True for each val/test question that repeats a train question (normalised, or above the
     leakage guard's cosine in checks.py): training would see it."""
-    from .checks import NEAR_DUPLICATE, embed
+    from .checks import embed
 
     train = [i for i, s in enumerate(splits) if s == "train"]
     held = [i for i, s in enumerate(splits) if s != "train"]
     out = [False] * len(questions)
     if not train or not held:
         return out
-    seen = {normalize(questions[i]) for i in train}
     emb = embed(questions, embedder)
-    sims = emb[held] @ emb[train].T
-    for row, i in enumerate(held):
-        out[i] = normalize(questions[i]) in seen or float(sims[row].max()) > NEAR_DUPLICATE
+    flags = _repeats([questions[i] for i in held], emb[held], [questions[i] for i in train], emb[train])
+    for i, flag in zip(held, flags):
+        out[i] = flag
     return out
 
 
@@ -600,27 +611,19 @@ def reword_checks(corpus: Corpus, candidates: list[tuple[QAItem, str]], held: li
     if not candidates:
         return []
     s = corpus.config.generator
-    emb = embed([q.question for q, _ in candidates] + [w for _, w in candidates], corpus.config.retrieval.embedder)
-    n = len(candidates)
-    same = (emb[:n] * emb[n:]).sum(axis=1) >= s.reword_min_similarity
+    words = [w for _, w in candidates]
+    # Each distinct text embedded once: a question has several candidates, a rewording may recur.
+    texts = list(dict.fromkeys([q.question for q, _ in candidates] + words + held))
+    emb = embed(texts, corpus.config.retrieval.embedder)
+    row = {t: i for i, t in enumerate(texts)}
+    q_emb, w_emb = emb[[row[q.question] for q, _ in candidates]], emb[[row[w] for w in words]]
+    same = (q_emb * w_emb).sum(axis=1) >= s.reword_min_similarity
+    leaked = _repeats(words, w_emb, held, emb[[row[h] for h in held]]) if held else [False] * len(words)
     sourced = [(i, w, q.source) for i, (q, w) in enumerate(candidates) if q.source]
     hits = _retriever(corpus).search_many([w for _, w, _ in sourced], s.top_k) if sourced else []
     retrieved = {i: any(h.path == src for h in found) for (i, _, src), found in zip(sourced, hits)}
-    leaked = repeats_held_out([w for _, w in candidates], held, corpus.config.retrieval.embedder)
     return ["off_question" if not same[i] else "not_retrieved" if not retrieved.get(i, True)
-            else "near_duplicate" if i in leaked else None for i in range(n)]
-
-
-def repeats_held_out(new: list[str], held: list[str], embedder: str) -> set[int]:
-    """Indices of new train questions that repeat a val/test question (the same guard as `leaks`)."""
-    from .checks import NEAR_DUPLICATE, embed
-
-    if not new or not held:
-        return set()
-    emb = embed(new + held, embedder)
-    sims = emb[: len(new)] @ emb[len(new):].T
-    seen = {normalize(h) for h in held}
-    return {i for i, w in enumerate(new) if normalize(w) in seen or float(sims[i].max()) > NEAR_DUPLICATE}
+            else "near_duplicate" if leaked[i] else None for i in range(len(candidates))]
 
 
 # -- files ----------------------------------------------------------------------------------------
