@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CORPUS ?= corpora/ecostride
 
-.PHONY: setup demo test browser bench app clean
+.PHONY: setup demo test test-oldest browser bench app clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,14 @@ browser:
 
 test: setup browser
 	$(BIN)/python -m pytest -q
+
+# The model mechanics again, against the oldest transformers that pyproject.toml allows (installed
+# into .oldest/, ahead of the venv's own on PYTHONPATH): its forward() and TrainingArguments spell
+# some arguments differently, and an unknown keyword can be swallowed silently.
+OLDEST := transformers==5.17.0 huggingface_hub==1.33.0
+test-oldest: setup
+	$(BIN)/pip install -q --no-deps --target .oldest $(OLDEST)
+	PYTHONPATH=.oldest $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_generation.py tests/test_training.py
 
 bench: setup
 	$(BIN)/python bench/generation.py

@@ -23,6 +23,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.generation.streamers import BaseStreamer
 
 from . import invariance
+from .models import cache_argument
 
 Messages = list[dict[str, str]]
 
@@ -256,6 +257,7 @@ class Engine:
         # generate()'s positions: counted over real tokens, padding at 1 (never attended).
         positions = (mask[:, :width].cumsum(-1) - 1).masked_fill(mask[:, :width] == 0, 1)
         cache = _preallocated_cache(self.model, width + max_new)
+        cache_arg = cache_argument(self.model)
         live = list(range(len(rows)))  # the caller's row each batch row decodes
         out: list[list[int]] = [[] for _ in rows]
         done = [i >= keep for i in range(len(rows))]  # fillers are never reported
@@ -264,7 +266,7 @@ class Engine:
         for step in range(max_new):
             self.stats.row_steps += len(live)
             logits = self.model(input_ids=step_ids, attention_mask=mask[:, :length], position_ids=positions,
-                                cache=cache, use_cache=True, logits_to_keep=1).logits
+                                use_cache=True, logits_to_keep=1, **{cache_arg: cache}).logits
             next_ids = logits[:, -1].argmax(-1)
             for b, t in zip(live, next_ids.tolist()):
                 if done[b]:

@@ -10,6 +10,7 @@ passed to `from_pretrained` (a Hugging Face id works for users with network or a
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -196,6 +197,19 @@ def numerics(settings: ModelSettings, evaluation: bool = False) -> tuple[torch.d
     """Device and dtype of generation: `eval_dtype` when answers decide outcomes, else `dtype`."""
     device = pick_device(settings.device)
     return device, pick_dtype(settings.eval_dtype if evaluation else settings.dtype, device)
+
+
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name under which `model.forward` takes its KV cache. transformers 5.24 renamed
+    `past_key_values` to `cache`; an older forward() takes an unknown `cache=` into its **kwargs and
+    runs without the cache, silently giving other logits, so callers ask instead of assuming."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _cache_argument(type(base))
+
+
+@lru_cache(maxsize=None)
+def _cache_argument(cls: type) -> str:
+    return "cache" if "cache" in inspect.signature(cls.forward).parameters else "past_key_values"
 
 
 @lru_cache(maxsize=4)

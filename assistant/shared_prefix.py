@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from trl import SFTTrainer
 
+from .models import cache_argument
+
 MIN_TOKENS = 16  # below this the second forward costs more than it saves
 
 
@@ -43,13 +45,14 @@ def split_inputs(model, inputs: dict, p: int) -> dict:
     lm = model.get_base_model() if hasattr(model, "get_base_model") else model
     backbone = lm.base_model  # the decoder without its LM head: the prefix is never scored
     cache = DynamicCache(config=lm.config)
+    key = cache_argument(lm)
     backbone(input_ids=inputs["input_ids"][:1, :p], attention_mask=inputs["attention_mask"][:1, :p],
-             cache=cache, use_cache=True)
+             use_cache=True, **{key: cache})
     cache.batch_repeat_interleave(inputs["input_ids"].size(0))
     rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "labels", "use_cache")}
     rest["input_ids"] = inputs["input_ids"][:, p:]
     rest["labels"] = inputs["labels"][:, p:]
-    rest["cache"] = cache
+    rest[key] = cache
     rest["attention_mask"] = inputs["attention_mask"]  # prefix + rest: positions continue after the prefix
     return rest
 

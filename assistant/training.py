@@ -265,7 +265,7 @@ def sft_config(s: LoraSettings, output_dir: Path, epochs: float, steps_per_epoch
         # Speed (bench/training.py measures each): no activation recomputation (a 135M model's
         # activations fit easily), fp32 on CPUs without native bf16, length-grouped batches with
         # dynamic padding so little compute goes to pad tokens.
-        activation_checkpointing=False,
+        **{checkpointing_argument(SFTConfig): False},
         bf16=dtype == torch.bfloat16,
         fp16=dtype == torch.float16,
         use_cpu=device_type == "cpu",
@@ -287,6 +287,15 @@ def sft_config(s: LoraSettings, output_dir: Path, epochs: float, steps_per_epoch
         disable_tqdm=not progress,
     )
     return SFTConfig(**{**settings, **overrides})
+
+
+def checkpointing_argument(config_class: type) -> str:
+    """TrainingArguments' switch for activation recomputation: `activation_checkpointing` from
+    transformers 5.24, `gradient_checkpointing` before (TRL's SFTConfig turns it on by default)."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_class)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def tensorboard_available() -> bool:

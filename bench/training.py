@@ -89,7 +89,7 @@ def run_one(corpus_path: str, name: str, steps: int, warmup: int, n_val: int) ->
         if name != "full_head":
             training.score_labelled_positions_only()
         dtype = pick_dtype(corpus.config.model.dtype, device)
-        change = {"+checkpointing": {"activation_checkpointing": True},
+        change = {"+checkpointing": {training.checkpointing_argument(SFTConfig): True},
                   "random_order": {"train_sampling_strategy": "random"},
                   "batch8": {"per_device_train_batch_size": 8}, "batch32": {"per_device_train_batch_size": 32},
                   "padding_free": {"padding_free": True, "max_length": None},
@@ -125,7 +125,7 @@ def run_one(corpus_path: str, name: str, steps: int, warmup: int, n_val: int) ->
             "tokens_per_cpu_s": round((n1 - n0) / (c1 - c0), 1), "s_per_step": round((t1 - t0) / (len(meter.marks) - warmup), 2),
             "tokens_per_step": round((n1 - n0) / (len(meter.marks) - warmup)), "steps": len(meter.marks),
             "batch_size": args.per_device_train_batch_size, "bf16": bool(args.bf16),
-            "checkpointing": bool(args.activation_checkpointing), "sampler": args.train_sampling_strategy,
+            "checkpointing": bool(getattr(args, training.checkpointing_argument(type(args)))), "sampler": args.train_sampling_strategy,
             "threads": torch.get_num_threads(), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "dtype": str(model.dtype).removeprefix("torch."), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "train_loss_last4": round(sum(losses[-4:]) / len(losses[-4:]), 4),

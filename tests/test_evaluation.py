@@ -529,3 +529,19 @@ def test_worker_count_follows_cores_work_and_setting(tiny_corpus, monkeypatch):
     assert runner.eval_workers(tiny_corpus, 10_000) == runner.MAX_AUTO_WORKERS  # one model copy each
     tiny_corpus.config.evaluation.workers = 4
     assert runner.eval_workers(tiny_corpus, 2) == 2 and runner.eval_workers(tiny_corpus, 100) == 4
+
+
+def test_evaluation_warns_when_answers_are_not_batch_invariant_on_this_device(tiny_corpus, tmp_path, monkeypatch):
+    """Where no row count makes the matrix kernels batch-invariant (measured: an H200 in fp32), the
+    evaluation says so instead of implying exact answers; on this CPU it stays quiet."""
+    from assistant.generation import Engine
+
+    _suites(tmp_path, tiny_corpus)
+    quiet = Console(record=True, width=300)
+    runner.evaluate(tiny_corpus, ["prompted"], limit=1, console=quiet)
+    assert "not batch-invariant" not in quiet.export_text()
+    monkeypatch.setattr(Engine, "_probe", lambda self: None)
+    shutil.rmtree(tiny_corpus.runs_dir / "eval")
+    loud = Console(record=True, width=300)
+    runner.evaluate(tiny_corpus, ["prompted"], limit=1, console=loud)
+    assert "answers are not batch-invariant on this device" in loud.export_text()

@@ -75,8 +75,8 @@ def scores_alone_and_in_batch(engine, question, adapter=None):
         ids = ids + [ids[-1]] * (engine.min_rows() - len(ids))  # as Engine.generate fills a short batch
         width = max(map(len, ids))
         pad = engine.tokenizer.pad_token_id
-        x = torch.tensor([[pad] * (width - len(r)) + r for r in ids])
-        m = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids])
+        x = torch.tensor([[pad] * (width - len(r)) + r for r in ids], device=engine.device)
+        m = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids], device=engine.device)
         with engine.using(adapter), torch.inference_mode():
             gen = engine.model.generate(input_ids=x, attention_mask=m, max_new_tokens=6, do_sample=False,
                                         pad_token_id=pad, output_scores=True, return_dict_in_generate=True)
@@ -100,6 +100,8 @@ def dtype_engine(request):
 
 @pytest.mark.parametrize("adapter", [None, "lora"])
 def test_padding_and_batch_neighbours_do_not_change_a_single_bit(dtype_engine, adapter):
+    if not dtype_engine.exact():  # e.g. a GPU whose matrix kernels change with the row count
+        pytest.skip("no batch-invariant row count on this device (evaluation warns that its answers are not exact)")
     question = "What is the return window for bikes in your shop?"
     alone, batched = scores_alone_and_in_batch(dtype_engine, question, adapter)
     assert torch.equal(alone, batched)  # the logits themselves, not only their argmax

@@ -15,6 +15,7 @@ import pytest
 
 from assistant import training
 from assistant.corpus import load_corpus
+from assistant.models import pick_device
 
 ROOT = Path(__file__).parent.parent
 
@@ -165,7 +166,8 @@ def test_build_publishes_a_peft_adapter_and_retrains_only_on_change(tiny_corpus_
     assert len(log["train_loss"]) == 4 and len(log["val_loss"]) == 2  # per step, per epoch
     assert log["tokens_per_s"] > 0 and log["peak_memory_mb"] > 0 and log["resumed_from_step"] == 0
     assert log["shared_prefix_tokens_saved"] > 0  # the system prompt ran once per batch, not per row
-    assert log["environment"]["training"] == {"device": "cpu", "dtype": log["dtype"]}  # the report card
+    device = pick_device("auto").type  # the report card names where it trained
+    assert log["environment"]["training"] == {"device": device, "dtype": log["dtype"]}
     assert report["environment"] == log["environment"] and log["environment"]["trl"]
     assert not list(folder.glob(".adapter.*"))  # no temporary leftovers
     assert_tensorboard_curves(folder / "tensorboard", train_points=4, val_points=2)
@@ -213,7 +215,7 @@ def test_kill_9_mid_training_resumes_from_the_last_checkpoint(tiny_corpus_dir):
               learning_rate=0.001)
     corpus = load_corpus(tiny_corpus_dir)
     checkpoints = corpus.runs_dir / "sft" / "checkpoints"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU also on a one-GPU machine
     proc = subprocess.Popen([sys.executable, "-m", "assistant.training", str(tiny_corpus_dir), "--variant", "sft"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -240,7 +242,7 @@ def test_kill_9_mid_training_resumes_from_the_last_checkpoint(tiny_corpus_dir):
 def test_training_runs_unchanged_under_accelerate_launch_with_two_processes(tiny_corpus_dir):
     """Data parallel over two CPU processes (gloo): the same module, one adapter, half the steps."""
     configure(tiny_corpus_dir, epochs=2, batch_size=1)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU also on a one-GPU machine
     # --multi_gpu picks accelerate's torchrun launcher; without GPUs the processes train on CPU over gloo.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
@@ -329,7 +331,7 @@ def test_one_engine_switches_adapters_like_separate_engines(tmp_path):
     prompts = [[{"role": "user", "content": "How much is a tune-up?"}], [{"role": "user", "content": "Hello"}]]
 
     def logits(engine: Engine, adapter):
-        ids = engine.tokenizer(engine.render(prompts[0]), return_tensors="pt")
+        ids = engine.tokenizer(engine.render(prompts[0]), return_tensors="pt").to(engine.device)
         with engine.using(adapter), torch.inference_mode():
             return engine.model(**ids).logits
 

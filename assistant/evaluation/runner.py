@@ -223,13 +223,18 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
         console.print(f"generation: {stats['answers']} answers decoded, {stats['reused']} reused, {stats['tokens']} "
                       f"tokens, {stats['row_steps']} row-steps, {time.perf_counter() - t0:.0f} s"
                       + (f", {workers} worker processes" if workers > 1 else ""))
+        if not stats["exact"]:
+            console.print("[yellow]answers are not batch-invariant on this device: its matrix kernels change with "
+                          "the number of rows (invariance.min_rows found no safe row count), so a question can be "
+                          "answered differently inside another batch; the cache keeps the first answer[/]")
     return {name: caches[name].answers for name, _ in ready}
 
 
 def answer_units(corpus: Corpus, units: list[tuple[str, bool, list[EvalItem]]], paths: dict[str, str],
                  progress=lambda n: None, status=lambda s: None) -> dict[str, int]:
     """Answer each unit (variant, own-answer slices?, items) and append it to the variant's cache file;
-    returns the engine's counts of decoded and reused answers, tokens and row-steps."""
+    returns the engine's counts of decoded and reused answers, tokens and row-steps, and whether its
+    answers are batch-invariant here (`exact`)."""
     engine = open_engine(corpus)
     evaluation = corpus.config.evaluation
     before = replace(engine.stats)
@@ -248,7 +253,8 @@ def answer_units(corpus: Corpus, units: list[tuple[str, bool, list[EvalItem]]], 
             progress(len(batch))
     done = engine.stats
     return {"answers": done.answers - before.answers, "reused": done.reused - before.reused,
-            "tokens": done.tokens - before.tokens, "row_steps": done.row_steps - before.row_steps}
+            "tokens": done.tokens - before.tokens, "row_steps": done.row_steps - before.row_steps,
+            "exact": engine.exact()}
 
 
 def _worker(root: str, config, units: list, paths: dict[str, str], queue) -> dict[str, int]:
@@ -293,7 +299,7 @@ def _answer_in_workers(corpus: Corpus, units: list, paths: dict[str, str], worke
             if len(finished) == len(futures):
                 break
         totals = [f.result() for f in futures]  # re-raises a worker's error here
-    return {k: sum(t[k] for t in totals) for k in totals[0]}
+    return {k: all(t[k] for t in totals) if k == "exact" else sum(t[k] for t in totals) for k in totals[0]}
 
 
 def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,
