@@ -268,8 +268,17 @@ def test_a_name_listed_beside_key_facts_must_be_in_the_gold_document():
 def test_free_text_paths_check_values_polarity_and_identifiers():
     ref = "Configure the editor to insert spaces: PEP 8 recommends 4 spaces per indentation level."
     ctx = M.Context(M.CorpusFacts.from_texts([ref]), ref, "How many spaces per indentation level does PEP 8 recommend?")
+    # the question counts spaces: the reference's count is a fact to repeat, in any spelling
+    assert M.derived_facts(ref, ctx.question) == ["4 spaces"]
     wrong = M.judge("answerable", "PEP 8 recommends 2 spaces per indentation level.", [], ref, ctx, similarity=0.9)
-    assert (wrong.outcome, wrong.reason) == ("hallucinated", "states '2 spaces' where the reference says '4 spaces'")
+    assert (wrong.outcome, wrong.reason) == ("hallucinated", "no key fact asserted (needs '4 spaces')")
+    assert M.judge("answerable", "**Four** spaces per level.", [], ref, ctx, similarity=0.5).outcome == "correct"
+    # a question that does not count them: another value in the reference's unit contradicts it
+    days = "Refunds take 5 business days once the parcel arrives."
+    ctx_days = M.Context(M.CorpusFacts.from_texts([days]), days, "What happens after my parcel arrives?")
+    late = M.judge("answerable", "Refunds take 7 business days once it arrives.", [], days, ctx_days, similarity=0.9)
+    assert (late.outcome, late.reason) == ("hallucinated", "states '7 business days' where the reference says "
+                                                           "'5 business days'")
     # a bare yes answers a yes/no question as the reference does
     yes = "Yes. Python has a simple and consistent syntax and a large standard library."
     assert M.judge("answerable", "Yes.", [], yes, similarity=0.2).outcome == "correct"
@@ -341,7 +350,7 @@ def test_unsupported_claims_against_the_whole_corpus(tiny_corpus):
 def test_free_text_references_derived_facts_entities_and_sections():
     ref = ("Very stable: new stable releases have come out roughly every 6 to 18 months since 1991, and since "
            "version 3.9 there is a major new release every 12 months (PEP 602).")
-    assert M.derived_facts(ref) == ["6 to 18 month", "1991", "3.9", "12 month", "602"]
+    assert M.derived_facts(ref) == ["6 to 18 months", "1991", "3.9", "12 months", "602"]
     half = M.judge("answerable", "Every twelve months since 3.9, per PEP 602.", [], ref)
     assert (half.outcome, half.path) == ("correct", "derived")  # 3 of 5 derived facts
     assert M.judge("answerable", "Every two years.", [], ref).outcome == "hallucinated"

@@ -83,6 +83,7 @@ _ABSTAIN = [
     r"engage|participate|be of help)",
     rf"\bi {_KNOW} have (?:any |enough |the |that |this |an |a |specific |reliable |accurate )*(?:information|info|"
     r"details|data|knowledge|access|answer|record)",
+    rf"\bi {_KNOW} have anything (?:on|about|regarding|for|to (?:say|share|go on))\b",
     r"\b(?:i (?:have|found)|there (?:is|are|was)|there's) no (?:specific |relevant |reliable |such )?(?:information|"
     r"mention|details|data|record|answer|knowledge|idea)",
     r"\bi have no (?:idea|clue)\b|\bno idea\b",
@@ -136,7 +137,7 @@ _ABSTAIN = [
     r"\b(?:passages?|documents?|documentation|docs|context|sources?|help ?cent(?:re|er)|articles?|policies|policy|"
     r"information (?:i have|available|provided)|records?|materials?|knowledge base|faq|text|notes|website)\b[^.]*?"
     r"\b(?:do(?:es)? not|don't|doesn't|did not|didn't) (?:mention|say|specify|state|contain|include|cover|provide|"
-    r"give|list|address|discuss|tell|explain|answer|seem to|go into|get into|touch on|talk about|deal with)",
+    r"give|list|name|address|discuss|tell|explain|answer|seem to|go into|get into|touch on|talk about|deal with)",
     r"\b(?:says?|said|mentions?|contains?|tells? (?:me|us)) nothing (?:about|on|regarding|of)\b",
     r"\b(?:that|this|it)(?:'s| is| falls| lies| goes) (?:outside|beyond) (?:what|the scope|my|our)\b",
     r"(?:^|\b(?:i|we) )(?:can't|cannot|can not|couldn't|could not) (?:tell|say|determine|confirm|know)\b",
@@ -368,12 +369,15 @@ def _unit_text(unit: str, number: str) -> str:
     """Units as a reader writes them: "usd" -> "$" (prefix), "day" -> "days" after a number other than 1."""
     if not unit or unit == "usd":
         return ""
-    plural = number != "1" and unit.isalpha() and len(unit) > 2 and unit not in T.UNITS and unit != "oclock"
+    word = unit.split()[-1]  # "business day" -> "business days"
+    plural = number != "1" and word.isalpha() and len(word) > 2 and unit != "oclock" \
+        and (unit not in T.UNITS or unit in ("hour", "minute", "second", "mile"))
     return f" {unit}s" if plural else f" {unit}"
 
 
 # The normal form counts lengths in mm, weights in g and volumes in ml; reasons use the larger unit back.
-_DISPLAY = {"mm": [("km", 1_000_000), ("m", 1000), ("cm", 10)], "g": [("kg", 1000)], "ml": [("l", 1000)]}
+_DISPLAY = {"mm": [("km", 1_000_000), ("m", 1000), ("cm", 10)], "g": [("kg", 1000)], "ml": [("l", 1000)],
+            "minute": [("hour", 60)]}
 
 
 def _label(v: T.Value) -> str:
@@ -605,13 +609,16 @@ def derived_facts(reference: str, question: str = "") -> list[str]:
     to the similarity path."""
     if len(reference.split()) > 40 or (question and not _ASKS_VALUE.search(question)):
         return []
+    # "how many spaces per level ...": spaces are what is counted, a unit like days
+    counted = {T.fold(m.lower()) for m in re.findall(r"\bhow many (\w+)", question, re.IGNORECASE)}
     out = []
     for v in T.values(reference):
-        if _trivial(v) or (v.unit not in _MEASURES and v.number.isdigit() and int(v.number) < 10):
+        measure = v.unit in _MEASURES or (v.unit and T.fold(v.unit) in counted)
+        if _trivial(v) or (not measure and v.number.isdigit() and int(v.number) < 10):
             continue  # "only one thread" is wording, not a fact to repeat
-        if re.fullmatch(r"\d+(?:st|nd|rd|th)|10+", v.number) and v.unit not in _MEASURES:
+        if re.fullmatch(r"\d+(?:st|nd|rd|th)|10+", v.number) and not measure:
             continue  # "the first time", "third-party", "millions of users": words, not values
-        out.append(f"{v.number} {v.unit}" if v.unit in _MEASURES and v.unit != "usd" else v.number)
+        out.append(f"{v.number}{_unit_text(v.unit, v.number)}" if measure and v.unit != "usd" else v.number)
     return list(dict.fromkeys(out))
 
 
@@ -671,6 +678,9 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
     path = "derived" if facts else "similarity"
     if not asserts:
         return Judgement("abstained", "declines" if p.abstains else "empty answer", path)
+    if p.abstains and len(p.claims) >= 2 and all(_HEDGED_ALTERNATIVE.search(c.strip()) for c in p.claims):
+        # "I'm not sure: maybe X, maybe Y": a hedge that commits to none of its guesses
+        return Judgement("abstained", "hedges between guesses without committing to one", path)
     ref_pol, ans_pol = polarity(reference), polarity(p.claims[0]) if p.claims else None
     if ref_pol and ans_pol and ref_pol != ans_pol:
         return Judgement("hallucinated", f"says {ans_pol!r} where the reference says {ref_pol!r}", path)
@@ -686,6 +696,9 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
     invented = _invented(p, " ".join([reference, ctx.gold, ctx.question]) if ctx else reference, ctx)
     if invented:
         return Judgement("hallucinated", invented, path)
+    competing = _competing_names(p, " ".join([reference, ctx.gold if ctx else ""]))
+    if competing:
+        return Judgement("hallucinated", competing, path)
     flipped = _flipped(p, reference)
     if flipped:
         return Judgement("hallucinated", f"asserts {flipped!r}, which the reference negates", path, similarity)
@@ -715,6 +728,24 @@ def _contradicts_reference_value(p: Parsed, reference: str, gold: str, question:
         same = [r for r in ref if r.unit == v.unit]
         if same and not all((n, v.unit) in known for n in _ends(v.number)):
             return f"states {_label(v)!r} where the reference says {_label(same[0])!r}"
+    return None
+
+
+_CODE_SPAN = re.compile(r"`([^`\n]{1,60})`")
+
+
+def _competing_names(p: Parsed, local_text: str) -> str | None:
+    """Code names offered as alternatives ("`smtplib`, `imaplib` or `ftplib`") of which the reference
+    or gold document backs some and not others: a shotgun of names, as "7, 14 or 30 days" is of values."""
+    local = local_text.lower()
+    for c in p.claims:
+        names = [m.group(1).strip().rstrip("()") for m in _CODE_SPAN.finditer(c)]
+        if len(names) < 2 or not re.search(r"`\s*,?\s+or\s+`", c):
+            continue
+        known = [n for n in names if n.lower() in local]
+        other = [n for n in names if n.lower() not in local]
+        if known and other:
+            return f"competing names: {', '.join(names)} (the reference backs {known[0]!r})"
     return None
 
 

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from probes_v2 import PROBES_V2, PYFAQ_PROBES_V2  # same folder: run as a script
+from probes_v4 import PROBES_V4, PYFAQ_PROBES_V4
 
 ROOT = Path(__file__).resolve().parents[2]
 LABELLED = ROOT / "evals" / "labels" / "labelled.jsonl"
@@ -297,6 +298,8 @@ def probe_rows() -> list[dict]:
         ("ecostride", "probe", PROBES, None), ("python-faq", "probe-pyfaq", PYFAQ_PROBES, None),
         # Batch v2: an independent labeller who never saw the scorer (probes_v2.py).
         ("ecostride", "probe2", PROBES_V2, "v2"), ("python-faq", "probe2-pyfaq", PYFAQ_PROBES_V2, "v2"),
+        # Batch v4: another independent writer, with the real python-faq answers of batch v4 (probes_v4.py).
+        ("ecostride", "probe4", PROBES_V4, "v4"), ("python-faq", "probe4-pyfaq", PYFAQ_PROBES_V4, "v4"),
     ):
         qa = source_rows(corpus)
         rows = [_row(qa[qid], f"{prefix}-{kind}-{n:03d}", corpus, kind, answer, label, note, qid)
