@@ -72,9 +72,10 @@ SYNONYMS: dict[str, str] = {
     "complimentary": "free",
     "no one": "nobody",  # or alpha2digit reads "no 1"
     "fortnight": "2 weeks",
+    # (hours are not converted to minutes: a bare "24" key fact must still match "24 hours")
     "half an hour": "30 minutes",
     "quarter of an hour": "15 minutes",
-    "an hour": "1 hour",
+    "an hour": "60 minutes",
     "24/7": "24 hours a day 7 days a week",  # a claim about hours, checked like one
     "12 noon": "12 pm",
     "noon": "12 pm",
@@ -93,7 +94,7 @@ SYNONYMS: dict[str, str] = {
 # Exact conversions to one unit per dimension, so "70 mm" and "7 cm", "3 weeks" and "21 days" match.
 # (Months and years are not whole numbers of days: they stay as they are.)
 _CONVERT = {"km": ("mm", 1_000_000), "m": ("mm", 1000), "cm": ("mm", 10), "kg": ("g", 1000),
-            "mg": ("g", 0.001), "l": ("ml", 1000), "week": ("day", 7), "weeks": ("days", 7), "hour": ("minute", 60),
+            "mg": ("g", 0.001), "l": ("ml", 1000), "week": ("day", 7), "weeks": ("days", 7),
             "year": ("month", 12), "years": ("months", 12)}
 _DAYS = "(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)"
 # Day abbreviations count only inside a range ("Tues-Sat"): "sat" and "sun" are words too.

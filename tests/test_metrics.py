@@ -373,3 +373,24 @@ def test_a_phrase_the_reference_negates_must_not_be_asserted():
                     similarity=0.7)
     assert (wrong.outcome, wrong.reason) == ("hallucinated", "asserts 'linked list', which the reference negates")
     assert right.outcome == "correct"
+
+
+def test_hours_in_words_match_minutes_and_bare_numbers_still_match_hours():
+    assert M.outcome("answerable", "You've got an hour after ordering to change it.", ["60 minutes"]) == "correct"
+    assert M.outcome("answerable", "Within half an hour.", ["30 minutes"]) == "correct"
+    assert M.outcome("answerable", "Within half an hour.", ["60 minutes"]) == "hallucinated"
+    assert M.outcome("general", "A day is approximately 24 hours.", ["24"]) == "correct"
+
+
+def test_hedging_between_guesses_abstains_and_code_names_offered_as_alternatives_are_a_shotgun():
+    ref = "Use the standard library module smtplib."
+    ctx = M.Context(M.CorpusFacts.from_texts([ref]), ref, "How do I send mail from a Python script?")
+    shotgun = M.judge("answerable", "You can use `smtplib`, `imaplib` or `ftplib` to send it.", [], ref, ctx, similarity=0.9)
+    assert (shotgun.outcome, shotgun.reason.split(" (")[0]) == ("hallucinated", "competing names: smtplib, imaplib, ftplib")
+    assert M.judge("answerable", "Use `smtplib` (or `email` to build it).", [], ref, ctx, similarity=0.9).outcome == "correct"
+    hedge = M.judge("answerable", "Hard to say. Maybe smtplib, maybe sockets; I'm not sure which.", [], ref, ctx,
+                    similarity=0.7)
+    assert (hedge.outcome, hedge.reason) == ("abstained", "hedges between guesses without committing to one")
+    assert M.judge("answerable", "I'm not sure, maybe smtplib.", [], ref, ctx, similarity=0.7).outcome == "correct"
+    for decline in ("Sorry, I don't have anything on that topic.", "I can't tell you; the FAQ doesn't name anyone."):
+        assert M.is_abstention(decline), decline

@@ -376,8 +376,7 @@ def _unit_text(unit: str, number: str) -> str:
 
 
 # The normal form counts lengths in mm, weights in g and volumes in ml; reasons use the larger unit back.
-_DISPLAY = {"mm": [("km", 1_000_000), ("m", 1000), ("cm", 10)], "g": [("kg", 1000)], "ml": [("l", 1000)],
-            "minute": [("hour", 60)]}
+_DISPLAY = {"mm": [("km", 1_000_000), ("m", 1000), ("cm", 10)], "g": [("kg", 1000)], "ml": [("l", 1000)]}
 
 
 def _label(v: T.Value) -> str:
