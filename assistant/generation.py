@@ -24,6 +24,7 @@ from transformers.generation.streamers import BaseStreamer
 
 from . import invariance
 from .models import cache_argument
+from .runtime import torch_threads
 
 Messages = list[dict[str, str]]
 
@@ -37,6 +38,20 @@ class Generation:
     batch_size: int = 1
 
 
+@dataclass(frozen=True)
+class DecodePlan:
+    """How the engine decodes a batch so that no answer depends on its neighbours (`Engine.plan`)."""
+
+    rows: int  # fewest rows a batch decodes with (a short batch is filled with copies)
+    threads: int | None = None  # torch threads while decoding; None: the process's own
+    alone: bool = False  # no safe row count: every question is decoded on its own
+
+    def __str__(self) -> str:
+        if self.alone:
+            return "each question decoded alone (no batch-invariant row count)"
+        return f"batches of at least {self.rows} rows" + (f", {self.threads} thread while decoding" if self.threads else "")
+
+
 @dataclass
 class DecodeStats:
     """What the engine decoded since it was created: the evaluation reports it (work done, not assumed)."""
@@ -45,6 +60,7 @@ class DecodeStats:
     reused: int = 0  # answered with an earlier identical prompt's Generation instead
     tokens: int = 0  # answer tokens kept
     row_steps: int = 0  # rows x forward passes computed, fillers and finished rows still in the batch included
+    alone: int = 0  # decoded one question at a time: no batch-invariant row count here (`Engine.plan`)
 
 
 class Engine:
@@ -73,18 +89,42 @@ class Engine:
     def dtype(self) -> torch.dtype:
         return self._dtype
 
-    def _probe(self) -> int | None:
-        return invariance.min_rows(invariance.linear_shapes(self.model), self.dtype, self.device.type,
-                                   max(self.batch_size, 4))
+    def plan(self) -> DecodePlan:
+        """How this engine keeps an answer independent of its batch on this machine, probed once per
+        dtype and thread count (see invariance.py): pad every batch to the fewest rows whose matrix
+        kernels no longer depend on the row count; else, on CPU, do the same with one thread if that
+        is invariant (measured: an Intel AMX CPU in fp32 with two threads is not, with one is); else
+        decode each question alone (measured: the same CPU in bf16 at any thread count), which is
+        what a lone question does by definition. Without batch invariance: plain batches."""
+        if not self.batch_invariant:
+            return DecodePlan(rows=1)
+        shapes = invariance.linear_shapes(self.model)
+        max_rows = max(self.batch_size, 4)
+        rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
+        if rows is not None:
+            return DecodePlan(rows=rows)
+        if self.device.type == "cpu" and torch.get_num_threads() > 1:
+            with torch_threads(1):
+                rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
+            if rows is not None:
+                return DecodePlan(rows=rows, threads=1)
+        return DecodePlan(rows=1, alone=True)
 
     def min_rows(self) -> int:
         """Fewest rows a batch is decoded with, so that every linear layer runs its batch-invariant
         kernel (1 where the kernels never depend on the row count); 1 when invariance is off."""
-        return (self._probe() or 1) if self.batch_invariant else 1
+        return self.plan().rows
 
     def exact(self) -> bool:
-        """Whether answers are byte-identical alone and in any batch on this machine (probed, see invariance.py)."""
-        return self.batch_invariant and self._probe() is not None
+        """Whether answers are byte-identical alone and in any batch: always, when batch-invariant
+        (each question decoded alone where no row count is safe, see `plan`)."""
+        return self.batch_invariant
+
+    @contextlib.contextmanager
+    def decoding_threads(self, plan: DecodePlan) -> Iterator[None]:
+        """The thread count the plan was probed with, while decoding."""
+        with torch_threads(plan.threads) if plan.threads else contextlib.nullcontext():
+            yield
 
     def _fill(self, rows: list, minimum: int) -> list:
         """A short batch filled up with copies of its last row (their answers are dropped)."""
@@ -143,7 +183,8 @@ class Engine:
                  progress: bool | str = False) -> list[Generation]:
         """Greedy answers for many conversations, batched by similar length, in input order."""
         max_new = max_new_tokens or self.max_new_tokens
-        bs = batch_size or self.batch_size
+        plan = self.plan()
+        bs = 1 if plan.alone else batch_size or self.batch_size
         prompts = [self.render(m) for m in conversations]
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
         # One decoding per distinct prompt (and, within `reuse_answers`, per prompt ever seen): with
@@ -157,12 +198,13 @@ class Engine:
                 first.setdefault(k, i)
         todo = list(first.values())
         self.stats.reused += len(ids) - len(todo)
+        self.stats.alone += len(todo) if plan.alone else 0
         # Sorting by length keeps left padding (wasted compute) small within each batch.
         order = sorted(todo, key=lambda i: len(ids[i]), reverse=True)
         bar = tqdm(total=len(ids), desc=progress if isinstance(progress, str) else "generating",
                    disable=not progress, unit="q")
         bar.update(len(ids) - len(todo))
-        with self.using(adapter):
+        with self.using(adapter), self.decoding_threads(plan):
             start = 0
             while start < len(order):
                 size = bs  # the first (longest) prompt sets the batch's width: at most batch_tokens in all
@@ -320,6 +362,10 @@ class Engine:
         adapters = list(adapters) if adapters is not None else [None] * len(conversations)
         if any(adapters) and not self.adapters:
             raise KeyError(f"adapters {sorted(set(filter(None, adapters)))} are not loaded")
+        plan = self.plan()
+        if plan.alone and len(conversations) > 1:
+            yield from self._stream_in_turn(conversations, adapters, max_new_tokens, stop_rows)
+            return
         n = len(conversations)
         pad = self.tokenizer.pad_token_id
         ids = [self.tokenizer(self.render(m), add_special_tokens=False)["input_ids"] for m in conversations]
@@ -343,7 +389,7 @@ class Engine:
 
         def work() -> None:
             try:
-                with self._lock, torch.inference_mode():
+                with self._lock, self.decoding_threads(plan), torch.inference_mode():
                     self.model.generate(input_ids=input_ids, attention_mask=mask, do_sample=False,
                                         max_new_tokens=max_new_tokens or self.max_new_tokens,
                                         pad_token_id=pad, streamer=streamer, **extra)
@@ -358,6 +404,24 @@ class Engine:
         thread.join()
         if error:
             raise error[0]
+
+
+    def _stream_in_turn(self, conversations: Sequence[Messages], adapters: list[str | None],
+                        max_new_tokens: int | None,
+                        stop_rows: Callable[[], Sequence[bool]] | None) -> Iterator[list[StreamRow]]:
+        """`stream_many` where no row count is batch-invariant (`plan().alone`): each conversation is
+        decoded on its own, one after another, so every row is the lone question's answer; the
+        columns fill in turn instead of together."""
+        rows = [StreamRow("", 0, False) for _ in conversations]
+        for i, (messages, adapter) in enumerate(zip(conversations, adapters)):
+            if stop_rows is not None and stop_rows()[i]:  # its client left before its turn
+                rows[i] = StreamRow("", 0, True)
+                yield list(rows)
+                continue
+            flag = (lambda i=i: [stop_rows()[i]]) if stop_rows is not None else None
+            for (row,) in self.stream_many([messages], [adapter], max_new_tokens, flag):
+                rows[i] = row
+                yield list(rows)
 
 
 class _PreallocatedLayer(DynamicLayer):

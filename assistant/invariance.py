@@ -86,15 +86,23 @@ def linear_shapes(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
     return tuple(sorted({(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)}))
 
 
-@lru_cache(maxsize=16)
 def min_rows(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: str, max_rows: int) -> int | None:
     """Smallest row count from which a row's linear output is the same bits whatever the batch.
 
-    Probed once per process with random data on this machine's kernels and thread count: every
+    Probed once per process and thread count with random data on this machine's kernels: every
     row of a block is computed in batches of m rows, for each m up to max_rows, and compared with
     one large batch (bf16 outputs hide most order differences in their rounding, hence many rows).
-    None when no row count up to max_rows is invariant: padding with copies cannot help then.
+    None when no row count up to max_rows is invariant: padding with copies cannot help then
+    (measured: an Intel AMX CPU in bf16 at any thread count and in fp32 with two threads, an H200
+    in fp32; the engine then decodes with one thread or each question alone, see `Engine.plan`).
     """
+    return _min_rows(shapes, dtype, device, max_rows, torch.get_num_threads())
+
+
+@lru_cache(maxsize=32)
+def _min_rows(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: str, max_rows: int,
+              threads: int) -> int | None:
+    # `threads` only keys the cache: the kernels, and so the answer, change with the thread count.
     gen = torch.Generator().manual_seed(0)
     need = 1
     for n_in, n_out in shapes:

@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from .config import RetrievalSettings
 from .corpus import Corpus
 from .models import load_embedder  # the one loader; re-exported for callers of retrieval
 from .storage import atomic_dir, read_json
-from .runtime import report_card
+from .runtime import report_card, torch_threads
 from .variants.base import NotBuilt, Source
 
 __all__ = ["Chunk", "Retriever", "build_index", "index_dir", "is_index_fresh", "index_fingerprint",
@@ -71,22 +70,6 @@ def is_index_fresh(corpus: Corpus) -> bool:
 
 
 # -- embeddings -------------------------------------------------------------------------------
-@contextmanager
-def torch_threads(n: int):
-    """Run torch ops with `n` intra-op threads (process-wide, restored after)."""
-    import torch
-
-    old = torch.get_num_threads()
-    if n >= old:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def embed(embedder, texts: Sequence[str], progress: bool = False, batch_size: int = 64) -> np.ndarray:
     vecs = embedder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                            convert_to_numpy=True, show_progress_bar=progress)

@@ -7,6 +7,8 @@ import os
 import platform
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -14,6 +16,22 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Distribution names whose versions decide the numbers (faiss ships as faiss-cpu or faiss-gpu).
 PACKAGES = {"torch": ("torch",), "transformers": ("transformers",), "peft": ("peft",), "trl": ("trl",),
             "sentence_transformers": ("sentence-transformers",), "faiss": ("faiss-cpu", "faiss-gpu", "faiss")}
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run torch ops with at most `n` intra-op threads (process-wide, restored after)."""
+    import torch
+
+    old = torch.get_num_threads()
+    if n >= old:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def quiet_libraries() -> None:

@@ -13,6 +13,8 @@ import argparse
 import sys
 import time
 
+import torch
+
 from assistant.config import VARIANTS
 from assistant.corpus import load_corpus
 from assistant.runtime import quiet_libraries
@@ -46,8 +48,7 @@ def main() -> int:
     engine = open_engine(corpus)
     print(f"{corpus.name}: {len(questions)} test questions ({min(map(len, questions))}-"
           f"{max(map(len, questions))} characters), {engine.device} {str(engine.dtype).removeprefix('torch.')}, "
-          f"batch-invariant {engine.batch_invariant} (rows >= {engine.min_rows()}, exact on this machine: "
-          f"{engine.exact()})")
+          f"batch-invariant {engine.batch_invariant} ({engine.plan()}; {torch.get_num_threads()} threads)")
     failed = 0
     for name in args.variants:
         cls = variant_class(name)

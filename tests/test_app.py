@@ -196,9 +196,11 @@ def test_padded_batch_decodes_like_single_answers_on_the_real_model(tiny_corpus_
         get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).save_pretrained(d)
         prompted.engine.add_adapter("random-lora", d)
     convs = [[{"role": "user", "content": x}] for x in batch]
+    # Where no row count is batch-invariant (an AMX CPU in bf16: README) each question is decoded alone.
+    rows = 1 if prompted.engine.plan().alone else 16
     for adapter in (None, "random-lora"):
         together = prompted.engine.generate(convs, adapter=adapter)
-        assert together[0].batch_size == 16
+        assert together[0].batch_size == rows
         for i in (0, 1, 3):  # the question, a short one and the longest one
             assert prompted.engine.generate(convs[i:i + 1], adapter=adapter)[0].text == together[i].text
 

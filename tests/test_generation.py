@@ -100,10 +100,12 @@ def dtype_engine(request):
 
 @pytest.mark.parametrize("adapter", [None, "lora"])
 def test_padding_and_batch_neighbours_do_not_change_a_single_bit(dtype_engine, adapter):
-    if not dtype_engine.exact():  # e.g. a GPU whose matrix kernels change with the row count
-        pytest.skip("no batch-invariant row count on this device (evaluation warns that its answers are not exact)")
+    plan = dtype_engine.plan()
+    if plan.alone:  # e.g. a GPU or an AMX CPU whose matrix kernels change with the row count
+        pytest.skip("no batch-invariant row count on this device: the engine decodes each question alone")
     question = "What is the return window for bikes in your shop?"
-    alone, batched = scores_alone_and_in_batch(dtype_engine, question, adapter)
+    with dtype_engine.decoding_threads(plan):
+        alone, batched = scores_alone_and_in_batch(dtype_engine, question, adapter)
     assert torch.equal(alone, batched)  # the logits themselves, not only their argmax
 
 
@@ -240,3 +242,66 @@ def test_a_token_budget_gives_long_prompts_smaller_batches_and_the_same_answers(
     assert {g.batch_size for g, n in zip(budgeted, lengths) if n == max(lengths)} == {2}  # the two long ones
     assert max(g.batch_size for g in budgeted) > 2  # short prompts still share larger batches
     assert engine.batch_size == 4 and engine.batch_tokens is None  # restored after the block
+
+
+# -- where the kernels are not batch-invariant (measured on an Intel AMX CPU: README) ----------------
+def fresh_engine(**kw):
+    model, tok = load_model(ModelSettings(name=TINY_ALIAS))
+    return Engine(model, tok, **kw)
+
+
+def test_where_no_row_count_is_invariant_each_question_is_decoded_alone(monkeypatch):
+    """On kernels that change with the row count at any row count and thread count (an AMX CPU in
+    bf16), batches cannot be made exact: `generate` then decodes each question on its own and
+    `stream_many` streams the rows in turn, so each answer is still the lone question's."""
+    from assistant import invariance
+
+    reference = fresh_engine(max_new_tokens=8, batch_size=16)
+    expected = [g.text for g in reference.generate(convs(*QUESTIONS))]
+    engine = fresh_engine(max_new_tokens=8, batch_size=16)
+    with tempfile.TemporaryDirectory() as d:
+        from peft import LoraConfig, get_peft_model
+
+        lora, _ = load_model(ModelSettings(name=TINY_ALIAS))
+        get_peft_model(lora, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).save_pretrained(d)
+        engine.add_adapter("lora", d)
+        reference.add_adapter("lora", d)
+    monkeypatch.setattr(invariance, "min_rows", lambda *a: None)
+    plan = engine.plan()
+    assert plan.alone and plan.rows == 1 and engine.exact()
+    got = engine.generate(convs(*QUESTIONS))
+    assert [g.text for g in got] == expected
+    assert {g.batch_size for g in got} == {1} and engine.stats.alone == len(QUESTIONS)
+    # The chat's columns: one row per adapter, filled one after another, each the lone answer.
+    chats, adapters = convs(QUESTIONS[1], QUESTIONS[3], QUESTIONS[5]), [None, "lora", None]
+    snapshots = list(engine.stream_many(chats, adapters))
+    final = snapshots[-1]
+    assert [r.text.strip() for r in final] == [reference.generate([c], adapter=a)[0].text
+                                               for c, a in zip(chats, adapters)]
+    assert any(s[0].text and not s[1].text and not s[2].text for s in snapshots)  # row 0 first, alone
+    # A row whose client left before its turn is never decoded.
+    left = list(engine.stream_many(chats, adapters, stop_rows=lambda: [False, True, False]))[-1]
+    assert left[1] == ("", 0, True) and left[2].text == final[2].text
+
+
+def test_where_only_one_thread_is_invariant_the_engine_decodes_with_one(monkeypatch):
+    """An AMX CPU in fp32 has a safe row count with one thread but none with two: the engine then
+    decodes with one thread (and restores the caller's), instead of giving up batching."""
+    from assistant import invariance
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        expected = [g.text for g in fresh_engine(max_new_tokens=6, batch_size=4).generate(convs(*QUESTIONS))]
+        engine = fresh_engine(max_new_tokens=6, batch_size=4)
+        monkeypatch.setattr(invariance, "min_rows", lambda *a: 4 if torch.get_num_threads() == 1 else None)
+        assert engine.plan() == __import__("assistant.generation", fromlist=["DecodePlan"]).DecodePlan(rows=4, threads=1)
+        seen = []
+        engine.model.register_forward_pre_hook(lambda *a: seen.append(torch.get_num_threads()))
+        got = engine.generate(convs(*QUESTIONS))
+        assert [g.text for g in got] == expected and {g.batch_size for g in got} == {4, 2}
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        streamed = list(engine.stream_many(convs(QUESTIONS[1])))[-1][0].text
+        assert streamed.strip() == expected[1] and set(seen) == {1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(saved)

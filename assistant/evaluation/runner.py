@@ -137,19 +137,11 @@ def one_thread(corpus: Corpus):
     decode only about 1.2x faster than one (a 135M model's small matrices), so the cores are better
     spent on one worker process each (`evaluation.workers`), and answers stay the same on any core
     count. Restores the thread count on exit."""
-    import torch
-
     from ..models import numerics
+    from ..runtime import torch_threads
 
-    if numerics(corpus.config.model, evaluation=True)[0].type != "cpu":
+    with torch_threads(1) if numerics(corpus.config.model, evaluation=True)[0].type == "cpu" else nullcontext():
         yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def eval_workers(corpus: Corpus, total: int) -> int:
@@ -223,18 +215,19 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
         console.print(f"generation: {stats['answers']} answers decoded, {stats['reused']} reused, {stats['tokens']} "
                       f"tokens, {stats['row_steps']} row-steps, {time.perf_counter() - t0:.0f} s"
                       + (f", {workers} worker processes" if workers > 1 else ""))
-        if not stats["exact"]:
-            console.print("[yellow]answers are not batch-invariant on this device: its matrix kernels change with "
-                          "the number of rows (invariance.min_rows found no safe row count), so a question can be "
-                          "answered differently inside another batch; the cache keeps the first answer[/]")
+        if stats["alone"]:
+            console.print(f"[yellow]{stats['alone']} answers were decoded one question at a time: no row count "
+                          "makes this device's matrix kernels batch-invariant in this dtype (invariance.min_rows), "
+                          "so batches could change answers. Exact, but slower; generation.batch_invariant: false "
+                          "batches anyway, and then an answer can depend on its batch[/]")
     return {name: caches[name].answers for name, _ in ready}
 
 
 def answer_units(corpus: Corpus, units: list[tuple[str, bool, list[EvalItem]]], paths: dict[str, str],
                  progress=lambda n: None, status=lambda s: None) -> dict[str, int]:
     """Answer each unit (variant, own-answer slices?, items) and append it to the variant's cache file;
-    returns the engine's counts of decoded and reused answers, tokens and row-steps, and whether its
-    answers are batch-invariant here (`exact`)."""
+    returns the engine's counts of decoded and reused answers, tokens and row-steps, and of answers
+    decoded one question at a time for want of a batch-invariant row count (`alone`)."""
     engine = open_engine(corpus)
     evaluation = corpus.config.evaluation
     before = replace(engine.stats)
@@ -254,7 +247,7 @@ def answer_units(corpus: Corpus, units: list[tuple[str, bool, list[EvalItem]]], 
     done = engine.stats
     return {"answers": done.answers - before.answers, "reused": done.reused - before.reused,
             "tokens": done.tokens - before.tokens, "row_steps": done.row_steps - before.row_steps,
-            "exact": engine.exact()}
+            "alone": done.alone - before.alone}
 
 
 def _worker(root: str, config, units: list, paths: dict[str, str], queue) -> dict[str, int]:
@@ -299,7 +292,7 @@ def _answer_in_workers(corpus: Corpus, units: list, paths: dict[str, str], worke
             if len(finished) == len(futures):
                 break
         totals = [f.result() for f in futures]  # re-raises a worker's error here
-    return {k: all(t[k] for t in totals) if k == "exact" else sum(t[k] for t in totals) for k in totals[0]}
+    return {k: sum(t[k] for t in totals) for k in totals[0]}
 
 
 def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,
