@@ -100,14 +100,16 @@ class Engine:
             return DecodePlan(rows=1)
         shapes = invariance.linear_shapes(self.model)
         max_rows = max(self.batch_size, 4)
-        rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
-        if rows is not None:
-            return DecodePlan(rows=rows)
-        if self.device.type == "cpu" and torch.get_num_threads() > 1:
-            with torch_threads(1):
-                rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
+        # Under the lock: the one-thread probe changes the process's thread count while it runs.
+        with self._lock:
+            rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
             if rows is not None:
-                return DecodePlan(rows=rows, threads=1)
+                return DecodePlan(rows=rows)
+            if self.device.type == "cpu" and torch.get_num_threads() > 1:
+                with torch_threads(1):
+                    rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
+                if rows is not None:
+                    return DecodePlan(rows=rows, threads=1)
         return DecodePlan(rows=1, alone=True)
 
     def min_rows(self) -> int:
