@@ -177,10 +177,26 @@ def cpu_supports_bf16() -> bool:
 
 
 def _cpuinfo_has(flag: str) -> bool:
+    return flag in _cpuinfo()
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> str:
     try:
-        return flag in Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
+        return ""
+
+
+def cpu_kernels() -> str:
+    """The CPU's matrix-kernel family, as far as it decides an answer's bits: torch's dispatch level,
+    the vendor (MKL and oneDNN take other code paths on Intel and AMD) and the bf16 units. Torch
+    calls both an AMD AVX-512-bf16 EPYC and an Intel AMX Xeon "AVX512", yet their fp32 kernels need
+    other row counts to be batch-invariant (measured with two threads: 12 rows, and none)."""
+    vendor = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
+                   if line.startswith("vendor_id")), "")
+    units = [flag for flag in ("amx_bf16", "avx512_bf16") if _cpuinfo_has(flag)]
+    return " ".join([torch.backends.cpu.get_cpu_capability(), vendor, *units]).strip()
 
 
 def pick_dtype(setting: str, device: torch.device) -> torch.dtype:

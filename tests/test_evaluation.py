@@ -462,8 +462,13 @@ def test_answers_under_other_numerics_are_never_pooled(tiny_corpus):
         setattr(cfg, field, old)
     assert len(keys) == 4
     assert dict(runner.ready_variants(tiny_corpus, ["prompted"], console))["prompted"] == key
+    from assistant.models import cpu_kernels
+
+    # AMD AVX-512-bf16 and Intel AMX are both "AVX512" to torch, with other kernels: keyed apart.
+    vendors = {line.split(":")[1].strip() for line in open("/proc/cpuinfo") if line.startswith("vendor_id")}
+    assert cpu_kernels().split()[:2] == [torch.backends.cpu.get_cpu_capability(), *vendors][:2]
     assert runner.decoding(tiny_corpus) == {
-        "device": "cpu", "kernels": torch.backends.cpu.get_cpu_capability(), "dtype": "float32",
+        "device": "cpu", "kernels": cpu_kernels(), "dtype": "float32",
         "max_new_tokens": 8, "batch_invariant": True, "greedy": True, "threads": 1}
 
 

@@ -118,12 +118,12 @@ def decoding(corpus: Corpus) -> dict:
     """
     import torch
 
-    from ..models import numerics
+    from ..models import cpu_kernels, numerics
 
     device, dtype = numerics(corpus.config.model, evaluation=True)
     gen = corpus.config.generation
     kernels = torch.cuda.get_device_name(device) if device.type == "cuda" else \
-        torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else device.type
+        cpu_kernels() if device.type == "cpu" else device.type
     out = {"device": device.type, "kernels": kernels, "dtype": str(dtype).removeprefix("torch."),
            "max_new_tokens": gen.max_new_tokens, "batch_invariant": gen.batch_invariant, "greedy": True}
     if device.type == "cpu":
