@@ -49,7 +49,8 @@ class DecodePlan:
     def __str__(self) -> str:
         if self.alone:
             return "each question decoded alone (no batch-invariant row count)"
-        return f"batches of at least {self.rows} rows" + (f", {self.threads} thread while decoding" if self.threads else "")
+        threads = f", {self.threads} thread while decoding" if self.threads else ""
+        return f"batches of at least {self.rows} rows{threads}"
 
 
 @dataclass
@@ -356,7 +357,8 @@ class Engine:
                     stop_rows: Callable[[], Sequence[bool]] | None = None) -> Iterator[list[StreamRow]]:
         """Decode several conversations as one batch, each through its own adapter (PEFT mixed-adapter
         batch), yielding every row's text so far after each step: the chat's columns grow together,
-        and a batch of N costs far less than N streams one after another.
+        and a batch of N costs far less than N streams one after another (except where no row count
+        is batch-invariant: then the rows are decoded in turn, `_stream_in_turn`).
 
         `stop_rows`, when given, is polled at every step: a row it flags True stops there (marked
         done, no further tokens), so a server can free the row of a client that went away; the batch
@@ -406,7 +408,6 @@ class Engine:
         thread.join()
         if error:
             raise error[0]
-
 
     def _stream_in_turn(self, conversations: Sequence[Messages], adapters: list[str | None],
                         max_new_tokens: int | None,

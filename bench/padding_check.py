@@ -51,7 +51,8 @@ def main() -> int:
 
             base, _ = load_model(ModelSettings(dtype=dtype))
             with tempfile.TemporaryDirectory() as d:
-                get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).save_pretrained(d)
+                lora = LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)
+                get_peft_model(base, lora).save_pretrained(d)
                 engine.add_adapter("random-lora", d)
             adapters += ("random-lora",)
         print(f"{dtype}, {engine.device}, {torch.get_num_threads()} threads: {engine.plan()}", flush=True)

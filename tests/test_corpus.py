@@ -62,7 +62,6 @@ def test_html_documents_keep_headings(tmp_path):
 
 
 def test_artifacts_follow_the_corpus_folder_not_the_working_directory(tmp_path, monkeypatch):
-    import shutil
 
     from assistant.corpus import PROJECT_ROOT
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from assistant.config import ModelSettings
-from assistant.generation import Engine
+from assistant.generation import DecodePlan, Engine
 from assistant.models import TINY_ALIAS, load_model
 
 
@@ -295,7 +295,7 @@ def test_where_only_one_thread_is_invariant_the_engine_decodes_with_one(monkeypa
         expected = [g.text for g in fresh_engine(max_new_tokens=6, batch_size=4).generate(convs(*QUESTIONS))]
         engine = fresh_engine(max_new_tokens=6, batch_size=4)
         monkeypatch.setattr(invariance, "min_rows", lambda *a: 4 if torch.get_num_threads() == 1 else None)
-        assert engine.plan() == __import__("assistant.generation", fromlist=["DecodePlan"]).DecodePlan(rows=4, threads=1)
+        assert engine.plan() == DecodePlan(rows=4, threads=1)
         seen = []
         engine.model.register_forward_pre_hook(lambda *a: seen.append(torch.get_num_threads()))
         got = engine.generate(convs(*QUESTIONS))

@@ -6,7 +6,6 @@ Uses the tiny fixture corpus and the real bundled MiniLM embedder (loaded once p
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
