@@ -370,14 +370,28 @@ def test_background_evaluation_runs_once_at_a_time(tiny_corpus):
     assert "evaluating" in (tiny_corpus.runs_dir / "eval" / "app-evaluation.log").read_text()
 
 
-def test_chat_users_share_batches_and_a_closed_stream_frees_its_rows(tiny_corpus):
+@pytest.mark.parametrize("kernels", ["invariant", "never invariant"])
+def test_chat_users_share_batches_and_a_closed_stream_frees_its_rows(tiny_corpus, kernels, monkeypatch):
     """Concurrent chat users are decoded together through the engine's scheduler, each getting the
-    answer it gets alone; a user who leaves (the stream is closed) frees the row at the next step."""
+    answer it gets alone; a user who leaves (the stream is closed) frees the row at the next step.
+    Where no row count is batch-invariant (an AMX CPU in bf16) the scheduler's batch is decoded row
+    after row (`Engine._stream_in_turn`), with the same answers."""
     import threading
     import time
 
+    from assistant import invariance
     from assistant.generation import Engine
     from assistant.serving import scheduler_for
+
+    turns, in_turn = [], Engine._stream_in_turn
+
+    def counted(self, conversations, *rest):
+        turns.append(len(conversations))
+        yield from in_turn(self, conversations, *rest)
+
+    monkeypatch.setattr(Engine, "_stream_in_turn", counted)
+    if kernels == "never invariant":
+        monkeypatch.setattr(invariance, "min_rows", lambda *a: None)
 
     base = open_engine(tiny_corpus)
     prompted = load_variant("prompted", tiny_corpus, base)
@@ -397,6 +411,7 @@ def test_chat_users_share_batches_and_a_closed_stream_frees_its_rows(tiny_corpus
         t.join(timeout=120)
     assert got == {i: prompted.answer(q).text for i, q in enumerate(questions)}
     assert max(sched.batches[start:]) >= 2  # users asking at once shared a batch
+    assert bool(turns and max(turns) >= 2) == (kernels == "never invariant")  # ... decoded in turn
 
     long = Engine(base.model, base.tokenizer, max_new_tokens=400, batch_size=4)
     talker = load_variant("prompted", tiny_corpus, long)
