@@ -118,11 +118,6 @@ class Engine:
         kernel (1 where the kernels never depend on the row count); 1 when invariance is off."""
         return self.plan().rows
 
-    def exact(self) -> bool:
-        """Whether answers are byte-identical alone and in any batch: always, when batch-invariant
-        (each question decoded alone where no row count is safe, see `plan`)."""
-        return self.batch_invariant
-
     @contextlib.contextmanager
     def decoding_threads(self, plan: DecodePlan) -> Iterator[None]:
         """The thread count the plan was probed with, while decoding."""
@@ -214,7 +209,7 @@ class Engine:
                 if self.batch_tokens:
                     size = max(1, min(bs, self.batch_tokens // len(ids[order[start]])))
                 batch, start = order[start:start + size], start + size
-                for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], max_new)):
+                for i, gen in zip(batch, self._generate_batch([ids[i] for i in batch], max_new, plan.rows)):
                     memo[keys[i]] = gen
                 bar.update(len(batch))
         bar.close()
@@ -245,11 +240,11 @@ class Engine:
         finally:
             self._memo = saved
 
-    def _generate_batch(self, batch_ids: list[list[int]], max_new: int) -> list[Generation]:
+    def _generate_batch(self, batch_ids: list[list[int]], max_new: int, floor: int) -> list[Generation]:
         n = len(batch_ids)
-        rows = self._fill(batch_ids, self.min_rows())
+        rows = self._fill(batch_ids, floor)
         t0 = time.perf_counter()
-        tokens = self._decode(rows, max_new, keep=n) if not self._processors(max_new) else \
+        tokens = self._decode(rows, max_new, keep=n, floor=floor) if not self._processors(max_new) else \
             self._decode_with_generate(rows, max_new, keep=n)
         elapsed = time.perf_counter() - t0
         gens = []
@@ -286,14 +281,15 @@ class Engine:
         self.stats.row_steps += len(rows) * (out and len(out[0]) or 0)
         return tokens
 
-    def _decode(self, rows: list[list[int]], max_new: int, keep: int) -> list[list[int]]:
+    def _decode(self, rows: list[list[int]], max_new: int, keep: int, floor: int) -> list[list[int]]:
         """Greedy decoding of left-padded `rows`; the answer tokens (end-of-sequence excluded) of the
         first `keep` rows, the rest being fillers.
 
         The same forward passes as `model.generate` (same positions, cache contents and attention),
         minus its per-step bookkeeping: the KV cache is written into buffers sized for the whole
         answer instead of re-concatenated at each step, and rows that are done leave the batch (never
-        below `min_rows`, which keeps every remaining row's numbers those of a lone question).
+        below `floor`, the plan's row count, which keeps every remaining row's numbers those of a lone
+        question).
         """
         stop = self._stop_ids()
         input_ids, prompt_mask = self._left_pad(rows)
@@ -306,7 +302,6 @@ class Engine:
         live = list(range(len(rows)))  # the caller's row each batch row decodes
         out: list[list[int]] = [[] for _ in rows]
         done = [i >= keep for i in range(len(rows))]  # fillers are never reported
-        floor = self.min_rows()
         length, step_ids = width, input_ids
         for step in range(max_new):
             self.stats.row_steps += len(live)
@@ -377,7 +372,7 @@ class Engine:
         # PEFT runs each adapter on its own rows only: fill every adapter's group, not just the batch.
         for adapter in dict.fromkeys(adapters if self.adapters else [None]):
             rows = [i for i, a in enumerate(adapters[:n]) if a == adapter or not self.adapters]
-            extra_rows = self._fill(rows, self.min_rows())[len(rows):]
+            extra_rows = self._fill(rows, plan.rows)[len(rows):]
             ids += [ids[i] for i in extra_rows]
             adapters += [adapters[i] for i in extra_rows]
             source += extra_rows

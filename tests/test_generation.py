@@ -146,7 +146,7 @@ def test_rows_leaving_the_batch_early_decode_exactly_like_generate(monkeypatch):
     rows = [tok(engine.render(m), add_special_tokens=False)["input_ids"] for m in prompts]
     rows.sort(key=len, reverse=True)  # the engine's batch order
     # Stop tokens chosen so that rows end at many different steps.
-    free = engine._decode(rows, 12, keep=len(rows))
+    free = engine._decode(rows, 12, keep=len(rows), floor=engine.min_rows())
     stop = {row[(3 * i) % 13] for i, row in enumerate(free) if (3 * i) % 13 < 12}
     monkeypatch.setattr(engine, "_stop_ids", lambda: stop)
     mine = engine.generate(prompts)
@@ -268,7 +268,7 @@ def test_where_no_row_count_is_invariant_each_question_is_decoded_alone(monkeypa
         reference.add_adapter("lora", d)
     monkeypatch.setattr(invariance, "min_rows", lambda *a: None)
     plan = engine.plan()
-    assert plan.alone and plan.rows == 1 and engine.exact()
+    assert plan.alone and plan.rows == 1 and engine.batch_invariant
     got = engine.generate(convs(*QUESTIONS))
     assert [g.text for g in got] == expected
     assert {g.batch_size for g in got} == {1} and engine.stats.alone == len(QUESTIONS)
