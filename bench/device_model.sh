@@ -7,6 +7,9 @@
 #   call 1, carry [".carry1"]:   bash bench/device_model.sh receive  (keeps them under /tmp/keep)
 #   call 2, carry [".carry2"]:   bash bench/device_model.sh run      (joins, converts, then
 #                                bench/padding_check.py with 1 and 2 threads on 2 cores, GPU hidden)
+# On an AMX Xeon (2026-11-26) one thread count took about 230 s in fp32 (base + LoRA) and 80 s in
+# bf16 (each question decoded alone there), so both do not fit one 600 s call: THREADS="1" or "2"
+# and CHECK_ARGS="--dtypes bfloat16" pick a part; CHECK_S caps each run (300 s).
 # Measured with it (README, "Models and hardware"): an Intel AMX CPU, 2026-11-26. Logs go to $OUT.
 set -u
 step=${1:?usage: bash bench/device_model.sh split|receive|run}
@@ -32,8 +35,8 @@ run)
   export PYTHONPATH=/tmp/site:$keep:$PWD ASSISTANT_CACHE=$keep/cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 CUDA_VISIBLE_DEVICES=
   { lscpu | grep -E "Model name|^CPU\(s\)"; grep -o -w -E "amx_(bf16|tile|int8)|avx512_bf16|avx2" /proc/cpuinfo | sort -u | tr '\n' ' '; echo; } | tee "$out/machine.txt"
   $PY -c "from assistant.models import convert_default_model; print(convert_default_model())" 2>&1 | tail -1
-  for t in 1 2; do
-    OMP_NUM_THREADS=$t timeout ${CHECK_S:-200} taskset -c 0,1 $PY bench/padding_check.py 2>&1 \
+  for t in ${THREADS:-1 2}; do
+    OMP_NUM_THREADS=$t timeout ${CHECK_S:-300} taskset -c 0,1 $PY bench/padding_check.py ${CHECK_ARGS:-} 2>&1 \
       | grep -v -i "warn\|loading" | tee "$out/padding-$t-threads.txt"
   done ;;
 *) echo "usage: bash bench/device_model.sh split|receive|run"; exit 2 ;;

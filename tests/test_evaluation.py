@@ -341,6 +341,9 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
     assert env["generation"] == {"device": "cpu", "dtype": "float32"} and env["decoding"]["batch_invariant"]
     assert env["torch"] and env["cpu"] and env["cpu_capability"] and env["threads"] >= 1
     assert "## Where it ran" in (out / "report.md").read_text() and "Where it ran" in html
+    work = env["answering"]  # what was decoded, and the plan that kept each answer batch-independent
+    assert work["cached"] == 0 and work["generated"] == work["answers"] + work["reused"] == 10
+    assert work["plan"].startswith("batches of at least") and work["plan"] in (out / "report.md").read_text()
 
     def no_engine(*_):
         raise AssertionError("a cached rerun must not load the model")
@@ -357,6 +360,7 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
     assert again != out and (runs / "eval" / "latest").resolve() == again.resolve()
     rows2 = [json.loads(x) for x in (again / "results.jsonl").read_text().splitlines()]
     assert [(r["id"], r["answer"], r["outcome"]) for r in rows2] == [(r["id"], r["answer"], r["outcome"]) for r in rows]
+    assert json.loads((again / "metrics.json").read_text())["environment"]["answering"] == {"cached": 10, "generated": 0}
 
 
 def test_interrupted_evaluation_resumes_from_the_cache(tiny_corpus, tmp_path, monkeypatch):
@@ -512,9 +516,11 @@ def test_worker_processes_give_the_answers_one_process_gives(tiny_corpus, tmp_pa
     def answers(workers: int) -> dict:
         tiny_corpus.config.evaluation.workers = workers
         console = Console(record=True, width=200)
-        runner.evaluate(tiny_corpus, ["prompted", "rag"], limit=2, console=console)
+        report = runner.evaluate(tiny_corpus, ["prompted", "rag"], limit=2, console=console)
         text = console.export_text()
         assert ("2 worker processes" in text) == (workers == 2), text
+        work = json.loads((report / "metrics.json").read_text())["environment"]["answering"]
+        assert work["workers"] == workers and work["plan"].startswith("batches of at least ")  # one plan, not two
         out = {(f.name, r["key"]): r["answer"]["text"] for f in cache.glob("*.jsonl")
                for r in map(json.loads, f.read_text().splitlines())}
         shutil.rmtree(cache)
@@ -553,6 +559,10 @@ def test_where_no_row_count_is_batch_invariant_the_evaluation_decodes_alone_and_
     monkeypatch.setattr(invariance, "min_rows", lambda *a: None)
     shutil.rmtree(tiny_corpus.runs_dir / "eval")
     loud = Console(record=True, width=300)
-    alone = answers(runner.evaluate(tiny_corpus, ["prompted"], limit=1, console=loud))
+    out = runner.evaluate(tiny_corpus, ["prompted"], limit=1, console=loud)
+    alone = answers(out)
     assert "answers were decoded one question at a time" in loud.export_text()
     assert alone == batched and len(alone) > 3
+    work = json.loads((out / "metrics.json").read_text())["environment"]["answering"]
+    assert work["plan"].startswith("each question decoded alone") and work["alone"] == work["answers"] > 0
+    assert "decoding: each question decoded alone" in (out / "report.md").read_text()

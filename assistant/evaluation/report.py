@@ -319,7 +319,22 @@ def where_it_ran(card: dict | None) -> list[str]:
                 ", batch-invariant decoding" if card.get("batch_invariant") else "")],
             ["adapters trained on", ", ".join(f"{v}: {t['device']} {t['dtype']}" for v, t in train.items())
              if train else "no adapter"]]
+    if work := card.get("answering"):
+        rows.append(["answering", _answering(work)])
     return ["## Where it ran", "", _table(["", ""], rows), ""]
+
+
+def _answering(work: dict) -> str:
+    """What this evaluation decoded and how (runner.collect_answers): the decoding plan matters to a
+    reader, since it says whether batching could have touched any answer."""
+    out = f"{work['cached']} answers from the cache, {work['generated']} generated"
+    if work.get("plan"):
+        out += (f" in {work['seconds']:.0f} s ({work['answers']} decoded, {work['reused']} reused"
+                + (f", {work['workers']} worker processes" if work.get("workers", 1) > 1 else "")
+                + f"); decoding: {work['plan']}")
+        if work.get("alone"):
+            out += f", {work['alone']} answers decoded one question at a time"
+    return out
 
 
 def html(md: str, images: dict[str, str], title: str) -> str:

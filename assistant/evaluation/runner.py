@@ -184,8 +184,10 @@ def ready_variants(corpus: Corpus, names: list[str] | None, console: Console) ->
 
 
 def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str, str]],
-                    console: Console) -> dict[str, dict[str, dict]]:
-    """variant -> question key -> Answer dict; only questions missing from the cache are generated."""
+                    console: Console) -> tuple[dict[str, dict[str, dict]], dict]:
+    """(variant -> question key -> Answer dict, the work done for them); only questions missing from
+    the cache are generated. The work (answers cached and decoded, the engine's decoding plan, worker
+    processes, seconds) goes to the report card."""
     cache_dir = corpus.runs_dir / "eval" / "cache"
     caches = {name: AnswerCache(cache_dir / f"{name}-{fp}.jsonl") for name, fp in ready}
     todo = {name: list({it.key: it for it in items if it.key not in caches[name].answers}.values())
@@ -193,6 +195,7 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
     total = sum(len(t) for t in todo.values())
     cached = len(items) * len(ready) - total
     console.print(f"{len(items)} questions x {len(ready)} variants: {cached} answers cached, {total} to generate")
+    work: dict = {"cached": cached, "generated": total}
     if total:
         evaluation = corpus.config.evaluation
         # A unit is one cache append: up to chunk_questions questions of one variant, own-answer slices apart.
@@ -210,6 +213,7 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
                 stats = answer_units(corpus, units, paths, bar.update, bar.set_postfix_str)
             else:
                 stats = _answer_in_workers(corpus, units, paths, workers, bar)
+        work |= {**stats, "workers": workers, "seconds": round(time.perf_counter() - t0, 1)}
         for name, _ in ready:
             caches[name] = AnswerCache(caches[name].path)
         console.print(f"generation: {stats['answers']} answers decoded, {stats['reused']} reused, {stats['tokens']} "
@@ -220,14 +224,15 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
                           "makes this device's matrix kernels batch-invariant in this dtype (invariance.min_rows), "
                           "so batches could change answers. Exact, but slower; generation.batch_invariant: false "
                           "batches anyway, and then an answer can depend on its batch[/]")
-    return {name: caches[name].answers for name, _ in ready}
+    return {name: caches[name].answers for name, _ in ready}, work
 
 
 def answer_units(corpus: Corpus, units: list[tuple[str, bool, list[EvalItem]]], paths: dict[str, str],
                  progress=lambda n: None, status=lambda s: None) -> dict[str, int]:
     """Answer each unit (variant, own-answer slices?, items) and append it to the variant's cache file;
-    returns the engine's counts of decoded and reused answers, tokens and row-steps, and of answers
-    decoded one question at a time for want of a batch-invariant row count (`alone`)."""
+    returns the engine's counts of decoded and reused answers, tokens and row-steps, of answers
+    decoded one question at a time for want of a batch-invariant row count (`alone`), and its
+    decoding plan (`Engine.plan`, as text)."""
     engine = open_engine(corpus)
     evaluation = corpus.config.evaluation
     before = replace(engine.stats)
@@ -247,7 +252,7 @@ def answer_units(corpus: Corpus, units: list[tuple[str, bool, list[EvalItem]]], 
     done = engine.stats
     return {"answers": done.answers - before.answers, "reused": done.reused - before.reused,
             "tokens": done.tokens - before.tokens, "row_steps": done.row_steps - before.row_steps,
-            "alone": done.alone - before.alone}
+            "alone": done.alone - before.alone, "plan": str(engine.plan())}
 
 
 def _worker(root: str, config, units: list, paths: dict[str, str], queue) -> dict[str, int]:
@@ -292,7 +297,9 @@ def _answer_in_workers(corpus: Corpus, units: list, paths: dict[str, str], worke
             if len(finished) == len(futures):
                 break
         totals = [f.result() for f in futures]  # re-raises a worker's error here
-    return {k: sum(t[k] for t in totals) for k in totals[0]}
+    # The workers share settings and machine, so their plans agree; several would be listed.
+    plans = sorted({t.pop("plan") for t in totals})
+    return {**{k: sum(t[k] for t in totals) for k in totals[0]}, "plan": "; ".join(plans)}
 
 
 def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,
@@ -313,12 +320,12 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
         ready = ready_variants(corpus, variants, console)
         if not ready:
             raise NotBuilt(f"no requested variant is built for {corpus.name!r}; run: assistant build {corpus.root}")
-        answers = collect_answers(corpus, items, ready, console)
+        answers, work = collect_answers(corpus, items, ready, console)
     rows = scoring.score_rows(corpus, items, answers, [n for n, _ in ready])
     scoring.apply_gate(rows, items, answers)
     judged = _judge(corpus, items, answers, rows, console) if judge else None
     metrics = scoring.summarise(corpus, rows, [n for n, _ in ready], fingerprints=dict(ready), limit=limit)
-    metrics["environment"] = environment(corpus, [n for n, _ in ready])
+    metrics["environment"] = environment(corpus, [n for n, _ in ready]) | {"answering": work}
     if judged is not None:
         metrics["judge"] = judged
     out = report.write_report(corpus, rows, metrics)
