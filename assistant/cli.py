@@ -95,7 +95,7 @@ def cmd_compare(args) -> int:
     corpus = _corpus(args.corpus)
     if args.judge:
         _judge_overrides(corpus, args)
-    compare(corpus, variants=args.variants, limit=args.limit, judge=args.judge)
+    compare(corpus, variants=args.variants, limit=args.limit, judge=args.judge, first_verdict=args.first_verdict)
     return 0
 
 
@@ -185,6 +185,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)
     sp.add_argument("--variants", nargs="+", choices=VARIANTS, default=None)
     sp.add_argument("--limit", type=int, default=None, help="evaluate at most N questions per slice")
+    sp.add_argument("--no-first-verdict", dest="first_verdict", action="store_false",
+                    help="do not evaluate the variants without an adapter before the fine-tunes are trained "
+                         "(by default their report and verdict come first, about a minute of extra scoring)")
     add_judge_flags(sp)
 
     sp = verb("build", cmd_build, "build one or all variants (FAISS index, LoRA adapters)")

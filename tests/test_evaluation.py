@@ -566,3 +566,46 @@ def test_where_no_row_count_is_batch_invariant_the_evaluation_decodes_alone_and_
     work = json.loads((out / "metrics.json").read_text())["environment"]["answering"]
     assert work["plan"].startswith("each question decoded alone") and work["alone"] == work["answers"] > 0
     assert "decoding: each question decoded alone" in (out / "report.md").read_text()
+
+def test_compare_gives_a_first_verdict_before_training_then_the_final_one(tiny_corpus, tmp_path, monkeypatch):
+    """`assistant compare` with a fine-tune still to train: the variants without an adapter are built,
+    evaluated and given a verdict before training starts (most of the demo's build time); the final
+    evaluation then answers only for the fine-tune, the others coming from the cache."""
+    from assistant import training
+
+    _suites(tmp_path, tiny_corpus)
+    tiny_corpus.config.lora.epochs, tiny_corpus.config.lora.batch_size = 1, 2
+    events: list = []
+    real_build, real_evaluate = training.build, runner.evaluate
+    monkeypatch.setattr(training, "build", lambda corpus, name, force=False: (
+        events.append(("train", name)), real_build(corpus, name, force=force))[1])
+
+    def evaluate(corpus, variants=None, limit=None, console=None, judge=False, pending=None):
+        out = real_evaluate(corpus, variants, limit, console=Console(quiet=True), judge=judge, pending=pending)
+        events.append(("evaluate", variants, pending, out))
+        return out
+
+    monkeypatch.setattr(runner, "evaluate", evaluate)
+    final = runner.compare(tiny_corpus, ["prompted", "rag", "sft"], limit=1)
+    (_, v1, p1, first), train, (_, v2, p2, out) = events
+    assert (v1, p1, train, v2, p2, out) == (["prompted", "rag"], ["sft"], ("train", "sft"),
+                                            ["prompted", "rag", "sft"], None, final)
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (first, final))
+    assert m1["variants"] == ["prompted", "rag"] and m1["pending"] == ["sft"] and "pending" not in m2
+    assert "**First verdict**, written before training sft: it compares" in (first / "report.md").read_text()
+    assert "First verdict" not in (final / "report.md").read_text()
+    per_variant = m1["environment"]["answering"]["generated"] // 2
+    assert m2["environment"]["answering"] == {**m2["environment"]["answering"], "cached": 2 * per_variant,
+                                              "generated": per_variant}
+    assert (tiny_corpus.runs_dir / "eval" / "latest").resolve() == final.resolve()
+    assert [(r["variant"], r["id"], r["answer"]) for r in map(json.loads, (first / "results.jsonl").open())] == [
+        (r["variant"], r["id"], r["answer"]) for r in map(json.loads, (final / "results.jsonl").open())
+        if r["variant"] != "sft"]
+
+    events.clear()  # all built now: one evaluation, as with --no-first-verdict
+    runner.compare(tiny_corpus, ["prompted", "rag", "sft"], limit=1)
+    assert [e[:3] for e in events] == [("evaluate", ["prompted", "rag", "sft"], None)]
+    shutil.rmtree(training.variant_dir(tiny_corpus, "sft"))
+    events.clear()
+    runner.compare(tiny_corpus, ["prompted", "sft"], limit=1, first_verdict=False)
+    assert [e[:3] for e in events] == [("train", "sft"), ("evaluate", ["prompted", "sft"], None)]

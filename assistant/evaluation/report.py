@@ -119,8 +119,12 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
     pv, costs = metrics["per_variant"], metrics["costs"]
     out = [f"# Evaluation of `{metrics['corpus']}`", "",
            f"Model `{metrics['model']}`, {metrics['created']}, variants: {', '.join(variants)}"
-           + (f", at most {metrics['limit']} questions per slice" if metrics.get("limit") else "") + ".", "",
-           "## Verdict", "", f"**{headline(metrics['verdict'])}**", "", metrics["verdict"]["text"], ""]
+           + (f", at most {metrics['limit']} questions per slice" if metrics.get("limit") else "") + ".", ""]
+    if metrics.get("pending"):
+        out += [f"**First verdict**, written before training {', '.join(metrics['pending'])}: it compares "
+                "only the variants above. The final report, with every variant, replaces it as the latest "
+                "evaluation when training ends.", ""]
+    out += ["## Verdict", "", f"**{headline(metrics['verdict'])}**", "", metrics["verdict"]["text"], ""]
     out += labels_section(metrics.get("labels"))
     out += ["## Summary", "",
             "Accuracy is measured on the answerable domain questions (paraphrase + unseen); declining the "
@@ -416,6 +420,8 @@ def print_summary(metrics: dict, out: Path, console: Console) -> None:
                   _num(c["latency_p50_s"], "{:.1f}s"))
     console.print(t)
     title = f"verdict: {rec or ('inconclusive' if verdict.get('decision') == 'inconclusive' else 'none')}"
+    if metrics.get("pending"):
+        title = f"first {title}, before {', '.join(metrics['pending'])} are trained"
     console.print(Panel(verdict["text"], title=title, expand=False))
     if metrics.get("labels"):
         console.print(metrics["labels"]["text"])

@@ -303,9 +303,10 @@ def _answer_in_workers(corpus: Corpus, units: list, paths: dict[str, str], worke
 
 
 def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,
-             console: Console | None = None, judge: bool = False) -> Path:
+             console: Console | None = None, judge: bool = False, pending: list[str] | None = None) -> Path:
     """Evaluate the built variants, write the report folder and return its path; with `judge`, the
-    LLM judge of corpus.yaml's `judge:` section grades every answer too (assistant/judge.py)."""
+    LLM judge of corpus.yaml's `judge:` section grades every answer too (assistant/judge.py).
+    `pending`: variants still to be built (`compare`'s first verdict), named in the report."""
     console = console or Console(stderr=True)
     if limit is not None and limit < 1:
         raise UsageError("--limit must be at least 1")
@@ -328,6 +329,8 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
     metrics["environment"] = environment(corpus, [n for n, _ in ready]) | {"answering": work}
     if judged is not None:
         metrics["judge"] = judged
+    if pending:
+        metrics["pending"] = pending
     out = report.write_report(corpus, rows, metrics)
     report.print_summary(metrics, out, Console())
     return out
@@ -364,12 +367,33 @@ def _judge(corpus: Corpus, items: list[EvalItem], answers: dict, rows: list[dict
 
 
 def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,
-            judge: bool = False) -> Path:
-    """Build what is missing or stale, evaluate every variant, write the report, print the verdict."""
+            judge: bool = False, first_verdict: bool = True) -> Path:
+    """Build what is missing or stale, evaluate every variant, write the report, print the verdict.
+
+    With `first_verdict`, when a fine-tune has still to be trained (the long part: most of the
+    demo's build time), the variants without an adapter are built and evaluated first, and their
+    report and verdict are out before training starts; their answers are cached, so the final
+    evaluation only answers for the fine-tunes.
+    """
     from ..build import build_variants
 
+    names = [n for n in variants or VARIANTS if _implemented(n)]
+    untrained = [n for n in names if variant_class(n).adapter and not variant_class(n).is_built(corpus)]
+    ready_first = [n for n in names if not variant_class(n).adapter]
+    if first_verdict and untrained and ready_first:
+        build_variants(corpus, ready_first)
+        Console(stderr=True).print(f"[bold]First verdict, before training {', '.join(untrained)}:[/]")
+        evaluate(corpus, ready_first, limit, judge=judge, pending=untrained)
     build_variants(corpus, variants)
     return evaluate(corpus, variants, limit, judge=judge)
+
+
+def _implemented(name: str) -> bool:
+    try:
+        variant_class(name)
+    except NotBuilt:
+        return False
+    return True
 
 
 def _no_questions(corpus: Corpus):
