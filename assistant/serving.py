@@ -278,6 +278,10 @@ def load_report(corpus: Corpus) -> ReportView:
                           f"rerun `assistant compare {corpus.root}`")
     verdict = metrics.get("verdict")
     text = verdict.get("text") if isinstance(verdict, dict) else verdict
+    pending = metrics.get("pending")
+    if text and isinstance(pending, list) and pending:  # compare's first verdict: training goes on
+        text = (f"**First verdict**, before training {', '.join(map(str, pending))} (Refresh when `assistant "
+                f"compare` ends for the final one): {text}")
     headers, rows = disagreements(metrics, read_jsonl(folder / "results.jsonl"))  # storage.read_jsonl
     report = folder / "report.md"
     return ReportView(str(text) if text else "The report has no verdict.", folder,

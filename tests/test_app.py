@@ -335,6 +335,9 @@ def test_report_reads_verdict_plots_and_disagreements(tiny_corpus):
     (tiny_corpus.runs_dir / "eval" / "latest").unlink()
     (tiny_corpus.runs_dir / "eval" / "latest").write_text(folder.name)  # a pointer file works too
     assert load_report(tiny_corpus).verdict.startswith("Use rag")
+    (tiny_corpus.runs_dir / "eval" / "latest").unlink()  # compare's first verdict, fine-tunes still training
+    write_eval(tiny_corpus.runs_dir, metrics={"verdict": "Use rag.", "pending": ["sft", "rag_sft"]}, name="later")
+    assert load_report(tiny_corpus).verdict.startswith("**First verdict**, before training sft, rag_sft")
 
 
 def test_report_prefers_listed_disagreements_and_survives_bad_files(tiny_corpus):
