@@ -384,7 +384,9 @@ def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None
         build_variants(corpus, ready_first)
         Console(stderr=True).print(f"[bold]First verdict, before training {', '.join(untrained)}:[/]")
         evaluate(corpus, ready_first, limit, judge=judge, pending=untrained)
-    build_variants(corpus, variants)
+        build_variants(corpus, untrained)  # the others were built just above
+    else:
+        build_variants(corpus, variants)
     return evaluate(corpus, variants, limit, judge=judge)
 
 
