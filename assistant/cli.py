@@ -187,7 +187,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=None, help="evaluate at most N questions per slice")
     sp.add_argument("--no-first-verdict", dest="first_verdict", action="store_false",
                     help="do not evaluate the other variants before training the fine-tunes that need it "
-                         "(by default their report and verdict come first: on the demo 12 minutes in, for 43 s more in all)")
+                         "(by default their report and verdict come first: on the demo 12 minutes in, for one more scoring, 44 s)")
     add_judge_flags(sp)
 
     sp = verb("build", cmd_build, "build one or all variants (FAISS index, LoRA adapters)")
