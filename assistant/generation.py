@@ -113,11 +113,6 @@ class Engine:
                     return DecodePlan(rows=rows, threads=1)
         return DecodePlan(rows=1, alone=True)
 
-    def min_rows(self) -> int:
-        """Fewest rows a batch is decoded with, so that every linear layer runs its batch-invariant
-        kernel (1 where the kernels never depend on the row count); 1 when invariance is off."""
-        return self.plan().rows
-
     @contextlib.contextmanager
     def decoding_threads(self, plan: DecodePlan) -> Iterator[None]:
         """The thread count the plan was probed with, while decoding."""

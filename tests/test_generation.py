@@ -72,7 +72,7 @@ def scores_alone_and_in_batch(engine, question, adapter=None):
     for batch in ([question], padded_batch(question)):
         ids = [engine.tokenizer(engine.render([{"role": "user", "content": q}]), add_special_tokens=False)["input_ids"]
                for q in batch]
-        ids = ids + [ids[-1]] * (engine.min_rows() - len(ids))  # as Engine.generate fills a short batch
+        ids = ids + [ids[-1]] * (engine.plan().rows - len(ids))  # as Engine.generate fills a short batch
         width = max(map(len, ids))
         pad = engine.tokenizer.pad_token_id
         x = torch.tensor([[pad] * (width - len(r)) + r for r in ids], device=engine.device)
@@ -146,7 +146,7 @@ def test_rows_leaving_the_batch_early_decode_exactly_like_generate(monkeypatch):
     rows = [tok(engine.render(m), add_special_tokens=False)["input_ids"] for m in prompts]
     rows.sort(key=len, reverse=True)  # the engine's batch order
     # Stop tokens chosen so that rows end at many different steps.
-    free = engine._decode(rows, 12, keep=len(rows), floor=engine.min_rows())
+    free = engine._decode(rows, 12, keep=len(rows), floor=engine.plan().rows)
     stop = {row[(3 * i) % 13] for i, row in enumerate(free) if (3 * i) % 13 < 12}
     monkeypatch.setattr(engine, "_stop_ids", lambda: stop)
     mine = engine.generate(prompts)
@@ -164,7 +164,7 @@ def test_rows_leaving_the_batch_early_decode_exactly_like_generate(monkeypatch):
     assert len({g.completion_tokens for g in mine}) > 3  # rows did end at different steps
     # ... and left the batch (the first call ran in full), as far as the machine's kernels allow: rows
     # never drop below min_rows (with two threads some CPUs need all 12 rows for identical bits)
-    if engine.min_rows() < len(rows):
+    if engine.plan().rows < len(rows):
         assert engine.stats.row_steps < 2 * len(rows) * 12
     else:
         assert engine.stats.row_steps == 2 * len(rows) * 12

@@ -377,9 +377,14 @@ def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None
     """
     from ..build import build_variants
 
-    names = [n for n in variants or VARIANTS if _implemented(n)]
-    untrained = [n for n in names if variant_class(n).adapter and not variant_class(n).is_built(corpus)]
-    ready_first = [n for n in names if n not in untrained]
+    classes = {}
+    for name in variants or VARIANTS:
+        try:
+            classes[name] = variant_class(name)
+        except NotBuilt:
+            continue  # not implemented: build_variants and evaluate say so
+    untrained = [n for n, cls in classes.items() if cls.adapter and not cls.is_built(corpus)]
+    ready_first = [n for n in classes if n not in untrained]
     if first_verdict and untrained and ready_first:
         build_variants(corpus, ready_first)
         Console(stderr=True).print(f"[bold]First verdict, before training {', '.join(untrained)}:[/]")
@@ -388,14 +393,6 @@ def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None
     else:
         build_variants(corpus, variants)
     return evaluate(corpus, variants, limit, judge=judge)
-
-
-def _implemented(name: str) -> bool:
-    try:
-        variant_class(name)
-    except NotBuilt:
-        return False
-    return True
 
 
 def _no_questions(corpus: Corpus):
