@@ -13,15 +13,19 @@ with the labelled answers taking the human outcome.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from datetime import datetime, timezone
 from pathlib import Path
 
 from .corpus import Corpus
 from .errors import UsageError
-from .storage import append_jsonl, read_jsonl
+from .storage import atomic_write_text, lock_for, read_jsonl
 
 LABELS = ("correct", "abstained", "hallucinated")
+SKIP = "skip"
+ACTIONS = LABELS + (SKIP,)  # what a labeller can record; undo removes the latest entry instead
 GATE = "declined_by_gate"  # the retrieval gate's canned decline: a fact of the pipeline, nothing to judge
 
 
@@ -33,34 +37,94 @@ def key(row: dict) -> tuple[str, str, str]:
     return str(row.get("slice")), str(row.get("id")), str(row.get("variant"))
 
 
-def append_label(path: Path, row: dict, label: str, labeller: str, now: datetime | None = None) -> dict:
-    """Record a person's judgement of one evaluated answer (`row`: a results.jsonl row)."""
-    if label not in LABELS:
-        raise UsageError(f"label must be one of {', '.join(LABELS)}, got {label!r}")
-    entry = {"slice": row["slice"], "id": row["id"], "variant": row["variant"], "question": row["question"],
-             "answer": row["answer"], "label": label, "labeller": (labeller or "").strip() or "anonymous",
+def answer_hash(answer: str) -> str:
+    """What a label is tied to: the SHA-256 of the answer text (UTF-8)."""
+    return hashlib.sha256(str(answer).encode("utf-8")).hexdigest()
+
+
+def _append_atomic(path: Path, entry: dict) -> None:
+    """Add one line to `path` under its lock by rewriting the file atomically (storage's helpers):
+    a kill leaves the old file or the new one, never a torn line that the next append would glue
+    its own line to. Label files are small (one line per judgement), so the rewrite is cheap."""
+    with lock_for(path):
+        text = path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+        if text and not text.endswith("\n"):
+            text += "\n"  # a torn line written by an older version: keep it apart from the new one
+        atomic_write_text(path, text + json.dumps(entry, ensure_ascii=False) + "\n")
+
+
+def append_label(path: Path, row: dict, label: str, labeller: str, now: datetime | None = None,
+                 sample: dict | None = None) -> dict:
+    """Record a person's judgement of one evaluated answer (`row`: a results.jsonl row); `label`
+    may also be "skip" (seen, not judged: the queue moves on). `sample` records how the answer was
+    drawn (seed, rank of its question in the queue)."""
+    if label not in ACTIONS:
+        raise UsageError(f"label must be one of {', '.join(ACTIONS)}, got {label!r}")
+    entry = {"slice": row["slice"], "id": row["id"], "variant": row["variant"], "question": row.get("question", ""),
+             "answer": row["answer"], "answer_sha256": answer_hash(row["answer"]), "label": label,
+             "labeller": (labeller or "").strip() or "anonymous",
              "time": (now or datetime.now(timezone.utc)).isoformat(timespec="seconds")}
-    append_jsonl(path, [entry])
+    if sample:
+        entry["sample"] = sample
+    _append_atomic(path, entry)
     return entry
 
 
+def undo_last(path: Path, keys: set | None = None) -> dict | None:
+    """Remove the latest entry (label or skip) of labels.jsonl, among `keys` when given, and
+    return it (None when there is none). The file is rewritten atomically under its lock, so every
+    reader (the report, the judge's agreement) sees the label gone, not a later "undo" line."""
+    with lock_for(path):
+        if not path.exists():
+            return None
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        for i in range(len(lines) - 1, -1, -1):
+            try:
+                r = json.loads(lines[i])
+            except (json.JSONDecodeError, RecursionError):
+                continue
+            if isinstance(r, dict) and r.get("label") in ACTIONS and (keys is None or key(r) in keys):
+                atomic_write_text(path, "".join(lines[:i] + lines[i + 1:]))
+                return r
+    return None
+
+
+def _well_formed(r: dict) -> bool:
+    return (all(isinstance(r.get(k), str) for k in ("slice", "id", "variant"))
+            and (isinstance(r.get("answer_sha256"), str) or isinstance(r.get("answer"), str)))
+
+
 def read_labels(path: Path) -> dict[tuple, dict]:
-    """The latest well-formed label per result key (torn or hand-broken lines are skipped)."""
+    """The latest well-formed label per result key (torn or hand-broken lines and skips are skipped)."""
     out = {}
     for r in read_jsonl(path):
-        if r.get("label") in LABELS and all(isinstance(r.get(k), str) for k in ("slice", "id", "variant", "answer")):
+        if r.get("label") in LABELS and _well_formed(r):
             out[key(r)] = r
     return out
 
 
+def read_skips(path: Path) -> set[tuple]:
+    """(key, answer hash) of every answer a labeller skipped."""
+    return {(key(r), _hash_of(r)) for r in read_jsonl(path) if r.get("label") == SKIP and _well_formed(r)}
+
+
+def _hash_of(entry: dict) -> str:
+    # Old label rows carry the answer text only: hash it, so both kinds match the same way.
+    return entry["answer_sha256"] if isinstance(entry.get("answer_sha256"), str) else answer_hash(entry["answer"])
+
+
+def label_for(row: dict, labels: dict[tuple, dict]) -> dict | None:
+    """The label of this row's answer, when one exists for exactly this text (its hash); else None.
+    A gate decline is a fact of the pipeline and has no label."""
+    lab = labels.get(key(row))
+    if not lab or row.get("outcome") == GATE or not isinstance(row.get("answer"), str):
+        return None
+    return lab if _hash_of(lab) == answer_hash(row["answer"]) else None
+
+
 def matched(rows: list[dict], labels: dict[tuple, dict]) -> list[tuple[dict, dict]]:
     """(result row, label) for every labelled answer whose text is still the one that was judged."""
-    out = []
-    for r in rows:
-        lab = labels.get(key(r))
-        if lab and lab["answer"] == r["answer"] and r["outcome"] != GATE:
-            out.append((r, lab))
-    return out
+    return [(r, lab) for r in rows if (lab := label_for(r, labels)) is not None]
 
 
 def agreement(scorer: list[str], human: list[str], n_resamples: int = 2000, seed: int = 0) -> dict:
@@ -145,7 +209,7 @@ def queue(rows: list[dict], labels: dict[tuple, dict], seed: int = 0) -> list[di
     """The answers still to label, in a fixed shuffled order (slices and variants interleave, so a
     labeller who stops early leaves a balanced sample); gate declines are left out."""
     todo = [r for r in rows if r.get("outcome") != GATE and all(k in r for k in ("slice", "id", "variant", "answer"))
-            and not (labels.get(key(r)) and labels[key(r)]["answer"] == r["answer"])]
+            and label_for(r, labels) is None]
     todo.sort(key=key)
     random.Random(seed).shuffle(todo)
     return todo
