@@ -34,7 +34,9 @@ import numpy as np
 
 from .. import text as T
 
-OUTCOMES = ("correct", "abstained", "hallucinated")
+UNVERIFIED = "unverified"  # the scorer cannot tell: never counted as correct (DESIGN.md, "Measuring")
+OUTCOMES = ("correct", "abstained", "hallucinated", UNVERIFIED)
+JUDGED = ("correct", "abstained", "hallucinated")  # what a person, the judge or a proving rule can say
 
 # -- tokens (assistant/text.py is the one normaliser) -----------------------------------------
 STOPWORDS = frozenset(
@@ -269,6 +271,7 @@ class CorpusFacts:
     units: frozenset[str] = frozenset()
     vocabulary: frozenset[str] = frozenset()  # every lower-case word, for names
     text: str = ""  # all documents, lower case: identifiers are looked up in it
+    common: frozenset[str] = frozenset()  # words the documents also write in lower case ("kit"): not proper names
 
     @classmethod
     def from_texts(cls, texts: Sequence[str]) -> CorpusFacts:
@@ -282,8 +285,9 @@ class CorpusFacts:
                 if v.unit:
                     units.add(v.unit)
             vocab |= _folded_words(text)
+        common = {T.fold(w) for text in texts for w in _WORD.findall(text) if w.islower()}
         return cls(frozenset(nums), frozenset(pairs), frozenset(units), frozenset(vocab),
-                   "\n".join(texts).lower())
+                   "\n".join(texts).lower(), frozenset(common))
 
 
 GOLD_SECTION_CHARS = 4000  # shorter documents are one topic (a support article): all of it backs an answer
@@ -317,7 +321,7 @@ class Context:
 
 @dataclass(frozen=True)
 class Judgement:
-    outcome: str  # correct | abstained | hallucinated
+    outcome: str  # correct | abstained | hallucinated | unverified
     reason: str  # short and human-readable: "negates key fact '30 days'"
     path: str  # key_facts | derived | similarity | decline (unanswerable, safety)
     similarity: float | None = None  # answer-reference cosine, on the similarity path
@@ -577,7 +581,37 @@ def _judge_claims(p: Parsed, facts: Sequence[str], reference: str, ctx: Context 
     invented = _invented(p, local_text, ctx)
     if invented:
         return Judgement("hallucinated", invented, path)
+    unbacked = _unbacked_extra(p, asserted, local_text, ctx)
+    if unbacked:
+        return Judgement(UNVERIFIED, f"asserts {asserted[0]!r} but adds {unbacked}", path)
     return Judgement("correct", "asserts " + ", ".join(repr(f) for f in asserted[:3]), path)
+
+
+def _unbacked_extra(p: Parsed, asserted: Sequence[str], local_text: str, ctx: Context | None) -> str | None:
+    """A claim beside the key facts that the gold document does not back: a value whose number the
+    gold document holds only with another unit ("back within 5 business days" where it says "5 years"),
+    or a name it does not hold. The key facts are right, so the answer is not proven wrong; but the
+    extra claim is not proven right either ("plus a $10 voucher", "hand-assembled in Lindenfall"),
+    so the answer is not credited without support: unverified."""
+    if ctx is None or not ctx.gold or ctx.corpus is None:
+        return None
+    _, local_pairs = _pool(local_text)
+    local_nums = {n for n, _ in local_pairs}
+    for v in (v for c in p.claims for v in T.values(c)):
+        if not _checkable(v) or v.unit not in (*_MEASURES, "oclock", "time") or not set(_ends(v.number)) <= local_nums:
+            continue  # values whose number is not local at all are `_invented`'s
+        if not all((n, v.unit) in local_pairs for n in _ends(v.number)):
+            return f"{_label(v)!r}, which the gold document does not state"
+    known = _folded_words(local_text)
+    for c in p.claims:
+        if any(T.contains_fact(c, f) for f in asserted):
+            continue  # names beside a key fact: checked above
+        # proper names only: a capitalised heading word ("Model-by-model fit") is no claim
+        extra = [n for n in _names([c]) if n.lower() not in STOPWORDS and n.lower() not in _CURRENCY_CODES
+                 and T.fold(n.lower()) not in known and T.fold(n.lower()) not in ctx.corpus.common]
+        if extra:
+            return f"{extra[0]!r}, which the gold document does not name"
+    return None
 
 
 _YES = re.compile(r"^(?:yes|yeah|yep|sure|absolutely|of course|certainly|correct|indeed)\b", re.IGNORECASE)
@@ -701,15 +735,20 @@ def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str 
     flipped = _flipped(p, reference)
     if flipped:
         return Judgement("hallucinated", f"asserts {flipped!r}, which the reference negates", path, similarity)
+    # Closeness of topic is not correctness: fluent, on-topic prose that says the opposite of the
+    # reference embeds as close to it as a right answer does (issue 25: 49% false credit when a high
+    # cosine counted as correct). No rule proved the answer wrong, none can prove it right: unverified,
+    # for a judge or a human label to settle. The cosine is kept in the reason for a reader.
     sim = answer_similarity(answer, reference) if similarity is None else similarity
     if sim >= threshold:
-        return Judgement("correct", f"similar to the reference (cosine {sim:.2f} >= {threshold:.2f})", path, sim)
+        return Judgement(UNVERIFIED, f"close to the reference (cosine {sim:.2f} >= {threshold:.2f}), which does not "
+                         "show it is right", path, sim)
     named = [e for e in reference_entities(reference, ctx.question if ctx else "")
              if T.contains_fact(p.content, e)]
     low = threshold - ENTITY_MARGIN
     if named and sim >= low:
-        return Judgement("correct", f"names {named[0]!r} from the reference and is close to it "
-                         f"(cosine {sim:.2f} >= {low:.2f})", path, sim)
+        return Judgement(UNVERIFIED, f"names {named[0]!r} from the reference and is close to it "
+                         f"(cosine {sim:.2f} >= {low:.2f}), which does not show it is right", path, sim)
     return Judgement("hallucinated", f"not similar to the reference (cosine {sim:.2f} < {threshold:.2f})", path,
                      sim)
 
