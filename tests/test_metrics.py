@@ -228,15 +228,22 @@ def test_yes_no_polarity_is_checked_in_every_path():
     assert M.outcome("answerable", "No.", ["Mondays"], "No, it is closed on Sundays and Mondays.") == "correct"
 
 
-def test_similarity_path_uses_the_threshold():
+def test_similarity_path_never_credits_closeness():
+    """Issue 25: on the similarity path a close answer is `unverified`, never `correct`; far from the
+    reference it stays hallucinated."""
     ref = ("The global interpreter lock lets only one thread execute Python bytecode at a time, so CPU-bound "
            "threads do not run in parallel; use multiprocessing for parallel CPU work, which sidesteps the lock.")
     assert M.needs_similarity("answerable", [], ref) and not M.derived_facts(ref)
     good = M.judge("answerable", "Only one thread runs Python bytecode at once because of the GIL; use "
                    "processes for CPU-bound parallelism.", [], ref, similarity=0.8, threshold=0.6)
     bad = M.judge("answerable", "Python has no threads.", [], ref, similarity=0.3, threshold=0.6)
-    assert (good.outcome, good.path, bad.outcome) == ("correct", "similarity", "hallucinated")
-    assert "0.30 < 0.60" in bad.reason
+    assert (good.outcome, good.path, bad.outcome) == ("unverified", "similarity", "hallucinated")
+    assert "0.30 < 0.60" in bad.reason and "does not show it is right" in good.reason
+    # the issue's own false credits: fluent, on-topic and wrong
+    kids = M.judge("answerable", "Children are more susceptible to the virus than adults.", [],
+                   "Children do not appear to be at higher risk for COVID-19 than adults.", similarity=0.72,
+                   threshold=0.64)
+    assert kids.outcome != "correct" and kids.outcome in M.OUTCOMES
 
 
 def test_corpus_context_catches_invented_and_off_document_claims():
@@ -272,7 +279,7 @@ def test_free_text_paths_check_values_polarity_and_identifiers():
     assert M.derived_facts(ref, ctx.question) == ["4 spaces"]
     wrong = M.judge("answerable", "PEP 8 recommends 2 spaces per indentation level.", [], ref, ctx, similarity=0.9)
     assert (wrong.outcome, wrong.reason) == ("hallucinated", "no key fact asserted (needs '4 spaces')")
-    assert M.judge("answerable", "**Four** spaces per level.", [], ref, ctx, similarity=0.5).outcome == "correct"
+    assert M.judge("answerable", "**Four** spaces per level.", [], ref, ctx, similarity=0.5).outcome == "correct"  # derived
     # a question that does not count them: another value in the reference's unit contradicts it
     days = "Refunds take 5 business days once the parcel arrives."
     ctx_days = M.Context(M.CorpusFacts.from_texts([days]), days, "What happens after my parcel arrives?")
@@ -287,7 +294,7 @@ def test_free_text_paths_check_values_polarity_and_identifiers():
     ctx = M.Context(M.CorpusFacts.from_texts([doc]), doc, "How do I run tasks on a pool of threads?")
     pool = M.judge("answerable", "concurrent.futures.ThreadPoolExecutor is the simplest option.", [], doc, ctx,
                    similarity=0.7)
-    assert pool.outcome == "correct", pool.reason
+    assert pool.outcome == "unverified", pool.reason  # not invented; close, which proves nothing
     made_up = M.judge("answerable", "Use sys.ThreadPool.", [], doc, ctx, similarity=0.7)
     assert "invented identifier" in made_up.reason
     # numbers of a reference are facts to repeat only when the question asks for a value
@@ -359,7 +366,7 @@ def test_free_text_references_derived_facts_entities_and_sections():
         "os.remove", "_thread", "PEP 8", "CPython"]
     short = M.judge("answerable", "I believe it's PEP 8.", [], "The coding style is documented as PEP 8.",
                     similarity=0.45, threshold=0.6)
-    assert short.outcome == "correct" and "names 'PEP 8'" in short.reason
+    assert short.outcome == "unverified" and "names 'PEP 8'" in short.reason
     doc = "# FAQ\n" + "\n".join(f"## Question {i}\nAnswer {i} takes {i + 10} days." + " filler" * 120
                                  for i in range(8))
     assert M.gold_section(doc, "Answer 3 takes 13 days.").startswith("## Question 3")
@@ -372,7 +379,7 @@ def test_a_phrase_the_reference_negates_must_not_be_asserted():
     right = M.judge("answerable", "No, a CPython list is not a linked list. A linked list chains nodes.", [], ref,
                     similarity=0.7)
     assert (wrong.outcome, wrong.reason) == ("hallucinated", "asserts 'linked list', which the reference negates")
-    assert right.outcome == "correct"
+    assert right.outcome == "unverified"
 
 
 def test_hours_in_words_match_minutes_and_bare_numbers_still_match_hours():
@@ -387,10 +394,29 @@ def test_hedging_between_guesses_abstains_and_code_names_offered_as_alternatives
     ctx = M.Context(M.CorpusFacts.from_texts([ref]), ref, "How do I send mail from a Python script?")
     shotgun = M.judge("answerable", "You can use `smtplib`, `imaplib` or `ftplib` to send it.", [], ref, ctx, similarity=0.9)
     assert (shotgun.outcome, shotgun.reason.split(" (")[0]) == ("hallucinated", "competing names: smtplib, imaplib, ftplib")
-    assert M.judge("answerable", "Use `smtplib` (or `email` to build it).", [], ref, ctx, similarity=0.9).outcome == "correct"
+    assert M.judge("answerable", "Use `smtplib` (or `email` to build it).", [], ref, ctx, similarity=0.9).outcome == "unverified"
     hedge = M.judge("answerable", "Hard to say. Maybe smtplib, maybe sockets; I'm not sure which.", [], ref, ctx,
                     similarity=0.7)
     assert (hedge.outcome, hedge.reason) == ("abstained", "hedges between guesses without committing to one")
-    assert M.judge("answerable", "I'm not sure, maybe smtplib.", [], ref, ctx, similarity=0.7).outcome == "correct"
+    assert M.judge("answerable", "I'm not sure, maybe smtplib.", [], ref, ctx, similarity=0.7).outcome == "unverified"
     for decline in ("Sorry, I don't have anything on that topic.", "I can't tell you; the FAQ doesn't name anyone."):
         assert M.is_abstention(decline), decline
+
+
+def test_a_key_fact_answer_with_an_unbacked_extra_claim_is_not_credited():
+    """Issue 25: the right key fact plus an invented extra is `unverified`, never `correct`."""
+    gold = ("Resoling: a resole costs $45 a pair, takes 10 business days, up to 3 pairs an order. "
+            "Support replies within 24 hours. "
+            "Opening hours: Monday to Friday 9:00 to 18:00, Saturday 10:00 to 14:00.")
+    other = "The Lindenfall warehouse ships every order. Gift cards are valid for 3 years."
+    ctx = M.Context(M.CorpusFacts.from_texts([gold, other]), gold, "How much is a resole?")
+    assert M.judge("answerable", "A resole is $45 a pair and takes 10 business days.", ["$45"], "", ctx).outcome \
+        == "correct"
+    days = M.judge("answerable", "A resole is $45 a pair, done in 3 business days.", ["$45"], "", ctx)
+    assert (days.outcome, days.reason) == ("unverified", "asserts '$45' but adds '3 business days', which the gold "
+                                                         "document does not state")
+    place = M.judge("answerable", "$45 a pair. Every pair is resoled in our Lindenfall workshop.", ["$45"], "", ctx)
+    assert place.outcome == "unverified" and "'Lindenfall', which the gold document does not name" in place.reason
+    # a capitalised common word (a heading echoed by a retrieval answer) is no proper name
+    head = M.judge("answerable", "A resole costs $45 a pair. Sent from our Warehouse.", ["$45"], "", ctx)
+    assert head.outcome == "correct", head.reason
