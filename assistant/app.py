@@ -338,24 +338,29 @@ def blind_tab(corpus: Corpus, lineup: Lineup) -> gr.Dataframe | None:
     return tally
 
 
-LABEL_BUTTONS = {"correct": "Correct", "abstained": "Abstained (no answer)", "hallucinated": "Hallucinated (wrong)"}
+LABEL_BUTTONS = {"correct": "Correct (c)", "abstained": "Abstained: no answer (a)",
+                 "hallucinated": "Hallucinated: wrong (h)", "skip": "Skip (s)"}
 
 
-def label_next(corpus: Corpus) -> tuple[dict | None, str, str]:
-    """The next answer of the latest evaluation to label: (row or None, its card, the progress line)."""
+def label_next(corpus: Corpus, n: int = labels.DEFAULT_N) -> tuple[dict | None, str, str]:
+    """The next answer of the label queue: (row or None, its card, the progress line). The same
+    queue as `assistant label` (labels.sample with the corpus's seed): same answers, same order."""
     rows = labels.latest_results(corpus)
-    done = labels.read_labels(labels.labels_path(corpus))
     if not rows:
         return None, f"No evaluation to label yet: run `assistant eval {corpus.root}`.", ""
-    todo = labels.queue(rows, done, corpus.config.evaluation.seed)
-    progress = labels.progress(rows, done)
+    path = labels.labels_path(corpus)
+    done, skips = labels.read_labels(path), labels.read_skips(path)
+    items = labels.sample(rows, n, corpus.config.evaluation.seed)
+    todo = labels.pending(items, done, skips)
+    progress = labels.progress(items, done, skips)
     if not todo:
-        return None, "Every answer of the latest evaluation is labelled. Thank you.", progress
-    return todo[0], labels.render(todo[0]), progress
+        return None, (f"Every answer of the sample is labelled. Thank you. To label more, run `assistant label "
+                      f"{corpus.root} --n {2 * n}` (the same queue, extended)."), progress
+    return todo[0], labels.render(todo[0], labels.Passages(corpus, rows).for_row(todo[0])), progress
 
 
 def label_record(corpus: Corpus, row: dict | None, label: str, labeller: str) -> tuple[dict | None, str, str]:
-    """Append the label of `row` to labels.jsonl, then show the next answer."""
+    """Save the label (or skip) of `row` to labels.jsonl, then show the next answer."""
     if row:
         try:
             labels.append_label(labels.labels_path(corpus), row, label, labeller)
@@ -364,20 +369,35 @@ def label_record(corpus: Corpus, row: dict | None, label: str, labeller: str) ->
     return label_next(corpus)
 
 
+def label_undo(corpus: Corpus) -> tuple[dict | None, str, str]:
+    """Take back the latest label or skip of the queue, then show that answer again."""
+    rows = labels.latest_results(corpus)
+    keys = {labels.key(r) for r in labels.sample(rows, labels.DEFAULT_N, corpus.config.evaluation.seed)}
+    try:
+        labels.undo_last(labels.labels_path(corpus), keys)
+    except OSError as e:
+        current, card, progress = label_next(corpus)
+        return current, f"**Could not undo ({e}).**\n\n" + card, progress
+    return label_next(corpus)
+
+
 def label_tab(corpus: Corpus):
-    """One answer at a time from the latest evaluation, without the variant's name or the scorer's outcome."""
-    gr.Markdown("Judge answers of the latest evaluation as a careful reader would. Labels land in "
-                f"`{labels.labels_path(corpus)}`; the next report shows how often the scorer agrees with you and "
-                "whether the verdict changes with your judgements.")
+    """One answer at a time from the label queue, without the variant's name or the scorer's outcome."""
+    gr.Markdown("Judge answers of the latest evaluation as a careful reader would, from the reference and the "
+                "passages. The answers come in a seeded random order, every variant's answer to each question "
+                "(the same queue as `assistant label`), so the labels are a random sample the report can correct "
+                f"its rates with. Labels land in `{labels.labels_path(corpus)}`; see docs/labelling.md.")
     labeller = gr.Textbox(label="Your name", value=os.environ.get("USER", ""), max_lines=1, elem_id="labeller")
     progress = gr.Markdown(elem_id="label-progress")
     card = gr.Markdown(elem_id="label-card")
     current = gr.State(None)
     with gr.Row():
         buttons = {k: gr.Button(text, elem_id=f"label-{k}") for k, text in LABEL_BUTTONS.items()}
+        undo = gr.Button("Undo (u)", elem_id="label-undo")
     outputs = [current, card, progress]
     for k, btn in buttons.items():
         btn.click(lambda row, who, k=k: label_record(corpus, row, k, who), inputs=[current, labeller], outputs=outputs)
+    undo.click(lambda: label_undo(corpus), outputs=outputs)
     return lambda: label_next(corpus), outputs
 
 

@@ -305,15 +305,20 @@ class Passages:
         if doc is None:
             return ""
         want = heading.split(" > ")[-1].strip().lower()
-        lines, out, inside = doc.text.splitlines(), [], False
-        for line in lines:
-            if line.lstrip().startswith("#"):
-                if inside:
+        if not want:
+            return doc.text.strip()
+        out, level = [], 0  # level: of the matched heading; its section runs to the next heading as high
+        for line in doc.text.splitlines():
+            stripped = line.lstrip()
+            if stripped.startswith("#"):
+                depth = len(stripped) - len(stripped.lstrip("#"))
+                if level and depth <= level:
                     break
-                inside = line.lstrip("# ").strip().lower() == want
-            if inside:
+                if not level and stripped.lstrip("# ").strip().lower() == want:
+                    level = depth
+            if level:
                 out.append(line)
-        return "\n".join(out).strip() or (doc.text.strip() if not want else "")
+        return "\n".join(out).strip()
 
     def text(self, path: str, heading: str) -> str:
         text = "\n\n".join(self.chunks.get((path, heading), [])) or self._section(path, heading)

@@ -3,6 +3,7 @@ with human outcomes, and the app's "Label answers" tab without a browser."""
 
 from __future__ import annotations
 
+import io
 import json
 import re
 
@@ -92,30 +93,169 @@ def test_label_summary_in_metrics(tiny_corpus):
     assert f"the verdict changes from rag to {w['recommendation'] or 'inconclusive'}" in s["text"]
 
 
+# -- the label queue: the sample, the terminal and the app's tab -----------------------------
+def write_eval(corpus, rows: list[dict]) -> None:
+    latest = corpus.runs_dir / "eval" / "20260101-000000"
+    latest.mkdir(parents=True, exist_ok=True)
+    (latest / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    link = corpus.runs_dir / "eval" / "latest"
+    if not link.exists():
+        link.symlink_to(latest.name)
+
+
+def many_rows(questions: int = 30) -> list[dict]:
+    rows = []
+    for i in range(questions):
+        for v in ("prompted", "rag", "sft"):
+            rows.append(row(v, i, "declined_by_gate" if v == "rag" and i % 5 == 0 else "correct",
+                            "unanswerable" if i % 4 == 0 else "paraphrase"))
+            rows[-1]["answer"] = f"It takes {i} days (answer {len(rows)})."
+    return rows
+
+
+def test_sample_draws_whole_questions_uniformly_and_extends_with_n():
+    rows = many_rows()
+    items = labels.sample(rows, n=20, seed=3)
+    questions = [(r["slice"], r["id"]) for r in items]
+    assert not any(r["outcome"] == "declined_by_gate" for r in items)
+    # whole questions: every eligible answer of each drawn question, the questions kept together
+    for q in set(questions):
+        want = {r["variant"] for r in rows if (r["slice"], r["id"]) == q and r["outcome"] != "declined_by_gate"}
+        assert {r["variant"] for r in items if (r["slice"], r["id"]) == q} == want
+    assert 20 <= len(items) < 23 and [r["sample"]["rank"] for r in items] == sorted(r["sample"]["rank"] for r in items)
+    assert labels.sample(rows, n=40, seed=3)[:len(items)] == items  # a larger n extends the same queue
+    assert labels.sample(rows, n=20, seed=4) != items
+    assert labels.sample(list(reversed(rows)), n=20, seed=3) == items  # the order of results.jsonl is irrelevant
+    # the variant order within questions varies (position says nothing about the variant)
+    firsts = {labels.sample(rows, n=None, seed=3)[i]["variant"] for i in range(0, 60, 3)}
+    assert len(firsts) > 1
+    # uniform over questions: each question is drawn first about equally often
+    counts = {}
+    for seed in range(3000):
+        first = labels.sample(rows, n=1, seed=seed)[0]["id"]
+        counts[first] = counts.get(first, 0) + 1
+    assert len(counts) == 30 and max(counts.values()) < 2.2 * 3000 / 30
+    with pytest.raises(UsageError):
+        labels.sample(rows, n=0)
+
+
+def test_a_label_holds_for_its_answer_text_only(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    r = row("rag", 1, "correct")
+    labels.append_label(path, r, "correct", "ana")
+    got = labels.read_labels(path)
+    assert labels.label_for(r, got)["label"] == "correct"
+    assert labels.label_for({**r, "answer": r["answer"] + " Also 40 days."}, got) is None  # the answer changed
+    assert labels.label_for({**r, "outcome": "declined_by_gate"}, got) is None
+    # an old label row carries the answer text and no hash: still read, matched by its text
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k != "answer_sha256"}
+    path.write_text(json.dumps(old) + "\n")
+    assert labels.label_for(r, labels.read_labels(path))["labeller"] == "ana"
+    # a torn line does not swallow the next label
+    with open(path, "a") as f:
+        f.write('{"slice": "paraphrase", "id": "q9"')
+    labels.append_label(path, row("rag", 2, "correct"), "hallucinated", "ana")
+    assert set(labels.read_labels(path)) == {("paraphrase", "q1", "rag"), ("paraphrase", "q2", "rag")}
+
+
+def test_undo_removes_the_latest_entry_of_the_queue_only(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    a, b, c = row("rag", 1, "correct"), row("rag", 2, "correct"), row("sft", 3, "correct")
+    labels.append_label(path, a, "correct", "ana")
+    labels.append_label(path, b, "skip", "ana")
+    labels.append_label(path, c, "hallucinated", "ben")  # not in the queue below
+    gone = labels.undo_last(path, {labels.key(a), labels.key(b)})
+    assert gone["label"] == "skip" and gone["id"] == "q2" and labels.read_skips(path) == set()
+    assert labels.undo_last(path, {labels.key(a), labels.key(b)})["id"] == "q1"
+    assert labels.undo_last(path, {labels.key(a), labels.key(b)}) is None
+    assert set(labels.read_labels(path)) == {labels.key(c)}
+
+
+def run_terminal(corpus, keys: str, n: int = 9, **kw) -> tuple[dict, str]:
+    out = io.StringIO()
+    got = labels.label_queue(corpus, list(keys), out, n=n, seed=5, labeller="ana", **kw)
+    return got, out.getvalue()
+
+
+def test_terminal_queue_labels_skips_undoes_and_resumes(tiny_corpus):
+    rows = many_rows()
+    write_eval(tiny_corpus, rows)
+    items = labels.sample(rows, n=9, seed=5)
+    got, text = run_terminal(tiny_corpus, "cxhq")
+    assert (got["labelled"], got["done"], got["total"]) == (2, 2, len(items))
+    assert "'x' is not a key here" in text and text.count("QUESTION (") == 3
+    stored = labels.read_labels(labels.labels_path(tiny_corpus))
+    assert [stored[labels.key(r)]["label"] for r in items[:2]] == ["correct", "hallucinated"]
+    assert stored[labels.key(items[0])]["sample"] == {"seed": 5, "rank": 0}
+    # blind: neither the variant nor the scorer's outcome is shown; the passage text is
+    card = text.split("QUESTION (")[1]
+    assert not re.search(r"\b(prompted|rag|sft|scorer|outcome|declined_by_gate)\b", card)
+    assert "Bikes can be returned within 21 days" in text and "docs/returns.md > Returns" in text
+    # resume where it stopped: skip the third, undo the skip, then abstain on it; end of keys = quit
+    got, text = run_terminal(tiny_corpus, "sua")
+    assert "undo: removed the skip" in text and (got["labelled"], got["skipped"], got["undone"]) == (1, 1, 1)
+    stored = labels.read_labels(labels.labels_path(tiny_corpus))
+    assert stored[labels.key(items[2])]["label"] == "abstained" and got["done"] == 3
+    assert labels.read_skips(labels.labels_path(tiny_corpus)) == set()
+    # undo in a new session takes back the previous session's last label
+    got, _ = run_terminal(tiny_corpus, "uq")
+    assert got["undone"] == 1 and got["done"] == 2
+    got, text = run_terminal(tiny_corpus, "c" * 20)
+    assert got["done"] == got["total"] == len(items) and got["left"] == 0 and "Every answer of the sample" in text
+
+
+def test_terminal_queue_needs_an_evaluation(tiny_corpus):
+    with pytest.raises(UsageError, match="assistant eval"):
+        run_terminal(tiny_corpus, "q")
+
+
+def test_passages_show_text_from_the_index_chunks_for_every_variant_alike(tiny_corpus):
+    rows = [row("prompted", 1, "correct"), {**row("rag", 1, "correct"), "sources": [
+        {"path": "docs/returns.md", "heading": "Returns > Refunds", "score": 0.8, "rank": 1},
+        {"path": "docs/service.md", "heading": "Nowhere", "score": 0.5, "rank": 2}]}]
+    rows[0]["sources"] = []
+    rows[0]["source"] = rows[1]["source"] = "docs/returns.md"
+    rows[0]["reference"] = rows[1]["reference"] = "Within 21 days of delivery."
+    chunks = tiny_corpus.runs_dir / "rag" / "chunks.jsonl"
+    chunks.parent.mkdir(parents=True)
+    chunks.write_text(json.dumps({"id": 0, "path": "docs/returns.md", "heading": "Returns > Refunds",
+                                  "text": "Refunds within 6 business days (from the index)."}) + "\n")
+    p = labels.Passages(tiny_corpus, rows)
+    shown = p.for_row(rows[0])
+    assert shown == p.for_row(rows[1])  # the closed-book answer gets the same passages: blind
+    assert "21 days of delivery" in shown[0]["text"]  # the gold section of the reference's document
+    assert shown[1]["text"] == "Refunds within 6 business days (from the index)."
+    assert "text not found" in shown[2]["text"]
+
+
 # -- the app's tab, without a browser ---------------------------------------------------------
-def test_label_tab_shows_one_answer_at_a_time_and_records_labels(tiny_corpus):
-    from assistant.app import label_next, label_record
+def test_label_tab_serves_the_same_queue_with_skip_and_undo(tiny_corpus):
+    from assistant.app import label_next, label_record, label_undo
 
     row_none, card, progress = label_next(tiny_corpus)
     assert row_none is None and "No evaluation to label yet" in card
-    latest = tiny_corpus.runs_dir / "eval" / "20260101-000000"
-    latest.mkdir(parents=True)
     rows = [row("prompted", 1, "correct"), row("rag", 1, "hallucinated"), row("rag", 2, "declined_by_gate"),
             row("rag", 3, "correct", "unanswerable")]
-    (latest / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tiny_corpus.runs_dir / "eval" / "latest").symlink_to(latest.name)
+    rows[1]["answer"] = "Within 30 days."
+    write_eval(tiny_corpus, rows)
+    order = [labels.key(r) for r in labels.sample(rows, labels.DEFAULT_N, tiny_corpus.config.evaluation.seed)]
 
     seen = []
     current, card, progress = label_next(tiny_corpus)
-    assert progress == "0 of 3 answers of the latest evaluation labelled"  # the gate's decline is not judged
+    assert progress == "0 of 3 sampled answers labelled (2 questions drawn at random)"  # no gate decline
+    current, card, progress = label_record(tiny_corpus, current, "skip", "ana")
+    assert progress.endswith("1 skipped")
+    current, card, progress = label_undo(tiny_corpus)
+    assert labels.key(current) == order[0] and progress.startswith("0 of 3")
     while current is not None:
         assert current["outcome"] != "declined_by_gate"
         assert current["question"] in card and current["answer"] in card and "docs/returns.md" in card
-        assert not re.search(rf"\b({current['variant']}|scorer|outcome)\b", card)  # blind: no variant, no outcome  # blind: no variant name, no outcome
+        assert "Bikes can be returned within 21 days" in card  # the passage's text, not only its name
+        assert not re.search(rf"\b({current['variant']}|scorer|outcome)\b", card)  # blind
         seen.append(labels.key(current))
         current, card, progress = label_record(tiny_corpus, current, "correct", "ana")
-    assert len(seen) == len(set(seen)) == 3
-    assert progress == "3 of 3 answers of the latest evaluation labelled" and "Every answer" in card
+    assert seen == order  # the same queue as `assistant label`
+    assert progress == "3 of 3 sampled answers labelled (2 questions drawn at random)" and "Every answer" in card
     stored = labels.read_labels(labels.labels_path(tiny_corpus))
     assert set(stored) == set(seen) and {r["labeller"] for r in stored.values()} == {"ana"}
     assert "declining is **correct**" in labels.render(rows[3])
