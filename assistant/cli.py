@@ -163,7 +163,30 @@ def cmd_score(args) -> int:
     corpus = _corpus(args.corpus)
     if args.judge:
         _judge_overrides(corpus, args)
-    run_score(answers, corpus, Path(args.out) if args.out else None, judge=args.judge)
+    run_score(answers, corpus, Path(args.out) if args.out else None, judge=args.judge,
+              summary_path=Path(args.summary) if args.summary else None)
+    return 0
+
+
+def cmd_label(args) -> int:
+    import os
+
+    from .labels import label_queue, terminal_keys
+
+    if args.n < 1:
+        raise UsageError(f"--n must be a positive number of answers, got {args.n}; e.g. --n 60")
+    corpus = _corpus(args.corpus)
+    keys = terminal_keys(sys.stdin)
+    try:
+        got = label_queue(corpus, keys, sys.stdout, n=args.n, seed=args.seed,
+                          labeller=args.labeller or os.environ.get("USER", ""))
+    finally:
+        keys.close()  # gives the terminal its normal mode back
+    print(f"{got['done']} of {got['total']} sampled answers labelled, {got['left']} to go, in {got['path']}.")
+    if got["left"]:
+        print(f"to resume: assistant label {args.corpus} --n {args.n}" + (f" --seed {args.seed}" if args.seed is not
+                                                                           None else ""))
+    print(f"the next `assistant eval {args.corpus}` corrects its rates with these labels (docs/labelling.md)")
     return 0
 
 
@@ -259,7 +282,20 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("answers", help="JSONL file, one answer a line")
     sp.add_argument("--corpus", default=DEFAULT_CORPUS, help="the corpus the answers are about (default: %(default)s)")
     sp.add_argument("--out", help="write every row plus outcome, reason and scoring_path to this JSONL file")
+    sp.add_argument("--summary", metavar="FILE.json",
+                    help="write the correct, hallucinated and abstained rates, automatic and corrected by the rows "
+                         "that carry `label` (prediction-powered inference; they must be a uniformly random "
+                         "sample of the rows), with 95%% intervals")
     add_judge_flags(sp)
+
+    sp = verb("label", cmd_label, "label a seeded random sample of the latest evaluation's answers by hand, blind "
+                                  "(keys c/a/h/s/u/q; saved after each key, resumes where it stopped)")
+    sp.add_argument("corpus", nargs="?", default=DEFAULT_CORPUS)
+    sp.add_argument("--n", type=int, default=60, help="answers to sample: whole questions, every variant's answer "
+                                                      "to each (default: %(default)s)")
+    sp.add_argument("--seed", type=int, default=None,
+                    help="the sample's seed (default: evaluation.seed of corpus.yaml, as the app's Labels tab)")
+    sp.add_argument("--labeller", default=None, help="your name in labels.jsonl (default: $USER)")
 
     sp = verb("import", cmd_import, "create a corpus folder from existing documents and QA (JSONL, CSV, SQuAD)")
     sp.add_argument("source", help="a QA file (.jsonl, .csv) or a SQuAD-format .json")

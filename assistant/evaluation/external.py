@@ -5,6 +5,9 @@ Input: a JSONL file, one answer a line: `id`, `question`, `answer`, and optional
 QA row of the corpus, that row's reference, key facts, kind and source fill what the line leaves
 out. Output: every input row plus `outcome`, `reason` and `scoring_path` (key_facts, derived, similarity or decline),
 rates with bootstrap intervals, and, when rows carry labels, the scorer's agreement with them.
+With `--summary FILE.json`: the rates of correct, hallucinated and abstained answers, automatic and
+corrected by the labelled rows with prediction-powered inference (evaluation/ppi.py). The rows that
+carry `label` must be a uniformly random sample of the file's rows for the intervals to be valid.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 
 from ..corpus import Corpus
 from ..errors import UsageError
+from ..labels import LABELS as HUMAN_LABELS
 from . import metrics as M
 from .stats import rate
 
@@ -59,8 +63,9 @@ def read_answers(path: Path) -> list[dict]:
             problems.append(f"{where}: kind {row['kind']!r} is not one of {', '.join(KINDS)}")
             continue
         label = row.get("label")
-        if label is not None and LABEL_ALIASES.get(label, label) not in M.OUTCOMES:
-            problems.append(f"{where}: label {label!r} is not one of {', '.join(M.OUTCOMES)}")
+        if label is not None and LABEL_ALIASES.get(label, label) not in HUMAN_LABELS:
+            # A person's label is one of the three outcomes: "unverified" is the scorer's, never a label.
+            problems.append(f"{where}: label {label!r} is not one of {', '.join(HUMAN_LABELS)}")
             continue
         key = row["id"]
         if key in seen:
@@ -223,7 +228,46 @@ def print_report(rows: list[dict], console=None) -> None:
     console.print(t)
 
 
-def run_score(answers: Path, corpus: Corpus, out: Path | None = None, judge: bool = False) -> list[dict]:
+def ppi_summary(rows: list[dict], alpha: float = 0.05) -> dict:
+    """`--summary`: for each of correct, hallucinated, abstained, the automatic rate over all rows
+    and the PPI++ rate corrected by the labelled rows, with its (1 - alpha) interval; `labelled` is
+    their count. An `unverified` outcome predicts nothing (ppi.prediction); the labelled rows must
+    be a uniformly random sample of the rows (the intervals assume it)."""
+    from .ppi import TARGETS, estimate, human_value, prediction
+
+    def rates(rs: list[dict]) -> dict:
+        lab = [r for r in rs if r.get("label") is not None]
+        out = {}
+        for t in TARGETS:
+            e = estimate([prediction(r["outcome"], t) for r in rs], [prediction(r["outcome"], t) for r in lab],
+                         [human_value(LABEL_ALIASES.get(r["label"], r["label"]), t) for r in lab], alpha)
+            out[t] = {k: e[k] for k in ("automatic", "corrected", "ci", "bias", "labelled", "n", "lambda")}
+        return out
+
+    labelled = sum(1 for r in rows if r.get("label") is not None)
+    return {"n": len(rows), "labelled": labelled, "unverified": sum(r["outcome"] == "unverified" for r in rows),
+            "confidence": 1 - alpha, "method": "PPI++ mean (ppi_py), labelled rows taken as a uniform random sample",
+            "rates": rates(rows),
+            "kinds": {k: {"n": len(rs), "labelled": sum(1 for r in rs if r.get("label") is not None), "rates": rates(rs)}
+                      for k in KINDS if (rs := [r for r in rows if r["kind"] == k])}}
+
+
+def print_ppi(s: dict, console=None) -> None:
+    from rich.console import Console
+
+    console = console or Console()
+    if not s["labelled"]:
+        console.print(f"no row carries a label: the rates above are the scorer's alone ({s['unverified']} "
+                      "unverified); label a random sample of rows (field `label`) to correct them")
+        return
+    fmt = lambda e: (f"{e['corrected']:.0%} ({e['ci'][0]:.0%}-{e['ci'][1]:.0%})" if e["ci"] is not None
+                     else f"{e['corrected']:.0%}")
+    console.print(f"corrected by {s['labelled']} labels (PPI++, 95% intervals; automatic in brackets): "
+                  + ", ".join(f"{t} {fmt(e)} [{e['automatic']:.0%}]" for t, e in s["rates"].items()), soft_wrap=True)
+
+
+def run_score(answers: Path, corpus: Corpus, out: Path | None = None, judge: bool = False,
+              summary_path: Path | None = None) -> list[dict]:
     """Read, score, write (atomically) and print: the `assistant score` verb. With `judge`, the LLM
     judge of corpus.yaml's `judge:` section grades every row too (`judge` field, cached under
     runs/<corpus>/score/cache); `judge.verdict_uses: judge` makes its grade the row's outcome."""
@@ -235,6 +279,12 @@ def run_score(answers: Path, corpus: Corpus, out: Path | None = None, judge: boo
     if out is not None:
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print_report(rows)
+    if summary_path is not None:
+        from ..storage import atomic_write_json
+
+        s = ppi_summary(rows)
+        atomic_write_json(summary_path, s)
+        print_ppi(s)
     return rows
 
 
