@@ -285,6 +285,29 @@ def _say(console: Console, level: str, p: Problem) -> None:
                   markup=False, highlight=False, soft_wrap=True)
 
 
+def model_problems(corpus: Corpus) -> list[Problem]:
+    """The model and device settings, checked without loading anything: a missing model folder or a
+    GPU this machine lacks fails here, not as a traceback in the middle of `ask` or a build."""
+    from .config import setting_line
+    from .models import ModelError, check_model_name, device_problem
+
+    path, model = corpus.root / "corpus.yaml", corpus.config.model
+    out = []
+    try:
+        check_model_name(model.name)
+    except ModelError as e:
+        out.append(Problem(str(path), setting_line(path, "model", "name"), str(e)))
+    problem = device_problem(model.device)
+    if problem:
+        out.append(Problem(str(path), setting_line(path, "model", "device"), problem))
+    return out
+
+
+def skipped_documents(problems: list[Problem]) -> list[str]:
+    """The documents left out of the corpus (a file-level warning: conversion failed or no text)."""
+    return sorted({Path(p.file).name for p in problems if p.warning and p.line == 0})
+
+
 def check_corpus(root: Path, strict: bool = False, near_duplicate: float | None = NEAR_DUPLICATE) -> int:
     """Print counts, errors and warnings; return the exit code: 0 valid, 2 errors (or warnings with `strict`)."""
     console = Console()
@@ -310,7 +333,7 @@ def check_corpus(root: Path, strict: bool = False, near_duplicate: float | None 
         found = consistency(corpus, None)
         found.warnings.insert(0, Problem(str(root / "corpus.yaml"), 1, f"near-duplicate check skipped: cannot load "
                                          f"embedder {corpus.config.retrieval.embedder!r} ({e.__class__.__name__})"))
-    found.errors = suite_problems + found.errors
+    found.errors = suite_problems + model_problems(corpus) + found.errors
     if not corpus.questions("test"):  # eval and compare would have nothing to measure
         from .evaluation.runner import _no_questions
 
@@ -323,6 +346,9 @@ def check_corpus(root: Path, strict: bool = False, near_duplicate: float | None 
         _say(console, "warning", p)
     failed = bool(found.errors) or (strict and bool(found.warnings))
     summary = f"{len(found.errors)} error(s), {len(found.warnings)} warning(s) to review"
+    skipped = skipped_documents(getattr(corpus, "problems", []))
+    if skipped:
+        summary += f"; {len(skipped)} document(s) skipped: {', '.join(skipped)}"
     if failed:
         console.print(f"{summary}; fix them and run `assistant check {root}` again"
                       + (" (--strict counts warnings as errors)" if strict and found.warnings else ""),

@@ -323,6 +323,14 @@ def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
     return 1
 
 
+def setting_line(path: Path, *loc: str) -> int:
+    """Line of a setting (e.g. "model", "device") in a corpus.yaml; 1 when absent or unreadable."""
+    try:
+        return _line_of(_key_lines(path.read_text(encoding="utf-8"))[0], loc)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return 1
+
+
 def load_config(path: Path) -> CorpusConfig:
     """Read and validate a `corpus.yaml`; raise ConfigError with file:line messages."""
     from .storage import NotUTF8, read_utf8

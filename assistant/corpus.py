@@ -237,7 +237,23 @@ def load_documents(root: Path, settings: IngestSettings | None = None) -> tuple[
     if not docs and all(p.warning for p in problems):
         problems.append(Problem(str(docs_dir), 1, "no usable documents found; add .md, .txt, .html, .pdf, .docx, "
                                 ".pptx or .xlsx files"))
+    else:
+        problems += _formats_lost(docs, problems)
     return docs, problems
+
+
+def _formats_lost(docs: list[Document], problems: list[Problem]) -> list[Problem]:
+    """An error for each binary format whose every file failed: a whole format lost is more often a
+    broken conversion library than a set of broken files, and must not pass as a warning."""
+    out = []
+    for suffix in ingest.SUFFIXES:
+        failed = [p for p in problems if p.warning and p.file.lower().endswith(suffix)]
+        if failed and not any(d.path.lower().endswith(suffix) for d in docs):
+            names = ", ".join(Path(p.file).name for p in failed[:5]) + (", ..." if len(failed) > 5 else "")
+            out.append(Problem(str(Path(failed[0].file).parent), 1, f"every {suffix} document failed to convert "
+                               f"({len(failed)} of {len(failed)}: {names}); fix or remove them (see each file's "
+                               "message above), or move them out of docs/ to build without them"))
+    return out
 
 
 def _describe(err: dict) -> str:

@@ -22,6 +22,7 @@ import hashlib
 import json
 import re
 import statistics
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,13 @@ SUFFIXES = (".pdf", ".docx", ".pptx", ".xlsx")
 CONVERTER_VERSION = 1  # bump when the Markdown produced for the same file changes
 HEADING_SIZE_RATIO = 1.15  # a line set this much larger than the body text is a heading
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0"  # password-protected Office files are OLE containers, not zips
+# The part every valid file of a format holds: with it, a failed conversion is the library's fault.
+_MAIN_PART = {".docx": "word/document.xml", ".pptx": "ppt/presentation.xml", ".xlsx": "xl/workbook.xml"}
+# The libraries behind each format's conversion, named with their versions when one of them fails.
+_LIBRARIES = {".docx": ("markitdown", "mammoth", "beautifulsoup4", "lxml"),
+              ".pptx": ("markitdown", "python-pptx", "lxml"),
+              ".xlsx": ("markitdown", "openpyxl", "pandas"),
+              ".pdf": ("pdfminer.six",)}
 
 
 class IngestError(AssistantError):
@@ -98,16 +106,65 @@ def _markitdown(path: Path) -> Converted:
 
     # The format's own converter, not MarkItDown's guessing: a damaged .docx must fail, not come
     # back as its raw bytes read as plain text.
-    converter = {".docx": DocxConverter, ".pptx": PptxConverter, ".xlsx": XlsxConverter}[path.suffix.lower()]()
+    suffix = path.suffix.lower()
+    converter = {".docx": DocxConverter, ".pptx": PptxConverter, ".xlsx": XlsxConverter}[suffix]()
     try:
         with open(path, "rb") as f:
-            text = converter.convert(f, StreamInfo(extension=path.suffix.lower(), filename=path.name)).markdown
+            text = converter.convert(f, StreamInfo(extension=suffix, filename=path.name)).markdown
     except Exception as e:  # markitdown wraps every parser's failure; its class names the cause
-        raise IngestError(f"cannot be read as {path.suffix.lower()} ({_reason(e)}); the file is corrupt or not a "
-                          f"{path.suffix.lower()} file: export it again from the application that made it") from None
+        if not _is_container(path, suffix):
+            raise IngestError(f"cannot be read as {suffix} ({_reason(e)}); the file is corrupt or not a {suffix} "
+                              "file: export it again from the application that made it") from None
+        if suffix != ".docx":
+            raise IngestError(library_failure(suffix, e)) from None
+        try:
+            text = _docx_plain(path)
+        except Exception as e2:
+            raise IngestError(library_failure(suffix, e2)) from None
     # markitdown marks slides with HTML comments; they carry no content.
     text = re.sub(r"<!--\s*Slide number:\s*\d+\s*-->\n?", "", text)
     return Converted(re.sub(r"\n{3,}", "\n\n", text).strip() + "\n")
+
+
+def _docx_plain(path: Path) -> str:
+    """A .docx through mammoth and markitdown's HTML converter, without markitdown's pre-processing.
+
+    That pre-processing (equations to LaTeX, double strike-through) round-trips word/document.xml
+    through BeautifulSoup's lxml-xml builder. lxml 6.2.0 stopped handing the namespace map to a
+    parser target's start(), so bs4 writes `<document>` for `<w:document>` and mammoth then finds
+    no body in any file ("Could not find the body element"). Without it only equations are lost,
+    which a text corpus can spare.
+    """
+    import mammoth
+    from markitdown.converters import HtmlConverter
+
+    with open(path, "rb") as f:
+        html = mammoth.convert_to_html(f).value
+    return HtmlConverter().convert_string(html).markdown
+
+
+def _is_container(path: Path, suffix: str) -> bool:
+    """Is this a well-formed Office file of its format (a zip holding the format's main part)?"""
+    try:
+        with zipfile.ZipFile(path) as z:
+            return _MAIN_PART[suffix] in z.namelist()
+    except (zipfile.BadZipFile, OSError, KeyError):
+        return False
+
+
+def library_failure(suffix: str, e: Exception) -> str:
+    """One line for a valid document that a conversion library failed on: not the user's file."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def v(name: str) -> str:
+        try:
+            return f"{name} {version(name)}"
+        except PackageNotFoundError:
+            return f"{name} (not installed)"
+
+    return (f"a conversion library failed on this valid {suffix} file ({_reason(e)}; {', '.join(map(v, _LIBRARIES[suffix]))}); "
+            "likely a library version the project was not tested with, not a fault of the file: install the "
+            "locked versions (`make setup`) and report the file if it still fails")
 
 
 def _reason(e: Exception) -> str:

@@ -9,6 +9,7 @@ passed to `from_pretrained` (a Hugging Face id works for users with network or a
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import os
@@ -64,12 +65,30 @@ def _build_once(target: Path, build: Callable[[Path], None]) -> Path:
 
 def convert_default_model() -> Path:
     """Dequantise the bundled GGUF into a plain transformers checkpoint, once."""
-    target = cache_dir() / "models" / "smollm2-135m-instruct"
+    return convert_gguf(gguf_path(), cache_dir() / "models" / "smollm2-135m-instruct")
+
+
+def convert_gguf(gguf: Path, target: Path | None = None) -> Path:
+    """A GGUF file as a plain transformers checkpoint (fp32 safetensors), converted once.
+
+    transformers dequantises a GGUF but flags the result as quantised, so it could neither be
+    trained nor saved: it is rebuilt from its config and state dict. A user's GGUF is cached under
+    the hash of its path, size and modification time, so an edited file is converted again.
+    """
+    if target is None:
+        st = gguf.stat()
+        key = hashlib.sha256(f"{gguf.resolve()}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:12]
+        target = cache_dir() / "models" / f"gguf-{gguf.stem}-{key}"
 
     def build(tmp: Path) -> None:
-        gguf = gguf_path()
-        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        try:
+            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        except Exception as e:  # not a GGUF, or an architecture/quantisation transformers cannot read
+            raise ModelError(f"cannot convert GGUF file {str(gguf)!r} ({e.__class__.__name__}: "
+                             f"{(str(e).splitlines() or [''])[0][:160]}); transformers reads the GGUF of the "
+                             "architectures it supports: point model.name at a Hugging Face model folder instead "
+                             "(config.json + *.safetensors)") from None
         # Rebuild as a plain (unquantised) model so it can be trained and saved; without the
         # quantization_config, later loads take the ordinary fast path.
         config_dict = quantised.config.to_dict()
@@ -125,9 +144,38 @@ def resolve_model(name: str) -> str:
         return str(convert_default_model())
     if name == TINY_ALIAS:
         return str(build_tiny_model())
-    if Path(name).expanduser().exists():
-        return str(Path(name).expanduser())
-    return _cached_hub_id(name, "model.name", "smollm2-135m-instruct")  # a Hugging Face id, from its cache
+    path = check_model_name(name)
+    if path is None:
+        return name  # a Hugging Face id, in its cache
+    return str(convert_gguf(path) if path.suffix.lower() == ".gguf" else path)
+
+
+def check_model_name(name: str) -> Path | None:
+    """Can `model.name` be loaded here? Its local path (a folder, or a GGUF file to convert), None
+    for a cached Hugging Face id or an alias; ModelError saying the fix otherwise. Nothing is
+    loaded or converted, so `assistant check` calls it too."""
+    if name in ("smollm2-135m-instruct", TINY_ALIAS):
+        return None
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"model.name {name!r} is a folder without config.json, so not a Hugging Face model "
+                             "folder; point it at the folder that holds config.json and the weights (*.safetensors)")
+        return path
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            with open(path, "rb") as f:
+                if f.read(4) != b"GGUF":
+                    raise ModelError(f"model.name {name!r} ends in .gguf but is not a GGUF file (no GGUF magic "
+                                     "bytes); point it at a real .gguf file or a Hugging Face model folder")
+            return path
+        raise ModelError(f"model.name {name!r} is a file, not a model: point it at a Hugging Face model folder "
+                         "(config.json + *.safetensors), a .gguf file, or 'smollm2-135m-instruct'")
+    if name.startswith(("/", "./", "../", "~")) or name.lower().endswith(".gguf"):
+        raise ModelError(f"model.name {name!r}: no such folder or file; fix the path (relative paths are read from "
+                         "the folder the command runs in), or use 'smollm2-135m-instruct'")
+    _cached_hub_id(name, "model.name", "smollm2-135m-instruct")
+    return None
 
 
 def _cached_hub_id(name: str, setting: str, default: str) -> str:
@@ -167,12 +215,35 @@ def load_embedder(name: str, device: str = "auto"):
 
 def pick_device(setting: str = "auto") -> torch.device:
     if setting != "auto":
+        problem = device_problem(setting)
+        if problem:
+            raise ModelError(problem)
         return torch.device(setting)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def device_problem(setting: str) -> str | None:
+    """Why `model.device` cannot be used on this machine (None: it can)."""
+    kind, _, index = setting.partition(":")
+    fix = "set model.device: auto (or cpu) in corpus.yaml"
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            build = ("a CPU-only build" if torch.version.cuda is None
+                     else f"built for CUDA {torch.version.cuda}, but it sees no GPU")
+            return (f"model.device is {setting!r}, but torch {torch.__version__} is {build}; {fix}, or on a GPU "
+                    "machine install a CUDA build of torch (README, 'Models and hardware')")
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            return f"model.device is {setting!r}, but this machine has {count} GPU(s) (cuda:0 to cuda:{count - 1}); {fix}"
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        return f"model.device is 'mps', but this machine has no Apple GPU; {fix}"
+    if kind == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        return f"model.device is {setting!r}, but this torch sees no Intel GPU; {fix}"
+    return None
 
 
 def cpu_supports_bf16() -> bool:

@@ -131,6 +131,51 @@ def test_docx_and_pptx_keep_headings(tmp_path):
     assert "## Prices" in xlsx_text and "| Puncture repair | 12 euros |" in xlsx_text
 
 
+def _break_markitdown_docx(monkeypatch):
+    """markitdown's .docx path failing as it does on lxml 6.2.0 (its pre-processing loses the w:
+    namespace prefixes, and mammoth then finds no body), whatever lxml this machine has."""
+    from markitdown.converters import DocxConverter
+
+    def broken(self, *a, **k):
+        raise ValueError("Could not find the body element: are you sure this is a docx file?")
+
+    monkeypatch.setattr(DocxConverter, "convert", broken)
+
+
+def test_docx_survives_a_broken_markitdown_preprocessing(tmp_path, monkeypatch):
+    _break_markitdown_docx(monkeypatch)
+    text = convert(make_docx(tmp_path / "warranty.docx")).text
+    assert "# Warranty" in text and "## Claims" in text and "5-year warranty" in text
+
+
+def test_a_library_failure_names_the_library_not_the_file(tmp_path, monkeypatch):
+    import mammoth
+
+    _break_markitdown_docx(monkeypatch)
+    monkeypatch.setattr(mammoth, "convert_to_html", lambda *a, **k: (_ for _ in ()).throw(KeyError("w:body")))
+    with pytest.raises(IngestError) as e:
+        convert(make_docx(tmp_path / "warranty.docx"))
+    msg = str(e.value)
+    assert "\n" not in msg and "corrupt" not in msg and "not a fault of the file" in msg
+    from importlib.metadata import version
+
+    assert f"markitdown {version('markitdown')}" in msg and f"lxml {version('lxml')}" in msg and "KeyError" in msg
+
+
+def test_every_file_of_a_format_failing_is_an_error(tmp_path):
+    root = tmp_path / "c"
+    (root / "docs").mkdir(parents=True)
+    (root / "corpus.yaml").write_text(f"name: c\nmodel:\n  name: tiny-random\nruns_dir: {tmp_path / 'runs'}\n")
+    (root / "docs" / "faq.md").write_text("# FAQ\n\nWe ship in 3 days.\n")
+    _write(root / "docs" / "a.docx", b"PK\x03\x04 not really a zip")
+    _write(root / "docs" / "b.docx", b"PK\x03\x04 nor this")
+    corpus = load_corpus(root, strict=False)
+    errors = [str(p) for p in corpus.problems if not p.warning]
+    assert len(errors) == 1 and "every .docx document failed to convert (2 of 2: a.docx, b.docx)" in errors[0]
+    make_docx(root / "docs" / "b.docx")  # one good .docx: the other is a warning again
+    assert not [p for p in load_corpus(root, strict=False).problems if not p.warning]
+
+
 @pytest.mark.parametrize("kind, expected", [
     ("corrupt", "cannot be read as PDF"),
     ("image", "no text layer"),
@@ -191,6 +236,7 @@ def test_check_names_skipped_files_without_failing(tmp_path):
     out = r.stdout + r.stderr
     assert r.returncode == 0, out
     assert "scan.pdf: no text extracted" in out and "broken.pdf: cannot be read as PDF" in out
+    assert "2 document(s) skipped: broken.pdf, scan.pdf" in out.splitlines()[-1]  # the last line says which
     # Only unusable files: nothing to build from, exit 2.
     for good in ("manual.pdf", "warranty.docx"):
         (root / "docs" / good).unlink()

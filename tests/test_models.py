@@ -69,8 +69,10 @@ def test_report_card_says_where_it_ran(tmp_path):
 
 def test_unknown_model_is_a_clear_error():
     from assistant.models import ModelError
-    with pytest.raises(ModelError, match="cannot load model"):
+    with pytest.raises(ModelError, match="'/nonexistent/folder-xyz': no such folder"):
         load_model(ModelSettings(name="/nonexistent/folder-xyz"))
+    with pytest.raises(ModelError, match="cannot load model 'no-org/no-such-model'.*nothing is downloaded"):
+        load_model(ModelSettings(name="no-org/no-such-model"))  # a hub id that is not in the cache
 
 
 @pytest.mark.smoke
