@@ -140,13 +140,15 @@ def agreement(scorer: list[str], human: list[str], n_resamples: int = 2000, seed
     if len(scorer) != len(human):
         raise ValueError(f"scorer and human labels differ in length: {len(scorer)} vs {len(human)}")
     same = [s == h for s, h in zip(scorer, human)]
+    # The scorer may also say "unverified" (it cannot tell): never a human label, always a disagreement.
+    columns = LABELS + tuple(sorted(set(scorer) - set(LABELS)))
     kappa = None
     if len(set(scorer) | set(human)) > 1:
-        kappa = float(cohen_kappa_score(human, scorer, labels=list(LABELS)))
+        kappa = float(cohen_kappa_score(human, scorer, labels=list(columns)))
     elif same:
         kappa = 1.0  # one class, all agree: kappa is undefined; agreement is complete
     per_class = {c: rate([s == h for s, h in zip(scorer, human) if h == c], n_resamples, seed) for c in LABELS}
-    confusion = {h: {s: sum(1 for x, y in zip(scorer, human) if y == h and x == s) for s in LABELS} for h in LABELS}
+    confusion = {h: {s: sum(1 for x, y in zip(scorer, human) if y == h and x == s) for s in columns} for h in LABELS}
     return {**rate(same, n_resamples, seed), "agree": sum(same), "kappa": kappa, "per_class": per_class,
             "confusion": confusion}
 
@@ -165,16 +167,30 @@ def with_human_outcomes(rows: list[dict], labels: dict[tuple, dict]) -> tuple[li
 
 
 def label_summary(corpus: Corpus, rows: list[dict], verdict: dict, costs: dict | None = None) -> dict | None:
-    """metrics.json's `labels`: agreement and the verdict recomputed with the human outcomes (None: no labels)."""
+    """metrics.json's `labels` (None: no labels): agreement, the verdict recomputed with the human
+    outcomes, and the prediction-powered estimates:
+
+    - `corrected`: variant -> group -> target -> ppi.estimate dict (automatic, corrected, ci,
+      labelled, n, bias, lambda, gated); groups "answerable", "unanswerable", "domain" and each slice;
+    - `differences`: "a - b" -> ppi.paired_estimate dict of answerable accuracy (`correct`) and of
+      domain hallucination (`hallucinated`) for every pair of variants;
+    - `scorer_bias`: variant -> {labelled, and per target the mean of (scorer's prediction - human)
+      over its labelled answers}: how far the scorer is off, measured where people looked;
+    - `sampled`: how many matched labels came from the label queue's random sample; `skipped`."""
+    from .evaluation import ppi
     from .evaluation.verdict import decide, pct
 
-    labels = read_labels(labels_path(corpus))
+    path = labels_path(corpus)
+    labels = read_labels(path)
     if not labels:
         return None
     cfg = corpus.config.evaluation
     pairs = matched(rows, labels)
-    out = {"path": str(labels_path(corpus)), "labels": len(labels), "matched": len(pairs),
+    skips = read_skips(path)
+    out = {"path": str(path), "labels": len(labels), "matched": len(pairs),
            "labellers": sorted({lab["labeller"] for _, lab in pairs}), "agreement": None, "with_labels": None,
+           "corrected": {}, "differences": {}, "scorer_bias": {}, "sampled": sum(1 for _, lab in pairs if lab.get("sample")),
+           "skipped": sum(1 for r in rows if _eligible(r) and (key(r), answer_hash(r["answer"])) in skips),
            "text": ""}
     if not pairs:
         out["text"] = (f"{len(labels)} human labels exist, but none matches an answer of this evaluation "
@@ -190,6 +206,18 @@ def label_summary(corpus: Corpus, rows: list[dict], verdict: dict, costs: dict |
     out["with_labels"] = {"recommendation": after, "decision": again["decision"], "changed_outcomes": changed,
                           "verdict_changes": flips, "recommendation_before": before,
                           "decision_before": verdict.get("decision"), "accuracy": again["accuracy"]}
+    out["corrected"] = ppi.corrected_rates(rows, labels, 1 - CONFIDENCE_LEVEL)
+    variants = sorted({r["variant"] for r in rows})
+    for i, a in enumerate(variants):
+        for b in variants[i + 1:]:
+            out["differences"][f"{a} - {b}"] = {
+                t: ppi.corrected_difference(rows, labels, a, b, g, t, 1 - CONFIDENCE_LEVEL)
+                for g, t in (("answerable", "correct"), ("domain", "hallucinated"))}
+    for v in variants:
+        mine = [(r, lab) for r, lab in pairs if r["variant"] == v]
+        out["scorer_bias"][v] = {"labelled": len(mine), **{
+            t: (sum(ppi.prediction(r["outcome"], t) - ppi.human_value(lab["label"], t) for r, lab in mine) / len(mine)
+                if mine else None) for t in ppi.TARGETS}}
     kappa = "n/a" if agree["kappa"] is None else f"{agree['kappa']:.2f}"
     name = lambda rec, dec: rec or ("inconclusive, no recommendation" if dec == "inconclusive" else "no recommendation")
     out["text"] = (f"Human labels: the scorer agrees with {agree['agree']} of {agree['n']} labelled answers "
@@ -198,8 +226,25 @@ def label_summary(corpus: Corpus, rows: list[dict], verdict: dict, costs: dict |
                       f"{name(before, verdict.get('decision'))} to {name(after, again['decision'])}."
                       if flips else
                       f"With the human outcomes ({changed} answers change) the verdict stays the same "
-                      f"({name(after, again['decision'])})."))
+                      f"({name(after, again['decision'])}).")
+                   + corrected_sentence(out["corrected"]))
     return out
+
+
+CONFIDENCE_LEVEL = 0.95
+
+
+def corrected_sentence(corrected: dict) -> str:
+    """One sentence: each variant's answerable accuracy, automatic against corrected by the labels."""
+    parts = []
+    for v, groups in corrected.items():
+        e = groups.get("answerable", {}).get("correct")
+        if not e or e["corrected"] is None:
+            continue
+        ci = f", 95% CI {e['ci'][0]:.0%}-{e['ci'][1]:.0%}" if e["ci"] else ""
+        parts.append(f"{v} {e['corrected']:.0%}{ci} ({e['labelled']} labels; scorer {e['automatic']:.0%})")
+    return (" Answerable accuracy corrected by the labels (prediction-powered inference): " + "; ".join(parts) + "."
+            if parts else "")
 
 
 # -- the label queue: `assistant label` and the app's "Label answers" tab --------------------

@@ -91,6 +91,18 @@ def test_label_summary_in_metrics(tiny_corpus):
     assert w["verdict_changes"] and w["recommendation_before"] == "rag" and w["changed_outcomes"] == 12
     assert s["text"].startswith("Human labels: the scorer agrees with 5 of 17 labelled answers (29%")
     assert f"the verdict changes from rag to {w['recommendation'] or 'inconclusive'}" in s["text"]
+    # the prediction-powered estimates and the scorer's bias where people looked
+    rag = s["corrected"]["rag"]["answerable"]["correct"]
+    assert rag["labelled"] == 17 and rag["n"] == 60 and rag["automatic"] == pytest.approx(0.75)
+    assert rag["corrected"] < rag["automatic"] and rag["ci"][0] <= rag["corrected"] <= rag["ci"][1]
+    assert s["corrected"]["prompted"]["answerable"]["correct"]["corrected"] is None  # none of its answers labelled
+    assert s["scorer_bias"]["rag"] == {"labelled": 17, "correct": pytest.approx(12 / 17),
+                                       "hallucinated": pytest.approx(-12 / 17), "abstained": 0.0}
+    diff = s["differences"]["prompted - rag"]["correct"]
+    assert diff["labelled"] == 0 and diff["corrected"] is None and diff["diff"] == pytest.approx(35 / 60 - 45 / 60)
+    assert s["sampled"] == 0 and s["skipped"] == 0
+    assert "Answerable accuracy corrected by the labels" in s["text"] and "rag " in s["text"].split("corrected")[-1]
+    json.dumps(s, allow_nan=False)  # metrics.json stays valid JSON
 
 
 # -- the label queue: the sample, the terminal and the app's tab -----------------------------
@@ -259,3 +271,11 @@ def test_label_tab_serves_the_same_queue_with_skip_and_undo(tiny_corpus):
     stored = labels.read_labels(labels.labels_path(tiny_corpus))
     assert set(stored) == set(seen) and {r["labeller"] for r in stored.values()} == {"ana"}
     assert "declining is **correct**" in labels.render(rows[3])
+
+
+def test_agreement_counts_unverified_as_a_disagreement():
+    a = labels.agreement(["correct", "unverified", "unverified", "hallucinated"],
+                         ["correct", "correct", "hallucinated", "hallucinated"], 200, 0)
+    assert (a["agree"], a["n"]) == (2, 4)
+    assert a["confusion"]["correct"] == {"correct": 1, "abstained": 0, "hallucinated": 0, "unverified": 1}
+    assert a["kappa"] is not None and a["kappa"] < 1
