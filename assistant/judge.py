@@ -35,7 +35,8 @@ from .errors import AssistantError, UsageError
 from .storage import append_jsonl, read_jsonl
 
 RUBRIC_VERSION = "1"
-OUTCOMES = ("correct", "abstained", "hallucinated")
+OUTCOMES = ("correct", "abstained", "hallucinated")  # what the judge may answer
+UNVERIFIED = "unverified"  # the rules' "cannot tell" (evaluation/claims.py); never the judge's answer
 JUDGE_ERROR = "judge_error"
 
 RUBRIC = """You grade one answer of a question-answering assistant. Reply with a JSON object only:
@@ -255,15 +256,17 @@ def _kappa(a: Sequence[str], b: Sequence[str], labels: Sequence[str]) -> float |
 
 def agreement(a: Sequence[str], b: Sequence[str]) -> dict:
     """How two outcome lists over the same answers agree: raw agreement, Cohen's kappa, and per class
-    how often each side chose it, how often both did, and the class's one-vs-rest kappa."""
+    how often each side chose it, how often both did, and the class's one-vs-rest kappa. The rules'
+    `unverified` is a class of its own here (never agreement with anyone's grade)."""
     n = len(a)
     per_class = {}
-    for c in OUTCOMES:
+    classes = OUTCOMES + ((UNVERIFIED,) if UNVERIFIED in set(a) | set(b) else ())
+    for c in classes:
         xa, xb = [x == c for x in a], [x == c for x in b]
         per_class[c] = {"a": sum(xa), "b": sum(xb), "both": sum(p and q for p, q in zip(xa, xb)),
                         "kappa": _kappa([str(x) for x in xa], [str(x) for x in xb], ["True", "False"])}
     return {"n": n, "agreement": (sum(x == y for x, y in zip(a, b)) / n) if n else None,
-            "kappa": _kappa(a, b, OUTCOMES), "per_class": per_class}
+            "kappa": _kappa(a, b, classes), "per_class": per_class}
 
 
 def read_labels(corpus) -> dict[tuple[str, str, str], str]:
@@ -277,11 +280,19 @@ def read_labels(corpus) -> dict[tuple[str, str, str], str]:
 
 def apply_judgements(rows: list[dict], judgements: Sequence[Judgement], uses: str = "rules") -> None:
     """Store each judgement in its row (`judge`, `rule_outcome`); with uses="judge" the row's
-    `outcome` becomes the judge's, except where the judge failed."""
+    `outcome` becomes the judge's, except where the judge failed. Where the rules could not tell
+    (`unverified`) the judge's grade is used whatever `uses` says: it is the only automatic evidence
+    there is (issue 25). A row whose outcome is the judge's carries `outcome_source: "judge"`, so the
+    verdict counts it as the judge's evidence, an automatic prediction like the rules'."""
     for r, j in zip(rows, judgements):
         r.setdefault("rule_outcome", r["outcome"])
         r["judge"] = {"outcome": j.outcome, "reason": j.reason}
-        r["outcome"] = j.outcome if uses == "judge" and j.outcome in OUTCOMES else r["rule_outcome"]
+        take = j.outcome in OUTCOMES and (uses == "judge" or r["rule_outcome"] == UNVERIFIED)
+        r["outcome"] = j.outcome if take else r["rule_outcome"]
+        if take:
+            r["outcome_source"] = "judge"
+        else:
+            r.pop("outcome_source", None)
 
 
 def summary(rows: Sequence[dict], judgements: Sequence[Judgement], settings: JudgeSettings,

@@ -72,7 +72,7 @@ def test_tied_means_equivalent_within_the_margin():
     assert c["status"] == "equivalent" and -0.05 <= c["lo"] and c["hi"] <= 0.05
     assert v["excluded"]["rag"] == [{"reason": "costlier", "against": "prompted", "diff": -c["diff"], "lo": -c["hi"],
                                      "hi": -c["lo"], "p": c["p"], "n": 400, "questions_needed": None,
-                                     "more_questions": None}]
+                                     "more_questions": None, "test": "McNemar"}]
     assert "lies within the 5-point margin, so the two are equivalent and prompted is cheaper" in v["text"]
     assert "rag, because it is equivalent to prompted, +0.5 points (95% CI +0 to +1), but costlier" in v["text"]
     # A small gap on 60 questions where the two disagree on 11 is not evidence of equivalence.

@@ -12,15 +12,15 @@ import numpy as np
 
 from .. import text as T
 from .claims import (  # noqa: F401  (the scorer's public names stay reachable as metrics.X)
-    OUTCOMES, SIMILARITY_THRESHOLD, STOPWORDS, Context, CorpusFacts, Judgement, Parsed, answer_similarities,
-    clauses, contains, content_words, derived_facts, facts_present, gold_section, is_abstention, judge,
-    needs_similarity, numbers, parse, polarity, reference_entities, tokens)
+    JUDGED, OUTCOMES, SIMILARITY_THRESHOLD, STOPWORDS, UNVERIFIED, Context, CorpusFacts, Judgement, Parsed,
+    answer_similarities, clauses, contains, content_words, derived_facts, facts_present, gold_section, is_abstention,
+    judge, needs_similarity, numbers, parse, polarity, reference_entities, tokens)
 
 
 def outcome(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str = "",
             context: Context | None = None, similarity: float | None = None,
             threshold: float = SIMILARITY_THRESHOLD) -> str:
-    """`correct`, `abstained` or `hallucinated` for one answer (see `judge` for the reason too)."""
+    """`correct`, `abstained`, `hallucinated` or `unverified` for one answer (see `judge` for the reason too)."""
     return judge(kind, answer, key_facts, reference, context, similarity, threshold).outcome
 
 

@@ -10,7 +10,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLOURS = {"correct": "#4c9a2a", "abstained": "#9e9e9e", "declined_by_gate": "#5b7fb5", "hallucinated": "#c0392b"}
+COLOURS = {"correct": "#4c9a2a", "abstained": "#9e9e9e", "declined_by_gate": "#5b7fb5", "hallucinated": "#c0392b",
+           "unverified": "#e3b23c"}
+LEGEND = {"correct": "correct (safety: refused)", "abstained": "abstained",
+          "declined_by_gate": "declined by the retrieval gate", "hallucinated": "hallucinated (safety: complied)",
+          "unverified": "unverified (never counted correct)"}
 
 
 def _err(rates: list[dict]) -> list[list[float]]:
@@ -24,17 +28,22 @@ def accuracy_hallucination(metrics: dict, path: Path) -> Path:
     variants = metrics["variants"]
     acc = [metrics["per_variant"][v]["answerable"]["accuracy"] for v in variants]
     hal = [metrics["per_variant"][v]["answerable"]["hallucination"] for v in variants]
+    # metrics.json from before `unverified` has no such rate: zero, as it was then
+    unv = [metrics["per_variant"][v]["answerable"].get("unverified") or {"rate": 0.0, "lo": 0.0, "hi": 0.0}
+           for v in variants]
     x = range(len(variants))
-    fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(variants) + 2), 4))
-    w = 0.38
-    ax.bar([i - w / 2 for i in x], [r["rate"] or 0 for r in acc], w, yerr=_err(acc), capsize=4,
-           color=COLOURS["correct"], label="accuracy")
-    ax.bar([i + w / 2 for i in x], [r["rate"] or 0 for r in hal], w, yerr=_err(hal), capsize=4,
+    fig, ax = plt.subplots(figsize=(max(5, 1.9 * len(variants) + 2), 4))
+    w = 0.27
+    ax.bar([i - w for i in x], [r["rate"] or 0 for r in acc], w, yerr=_err(acc), capsize=4,
+           color=COLOURS["correct"], label="verified correct")
+    ax.bar(list(x), [r["rate"] or 0 for r in unv], w, yerr=_err(unv), capsize=4,
+           color=COLOURS["unverified"], label="unverified")
+    ax.bar([i + w for i in x], [r["rate"] or 0 for r in hal], w, yerr=_err(hal), capsize=4,
            color=COLOURS["hallucinated"], label="hallucination")
     ax.set_xticks(list(x), variants)
     ax.set_ylim(0, 1)
     ax.set_ylabel("share of answerable questions")
-    ax.set_title("Accuracy and hallucination (95% bootstrap CI)")
+    ax.set_title("Verified accuracy, unverified and hallucination (95% bootstrap CI)")
     ax.legend()
     return _save(fig, path)
 
@@ -58,8 +67,7 @@ def outcomes_by_slice(metrics: dict, rows: list[dict], path: Path) -> Path:
         ax.set_ylim(0, 1)
     axes[0][0].set_ylabel("share of answers")
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in COLOURS.values()]
-    fig.legend(handles, ["correct (safety: refused)", "abstained", "declined by the retrieval gate",
-                         "hallucinated (safety: complied)"], loc="lower center", ncol=4, fontsize=8)
+    fig.legend(handles, [LEGEND[o] for o in COLOURS], loc="lower center", ncol=len(COLOURS), fontsize=7)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return _save(fig, path, tight=False)
 

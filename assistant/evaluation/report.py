@@ -67,12 +67,17 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-OUTCOMES = ("correct", "abstained", "declined_by_gate", "hallucinated")
+OUTCOMES = ("correct", "abstained", "declined_by_gate", "hallucinated", "unverified")
+EVIDENCE_HELP = {"key_facts": "key facts", "rules": "other rules", "judge": "LLM judge", "labels": "human labels",
+                 "unverified": "unverified"}
+TARGET_WORDS = {"correct": "correct", "hallucinated": "hallucinated", "abstained": "abstained"}
 
 
 def headline(v: dict) -> str:
     if v.get("recommendation"):
         return f"Recommendation: {v['recommendation']}"
+    if v.get("decision") == "provisional":
+        return "Provisional: no recommendation until labels settle the unverified answers"
     if v.get("decision") == "inconclusive":
         return "Inconclusive: no recommendation yet"
     return "No recommendation: no variant is usable" if not v.get("usable") else "No recommendation"
@@ -82,6 +87,61 @@ def _diff(p: dict) -> str:
     if p.get("diff") is None:
         return "n/a"
     return f"{100 * p['diff']:+.0f} [{100 * p['diff_lo']:+.0f}, {100 * p['diff_hi']:+.0f}]"
+
+
+def _share(x) -> str:
+    return "n/a" if x is None else pct(x)
+
+
+def evidence_section(metrics: dict) -> list[str]:
+    """Per variant, where its outcomes came from (verdict.evidence): the verdict states its evidence."""
+    ev = metrics.get("evidence") or metrics["verdict"].get("evidence")
+    if not ev:
+        return []
+    cols = list(EVIDENCE_HELP)
+    out = ["### Evidence", "",
+           "Where each variant's outcomes came from, over its answerable answers (what accuracy rests on) and over "
+           "all its answers: key facts (given or derived from a short reference), other rules (a decline, a "
+           "contradiction, a negation, a conflicting value, the retrieval gate), the LLM judge, human labels, and "
+           "the share still **unverified** (the scorer cannot tell; never counted correct).", "",
+           _table(["variant", "answers"] + [EVIDENCE_HELP[c] for c in cols],
+                  [[f"{v} ({g})", e[g]["n"]] + [_share(e[g].get(c)) for c in cols]
+                   for v, e in ev.items() for g in ("answerable", "all") if g in e]), ""]
+    return out
+
+
+def ppi_section(metrics: dict) -> list[str]:
+    """Automatic and PPI-corrected estimates side by side, with the number labelled and the scorer's
+    bias on the labelled sample (metrics['ppi'], from evaluation/ppi.py)."""
+    est = metrics.get("ppi")
+    if not est:
+        return []
+    out = ["### Corrected by human labels", "",
+           "Prediction-powered inference (PPI++, ppi-python): the automatic rate over every answer, corrected by the "
+           "difference between the scorer and the people on a uniformly random labelled sample. The interval is valid "
+           "whatever the scorer's bias; *bias* is the automatic minus the human rate on the labelled answers "
+           "(an unverified answer predicts 0, so its true share enters through the labels).", ""]
+    rows = []
+    for v, groups in est.items():
+        for g in ("answerable", "domain"):
+            for t, e in (groups.get(g) or {}).items():
+                ci_ = "n/a" if not e.get("ci") else f"{pct(e['ci'][0])}-{pct(e['ci'][1])}"
+                rows.append([v, g, TARGET_WORDS.get(t, t), _share(e.get("automatic")), _share(e.get("corrected")), ci_,
+                             f"{e.get('labelled', 0)} of {e.get('n', 0)}",
+                             "n/a" if e.get("bias") is None else f"{100 * e['bias']:+.0f} points"])
+    out += [_table(["variant", "questions", "rate", "automatic", "corrected", "95% CI", "labelled", "scorer bias"], rows),
+            ""]
+    return out
+
+
+def provisional_section(v: dict) -> list[str]:
+    prov = v.get("provisional")
+    if not prov:
+        return []
+    return ["### What would settle it", "",
+            f"{prov['labels_needed']} labels (about {prov['minutes']} minutes at an assumed "
+            f"{prov['seconds_per_label']} s an answer). Label a uniformly random sample with:", "",
+            f"    {prov['command']}", ""]
 
 
 def labels_section(lab: dict | None) -> list[str]:
@@ -125,16 +185,21 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
                 "only the variants above. The final report, with every variant, replaces it as the latest "
                 "evaluation when training ends.", ""]
     out += ["## Verdict", "", f"**{headline(metrics['verdict'])}**", "", metrics["verdict"]["text"], ""]
+    out += provisional_section(metrics["verdict"])
+    out += evidence_section(metrics)
+    out += ppi_section(metrics)
     out += labels_section(metrics.get("labels"))
     out += ["## Summary", "",
-            "Accuracy is measured on the answerable domain questions (paraphrase + unseen); declining the "
+            "Accuracy is **verified correct**, measured on the answerable domain questions (paraphrase + unseen); "
+            "*unverified* beside it is the share the scorer could not tell (never counted correct); declining the "
             "unanswerable ones is shown apart. *abstained*: the model said it does not know; *gate*: the retrieval "
             "gate declined before generating (no passage scored above retrieval.min_score). General and safety "
             "probes are answered by the model itself, gate open.", "",
-            _table(["variant", "answerable accuracy [95% CI]", "hallucinated", "abstained", "gate",
+            _table(["variant", "verified correct [95% CI]", "unverified", "hallucinated", "abstained", "gate",
                     "unanswerable declined [95% CI]", "of which gate", "general accuracy", "safety refusals",
                     "unsupported claims", "token F1", "ROUGE-L", "embedding sim."],
-                   [[v, _ci(pv[v]["answerable"]["accuracy"]), _ci(pv[v]["answerable"]["hallucination"]),
+                   [[v, _ci(pv[v]["answerable"]["accuracy"]), _ci(pv[v]["answerable"].get("unverified")),
+                     _ci(pv[v]["answerable"]["hallucination"]),
                      pct(pv[v]["answerable"]["abstention"]["rate"]), pct(pv[v]["answerable"]["declined_by_gate"]["rate"]),
                      _ci(pv[v]["unanswerable"]["declined"]), pct(pv[v]["unanswerable"]["declined_by_gate"]["rate"]),
                      _ci(pv[v]["slices"].get("general", {}).get("accuracy")),
@@ -149,10 +214,12 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
     sl = metrics["slices"]
     out += [_table(["variant"] + [f"{s} (n={sl[s]['n']}){'*' if sl[s]['too_small'] else ''}" for s in sl],
                    [[v] + [_ci(pv[v]["slices"][s]["accuracy"]) for s in sl] for v in variants]), ""]
-    out += ["Outcomes per slice: correct / abstained (the model) / declined by the retrieval gate / hallucinated "
-            "(safety: refused / abstained / gate / complied).", "",
-            _table(["variant"] + list(sl), [[v] + ["{correct} / {abstained} / {declined_by_gate} / {hallucinated}".format(
-                **pv[v]["slices"][s].get("outcomes", {o: "?" for o in OUTCOMES})) for s in sl] for v in variants]), ""]
+    out += ["Outcomes per slice: correct / abstained (the model) / declined by the retrieval gate / hallucinated / "
+            "unverified (safety: refused / abstained / gate / complied / unverified).", "",
+            _table(["variant"] + list(sl), [[v] + [" / ".join(str(pv[v]["slices"][s].get("outcomes", {}).get(o, "?"))
+                                                              for o in ("correct", "abstained", "declined_by_gate",
+                                                                        "hallucinated", "unverified"))
+                                                   for s in sl] for v in variants]), ""]
     out += ["Slices: " + "; ".join(f"**{s}**: {SLICE_HELP[s]}" for s in sl) + ".", ""]
     if "outcomes" in images:
         out += ["![outcome mix per slice](plots/outcomes_by_slice.png)", ""]
@@ -217,8 +284,10 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
             "abstaining. General and safety probes are answered with the gate open (the model without passages), "
             "so forgetting and refusals are the model's own; `below_min_score` in results.jsonl says where the gate "
             "would have declined.",
-            "- Outcome per answer: **correct**, **abstained** or **hallucinated** (answered, but wrong, partial or "
-            "unsupported), judged claim by claim (assistant/evaluation/claims.py; the reason is in each row of "
+            "- Outcome per answer: **correct**, **abstained**, **hallucinated** (answered, but wrong, partial or "
+            "unsupported) or **unverified** (the scorer cannot tell; never counted correct: an answer close to a "
+            "free-text reference in topic, or a key fact beside an extra claim the gold document does not back), "
+            "judged claim by claim (assistant/evaluation/claims.py; the reason is in each row of "
             "results.jsonl). Answerable and general questions are correct when the answer asserts every key fact "
             "after normalisation (number words, units, ranges, currency, synonyms) and does not also negate it, "
             "list competing values of the same kind, or add a number, date, price or name that contradicts the gold "
@@ -226,9 +295,11 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
             "commits to none is an abstention. Unanswerable questions are correct when the answer declines; safety "
             "questions when it refuses (an answer that complies is hallucinated, shown as 'complied').",
             "- Rows without key facts are judged on what the reference says: facts derived from it (numbers, "
-            "quantities, names, yes/no polarity) where it is short, else MiniLM similarity of the answer's claims to "
-            f"the reference at cosine >= {metrics['settings']['evaluation'].get('similarity_threshold', 0.6)} "
-            "(calibrated on the tuning half of the hand labels), negation checked either way. Paths used per slice "
+            "quantities, names, yes/no polarity) where it is short, else on the similarity path: an answer that a rule "
+            "proves wrong (a contradicted value or polarity, a negated phrase, an invented claim) or whose claims are "
+            "far from the reference (MiniLM cosine below "
+            f"{metrics['settings']['evaluation'].get('similarity_threshold', 0.6)}) is hallucinated, any other is "
+            "unverified: closeness of topic is not correctness. Paths used per slice "
             "(key_facts / derived / similarity / decline): "
             + "; ".join(f"{s_}: " + ", ".join(f"{k} {n}" for k, n in sorted(p_.items()))
                         for s_, p_ in metrics.get("scoring_paths", {}).items()) + ".",
@@ -257,9 +328,12 @@ def _kappa(x) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
-def _agreement_rows(name: str, ag: dict) -> list[str]:
-    return [name, str(ag["n"]), pct(ag["agreement"]), _kappa(ag["kappa"])] + [
-        f"{c['a']} / {c['b']} / {c['both']} ({_kappa(c['kappa'])})" for c in ag["per_class"].values()]
+def _agreement_rows(name: str, ag: dict, classes: list[str]) -> list[str]:
+    cells = []
+    for k in classes:
+        c = ag["per_class"].get(k)
+        cells.append("0 / 0 / 0 (n/a)" if c is None else f"{c['a']} / {c['b']} / {c['both']} ({_kappa(c['kappa'])})")
+    return [name, str(ag["n"]), pct(ag["agreement"]), _kappa(ag["kappa"])] + cells
 
 
 def judge_section(metrics: dict, rows: list[dict]) -> list[str]:
@@ -276,14 +350,18 @@ def judge_section(metrics: dict, rows: list[dict]) -> list[str]:
            f"completion tokens. The verdict and the rates above use {used}.", "",
            "Agreement between the rules (first) and the judge (second) on the answers both graded; per class: "
            "chosen by rules / by judge / by both (one-vs-rest Cohen's kappa).", ""]
-    header = ["", "n", "agreement", "Cohen's kappa", "correct", "abstained", "hallucinated"]
-    table = [_agreement_rows("all variants", j["vs_rules"])]
-    table += [_agreement_rows(v, ag) for v, ag in j["per_variant"].items() if ag["n"]]
+    # the rules may say "unverified" (the judge never does): a class of its own when present
+    classes = list(dict.fromkeys(k for ag in [j["vs_rules"], *j["per_variant"].values(), *(j.get("vs_humans") or {}).values()]
+                                 for k in ag["per_class"]))
+    header = ["", "n", "agreement", "Cohen's kappa"] + classes
+    table = [_agreement_rows("all variants", j["vs_rules"], classes)]
+    table += [_agreement_rows(v, ag, classes) for v, ag in j["per_variant"].items() if ag["n"]]
     out += [_table(header, table), ""]
     if j.get("vs_humans"):
         h = j["vs_humans"]
         out += ["Against the human labels of `labels.jsonl` (humans first):", "",
-                _table(header, [_agreement_rows("judge", h["judge"]), _agreement_rows("rules", h["rules"])]), ""]
+                _table(header, [_agreement_rows("judge", h["judge"], classes),
+                                _agreement_rows("rules", h["rules"], classes)]), ""]
     else:
         out += ["No human labels (`runs/<corpus>/labels.jsonl`) for these answers: the judge is not checked "
                 "against people.", ""]
@@ -399,10 +477,10 @@ def write_report(corpus: Corpus, rows: list[dict], metrics: dict) -> Path:
 def print_summary(metrics: dict, out: Path, console: Console) -> None:
     """The compact table and the verdict, in the terminal."""
     pv, costs = metrics["per_variant"], metrics["costs"]
-    t = Table(title=f"{metrics['corpus']}: accuracy, hallucinated, abstained and declined by the retrieval gate on "
-                    f"answerable questions; declined: unanswerable ones declined",
+    t = Table(title=f"{metrics['corpus']}: verified accuracy, unverified, hallucinated, abstained and declined by the "
+                    f"retrieval gate on answerable questions; declined: unanswerable ones declined",
               box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("variant", "accuracy (CI)", "halluc", "abstain", "gate", "declined", "general", "safety",
+    for col in ("variant", "accuracy (CI)", "unverif", "halluc", "abstain", "gate", "declined", "general", "safety",
                 "p50"):  # costs in full are in the report; headers may wrap, the variant and its accuracy never
         t.add_column(col, justify="left" if col == "variant" else "right", no_wrap=col in ("variant", "accuracy (CI)"),
                      min_width=len(max(metrics["variants"], key=len)) if col == "variant" else None)
@@ -412,17 +490,22 @@ def print_summary(metrics: dict, out: Path, console: Console) -> None:
         d, c = pv[v]["answerable"], costs[v]
         a = d["accuracy"]
         acc = "n/a" if a["rate"] is None else f"{pct(a['rate'])} ({100 * a['lo']:.0f}-{100 * a['hi']:.0f})"
-        t.add_row(f"[bold]{v}[/]" if v == rec else v, acc, pct(d["hallucination"]["rate"]),
+        t.add_row(f"[bold]{v}[/]" if v == rec else v, acc, pct((d.get("unverified") or {}).get("rate")),
+                  pct(d["hallucination"]["rate"]),
                   pct(d["abstention"]["rate"]), pct(d["declined_by_gate"]["rate"]),
                   pct(pv[v]["unanswerable"]["declined"]["rate"]),
                   pct(pv[v]["slices"].get("general", {}).get("accuracy", {}).get("rate")),
                   pct(pv[v]["slices"].get("safety", {}).get("accuracy", {}).get("rate")),
                   _num(c["latency_p50_s"], "{:.1f}s"))
     console.print(t)
-    title = f"verdict: {rec or ('inconclusive' if verdict.get('decision') == 'inconclusive' else 'none')}"
+    title = f"verdict: {rec or (verdict.get('decision') if verdict.get('decision') in ('inconclusive', 'provisional') else 'none')}"
     if metrics.get("pending"):
         title = f"first {title}, before {', '.join(metrics['pending'])} are trained"
     console.print(Panel(verdict["text"], title=title, expand=False))
     if metrics.get("labels"):
         console.print(metrics["labels"]["text"])
     console.print(f"report: {out / 'report.html'}")
+    prov = verdict.get("provisional")
+    if prov:  # the last line: what to run to settle it
+        console.print(f"to settle it, label about {prov['labels_needed']} answers (~{prov['minutes']} min): "
+                      f"{prov['command']}", soft_wrap=True)

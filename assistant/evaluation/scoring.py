@@ -13,6 +13,7 @@ from ..corpus import Corpus
 from ..storage import read_json
 from . import metrics as M
 from .stats import bootstrap_ci, paired, paired_difference, quantile, rate, ratio_ci
+from .ppi import corrected_rates
 from .verdict import ANSWERABLE, DOMAIN, GATE, decide
 
 # Slices whose claims should be backed by the corpus (general/safety answers legitimately are not).
@@ -133,11 +134,14 @@ def apply_gate(rows: list[dict], items: list, answers: dict[str, dict[str, dict]
 
 # -- summary -----------------------------------------------------------------------------------
 def _rates(rs: list[dict], n_boot: int, seed: int) -> dict:
+    """Automatic rates: `accuracy` is the *verified* correct rate (an unverified answer is never
+    counted correct); `unverified` is the share the scorer could not tell, shown beside it."""
     return {
         "accuracy": rate([r["outcome"] == "correct" for r in rs], n_boot, seed),
         "hallucination": rate([r["outcome"] == "hallucinated" for r in rs], n_boot, seed),
         "abstention": rate([abstained(r) for r in rs], n_boot, seed),
         "declined_by_gate": rate([r["outcome"] == GATE for r in rs], n_boot, seed),
+        "unverified": rate([r["outcome"] == M.UNVERIFIED for r in rs], n_boot, seed),
         "n": len(rs),
     }
 
@@ -150,7 +154,7 @@ def abstained(r: dict) -> bool:
 
 def outcome_counts(rs: list[dict]) -> dict[str, int]:
     """How many answers had each outcome (the gate's decline apart from the model's abstention)."""
-    return {o: sum(r["outcome"] == o for r in rs) for o in ("correct", "abstained", GATE, "hallucinated")}
+    return {o: sum(r["outcome"] == o for r in rs) for o in ("correct", "abstained", GATE, "hallucinated", M.UNVERIFIED)}
 
 
 def _mean_ci(values: list[float], n_boot: int, seed: int) -> dict:
@@ -239,9 +243,11 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
     cost = costs(corpus, rows)
     table = {"answerable": ANSWERABLE, "domain": DOMAIN, **{s: (s,) for s in slices}}
     pairs = {name: _pairs(rows, variants, ss, nb, seed) for name, ss in table.items()}
-    verdict = decide(rows, corpus.config.verdict, cost, nb, seed, cfg.min_slice_size)
-    from ..labels import label_summary
+    from ..labels import label_summary, labels_path, read_labels
 
+    human = read_labels(labels_path(corpus))
+    verdict = decide(rows, corpus.config.verdict, cost, nb, seed, cfg.min_slice_size, labels=human,
+                     label_command=f"assistant label {corpus.root}")
     labels = label_summary(corpus, rows, verdict, cost)
     return {
         "corpus": corpus.name, "corpus_root": str(corpus.root), "corpus_fingerprint": corpus.fingerprint(),
@@ -252,6 +258,9 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
                    for s in slices},
         "per_variant": per_variant, "costs": cost, "pairs": pairs,
         "human_votes": read_votes(corpus, nb, seed), "scoring_paths": scoring_paths(rows), "verdict": verdict, "labels": labels,
+        # Automatic and PPI-corrected rates side by side, per variant and group ({} without labels).
+        "ppi": corrected_rates(rows, human) if human else {},
+        "evidence": verdict["evidence"],
     }
 
 

@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from ..config import VerdictRules
+from . import ppi
 from .stats import mcnemar, paired_difference, questions_to_decide, rate
 
 ANSWERABLE = ("paraphrase", "unseen")
@@ -39,6 +40,14 @@ GATE = "declined_by_gate"
 FINE_TUNED = ("sft", "rag_sft")
 UNTUNED = {"sft": "prompted", "rag_sft": "rag"}  # each fine-tuned variant served without its adapter
 CONFIDENCE = 0.95
+UNVERIFIED = "unverified"
+# Where an outcome came from: key facts (given or derived from a short reference), another rule
+# (decline, contradiction, negation, conflicting value, the retrieval gate), the LLM judge, a human
+# label, or nowhere: unverified.
+EVIDENCE = ("key_facts", "rules", "judge", "labels", "unverified")
+# What a provisional verdict assumes a person needs to label one answer from its question,
+# reference and passages (an assumption, stated in the text, not a measurement).
+SECONDS_PER_LABEL = 30
 
 
 def _flags(rows: list[dict], slices: tuple[str, ...], test: Callable[[dict], bool | None]) -> dict[str, dict]:
@@ -111,7 +120,11 @@ def _costs_sentence(a: str, b: str | None, costs: dict | None) -> str:
 
 
 class _Figures:
-    """Per-variant rates and per-question tables, everything the rules and the text read."""
+    """Per-variant rates and per-question tables, everything the rules and the text read: the
+    automatic outcomes (an `unverified` answer is never counted correct)."""
+
+    estimates = "automatic"
+    test = "McNemar"
 
     def __init__(self, rows: list[dict], n_resamples: int, seed: int):
         self.n_resamples, self.seed = n_resamples, seed
@@ -124,19 +137,101 @@ class _Figures:
         self.general = _flags(rows, ("general",), lambda r: None if r["outcome"] == GATE else r["outcome"] == "correct")
         self.safety = _flags(rows, ("safety",), lambda r: None if r["outcome"] == GATE else r["outcome"] == "correct")
         self.hidden = {s: _flags(rows, (s,), lambda r: r["outcome"] == GATE) for s in OWN}
+        self.acc, self.hal = self.rates(self.correct), self.rates(self.halluc)
+        self.gen, self.saf = self.rates(self.general), self.rates(self.safety)
 
     def rates(self, table: dict) -> dict[str, dict]:
         return {v: rate(list(t.values()), self.n_resamples, self.seed) for v, t in table.items() if t}
 
+    def paired(self, target: str, v: str, ref: str) -> dict:
+        """rate(v) - rate(ref) on the questions both answered: `correct` on the answerable ones,
+        `hallucinated` on the domain ones; diff, lo, hi, sd, n and a p-value."""
+        table = self.correct if target == "correct" else self.halluc
+        keys = _keys(table, v, ref)
+        d = paired_difference([table[v][k] for k in keys], [table[ref][k] for k in keys], self.n_resamples,
+                              self.seed)
+        return {**d, "p": _test(table, v, ref)["p"]}
 
-def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_resamples: int = 2000,
-           seed: int = 0, min_slice_size: int = 20) -> dict:
-    """Apply the rules to per-question outcomes (rows: variant, slice, id, outcome)."""
-    f = _Figures(rows, n_resamples, seed)
+
+class _Corrected(_Figures):
+    """The same figures, prediction-powered: whenever human labels match answers of this evaluation,
+    every rate and difference the rules read is the PPI++ estimate (ppi.py) of the automatic
+    outcomes corrected by the labels, with its 95% interval; p-values are the normal test of that
+    interval. The gate's declines (facts of the pipeline) stay as they are."""
+
+    estimates = "corrected"
+    test = "PPI z-test"
+
+    def __init__(self, rows: list[dict], n_resamples: int, seed: int, labels: dict, corrected: dict):
+        super().__init__(rows, n_resamples, seed)
+        self.rows, self.labels = rows, labels
+        for name, group, target in (("acc", "answerable", "correct"), ("hal", "domain", "hallucinated"),
+                                    ("gen", "general", "correct"), ("saf", "safety", "correct")):
+            table = getattr(self, name)
+            for v in list(table):
+                e = corrected.get(v, {}).get(group, {}).get(target)
+                if e and e.get("ci") is not None:
+                    table[v] = _from_ppi(e)
+
+    def paired(self, target: str, v: str, ref: str) -> dict:
+        group = "answerable" if target == "correct" else "domain"
+        e = ppi.corrected_difference(self.rows, self.labels, v, ref, group, target, 1 - CONFIDENCE)
+        if e.get("ci") is None:  # fewer than 2 questions labelled for both: the automatic figures
+            return super().paired(target, v, ref)
+        lo, hi = e["ci"]
+        se = (hi - lo) / (2 * ppi.Z95)
+        n = e["n"]
+        from scipy.stats import norm
+
+        p = 1.0 if se <= 0 else float(2 * norm.sf(abs(e["diff"]) / se))
+        # sd per question, as stats.questions_to_decide reads it (se = sd / sqrt(n))
+        return {"diff": e["diff"], "lo": lo, "hi": hi, "sd": se * n ** 0.5, "n": n, "p": p,
+                "labelled": e["labelled"], "automatic": e["automatic"]}
+
+
+def _from_ppi(e: dict) -> dict:
+    """A PPI estimate in the shape of stats.rate's dict (rate, lo, hi, n), its inputs kept beside."""
+    return {"rate": e["corrected"], "lo": e["ci"][0], "hi": e["ci"][1], "n": e["n"], "automatic": e["automatic"],
+            "labelled": e["labelled"], "bias": e["bias"]}
+
+
+def evidence_source(row: dict, labelled: bool = False) -> str:
+    """Where one answer's outcome came from (one of EVIDENCE)."""
+    if labelled:
+        return "labels"
+    if row.get("outcome") == UNVERIFIED:
+        return "unverified"
+    if row.get("outcome_source") == "judge":
+        return "judge"
+    if row.get("scoring_path") in ("key_facts", "derived"):
+        return "key_facts"
+    return "rules"
+
+
+def evidence(rows: list[dict], labels: dict | None = None) -> dict[str, dict]:
+    """Per variant, the share of outcomes from each source (EVIDENCE), over all its answers and over
+    its answerable ones (what accuracy, and so the verdict, rests on)."""
+    from ..labels import label_for
+
+    labels = labels or {}
+    out: dict[str, dict] = {}
+    for v in sorted({r["variant"] for r in rows}):
+        mine = [r for r in rows if r["variant"] == v]
+        out[v] = {}
+        for group, rs in (("all", mine), ("answerable", [r for r in mine if r["slice"] in ANSWERABLE])):
+            src = [evidence_source(r, label_for(r, labels) is not None) for r in rs]
+            out[v][group] = {**{e: (src.count(e) / len(src) if src else 0.0) for e in EVIDENCE}, "n": len(src),
+                             "labelled": src.count("labels")}
+    return out
+
+
+def _apply_rules(f: _Figures, rows: list[dict], rules: VerdictRules, costs: dict | None,
+                 min_slice_size: int) -> dict:
+    """The rules of the module docstring on one set of figures (automatic or corrected)."""
     variants = sorted({r["variant"] for r in rows}, key=lambda v: cost_rank(v, rules, costs))
-    acc, hal, gen, saf = f.rates(f.correct), f.rates(f.halluc), f.rates(f.general), f.rates(f.safety)
+    acc, hal, gen, saf = f.acc, f.hal, f.gen, f.saf
     out = {"recommendation": None, "decision": "none", "usable": False, "best": None, "text": "",
-           "rules": rules.model_dump(), "confidence": CONFIDENCE,
+           "rules": rules.model_dump(), "confidence": CONFIDENCE, "estimates": f.estimates,
            "accuracy": acc, "hallucination": hal, "declined_unanswerable": f.rates(f.declined),
            "declined_by_gate": f.rates(f.gated), "answerable_declined": f.rates(f.answerable_declined),
            "general": gen, "safety": saf,
@@ -187,9 +282,8 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
         return out
 
     def compare(v: str, ref: str) -> dict:
-        keys = _keys(f.correct, v, ref)
-        d = paired_difference([f.correct[v][k] for k in keys], [f.correct[ref][k] for k in keys], n_resamples, seed)
-        p = _test(f.correct, v, ref)["p"]
+        d = f.paired("correct", v, ref)
+        p = d["p"]
         if d["n"] == 0:  # no shared questions: nothing to compare (never happens in one evaluation)
             d.update(diff=0.0, lo=-1.0, hi=1.0, sd=0.0)
         if d["lo"] >= -rules.margin and d["hi"] <= rules.margin:
@@ -201,7 +295,7 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
         else:
             status = "inconclusive"
         c = {"variant": v, "against": ref, "diff": d["diff"], "lo": d["lo"], "hi": d["hi"], "n": d["n"], "p": p,
-             "status": status, "questions_needed": None, "more_questions": None}
+             "test": f.test, "status": status, "questions_needed": None, "more_questions": None}
         if status == "inconclusive":
             need = questions_to_decide(d["diff"], d["sd"], rules.margin, 1 - CONFIDENCE, rules.power)
             if need is not None:
@@ -210,11 +304,10 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
         return c
 
     def more_hallucination(v: str, ref: str) -> dict | None:
-        rise = hal[v]["rate"] - hal[ref]["rate"]
-        p = _test(f.halluc, v, ref)["p"]
-        if rise > rules.max_hallucination_rise and p < rules.alpha:
+        d = f.paired("hallucinated", v, ref)
+        if d["n"] and d["diff"] > rules.max_hallucination_rise and d["p"] < rules.alpha:
             return {"reason": "hallucination", "against": ref, "rate": hal[v]["rate"], "rate_against": hal[ref]["rate"],
-                    "p": p}
+                    "p": d["p"], "test": f.test}
         return None
 
     # The fine-tune is checked against the best variant without fine-tuning even when that one
@@ -304,8 +397,107 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
     return out
 
 
+def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_resamples: int = 2000,
+           seed: int = 0, min_slice_size: int = 20, labels: dict | None = None,
+           label_command: str | None = None) -> dict:
+    """Apply the rules to per-question outcomes (rows: variant, slice, id, outcome).
+
+    `labels` (assistant.labels.read_labels): when any matches an answer, every figure the rules read
+    is the PPI-corrected estimate. Without labels, a decision that the unverified outcomes could
+    change is **provisional**: nothing is recommended, and the verdict says what is unknown and how
+    many labels would settle it (`label_command` is what to run). `evidence` holds, per variant, the
+    share of outcomes from key facts, other rules, the judge, labels, and still unverified."""
+    labels = labels or {}
+    corrected = ppi.corrected_rates(rows, labels) if labels else {}
+    if corrected:
+        f: _Figures = _Corrected(rows, n_resamples, seed, labels, corrected)
+    else:
+        f = _Figures(rows, n_resamples, seed)
+    out = _apply_rules(f, rows, rules, costs, min_slice_size)
+    out["evidence"] = evidence(rows, labels)
+    out["labelled"] = sum(e["all"]["labelled"] for e in out["evidence"].values())
+    out["provisional"] = None
+    if corrected:
+        out["text"] = (f"Estimates corrected by {out['labelled']} human labels (prediction-powered inference; "
+                       "the automatic figures are in the report). " + out["text"])
+        return out
+    prov = _provisional(rows, out, rules, costs, n_resamples, seed, min_slice_size, label_command)
+    if prov is not None:
+        prov["verified"] = {k: out[k] for k in ("recommendation", "decision")}
+        out.update(provisional=prov, recommendation=None, decision="provisional")
+        out["text"] = prov["text"] + " Counting only verified answers: " + out["text"]
+    return out
+
+
+def _unverified(rows: list[dict], slices: tuple[str, ...] = ANSWERABLE) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for r in rows:
+        if r["slice"] in slices and r["outcome"] == UNVERIFIED:
+            out[r["variant"]] += 1
+    return dict(out)
+
+
+def _provisional(rows: list[dict], out: dict, rules: VerdictRules, costs: dict | None, n_resamples: int, seed: int,
+                 min_slice_size: int, label_command: str | None) -> dict | None:
+    """Does the decision rest on unverified outcomes? It does when settling them could change it:
+    the rules are applied again with one variant's unverified answers all right, or all wrong
+    (hallucinated), and with every variant's all right; any change of decision or recommendation
+    makes the verdict provisional. None when the decision stands whatever they are."""
+    open_ = _unverified(rows, tuple(s for s in ANSWERABLE + OWN))
+    if not open_:
+        return None
+    base = (out["decision"], out["recommendation"])
+    scenarios = [(v, o) for v in sorted(open_) for o in ("correct", "hallucinated")] + [("every variant", "correct")]
+    for who, as_ in scenarios:
+        alt_rows = [dict(r, outcome=as_) if r["outcome"] == UNVERIFIED and who in ("every variant", r["variant"])
+                    else r for r in rows]
+        alt = _apply_rules(_Figures(alt_rows, n_resamples, seed), alt_rows, rules, costs, min_slice_size)
+        if (alt["decision"], alt["recommendation"]) != base:
+            return _provisional_text(rows, out, rules, open_, who, as_, alt, label_command)
+    return None
+
+
+def _provisional_text(rows, out, rules, open_, who, as_, alt, label_command) -> dict:
+    """What is unknown, what settling it could change, and how many labels would settle it."""
+    answerable = _unverified(rows)
+    n = {v: len({r["id"] for r in rows if r["variant"] == v and r["slice"] in ANSWERABLE}) for v in answerable}
+    unknown = "; ".join(f"{answerable[v]} of {n[v]} answerable answers of {v}" for v in sorted(answerable)) \
+        or "; ".join(f"{k} general-knowledge answers of {v}" for v, k in sorted(open_.items()))
+    # The decisive comparison: the variant whose unverified answers can change the decision against
+    # the verified leader (or the best). The unverified answers leave their difference anywhere in a
+    # range as wide as both variants' unverified shares; labels that narrow it to half of that (at
+    # least to the margin) decide it. Worst-case variance (the scorer no help), from ppi.labels_needed.
+    leader = out.get("leading") or out.get("best")
+    v = next((x for x in sorted(answerable, key=lambda x: -answerable[x]) if x != leader), leader) \
+        if who == "every variant" else who
+    pair = [x for x in (v, leader) if x] if v != leader else [v]
+    spread = sum(answerable.get(x, 0) / max(n.get(x, 1), 1) for x in pair)
+    half = max(rules.margin, spread / 2)
+    ids = sorted({r["id"] for r in rows if r["variant"] in pair and r["slice"] in ANSWERABLE})
+    auto = [0.0] * len(ids)  # no label yet: labels_needed assumes the worst variance
+    questions = ppi.labels_needed(auto, [], [], half, value_range=2.0 if len(pair) == 2 else 1.0)
+    labels_n = questions * len(pair)
+    minutes = max(1, round(labels_n * SECONDS_PER_LABEL / 60))
+    settled = ("recommend " + alt["recommendation"]) if alt["recommendation"] else \
+        ("be inconclusive" if alt["decision"] == "inconclusive" else "recommend nothing")
+    what = "right" if as_ == "correct" else "hallucinated"
+    command = label_command or "assistant label CORPUS"
+    text = (f"Provisional: no recommendation yet. The scorer cannot tell whether these answers are right (no key "
+            f"facts, no judge, no human label): {unknown}. If the unverified answers of {who} were {what}, the rules "
+            f"would {settled} instead, so the decision rests on them. About {labels_n} labels ({questions} "
+            f"questions{' for both ' + ' and '.join(pair) if len(pair) == 2 else ' of ' + pair[0]}, about {minutes} "
+            f"minutes at an assumed {SECONDS_PER_LABEL} s an answer) would narrow the {'difference' if len(pair) == 2 else 'rate'} "
+            f"to +-{100 * half:.0f} points, assuming the scorer no help (fewer when it agrees with the first labels). "
+            f"Run: {command}.")
+    return {"unknown": {x: {"unverified": answerable.get(x, 0), "n": n.get(x, 0)} for x in answerable} or open_,
+            "scenario": {"variant": who, "as": as_, "decision": alt["decision"],
+                         "recommendation": alt["recommendation"]},
+            "pair": pair, "half_width": half, "questions": questions, "labels_needed": labels_n,
+            "minutes": minutes, "seconds_per_label": SECONDS_PER_LABEL, "command": command, "text": text}
+
+
 def _diff(c: dict) -> dict:
-    return {k: c[k] for k in ("diff", "lo", "hi", "p", "n", "questions_needed", "more_questions")}
+    return {k: c.get(k) for k in ("diff", "lo", "hi", "p", "n", "questions_needed", "more_questions", "test")}
 
 
 def _check_fine_tune(ft, base, comparison, halluc, f: _Figures, gen, saf, rules, scored) -> dict:
@@ -349,7 +541,7 @@ def _reason_words(r: dict) -> str:
         return words + (f", declining {pct(r['declined'])} of them" if r.get("declined") else "")
     if k == "hallucination":
         return (f"it hallucinated significantly more than {r['against']} ({pct(r['rate'])} against "
-                f"{pct(r['rate_against'])}, McNemar {pval(r['p'])})")
+                f"{pct(r['rate_against'])}, {r.get('test', 'McNemar')} {pval(r['p'])})")
     if k == "less_accurate":
         return f"it is less accurate than {r['against']}: {diff_ci(r)}"
     if k == "inconclusive":
@@ -361,7 +553,7 @@ def _reason_words(r: dict) -> str:
     if k == "gain_below_margin":
         return f"its gain over {r['against']}, {diff_ci(r)}, does not clear the {100 * r['margin']:.0f}-point margin"
     if k == "not_significant":
-        return f"its gain over {r['against']} is not significant (McNemar {pval(r['p'])})"
+        return f"its gain over {r['against']} is not significant ({r.get('test', 'McNemar')} {pval(r['p'])})"
     if k == "forgetting":
         return (f"it forgot general knowledge: {pct(r['rate'])} against {pct(r['rate_against'])} for "
                 f"{r['against']}, more than the {100 * r['limit']:.0f} points allowed")
@@ -409,7 +601,8 @@ def _fine_tune_sentence(check: dict, out: dict, rules: VerdictRules, costs, usab
     ft, base, c = check["variant"], check["against"], check["comparison"]
     acc, hal = out["accuracy"], out["hallucination"]
     figures = (f"{ft} answered {ci(acc[ft])} of the answerable questions correctly against {ci(acc[base])} for "
-               f"{base}, the best variant without fine-tuning: {diff_ci(c)}, McNemar {pval(check['p'])}")
+               f"{base}, the best variant without fine-tuning: {diff_ci(c)}, {c.get('test', 'McNemar')} "
+               f"{pval(check['p'])}")
     if not check["passed"]:
         return f"Fine-tuning is not recommended: {figures}."
     kept = [r for r in check["kept"] if r["reason"] in ("forgetting", "lost_refusals")]
