@@ -295,6 +295,8 @@ def test_build_app_has_a_column_per_served_variant(tiny_corpus):
     assert "report-rerun" in {getattr(b, "elem_id", None)
                               for b in build_app(tiny_corpus, lineup, allow_eval=True).blocks.values()}
     assert {"chat-prompted", "question", "ask", "clear", "verdict", "report-refresh"} <= ids
+    # the Labels tab: the four keys of `assistant label` and undo
+    assert {"label-card", "label-correct", "label-abstained", "label-hallucinated", "label-skip", "label-undo"} <= ids
     assert {i for i in ids if i and i.startswith("chat-")} == {f"chat-{n}" for n in lineup.variants}
     assert ("blind-explain" in ids) == (len(lineup.variants) < 2)
 
