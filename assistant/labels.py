@@ -92,6 +92,25 @@ def undo_last(path: Path, keys: set | None = None) -> dict | None:
     return None
 
 
+SECONDS_PER_LABEL = 45  # an assumption until labels.jsonl holds timings: reading a card and its passages
+
+
+def seconds_per_label(path: Path, default: float = SECONDS_PER_LABEL) -> float:
+    """The median time between a labeller's consecutive entries in labels.jsonl (gaps over 10
+    minutes are breaks, not labelling); `default` before there are 10 such gaps. For "about how
+    many minutes of labelling" a number of labels is."""
+    by_labeller: dict[str, list[datetime]] = {}
+    for r in read_jsonl(path):
+        try:
+            t = datetime.fromisoformat(str(r.get("time")))
+        except ValueError:
+            continue
+        by_labeller.setdefault(str(r.get("labeller")), []).append(t)
+    gaps = sorted(g for ts in by_labeller.values() for a, b in zip(ts, ts[1:])
+                  if 0 < (g := (b - a).total_seconds()) <= 600)
+    return float(gaps[len(gaps) // 2]) if len(gaps) >= 10 else float(default)
+
+
 def _well_formed(r: dict) -> bool:
     return (all(isinstance(r.get(k), str) for k in ("slice", "id", "variant"))
             and (isinstance(r.get("answer_sha256"), str) or isinstance(r.get("answer"), str)))

@@ -279,3 +279,15 @@ def test_agreement_counts_unverified_as_a_disagreement():
     assert (a["agree"], a["n"]) == (2, 4)
     assert a["confusion"]["correct"] == {"correct": 1, "abstained": 0, "hallucinated": 0, "unverified": 1}
     assert a["kappa"] is not None and a["kappa"] < 1
+
+
+def test_seconds_per_label_is_the_median_gap_without_breaks(tmp_path):
+    from datetime import datetime, timedelta
+
+    path = tmp_path / "labels.jsonl"
+    assert labels.seconds_per_label(path) == labels.SECONDS_PER_LABEL
+    t = datetime(2026, 12, 5, 1, 0, 0)
+    for i, gap in enumerate([0, 30, 20, 40, 30, 3600, 25, 35, 30, 30, 30, 30]):  # one hour's break
+        t += timedelta(seconds=gap)
+        labels.append_label(path, row("rag", i, "correct"), "correct", "ana", now=t)
+    assert labels.seconds_per_label(path) == 30.0

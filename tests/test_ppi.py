@@ -191,6 +191,17 @@ def test_the_queue_s_sample_gives_covering_rates_and_differences():
     assert min(covered.values()) >= 52, covered
 
 
+def test_questions_to_label_for_a_paired_difference():
+    rows, truth, _, _ = two_variants(2)
+    # no labels: the worst case (a difference's variance <= 1): 1.96^2 / 0.2^2 = 96.04, of 120 shared questions
+    assert ppi.questions_to_label(rows, {}, "prompted", "rag", 0.2) == 97
+    assert ppi.questions_to_label(rows, {}, "prompted", "rag", 0.05) == 120  # capped: every question
+    items = L.sample(rows, n=80, seed=0)
+    labs = {L.key(r): {**r, "label": "correct" if truth[L.key(r)] else "hallucinated"} for r in items}
+    with_labels = ppi.questions_to_label(rows, labs, "prompted", "rag", 0.2)
+    assert 2 <= with_labels < 97  # the observed variance is below the worst case
+
+
 def test_gate_rows_enter_as_known_zeros_and_are_left_out_on_general_and_safety():
     rows = [{"variant": "rag", "slice": "paraphrase", "id": f"q{i}", "answer": str(i),
              "outcome": "declined_by_gate" if i < 5 else "correct"} for i in range(10)]

@@ -286,26 +286,19 @@ def corrected_rates(rows: list[dict], labels: dict, alpha: float = 0.05) -> dict
     return out
 
 
-def corrected_difference(rows: list[dict], labels: dict, a: str, b: str, group: str = "answerable",
-                         target: str = "correct", alpha: float = 0.05) -> dict:
-    """`paired_estimate` of rate(a) - rate(b) on the questions of `group` both variants answered.
+def _paired(rows: list[dict], labels: dict, a: str, b: str, group: str, target: str) -> tuple[list, list, int]:
+    """(every question's predictions (f_a, f_b); the labelled questions' (f_a, f_b, y_a, y_b); the
+    number of questions both variants' gates declined) over the questions of `group` both answered.
 
     A gate row's value is known (0), so a question counts as labelled when each of its two
-    answers is a gate decline or carries a matching label. On general and safety probes a
-    question with a gate decline is left out (it measures nothing there)."""
+    answers is a gate decline or carries a matching label. Questions where both were gated are
+    known exactly (difference 0) and kept out of the sample: counting them there would make it
+    non-uniform. On general and safety probes a gate decline measures nothing: left out."""
     slices = _groups([r["slice"] for r in rows]).get(group, (group,))
 
     def table(v: str) -> dict:
         return {(r["slice"], r["id"]): r for r in rows if r["variant"] == v and r["slice"] in slices
                 and not (r.get("outcome") == GATE and r["slice"] in OWN)}
-
-    ta, tb = table(a), table(b)
-    shared = sorted(set(ta) & set(tb))
-    # Both answers gated: the difference is known (0) without a label; such questions are never
-    # part of the labelled sample (that would make it non-uniform) and enter as known rows.
-    gated = lambda k: ta[k].get("outcome") == GATE and tb[k].get("outcome") == GATE
-    keys = [k for k in shared if not gated(k)]
-    f = lambda r: prediction(r["outcome"], target)
 
     def truth(r: dict) -> float | None:
         if r.get("outcome") == GATE:
@@ -313,11 +306,36 @@ def corrected_difference(rows: list[dict], labels: dict, a: str, b: str, group: 
         lab = _label_of(r, labels)
         return None if lab is None else human_value(lab, target)
 
-    both = [(k, truth(ta[k]), truth(tb[k])) for k in keys]
-    both = [(k, x, y) for k, x, y in both if x is not None and y is not None]
-    out = paired_estimate([f(ta[k]) for k in keys], [f(tb[k]) for k in keys], [f(ta[k]) for k, _, _ in both],
-                          [f(tb[k]) for k, _, _ in both], [x for _, x, _ in both], [y for _, _, y in both], alpha)
-    out = _with_known(out, [0.0] * (len(shared) - len(keys)))
+    ta, tb = table(a), table(b)
+    shared = sorted(set(ta) & set(tb))
+    keys = [k for k in shared if not (ta[k].get("outcome") == GATE and tb[k].get("outcome") == GATE)]
+    f = lambda r: prediction(r["outcome"], target)
+    auto = [(f(ta[k]), f(tb[k])) for k in keys]
+    labelled = [(f(ta[k]), f(tb[k]), x, y) for k in keys
+                if (x := truth(ta[k])) is not None and (y := truth(tb[k])) is not None]
+    return auto, labelled, len(shared) - len(keys)
+
+
+def corrected_difference(rows: list[dict], labels: dict, a: str, b: str, group: str = "answerable",
+                         target: str = "correct", alpha: float = 0.05) -> dict:
+    """`paired_estimate` of rate(a) - rate(b) on the questions of `group` both variants answered
+    (see `_paired` for gate declines), plus a, b, group and target."""
+    auto, lab, known = _paired(rows, labels, a, b, group, target)
+    fa, fb, ya, yb = (list(c) for c in zip(*lab)) if lab else ([], [], [], [])
+    out = paired_estimate([x for x, _ in auto], [y for _, y in auto], fa, fb, ya, yb, alpha)
+    out = _with_known(out, [0.0] * known)
     out["diff"] = out["corrected"] if out["corrected"] is not None else out["automatic"]
     out.update(a=a, b=b, group=group, target=target)
     return out
+
+
+def questions_to_label(rows: list[dict], labels: dict, a: str, b: str, half_width: float,
+                       group: str = "answerable", target: str = "correct", alpha: float = 0.05) -> int:
+    """How many questions (each with both answers labelled) the paired interval of rate(a) -
+    rate(b) needs for this half-width: `labels_needed` on the per-question differences, with the
+    worst case var <= 1 of a difference before 2 labelled questions exist. The label queue labels
+    every variant's answer to each drawn question, so the answers to label are about this times
+    the number of variants."""
+    auto, lab, _ = _paired(rows, labels, a, b, group, target)
+    return labels_needed([x - y for x, y in auto], [fa - fb for fa, fb, _, _ in lab], [ya - yb for _, _, ya, yb in lab],
+                         half_width, value_range=2.0, alpha=alpha)
