@@ -286,6 +286,101 @@ def test_the_number_check_can_fail():
         assert_numbers_come_from(v)
 
 
+# -- unverified outcomes, evidence, provisional verdicts, labels (issue 25) ---------------------------
+def with_unverified(rows: list[dict], variant: str, k: int) -> list[dict]:
+    """The last k answerable answers of `variant` become unverified (the scorer could not tell)."""
+    mine = [r for r in rows if r["variant"] == variant and r["slice"] == "paraphrase"][-k:]
+    for r in mine:
+        r["was"], r["outcome"] = r["outcome"], "unverified"  # `was`: what a person would say
+    return rows
+
+
+def test_unverified_answers_never_count_as_correct():
+    rows = with_unverified(scenario({"prompted": 20, "rag": 20}), "prompted", 40)
+    v = decide(rows, VerdictRules())
+    assert v["accuracy"]["prompted"]["rate"] == v["accuracy"]["rag"]["rate"] == pytest.approx(20 / 60)
+    assert v["evidence"]["prompted"]["answerable"]["unverified"] == pytest.approx(40 / 60)
+    assert v["evidence"]["rag"]["answerable"]["unverified"] == 0
+
+
+def test_a_decision_the_unverified_answers_could_change_is_provisional():
+    # rag: 35 of 60 verified right (58%); prompted: 30 right and 30 unverified. Counted wrong, rag wins;
+    # right, prompted would (100%). The verdict recommends nothing and says how many labels would settle it.
+    rows = with_unverified(scenario({"prompted": 50, "rag": 35}, GEN_OK, SAFE_OK), "prompted", 30)
+    v = decide(rows, VerdictRules(), label_command="assistant label corpora/faq")
+    assert v["decision"] == "provisional" and v["recommendation"] is None
+    prov = v["provisional"]
+    assert prov["verified"] == {"recommendation": "rag", "decision": "recommend"}
+    assert prov["scenario"]["variant"] == "prompted" and prov["scenario"]["recommendation"] == "prompted"
+    assert prov["unknown"] == {"prompted": {"unverified": 30, "n": 60}}
+    assert 2 <= prov["questions"] <= 60 and prov["labels_needed"] == 2 * prov["questions"]
+    assert prov["minutes"] == round(prov["labels_needed"] * 30 / 60)
+    assert v["text"].startswith("Provisional: no recommendation yet.") and "30 of 60 answerable answers of prompted" \
+        in v["text"] and v["text"].rstrip().endswith(".") and "Run: assistant label corpora/faq." in v["text"]
+    assert_numbers_come_from(v)
+
+
+def test_a_free_text_corpus_without_labels_gets_a_provisional_verdict_never_a_recommendation():
+    # No key facts: nothing verified right anywhere; a few answers proven wrong, the rest unverified.
+    rows = scenario({"prompted": 0, "rag": 0, "sft": 0}, halluc={"prompted": 10, "rag": 5, "sft": 8})
+    for r in rows:
+        if r["outcome"] == "abstained":
+            r["outcome"] = "unverified"
+    v = decide(rows, VerdictRules())
+    assert v["decision"] == "provisional" and v["recommendation"] is None
+    assert all(e["answerable"]["unverified"] > 0.8 for e in v["evidence"].values())
+    assert_numbers_come_from(v)
+
+
+def test_a_decision_that_stands_whatever_the_unverified_answers_are_is_not_provisional():
+    rows = with_unverified(scenario(USABLE, GEN_OK, SAFE_OK), "prompted", 2)  # sft leads by 25+ points
+    v = decide(rows, VerdictRules())
+    assert (v["decision"], v["recommendation"], v["provisional"]) == ("recommend", "sft", None)
+
+
+def _labelled(rows: list[dict], truth, every: int = 2) -> dict:
+    """Give each row an answer text, and label every `every`-th question (all variants' answers):
+    truth(row) is the human label."""
+    for r in rows:
+        r["answer"] = f"{r['variant']} answer to {r['id']}"
+    labels = {}
+    ids = sorted({r["id"] for r in rows})
+    chosen = set(ids[::every])
+    for r in rows:
+        if r["id"] in chosen:
+            labels[(r["slice"], r["id"], r["variant"])] = {"slice": r["slice"], "id": r["id"], "variant": r["variant"],
+                                                          "answer": r["answer"], "label": truth(r)}
+    return labels
+
+
+def test_with_labels_the_verdict_uses_the_corrected_estimates():
+    # prompted: 30 verified right and 30 unverified, of which people call 20 right (truly 50 of 60); rag: 35
+    # right. Labelled on half the questions, PPI corrects prompted's accuracy up to about 83%.
+    rows = with_unverified(scenario({"prompted": 50, "rag": 35}, GEN_OK, SAFE_OK), "prompted", 30)
+    labels = _labelled(rows, lambda r: r.get("was", r["outcome"]))
+    v = decide(rows, VerdictRules(), labels=labels)
+    assert v["estimates"] == "corrected" and v["decision"] != "provisional" and v["labelled"] > 0
+    acc = v["accuracy"]["prompted"]
+    assert acc["automatic"] == pytest.approx(30 / 60) and acc["lo"] <= 50 / 60 <= acc["hi"]
+    assert acc["bias"] < 0  # the scorer under-credits: its unverified answers were right
+    assert v["recommendation"] == "prompted"
+    assert v["text"].startswith("Estimates corrected by")
+    assert v["evidence"]["prompted"]["answerable"]["labels"] > 0
+    json.dumps(v)
+
+
+def test_evidence_sources_of_each_outcome():
+    from assistant.evaluation.verdict import evidence_source
+
+    assert evidence_source({"outcome": "correct", "scoring_path": "key_facts"}) == "key_facts"
+    assert evidence_source({"outcome": "hallucinated", "scoring_path": "derived"}) == "key_facts"
+    assert evidence_source({"outcome": "hallucinated", "scoring_path": "similarity"}) == "rules"
+    assert evidence_source({"outcome": "correct", "scoring_path": "decline"}) == "rules"
+    assert evidence_source({"outcome": "unverified", "scoring_path": "similarity"}) == "unverified"
+    assert evidence_source({"outcome": "correct", "scoring_path": "similarity", "outcome_source": "judge"}) == "judge"
+    assert evidence_source({"outcome": "unverified"}, labelled=True) == "labels"
+
+
 # -- runner ------------------------------------------------------------------------------------
 def _suites(tmp_path: Path, corpus) -> None:
     """Small general/safety suites so the test does not depend on the project's evals/ files."""

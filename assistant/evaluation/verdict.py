@@ -48,6 +48,9 @@ EVIDENCE = ("key_facts", "rules", "judge", "labels", "unverified")
 # What a provisional verdict assumes a person needs to label one answer from its question,
 # reference and passages (an assumption, stated in the text, not a measurement).
 SECONDS_PER_LABEL = 30
+# How closely a provisional verdict's labels should pin each accuracy down (or the margin, if wider):
+# about the gaps between variants that matter when choosing one.
+DECIDING_HALF_WIDTH = 0.10
 
 
 def _flags(rows: list[dict], slices: tuple[str, ...], test: Callable[[dict], bool | None]) -> dict[str, dict]:
@@ -463,19 +466,17 @@ def _provisional_text(rows, out, rules, open_, who, as_, alt, label_command) -> 
     n = {v: len({r["id"] for r in rows if r["variant"] == v and r["slice"] in ANSWERABLE}) for v in answerable}
     unknown = "; ".join(f"{answerable[v]} of {n[v]} answerable answers of {v}" for v in sorted(answerable)) \
         or "; ".join(f"{k} general-knowledge answers of {v}" for v, k in sorted(open_.items()))
-    # The decisive comparison: the variant whose unverified answers can change the decision against
-    # the verified leader (or the best). The unverified answers leave their difference anywhere in a
-    # range as wide as both variants' unverified shares; labels that narrow it to half of that (at
-    # least to the margin) decide it. Worst-case variance (the scorer no help), from ppi.labels_needed.
+    # The decisive comparison: the variant whose unverified answers can change the decision, against
+    # the verified leader (or the best). Labels of the same questions for both (the label queue draws
+    # questions, then every variant's answer) estimate both accuracies to +-half; the count is
+    # ppi.labels_needed's, with the worst-case variance (no label yet: the scorer may be no help).
     leader = out.get("leading") or out.get("best")
     v = next((x for x in sorted(answerable, key=lambda x: -answerable[x]) if x != leader), leader) \
         if who == "every variant" else who
     pair = [x for x in (v, leader) if x] if v != leader else [v]
-    spread = sum(answerable.get(x, 0) / max(n.get(x, 1), 1) for x in pair)
-    half = max(rules.margin, spread / 2)
-    ids = sorted({r["id"] for r in rows if r["variant"] in pair and r["slice"] in ANSWERABLE})
-    auto = [0.0] * len(ids)  # no label yet: labels_needed assumes the worst variance
-    questions = ppi.labels_needed(auto, [], [], half, value_range=2.0 if len(pair) == 2 else 1.0)
+    half = max(rules.margin, DECIDING_HALF_WIDTH)
+    questions = max(ppi.labels_needed([ppi.prediction(r["outcome"], "correct") for r in rows
+                                       if r["variant"] == x and r["slice"] in ANSWERABLE], [], [], half) for x in pair)
     labels_n = questions * len(pair)
     minutes = max(1, round(labels_n * SECONDS_PER_LABEL / 60))
     settled = ("recommend " + alt["recommendation"]) if alt["recommendation"] else \
@@ -484,10 +485,10 @@ def _provisional_text(rows, out, rules, open_, who, as_, alt, label_command) -> 
     command = label_command or "assistant label CORPUS"
     text = (f"Provisional: no recommendation yet. The scorer cannot tell whether these answers are right (no key "
             f"facts, no judge, no human label): {unknown}. If the unverified answers of {who} were {what}, the rules "
-            f"would {settled} instead, so the decision rests on them. About {labels_n} labels ({questions} "
-            f"questions{' for both ' + ' and '.join(pair) if len(pair) == 2 else ' of ' + pair[0]}, about {minutes} "
-            f"minutes at an assumed {SECONDS_PER_LABEL} s an answer) would narrow the {'difference' if len(pair) == 2 else 'rate'} "
-            f"to +-{100 * half:.0f} points, assuming the scorer no help (fewer when it agrees with the first labels). "
+            f"would {settled} instead, so the decision rests on them. At most {labels_n} labels ({questions} "
+            f"questions, each answered by {' and '.join(pair)}; about {minutes} minutes at an assumed "
+            f"{SECONDS_PER_LABEL} s an answer) estimate {'each' if len(pair) == 2 else 'its'} accuracy to within "
+            f"+-{100 * half:.0f} points, even if the scorer were no help; fewer when it agrees with the first labels. "
             f"Run: {command}.")
     return {"unknown": {x: {"unverified": answerable.get(x, 0), "n": n.get(x, 0)} for x in answerable} or open_,
             "scenario": {"variant": who, "as": as_, "decision": alt["decision"],
