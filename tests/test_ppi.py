@@ -72,6 +72,7 @@ def test_corrected_rates_stay_in_bounds():
 def test_unverified_rows_predict_nothing_and_keep_coverage():
     assert [ppi.prediction("unverified", t) for t in ppi.TARGETS] == [0.0, 0.0, 0.0]
     assert ppi.prediction("correct", "correct") == 1.0 and ppi.prediction("abstained", "correct") == 0.0
+    assert ppi.prediction("declined_by_gate", "abstained") == 0.0 and ppi.prediction("error", "correct") == 0.0
     with pytest.raises(ValueError):
         ppi.prediction("correct", "unverified")
     rng = np.random.default_rng(7)
@@ -120,6 +121,9 @@ def test_labels_needed():
     n_bad = ppi.labels_needed(bad, bad[idx], truth[idx], 0.05)
     assert n_good < n_bad <= 1000
     assert ppi.labels_needed(bad, bad[idx], truth[idx], 0.1) < n_bad  # wider is cheaper
+    # three labels that agree with the scorer prove little: plan with the worst case until there are 10
+    agree = np.array([1.0, 0.0, 1.0])
+    assert ppi.labels_needed([0, 1] * 500, agree, agree, 0.1) == 97
     with pytest.raises(ValueError):
         ppi.labels_needed([0, 1], [], [], 0)
 

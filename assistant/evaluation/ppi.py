@@ -61,6 +61,7 @@ OWN = ("general", "safety")  # the model's own answers: a gate decline there is 
 Z95 = 1.959963984540054
 # Worst case of var(Y) for a 0/1 truth (p = 1/2): what `labels_needed` assumes before any label.
 WORST_VARIANCE = 0.25
+MIN_PLANNING_LABELS = 10  # fewer labels than this: plan with the worst case, not their variance
 
 
 def prediction(outcome: str, target: str) -> float:
@@ -70,13 +71,11 @@ def prediction(outcome: str, target: str) -> float:
     chosen before seeing any label, so the PPI estimate stays unbiased whatever the unverified
     rows really are (their truth enters through the labelled ones' rectifier); 0 rather than,
     say, 0.5 keeps the automatic rate the verified rate, so "automatic" never credits an answer
-    nobody verified. A gate decline is no prediction but a known fact: 0.0 for every target."""
+    nobody verified. A gate decline is no prediction but a known fact: 0.0 for every target.
+    Any other outcome a later scorer may add predicts nothing either (0.0): still a fixed
+    function of the row, so still valid."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
-    if outcome in (UNVERIFIED, GATE):
-        return 0.0
-    if outcome not in TARGETS:
-        raise ValueError(f"unknown outcome {outcome!r}")
     return 1.0 if outcome == target else 0.0
 
 
@@ -181,16 +180,17 @@ def labels_needed(auto_all: Sequence[float], auto_labelled: Sequence[float], hum
 
     With labels: the observed rectifier variance var(Y - lambda f) and imputed variance
     lambda^2 var(f) at the tuned lambda, solved for n in z^2 (var_R / n + lambda^2 var_f / (N - n))
-    <= half_width^2. Without labels (or fewer than 2): the worst case for a truth of range
-    `value_range` (var <= range^2 / 4: 0.25 for a rate, 1 for a paired difference), as if the
-    scorer were no help. N when even labelling every row would not reach the width."""
+    <= half_width^2. With fewer than MIN_PLANNING_LABELS labels, whose variance is too unstable to
+    plan with (three labels that all agree with the scorer show none): the worst case for a truth
+    of range `value_range` (var <= range^2 / 4: 0.25 for a rate, 1 for a paired difference), as if
+    the scorer were no help. N when even labelling every row would not reach the width."""
     if half_width <= 0:
         raise ValueError("half_width must be positive")
     auto = _array(auto_all)
     lab, human = _array(auto_labelled), _array(human_labelled)
     big_n = len(auto)
     z = _z(alpha)
-    if len(lab) < 2:
+    if len(lab) < MIN_PLANNING_LABELS:
         need = math.ceil(z * z * WORST_VARIANCE * value_range ** 2 / half_width ** 2)
         return int(min(max(need, 2), big_n)) if big_n else need
     unlabelled = _unlabelled(auto, lab)
@@ -333,7 +333,7 @@ def questions_to_label(rows: list[dict], labels: dict, a: str, b: str, half_widt
                        group: str = "answerable", target: str = "correct", alpha: float = 0.05) -> int:
     """How many questions (each with both answers labelled) the paired interval of rate(a) -
     rate(b) needs for this half-width: `labels_needed` on the per-question differences, with the
-    worst case var <= 1 of a difference before 2 labelled questions exist. The label queue labels
+    worst case var <= 1 of a difference before MIN_PLANNING_LABELS labelled questions exist. The label queue labels
     every variant's answer to each drawn question, so the answers to label are about this times
     the number of variants."""
     auto, lab, _ = _paired(rows, labels, a, b, group, target)
