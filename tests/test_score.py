@@ -56,7 +56,8 @@ def test_agreement_kappa_and_confusion_matrix():
     a = X.agreement(rows)
     assert a["n"] == 12 and a["overall"]["rate"] == pytest.approx(11 / 12)
     assert a["per_class"]["correct"]["rate"] == pytest.approx(6 / 7)
-    assert a["confusion"] == [[6, 0, 1], [0, 1, 0], [0, 0, 4]]
+    # rows: human label, columns: scorer outcome, in M.OUTCOMES order (the scorer may say unverified)
+    assert a["confusion"] == [[6, 0, 1, 0], [0, 1, 0, 0], [0, 0, 4, 0], [0, 0, 0, 0]]
     from sklearn.metrics import cohen_kappa_score
 
     h = ["correct"] * 7 + ["hallucinated"] * 4 + ["abstained"]
@@ -106,36 +107,91 @@ def _score_by_corpus(rows: list[dict]) -> list[dict]:
     return out
 
 
-def _report(name: str, rows: list[dict]) -> float:
+def _label(r: dict) -> str:
+    return X.LABEL_ALIASES.get(r["label"], r["label"])
+
+
+def false_credit(rows: list[dict]) -> tuple[int, int]:
+    """(scored correct, of all) among the answers a person called hallucinated: the scorer's false credit.
+    An `unverified` outcome is no credit."""
+    bad = [r for r in rows if _label(r) == "hallucinated"]
+    return sum(r["outcome"] == "correct" for r in bad), len(bad)
+
+
+def _fc(rows: list[dict]) -> str:
+    k, n = false_credit(rows)
+    return f"{k}/{n} ({k / n:.1%})" if n else "n/a"
+
+
+def _report(name: str, rows: list[dict]) -> dict:
+    """Print agreement (an `unverified` outcome is no agreement), agreement on the verified answers,
+    and false credit per corpus, scoring path and probe kind; return the figures the tests check."""
     a = X.agreement(rows)
-    print(f"\n{name}: agreement {a['overall']['rate']:.1%} on {a['n']} labels, kappa {a['kappa']:.2f}")
-    for field in ("probe_kind", "corpus", "variant"):
-        for v, b in X.agreement_by(rows, field).items():
-            print(f"  {field} {v}: {b['overall']['rate']:.1%} (n={b['n']})")
+    verified = [r for r in rows if r["outcome"] != "unverified"]
+    v = X.agreement(verified)
+    print(f"\n{name}: agreement {a['overall']['rate']:.1%} on {a['n']} labels (kappa {a['kappa']:.2f}); "
+          f"{len(rows) - len(verified)} unverified; agreement on the {v['n']} verified {v['overall']['rate']:.1%}; "
+          f"false credit {_fc(rows)}")
+    for field in ("corpus", "scoring_path", "probe_kind", "variant"):
+        for value in sorted({str(r.get(field)) for r in rows}):
+            rs = [r for r in rows if str(r.get(field)) == value]
+            u = sum(r["outcome"] == "unverified" for r in rs)
+            agree = sum(_label(r) == r["outcome"] for r in rs)
+            print(f"  {field} {value}: agreement {agree / len(rs):.1%} (n={len(rs)}, unverified {u}), "
+                  f"false credit {_fc(rs)}")
     misses = Counter((r.get("probe_kind") or r.get("variant"), r["label"], r["outcome"]) for r in rows
-                     if X.LABEL_ALIASES.get(r["label"], r["label"]) != r["outcome"])
+                     if _label(r) != r["outcome"])
     for k, n in misses.most_common():
         print(f"  miss {k}: {n}")
-    return a["overall"]["rate"]
+    real_eco = [r for r in rows if r.get("corpus") == "ecostride" and r.get("probe_kind") == "real"]
+    return {"verified": v["overall"]["rate"], "false_credit": {c: false_credit([r for r in rows if r.get("corpus") == c])
+                                                              for c in {r.get("corpus") for r in rows}},
+            "ecostride_real": sum(_label(r) == r["outcome"] for r in real_eco) / len(real_eco)}
+
+
+FALSE_CREDIT_MAX = 0.05  # issue 25: at most 5% of the hallucinations a person sees may be scored correct, per corpus
 
 
 def test_tuning_half_agreement():
     """The half the rules were tuned on: a regression guard, not evidence."""
-    assert _report("tune", _score_by_corpus(_labelled("tune.jsonl"))) >= 0.90
+    got = _report("tune", _score_by_corpus(_labelled("tune.jsonl")))
+    assert got["verified"] >= 0.94
+    assert all(k <= FALSE_CREDIT_MAX * n for k, n in got["false_credit"].values()), got["false_credit"]
 
 
-# Measured once per rule change, never tuned on (2026-11-25): 85.3% of 662 held-out labels (95% CI
-# 82.6-88.1), batch v1 88.0%, batch v2 (an independent labeller's probes) 78.4%, batch v3 (another
-# labeller's real sft/rag_sft answers, added with the rules unchanged) 95.5%, batch v4 (real
-# python-faq answers and probes by two more labellers) 79.6%; ecostride 91.0%, python-faq 77.1%.
-# The goal is 90% (issue #12 stays open until then); this floor guards what was
-# measured against regressions without tuning on the held-out half.
-HELDOUT_FLOOR = 0.85
+# Measured once per rule change, never tuned on. 2026-11-25: 85.3% of 662 held-out labels when a close
+# similarity counted as correct (49% false credit on free text, issue 25). 2026-12-05, with `unverified`
+# (closeness is no credit; a key fact beside an unbacked extra claim is unverified): 508 of 662 agree
+# (76.7%: 103 answers are unverified, which is no agreement), 90.9% of the 559 verified ones; false
+# credit ecostride 8/233 (3.4%), python-faq 1/176 (0.6%); real ecostride answers 183/193 (94.8%, as
+# before the change: the 95% goal is not met on this half). These floors guard against regressions
+# without tuning on the held-out half.
+HELDOUT_VERIFIED_FLOOR = 0.90
+ECOSTRIDE_REAL_FLOOR = 0.94
 
 
 def test_heldout_agreement_floor():
     """Labels the rules never saw while they were written (issue 12: report this number, not the tuning one)."""
-    assert _report("held-out", _score_by_corpus(_labelled("heldout.jsonl"))) >= HELDOUT_FLOOR
+    got = _report("held-out", _score_by_corpus(_labelled("heldout.jsonl")))
+    assert got["verified"] >= HELDOUT_VERIFIED_FLOOR
+    assert got["ecostride_real"] >= ECOSTRIDE_REAL_FLOOR
+
+
+def test_heldout_false_credit_per_corpus():
+    """Issue 25: on labels the rules never saw, at most 5% of each corpus's hallucinations score correct."""
+    rows = _score_by_corpus(_labelled("heldout.jsonl"))
+    for corpus in sorted({r["corpus"] for r in rows}):
+        k, n = false_credit([r for r in rows if r["corpus"] == corpus])
+        assert n >= 100 and k <= FALSE_CREDIT_MAX * n, f"{corpus}: {k} of {n} hallucinations scored correct"
+    # the similarity path gives no credit at all: closeness of topic is not correctness
+    assert not any(r["outcome"] == "correct" and r["scoring_path"] == "similarity" and "cosine" in r["reason"]
+                   for r in rows)
+
+
+def test_false_credit_counts_only_hallucinations_scored_correct():
+    rows = [{"label": "hallucinated", "outcome": o} for o in ("correct", "unverified", "hallucinated", "abstained")]
+    rows += [{"label": "correct", "outcome": "correct"}, {"label": "unsupported", "outcome": "correct"}]
+    assert false_credit(rows) == (2, 5)
 
 
 def test_results_rows_carry_reason_and_scoring_path_per_slice():
