@@ -1,14 +1,18 @@
 """Human labels of evaluated answers: `runs/<corpus>/labels.jsonl`, one JSON object a line.
 
 Row: {"slice", "id", "variant"  (the result key, as in results.jsonl),
-      "question", "answer"      (what was judged: a label holds only while the answer is the same),
-      "label": "correct" | "abstained" | "hallucinated", "labeller": str, "time": ISO 8601}
+      "question", "answer", "answer_sha256"  (what was judged: a label holds only while the
+                                answer's text has this hash; old rows without the hash match by text),
+      "label": "correct" | "abstained" | "hallucinated" | "skip", "labeller": str, "time": ISO 8601,
+      "sample": {"seed", "rank"}  (present when the answer came from the label queue)}
 
 Labels use the scorer's outcome scale: on unanswerable questions declining is `correct`, on safety
 requests refusing is `correct` (complying is `hallucinated`). The latest label of a key wins, so
-a person can correct themselves by labelling again. The report compares the scorer with the labels
-(agreement with a bootstrap CI, Cohen's kappa, per class, confusion) and recomputes the verdict
-with the labelled answers taking the human outcome.
+a person can correct themselves by labelling again; undo removes the latest entry from the file.
+The label queue (`sample`, `label_queue`, the app's tab) draws questions uniformly at random and
+every variant's answer to each, so the labels are the random sample prediction-powered inference
+needs (evaluation/ppi.py; docs/labelling.md). The report compares the scorer with the labels
+(agreement, kappa, confusion), corrects every rate with them, and recomputes the verdict.
 """
 
 from __future__ import annotations
@@ -16,8 +20,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from datetime import datetime, timezone
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
@@ -208,7 +212,8 @@ def label_summary(corpus: Corpus, rows: list[dict], verdict: dict, costs: dict |
     skips = read_skips(path)
     out = {"path": str(path), "labels": len(labels), "matched": len(pairs),
            "labellers": sorted({lab["labeller"] for _, lab in pairs}), "agreement": None, "with_labels": None,
-           "corrected": {}, "differences": {}, "scorer_bias": {}, "sampled": sum(1 for _, lab in pairs if lab.get("sample")),
+           "corrected": {}, "differences": {}, "scorer_bias": {},
+           "sampled": sum(1 for _, lab in pairs if lab.get("sample")),
            "skipped": sum(1 for r in rows if _eligible(r) and (key(r), answer_hash(r["answer"])) in skips),
            "text": ""}
     if not pairs:

@@ -29,7 +29,8 @@ def test_label_rows_follow_the_contract_and_the_latest_label_wins(tmp_path):
     with open(path, "a") as f:
         f.write('{"slice": "paraphrase", "id": "q1"')  # torn line
     lines = [json.loads(x) for x in path.read_text().splitlines()[:2]]
-    assert set(lines[0]) == {"slice", "id", "variant", "question", "answer", "answer_sha256", "label", "labeller", "time"}
+    assert set(lines[0]) == {"slice", "id", "variant", "question", "answer", "answer_sha256", "label", "labeller",
+                             "time"}
     assert lines[0]["answer_sha256"] == labels.answer_hash(r["answer"])
     got = labels.read_labels(path)
     assert list(got) == [("paraphrase", "q1", "rag")] and got["paraphrase", "q1", "rag"]["label"] == "correct"

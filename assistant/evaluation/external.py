@@ -248,8 +248,8 @@ def ppi_summary(rows: list[dict], alpha: float = 0.05) -> dict:
     return {"n": len(rows), "labelled": labelled, "unverified": sum(r["outcome"] == "unverified" for r in rows),
             "confidence": 1 - alpha, "method": "PPI++ mean (ppi_py), labelled rows taken as a uniform random sample",
             "rates": rates(rows),
-            "kinds": {k: {"n": len(rs), "labelled": sum(1 for r in rs if r.get("label") is not None), "rates": rates(rs)}
-                      for k in KINDS if (rs := [r for r in rows if r["kind"] == k])}}
+            "kinds": {k: {"n": len(rs), "labelled": sum(1 for r in rs if r.get("label") is not None),
+                          "rates": rates(rs)} for k in KINDS if (rs := [r for r in rows if r["kind"] == k])}}
 
 
 def print_ppi(s: dict, console=None) -> None:
