@@ -431,7 +431,13 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
     assert metrics["human_votes"]["prompted"]["win"] == 1 and metrics["human_votes"]["prompted"]["n"] == 3
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4 and 'src="plots/' not in html
-    assert "No recommendation: no variant is usable" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "No recommendation: no variant is usable" in md
+    # issue 25: accuracy is verified correct, unverified beside it; the verdict states its evidence
+    assert "verified correct [95% CI] | unverified |" in md and "### Evidence" in md
+    assert set(metrics["evidence"]["prompted"]["all"]) >= {"key_facts", "rules", "judge", "labels", "unverified"}
+    assert pv["answerable"]["unverified"]["n"] == 4 and "unverified" in pv["slices"]["paraphrase"]["outcomes"]
+    assert metrics["ppi"] == {} and "### Corrected by human labels" not in md
     env = metrics["environment"]  # the report card: where these answers were produced
     assert env["generation"] == {"device": "cpu", "dtype": "float32"} and env["decoding"]["batch_invariant"]
     assert env["torch"] and env["cpu"] and env["cpu_capability"] and env["threads"] >= 1
@@ -449,13 +455,40 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
         labels.append_label(labels.labels_path(tiny_corpus), r, "correct", "tester")
     monkeypatch.setattr(runner, "open_engine", no_engine)
     again = runner.evaluate(tiny_corpus, ["prompted"], limit=2, console=Console(quiet=True))
-    lab = json.loads((again / "metrics.json").read_text())["labels"]
+    m2 = json.loads((again / "metrics.json").read_text())
+    lab = m2["labels"]
     assert lab["matched"] == 3 and lab["agreement"]["n"] == 3 and lab["labellers"] == ["tester"]
-    assert "### Human labels" in (again / "report.md").read_text()
+    md2 = (again / "report.md").read_text()
+    assert "### Human labels" in md2
+    # labels exist: the verdict reads the PPI-corrected figures, shown beside the automatic ones
+    assert m2["verdict"]["estimates"] == "corrected" and m2["verdict"]["labelled"] == 3 and m2["ppi"]["prompted"]
+    assert "### Corrected by human labels" in md2 and "scorer bias" in md2
+    assert sum(e["all"]["labelled"] for e in m2["evidence"].values()) == 3
     assert again != out and (runs / "eval" / "latest").resolve() == again.resolve()
     rows2 = [json.loads(x) for x in (again / "results.jsonl").read_text().splitlines()]
     assert [(r["id"], r["answer"], r["outcome"]) for r in rows2] == [(r["id"], r["answer"], r["outcome"]) for r in rows]
     assert json.loads((again / "metrics.json").read_text())["environment"]["answering"] == {"cached": 10, "generated": 0}
+
+
+def test_a_provisional_verdict_ends_the_terminal_output_with_the_label_command(tmp_path):
+    from assistant.evaluation import report
+
+    rows = with_unverified(scenario({"prompted": 50, "rag": 35}), "prompted", 30)
+    v = decide(rows, VerdictRules(), label_command="assistant label corpora/faq")
+    rate = {"rate": 0.5, "lo": 0.4, "hi": 0.6, "n": 60}
+    part = {"accuracy": rate, "hallucination": rate, "abstention": rate, "declined_by_gate": rate,
+            "unverified": rate, "n": 60}
+    metrics = {"corpus": "faq", "variants": ["prompted", "rag"], "verdict": v,
+               "per_variant": {x: {"answerable": part, "unanswerable": {**part, "declined": rate}, "slices": {}}
+                               for x in ("prompted", "rag")},
+               "costs": {x: {"latency_p50_s": 1.0} for x in ("prompted", "rag")}}
+    console = Console(record=True, width=200)
+    report.print_summary(metrics, tmp_path, console)
+    text = console.export_text()
+    assert "verdict: provisional" in text and "unverif" in text
+    assert text.rstrip().splitlines()[-1].endswith("assistant label corpora/faq")
+    assert report.headline(v).startswith("Provisional")
+    assert "assistant label corpora/faq" in "\n".join(report.provisional_section(v))
 
 
 def test_interrupted_evaluation_resumes_from_the_cache(tiny_corpus, tmp_path, monkeypatch):
