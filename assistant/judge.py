@@ -269,13 +269,11 @@ def agreement(a: Sequence[str], b: Sequence[str]) -> dict:
             "kappa": _kappa(a, b, classes), "per_class": per_class}
 
 
-def read_labels(corpus) -> dict[tuple[str, str, str], str]:
-    """Human labels (runs/<corpus>/labels.jsonl: slice, id, variant, label), last one wins."""
-    labels = {}
-    for r in read_jsonl(corpus.runs_dir / "labels.jsonl"):
-        if r.get("label") in OUTCOMES and all(r.get(k) for k in ("slice", "id", "variant")):
-            labels[r["slice"], r["id"], r["variant"]] = r["label"]
-    return labels
+def read_labels(corpus) -> dict[tuple[str, str, str], dict]:
+    """Human labels of runs/<corpus>/labels.jsonl (assistant.labels, the one reader): key -> label row."""
+    from .labels import labels_path, read_labels as read
+
+    return read(labels_path(corpus))
 
 
 def apply_judgements(rows: list[dict], judgements: Sequence[Judgement], uses: str = "rules") -> None:
@@ -297,7 +295,8 @@ def apply_judgements(rows: list[dict], judgements: Sequence[Judgement], uses: st
 
 def summary(rows: Sequence[dict], judgements: Sequence[Judgement], settings: JudgeSettings,
             labels: dict | None = None) -> dict:
-    """metrics.json's `judge` section: the judge, its cost, its agreement with the rules and humans."""
+    """metrics.json's `judge` section: the judge, its cost, its agreement with the rules and with the
+    human labels (`labels`: assistant.labels.read_labels) of the same answers."""
     ok = [(r, j) for r, j in zip(rows, judgements) if j.outcome in OUTCOMES]
     out = {
         "model": settings.model, "base_url": settings.base_url, "rubric_version": RUBRIC_VERSION,
@@ -312,8 +311,10 @@ def summary(rows: Sequence[dict], judgements: Sequence[Judgement], settings: Jud
         "vs_humans": None,
     }
     if labels:
-        pairs = [(labels[k], r["rule_outcome"], j.outcome) for r, j in ok
-                 if (k := (r["slice"], r["id"], r["variant"])) in labels]
+        from .labels import label_for
+
+        # a label holds only for the answer text it judged (its hash)
+        pairs = [(lab["label"], r["rule_outcome"], j.outcome) for r, j in ok if (lab := label_for(r, labels))]
         if pairs:
             human = [p[0] for p in pairs]
             out["vs_humans"] = {"judge": agreement(human, [p[2] for p in pairs]),

@@ -201,7 +201,8 @@ def test_eval_with_judge_writes_agreement_and_disagreements_and_reruns_for_free(
     tiny_corpus.config.judge = _settings(fake.url)
     labels = tiny_corpus.runs_dir / "labels.jsonl"
     labels.parent.mkdir(parents=True, exist_ok=True)
-    labels.write_text(json.dumps({"slice": "unanswerable", "id": "x", "variant": "prompted", "label": "correct"}) + "\n")
+    labels.write_text(json.dumps({"slice": "unanswerable", "id": "x", "variant": "prompted", "answer": "-",
+                                  "label": "correct"}) + "\n")
     before = len(fake.calls)
     out = runner.evaluate(tiny_corpus, ["prompted"], limit=2, console=Console(quiet=True), judge=True)
     calls = len(fake.calls) - before
@@ -220,7 +221,7 @@ def test_eval_with_judge_writes_agreement_and_disagreements_and_reruns_for_free(
     # with labels for real rows, and the judge's outcomes used by the verdict; no new judge calls
     first = rows[0]
     labels.write_text(json.dumps({"slice": first["slice"], "id": first["id"], "variant": "prompted",
-                                  "label": first["judge"]["outcome"]}) + "\n")
+                                  "answer": first["answer"], "label": first["judge"]["outcome"], "labeller": "t"}) + "\n")
     tiny_corpus.config.judge = _settings(fake.url, verdict_uses="judge")
     again = runner.evaluate(tiny_corpus, ["prompted"], limit=2, console=Console(quiet=True), judge=True)
     assert len(fake.calls) - before == calls  # every judgement came from the cache
@@ -270,3 +271,20 @@ def test_score_with_judge_grades_rows_compares_with_labels_and_caches(fake, tiny
     assert "with 2 labels: judge 50%, rules 100%" in printed
     calls = len(fake.calls) - before
     assert calls == 3 and cli.main(args) == 0 and len(fake.calls) - before == 3  # the rerun is cached
+
+
+def test_the_judge_settles_what_the_rules_leave_unverified_and_is_named_as_the_source():
+    from assistant import judge as J
+    from assistant.evaluation.verdict import evidence_source
+
+    rows = [{"outcome": "unverified", "scoring_path": "similarity"}, {"outcome": "correct", "scoring_path": "key_facts"},
+            {"outcome": "unverified", "scoring_path": "similarity"}]
+    judged = [J.Judgement("hallucinated", "wrong", "m"), J.Judgement("hallucinated", "no", "m"),
+              J.Judgement(J.JUDGE_ERROR, "broken", "m")]
+    J.apply_judgements(rows, judged, uses="rules")
+    # unverified by the rules: the judge's grade is the only automatic evidence, whatever verdict_uses says;
+    # a rule's outcome stays the rule's; a judge error leaves the row unverified
+    assert [r["outcome"] for r in rows] == ["hallucinated", "correct", "unverified"]
+    assert [evidence_source(r) for r in rows] == ["judge", "key_facts", "unverified"]
+    ag = J.agreement([r["rule_outcome"] for r in rows], ["hallucinated", "hallucinated", "correct"])
+    assert ag["per_class"]["unverified"]["a"] == 2 and ag["agreement"] == 0.0
