@@ -14,11 +14,13 @@ over the unlabelled rows U and the labelled rows L. Why it is valid whatever the
   what the second term measures and removes. A bad scorer only widens the interval (the rectifier
   Y - lambda f varies more); it never moves it off the truth. PPI++ picks lambda from the data to
   minimise the variance (lambda = 0 is the classical mean of the labels, lambda = 1 plain PPI).
-- The interval is ppi_py's normal interval for two independent samples (L and U). The target can
-  be read two ways and it covers both: the rate over the population of questions the evaluation
-  drew from (L and U are then two independent samples of it), and the rate over exactly the
-  evaluated rows (finite population; the interval's variance then exceeds the true one by
-  var(Y)/N, so it is conservative).
+- The interval is PPI's normal interval for two independent samples (L and U; ppi_py's
+  `ppi_mean_ci`), with a small-sample guard (`_ppi`: a pseudo-observation of variance and a t
+  quantile, both fading as labels grow) because with a dozen labels the plain interval covers a
+  rare rate far less than 95% of the time. The target can be read two ways and it covers both:
+  the rate over the population of questions the evaluation drew from (L and U are then two
+  independent samples of it), and the rate over exactly the evaluated rows (finite population;
+  the interval's variance then exceeds the true one by var(Y)/N, so it is conservative).
 - `unverified` rows (the scorer cannot tell) have no automatic prediction. They get the fixed value
   0 for every target: "no automatic evidence that the answer is correct, hallucinated or
   abstained". Any prediction that is a fixed function of the row keeps the estimate unbiased
@@ -42,8 +44,9 @@ over the unlabelled rows U and the labelled rows L. Why it is valid whatever the
   the report shows how many labels matched.
 
 What it does not cover: a labeller who skips the hard answers makes L non-random (skips are
-counted and shown); and with very few labels (under about 10 per rate) the normal interval is
-optimistic, as every CLT interval is. With fewer than 2 labels no interval is given.
+counted and shown); and with very few labels (under about 15 per rate) even the guarded interval
+covers somewhat less than 95% (88% measured for a 10% rate with 16 labels). With fewer than 2
+labels no interval is given.
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ OWN = ("general", "safety")  # the model's own answers: a gate decline there is 
 Z95 = 1.959963984540054
 # Worst case of var(Y) for a 0/1 truth (p = 1/2): what `labels_needed` assumes before any label.
 WORST_VARIANCE = 0.25
+PSEUDO_SS = 0.5  # the small-sample guard's pseudo sum of squares, times the squared width of the range
 MIN_PLANNING_LABELS = 10  # fewer labels than this: plan with the worst case, not their variance
 
 
@@ -107,26 +111,40 @@ def power_tuning(auto_labelled: np.ndarray, human: np.ndarray, auto_unlabelled: 
 
 
 def _ppi(auto_unlabelled: np.ndarray, auto_labelled: np.ndarray, human: np.ndarray, alpha: float,
-         bounds: tuple[float, float]) -> tuple[float, list[float], float]:
-    """(point, [lo, hi], lambda) from ppi_py; the classical interval when nothing is unlabelled."""
-    from ppi_py import classical_mean_ci, ppi_mean_ci
+         bounds: tuple[float, float], small_sample: bool = True) -> tuple[float, list[float], float]:
+    """(point, [lo, hi], lambda): the PPI++ point estimate (ppi_py) and its normal interval.
 
-    lo_b, hi_b = bounds
-    if len(auto_unlabelled) == 0:  # every row labelled: the labels' own mean
-        lam = 0.0
-        lo, hi = classical_mean_ci(human, alpha=alpha)
+    With `small_sample` (the default) the interval is made honest for few labels, where the plain
+    CLT interval is not: the rectifier's variance gets a pseudo-observation's worth of the worst
+    case (PSEUDO_SS * width^2 added to its sum of squares, n + 1 in the denominator; a few labels
+    that all agree with the scorer otherwise show no variance at all) and the quantile is Student's
+    t with n - 1 degrees of freedom. Both vanish as n grows. Measured on a scorer that credits 60%
+    of wrong answers, rate 0.1, N = 300 (1000 seeded runs): coverage with 16 labels 77% plain, 88%
+    guarded; with 30 labels 90% and 94%; with 60, 93% and 95%. Without it the result is exactly
+    ppi_py's `ppi_mean_ci(..., lam=lambda)` (the classical interval when every row is labelled)."""
+    from ppi_py import ppi_mean_pointestimate
+    from scipy.stats import norm, t
+
+    n, m = len(human), len(auto_unlabelled)
+    lam = power_tuning(auto_labelled, human, auto_unlabelled) if m else 0.0
+    point = float(np.ravel(ppi_mean_pointestimate(human, auto_labelled, auto_unlabelled, lam=lam))[0]) if m \
+        else float(human.mean())
+    rect = human - lam * auto_labelled
+    ss = float(np.sum((rect - rect.mean()) ** 2))
+    if small_sample:
+        var_r = (ss + PSEUDO_SS * (bounds[1] - bounds[0]) ** 2) / (n + 1)
+        q = float(t.ppf(1 - alpha / 2, n - 1))
     else:
-        lam = power_tuning(auto_labelled, human, auto_unlabelled)
-        lo, hi = ppi_mean_ci(human, auto_labelled, auto_unlabelled, alpha=alpha, lam=lam)
-    lo, hi = float(np.ravel(lo)[0]), float(np.ravel(hi)[0])
-    point = (lo + hi) / 2  # the interval is symmetric around the PPI point estimate
+        var_r, q = ss / n, float(norm.ppf(1 - alpha / 2))
+    var_f = float(np.var(lam * auto_unlabelled)) / m if m else 0.0
+    half = q * math.sqrt(var_r / n + var_f)
     # The truth lies within the bounds, so clipping keeps the coverage.
-    clip = lambda x: float(min(max(x, lo_b), hi_b))
-    return clip(point), [clip(lo), clip(hi)], lam
+    clip = lambda x: float(min(max(x, bounds[0]), bounds[1]))
+    return clip(point), [clip(point - half), clip(point + half)], lam
 
 
 def estimate(auto_all: Sequence[float], auto_labelled: Sequence[float], human_labelled: Sequence[float],
-             alpha: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0)) -> dict:
+             alpha: float = 0.05, bounds: tuple[float, float] = (0.0, 1.0), small_sample: bool = True) -> dict:
     """The PPI++ mean over all N rows.
 
     auto_all: the prediction of every row, the labelled ones included; auto_labelled and
@@ -134,6 +152,7 @@ def estimate(auto_all: Sequence[float], auto_labelled: Sequence[float], human_la
     Returns {"automatic": mean(auto_all), "corrected", "ci": [lo, hi], "labelled": n, "n": N,
     "bias": mean(auto_labelled - human_labelled) (the scorer's bias on the labelled sample),
     "lambda"}; with no label corrected, ci, bias and lambda are None, and with one label ci is None.
+    `small_sample`: the interval's guard for few labels (see `_ppi`).
     """
     auto = _array(auto_all)
     lab, human = _array(auto_labelled), _array(human_labelled)
@@ -151,7 +170,7 @@ def estimate(auto_all: Sequence[float], auto_labelled: Sequence[float], human_la
         point = (unlabelled.mean() + float(np.mean(human - lab))) if len(unlabelled) else float(human.mean())
         out.update(corrected=float(np.clip(point, *bounds)), **{"lambda": 1.0 if len(unlabelled) else 0.0})
         return out
-    point, ci, lam = _ppi(unlabelled, lab, human, alpha, bounds)
+    point, ci, lam = _ppi(unlabelled, lab, human, alpha, bounds, small_sample)
     out.update(corrected=point, ci=ci, **{"lambda": lam})
     return out
 
