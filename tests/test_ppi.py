@@ -64,6 +64,8 @@ def test_without_the_small_sample_guard_the_interval_is_ppi_py_s():
     assert e["ci"] == pytest.approx([lo[0], hi[0]]) and e["corrected"] == pytest.approx((lo[0] + hi[0]) / 2)
     guarded = ppi.estimate(auto, auto[idx], truth[idx])
     assert guarded["corrected"] == e["corrected"] and guarded["ci"][0] < e["ci"][0] < e["ci"][1] < guarded["ci"][1]
+    assert guarded["ci"][1] - guarded["corrected"] == pytest.approx(guarded["quantile"] * guarded["se"])
+    assert guarded["quantile"] > e["quantile"] == pytest.approx(ppi.Z95)
 
 
 def test_a_few_labels_of_a_rare_outcome_still_give_an_honest_interval():
@@ -84,7 +86,7 @@ def test_a_few_labels_of_a_rare_outcome_still_give_an_honest_interval():
 def test_no_labels_one_label_and_every_row_labelled():
     e = ppi.estimate([1, 0, 1, 1], [], [])
     assert e == {"automatic": 0.75, "corrected": None, "ci": None, "labelled": 0, "n": 4, "bias": None,
-                 "lambda": None}
+                 "lambda": None, "se": None, "quantile": None}
     one = ppi.estimate([1, 0, 1, 1], [1], [0])
     assert one["ci"] is None and one["corrected"] == 0.0  # 2/3 + (0 - 1), clipped to the possible range
     all_rows = ppi.estimate([1, 0, 1, 1], [1, 0, 1, 1], [1, 1, 0, 1])

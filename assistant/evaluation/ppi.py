@@ -111,8 +111,10 @@ def power_tuning(auto_labelled: np.ndarray, human: np.ndarray, auto_unlabelled: 
 
 
 def _ppi(auto_unlabelled: np.ndarray, auto_labelled: np.ndarray, human: np.ndarray, alpha: float,
-         bounds: tuple[float, float], small_sample: bool = True) -> tuple[float, list[float], float]:
-    """(point, [lo, hi], lambda): the PPI++ point estimate (ppi_py) and its normal interval.
+         bounds: tuple[float, float], small_sample: bool = True) -> tuple[float, list[float], float, float,
+                                                                          float]:
+    """(point, [lo, hi], lambda, se, quantile): the PPI++ point estimate (ppi_py) and its interval
+    point +- quantile * se (clipped to the bounds).
 
     With `small_sample` (the default) the interval is made honest for few labels, where the plain
     CLT interval is not: the rectifier's variance gets a pseudo-observation's worth of the worst
@@ -140,7 +142,7 @@ def _ppi(auto_unlabelled: np.ndarray, auto_labelled: np.ndarray, human: np.ndarr
     half = q * math.sqrt(var_r / n + var_f)
     # The truth lies within the bounds, so clipping keeps the coverage.
     clip = lambda x: float(min(max(x, bounds[0]), bounds[1]))
-    return clip(point), [clip(point - half), clip(point + half)], lam
+    return clip(point), [clip(point - half), clip(point + half)], lam, half / q, q
 
 
 def estimate(auto_all: Sequence[float], auto_labelled: Sequence[float], human_labelled: Sequence[float],
@@ -151,7 +153,9 @@ def estimate(auto_all: Sequence[float], auto_labelled: Sequence[float], human_la
     human_labelled: prediction and human truth (0/1) of the labelled rows, aligned.
     Returns {"automatic": mean(auto_all), "corrected", "ci": [lo, hi], "labelled": n, "n": N,
     "bias": mean(auto_labelled - human_labelled) (the scorer's bias on the labelled sample),
-    "lambda"}; with no label corrected, ci, bias and lambda are None, and with one label ci is None.
+    "lambda", "se" and "quantile" (ci = corrected +- quantile * se before clipping: a test of the
+    difference reads se, e.g. p = 2 * t.sf(|corrected| / se, labelled - 1))}; with no label,
+    corrected, ci, bias, lambda and se are None, and with one label ci and se are None.
     `small_sample`: the interval's guard for few labels (see `_ppi`).
     """
     auto = _array(auto_all)
@@ -161,7 +165,8 @@ def estimate(auto_all: Sequence[float], auto_labelled: Sequence[float], human_la
     if len(lab) > len(auto):
         raise ValueError(f"more labelled rows ({len(lab)}) than rows ({len(auto)})")
     out = {"automatic": float(auto.mean()) if len(auto) else None, "corrected": None, "ci": None,
-           "labelled": int(len(lab)), "n": int(len(auto)), "bias": None, "lambda": None}
+           "labelled": int(len(lab)), "n": int(len(auto)), "bias": None, "lambda": None, "se": None,
+           "quantile": None}
     if len(lab) == 0:
         return out
     out["bias"] = float(np.mean(lab - human))
@@ -170,8 +175,8 @@ def estimate(auto_all: Sequence[float], auto_labelled: Sequence[float], human_la
         point = (unlabelled.mean() + float(np.mean(human - lab))) if len(unlabelled) else float(human.mean())
         out.update(corrected=float(np.clip(point, *bounds)), **{"lambda": 1.0 if len(unlabelled) else 0.0})
         return out
-    point, ci, lam = _ppi(unlabelled, lab, human, alpha, bounds, small_sample)
-    out.update(corrected=point, ci=ci, **{"lambda": lam})
+    point, ci, lam, se, q = _ppi(unlabelled, lab, human, alpha, bounds, small_sample)
+    out.update(corrected=point, ci=ci, se=se, quantile=q, **{"lambda": lam})
     return out
 
 
@@ -268,6 +273,8 @@ def _with_known(e: dict, known: list[float]) -> dict:
         out["corrected"], out["ci"] = out["automatic"], [out["automatic"], out["automatic"]]
     if e["ci"] is not None:
         out["ci"] = [scale(x) for x in e["ci"]]
+    if e.get("se") is not None:
+        out["se"] = e["se"] * n_rest / total
     return out
 
 
