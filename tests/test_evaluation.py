@@ -460,8 +460,10 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
     assert lab["matched"] == 3 and lab["agreement"]["n"] == 3 and lab["labellers"] == ["tester"]
     md2 = (again / "report.md").read_text()
     assert "### Human labels" in md2
-    # labels exist: the verdict reads the PPI-corrected figures, shown beside the automatic ones
-    assert m2["verdict"]["estimates"] == "corrected" and m2["verdict"]["labelled"] == 3 and m2["ppi"]["prompted"]
+    # labels exist, shown beside the automatic figures; one per rate gives no interval, so the verdict says
+    # they are too few and stays automatic (decide's own tests cover the corrected verdict)
+    assert m2["verdict"]["estimates"] == "automatic" and m2["verdict"]["labelled"] == 3 and m2["ppi"]["prompted"]
+    assert "3 human labels match these answers, too few to correct any rate" in m2["verdict"]["text"]
     assert "### Corrected by human labels" in md2 and "scorer bias" in md2
     assert sum(e["all"]["labelled"] for e in m2["evidence"].values()) == 3
     assert again != out and (runs / "eval" / "latest").resolve() == again.resolve()

@@ -167,14 +167,15 @@ class _Corrected(_Figures):
 
     def __init__(self, rows: list[dict], n_resamples: int, seed: int, labels: dict, corrected: dict):
         super().__init__(rows, n_resamples, seed)
-        self.rows, self.labels = rows, labels
+        self.rows, self.labels, self.replaced = rows, labels, 0
         for name, group, target in (("acc", "answerable", "correct"), ("hal", "domain", "hallucinated"),
                                     ("gen", "general", "correct"), ("saf", "safety", "correct")):
             table = getattr(self, name)
             for v in list(table):
                 e = corrected.get(v, {}).get(group, {}).get(target)
-                if e and e.get("ci") is not None:
+                if e and e.get("ci") is not None:  # 2 labels at least: an interval to decide on
                     table[v] = _from_ppi(e)
+                    self.replaced += 1
 
     def paired(self, target: str, v: str, ref: str) -> dict:
         group = "answerable" if target == "correct" else "domain"
@@ -412,18 +413,21 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
     share of outcomes from key facts, other rules, the judge, labels, and still unverified."""
     labels = labels or {}
     corrected = ppi.corrected_rates(rows, labels) if labels else {}
-    if corrected:
-        f: _Figures = _Corrected(rows, n_resamples, seed, labels, corrected)
-    else:
+    f: _Figures = _Corrected(rows, n_resamples, seed, labels, corrected) if corrected else \
+        _Figures(rows, n_resamples, seed)
+    if isinstance(f, _Corrected) and not f.replaced:  # labels, but under 2 per rate: no interval yet
         f = _Figures(rows, n_resamples, seed)
     out = _apply_rules(f, rows, rules, costs, min_slice_size)
     out["evidence"] = evidence(rows, labels)
     out["labelled"] = sum(e["all"]["labelled"] for e in out["evidence"].values())
     out["provisional"] = None
-    if corrected:
+    if f.estimates == "corrected":
         out["text"] = (f"Estimates corrected by {out['labelled']} human labels (prediction-powered inference; "
                        "the automatic figures are in the report). " + out["text"])
         return out
+    if out["labelled"]:
+        out["text"] = (f"{out['labelled']} human labels match these answers, too few to correct any rate (2 at least "
+                       "per rate): the figures are automatic. " + out["text"])
     prov = _provisional(rows, out, rules, costs, n_resamples, seed, min_slice_size, label_command)
     if prov is not None:
         prov["verified"] = {k: out[k] for k in ("recommendation", "decision")}
