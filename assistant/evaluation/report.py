@@ -319,7 +319,11 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
             f"best lies within +-{100 * metrics['settings']['verdict']['margin']:.0f} points; an interval that "
             "neither excludes zero nor fits the margin is inconclusive, with the questions that would decide it "
             f"(normal approximation, power {metrics['settings']['verdict']['power']}). The reasons for every "
-            "variant not recommended are in metrics.json (`verdict.excluded`).", ""]
+            "variant not recommended are in metrics.json (`verdict.excluded`).",
+            "- Unverified answers and labels: an unverified answer never counts as correct. With human labels "
+            "(`assistant label`), every rate and difference the verdict reads is corrected by prediction-powered "
+            "inference (PPI++); without them, a decision that settling the unverified answers could change is "
+            "**provisional** and names the labels that would settle it. See docs/evaluation.md.", ""]
     out += where_it_ran(metrics.get("environment"))
     return "\n".join(out)
 

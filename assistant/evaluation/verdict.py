@@ -20,6 +20,20 @@
    zero nor fits in the margin makes the verdict inconclusive, with the number of questions that
    would decide it (`stats.questions_to_decide`).
 
+5. Evidence (issue 25). An `unverified` answer (the scorer cannot tell) is never counted correct:
+   accuracy is *verified* accuracy. `evidence` gives, per variant, the share of outcomes from key
+   facts, other rules, the LLM judge, human labels, and still unverified.
+   - Whenever human labels match answers of the evaluation (at least 2 per rate), every rate and
+     paired difference the rules read is the prediction-powered estimate of ppi.py (automatic
+     outcomes corrected by the labels; `estimates: "corrected"`), and p-values are the normal test
+     of its interval ("PPI z-test") instead of McNemar's.
+   - Without labels, the rules run again with each variant's unverified answers all right and all
+     hallucinated (and everyone's all right). When any of these changes the decision, it rests on
+     unverified outcomes: the decision is `provisional`, nothing is recommended, and the text says
+     what is unknown, what settling it could change, how many labels would estimate the accuracies
+     in question to +-10 points (ppi.labels_needed, worst-case variance) and about how many minutes
+     that is (SECONDS_PER_LABEL an answer, an assumption), ending with the `assistant label` command.
+
 Every figure and every reason the text quotes is stored in the returned dict (metrics.json's
 `verdict`): `excluded` holds, per variant not recommended, the structured reasons.
 """
