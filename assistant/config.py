@@ -291,7 +291,41 @@ class ConfigError(AssistantError):
     """A configuration file is invalid; the message is one line per problem, `file:line: what`."""
 
 
-def _key_lines(text: str) -> tuple[dict[tuple, int], list[str]]:
+# A corpus.yaml is a page of settings: far below this. A bigger one is not settings, and pure-Python
+# YAML parsing of megabytes takes seconds.
+MAX_CONFIG_BYTES = 256 * 1024
+
+
+class AliasRefused(yaml.YAMLError):
+    """A YAML alias (`*name`) or merge key in a settings file: refused, never expanded."""
+
+    def __init__(self, mark):
+        super().__init__("aliases")
+        self.problem_mark = mark
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that stops at the first alias. Settings never need one, and following them is what
+    lets a few hundred bytes expand into gigabytes ("billion laughs"): refusing them keeps every
+    corpus.yaml linear in its size."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise AliasRefused(self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str) -> tuple[yaml.Node | None, object]:
+    """(node tree, data) of one YAML document, aliases refused (AliasRefused, a yaml.YAMLError)."""
+    loader = _NoAliasLoader(text)
+    try:
+        node = loader.get_single_node()
+        return node, (loader.construct_document(node) if node is not None else None)
+    finally:
+        loader.dispose()
+
+
+def _key_lines(node: yaml.Node | None) -> tuple[dict[tuple, int], list[str]]:
     """Line of every key path in the YAML (from the parser's own positions, so `lora.batch_size`
     is found under `lora:`, not at the first `batch_size:`), and one message per duplicate key."""
     lines: dict[tuple, int] = {}
@@ -310,7 +344,7 @@ def _key_lines(text: str) -> tuple[dict[tuple, int], list[str]]:
                 lines[path] = line
             walk(value, path)
 
-    walk(yaml.compose(text, Loader=yaml.SafeLoader), ())
+    walk(node, ())
     return lines, dups
 
 
@@ -326,26 +360,37 @@ def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
 def setting_line(path: Path, *loc: str) -> int:
     """Line of a setting (e.g. "model", "device") in a corpus.yaml; 1 when absent or unreadable."""
     try:
-        return _line_of(_key_lines(path.read_text(encoding="utf-8"))[0], loc)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        from .storage import read_utf8
+
+        return _line_of(_key_lines(parse_yaml(read_utf8(path, MAX_CONFIG_BYTES))[0])[0], loc)
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return 1
 
 
 def load_config(path: Path) -> CorpusConfig:
     """Read and validate a `corpus.yaml`; raise ConfigError with file:line messages."""
-    from .storage import NotUTF8, read_utf8
+    from .storage import TooLarge, UnreadableText, read_utf8
 
     try:
-        text = read_utf8(path)
+        text = read_utf8(path, MAX_CONFIG_BYTES)
+    except TooLarge:
+        raise ConfigError(f"{path}:1: over the {MAX_CONFIG_BYTES // 1024} KB a settings file may hold; keep only "
+                          "settings in it") from None
     except FileNotFoundError:
         raise ConfigError(f"{path}:1: file not found; create it with at least `name: <corpus-name>`") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}:1: is a folder; corpus.yaml must be a file of settings") from None
-    except NotUTF8 as e:
+    except UnreadableText as e:
         raise ConfigError(f"{path}:{e.line}: {e}") from None
+    except OSError as e:  # unreadable (permissions, a broken link): one line, not a traceback
+        raise ConfigError(f"{path}:1: cannot read it ({e.strerror or e}); fix its permissions or replace it") from None
     try:
-        lines, dups = _key_lines(text)
-        data = yaml.safe_load(text) or {}
+        node, data = parse_yaml(text)
+        lines, dups = _key_lines(node)
+        data = data or {}
+    except AliasRefused as e:
+        raise ConfigError(f"{path}:{e.problem_mark.line + 1}: YAML aliases (*name, <<: *name) are not accepted in "
+                          "settings; write the value out in full") from None
     except yaml.YAMLError as e:
         line = getattr(getattr(e, "problem_mark", None), "line", 0) + 1
         raise ConfigError(f"{path}:{line}: invalid YAML ({getattr(e, 'problem', e)}); fix the syntax") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -20,20 +21,58 @@ from filelock import FileLock, Timeout
 from .errors import LockedError
 
 
-class NotUTF8(ValueError):
-    """A text file the tool reads has bytes that are not UTF-8; `line` and the message say where."""
+class UnreadableText(ValueError):
+    """A text file the tool reads cannot be used as text; `line` and the message say where and the fix."""
 
     def __init__(self, line: int, message: str):
         super().__init__(message)
         self.line = line
 
 
-def read_utf8(path: Path) -> str:
-    """A text file's content; NotUTF8 names the first bad byte, its offset and the iconv fix.
-    (A folder raises IsADirectoryError, a missing file FileNotFoundError, as open() does.)"""
-    data = path.read_bytes()
+class NotUTF8(UnreadableText):
+    """Bytes that are not UTF-8."""
+
+
+class NotRegularFile(UnreadableText):
+    """A named pipe, device or socket where a file belongs: reading it could block forever or never end."""
+
+
+class TooLarge(UnreadableText):
+    """A file over the size the caller allows (bounded memory for untrusted input)."""
+
+
+def open_regular(path: Path):
+    """`path` opened for binary reading, refused unless it is a regular file. The check is made on
+    the opened descriptor (fstat), opened without blocking, so a named pipe swapped in after a stat
+    cannot hang the reader. (A folder raises IsADirectoryError, a missing file FileNotFoundError.)"""
+    if path.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(21, "Is a directory", str(path))
+        kind = ("a named pipe" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device")
+        raise NotRegularFile(1, f"is {kind}, not a regular file; replace it with a file or remove it")
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def read_utf8(path: Path, max_bytes: int | None = None) -> str:
+    """A text file's content, without a leading byte-order mark (Notepad and Excel write one; it is
+    never content, and left in it hides a first `# heading` or breaks the first JSON line).
+    NotUTF8 names the first bad byte, its offset and the iconv fix; NotRegularFile refuses a pipe or
+    device; TooLarge a file over `max_bytes`. (A folder raises IsADirectoryError, a missing file
+    FileNotFoundError, as open() does.)"""
+    with open_regular(path) as f:
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise TooLarge(1, f"larger than {max_bytes / 1e6:g} MB; split it or remove it")
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise NotUTF8(line, f"not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}); convert it, e.g. "

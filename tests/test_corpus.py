@@ -77,3 +77,41 @@ def test_artifacts_follow_the_corpus_folder_not_the_working_directory(tmp_path, 
     with open(a / "corpus.yaml", "a") as f:
         f.write("runs_dir: ../artifacts\n")
     assert load_corpus(a).runs_dir == (tmp_path / "one" / "artifacts").resolve()
+
+
+# -- untrusted settings -----------------------------------------------------------------------
+LAUGHS = "name: x\na: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
+
+
+@pytest.mark.parametrize("text,line", [
+    (LAUGHS, 3),  # a "billion laughs": 9^9 strings from 300 bytes
+    ("name: x\nmodel: &m {name: tiny-random}\ngenerator: *m\n", 3),
+    ("name: x\nbase: &b {top_k: 3}\nretrieval:\n  <<: *b\n", 4),  # merge keys are aliases too
+])
+def test_yaml_aliases_are_refused_in_milliseconds(tmp_path, text, line):
+    import time
+
+    cfg = tmp_path / "corpus.yaml"
+    cfg.write_text(text)
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    assert time.perf_counter() - t0 < 0.5
+    assert str(e.value) == (f"{cfg}:{line}: YAML aliases (*name, <<: *name) are not accepted in settings; "
+                            "write the value out in full")
+
+
+def test_settings_files_that_are_not_settings(tmp_path):
+    import os
+
+    cfg = tmp_path / "corpus.yaml"
+    cfg.write_bytes(b"\xef\xbb\xbfname: bom\n")  # Notepad's byte-order mark
+    assert load_config(cfg).name == "bom"
+    cfg.write_text("name: x\ndescription: " + "y" * 300_000 + "\n")
+    with pytest.raises(ConfigError, match=r"corpus.yaml:1: over the 256 KB"):
+        load_config(cfg)
+    cfg.unlink()
+    os.mkfifo(cfg)  # a named pipe: reading it would block forever
+    with pytest.raises(ConfigError, match=r"corpus.yaml:1: is a named pipe, not a regular file"):
+        load_config(cfg)

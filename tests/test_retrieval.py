@@ -55,6 +55,72 @@ def test_sections_keep_heading_trails_and_ignore_code_fences():
     assert sections(Document("docs/opening_hours.txt", "## Summer\n\nOpen late."))[0][0] == "Opening Hours > Summer"
 
 
+# What the regex-based chunker (before markdown-it-py) made of these, byte for byte: the parser
+# must not change the sections of ordinary documents (a changed section changes every index).
+REPRESENTATIVE = {
+    "docs/guide.md": ("# Guide #\n\nIntro. Two.\n\n## Setup ##\n\n### Details\ntext right under\n\n```python\n"
+                      "# not a heading\n\nstill code\n```\n\n~~~\n## nor this\n~~~\n\n## Lists\n\n- one\n- two\n\n"
+                      "| a | b |\n|---|---|\n| 1 | 2 |\n",
+                      [("Guide", ["Intro. Two."]),
+                       ("Guide > Setup > Details", ["text right under", "```python\n# not a heading\n\nstill code\n```",
+                                                    "~~~\n## nor this\n~~~"]),
+                       ("Guide > Lists", ["- one\n- two", "| a | b |\n|---|---|\n| 1 | 2 |"])]),
+    "docs/no_title.txt": ("Preface line.\n\n## Summer\n\nOpen late.\n\n#### Deep\n\nDeeper.\n\n## Winter\nClosed.\n",
+                          [("No Title", ["Preface line."]), ("No Title > Summer", ["Open late."]),
+                           ("No Title > Summer > Deep", ["Deeper."]), ("No Title > Winter", ["Closed."])]),
+    "docs/plain.md": ("No headings at all.\n\nSecond paragraph\nwith two lines.\n",
+                      [("Plain", ["No headings at all.", "Second paragraph\nwith two lines."])]),
+}
+
+
+@pytest.mark.parametrize("path", sorted(REPRESENTATIVE))
+def test_sections_of_ordinary_documents_are_unchanged_by_the_parser(path):
+    text, expected = REPRESENTATIVE[path]
+    assert sections(Document(path, text)) == expected
+
+
+@pytest.mark.parametrize("window", [1, 2, 5])
+def test_parsing_in_windows_equals_parsing_whole(window, monkeypatch):
+    """The parser runs over windows of lines (bounded memory); any window size gives the same blocks."""
+    from assistant import chunking
+
+    texts = [t for t, _ in REPRESENTATIVE.values()] + [
+        "a\nb\n===\n# h\n```\nx\n\n# no\n```\ntext\n", "```\nunclosed\n# no\n\nmore", "p1\np2\n---\n\n~~~\n~~~\n# y\nz"]
+    whole = [chunking._markdown_blocks(t.splitlines()) for t in texts]
+    monkeypatch.setattr(chunking, "PARSE_WINDOW", window)
+    assert [chunking._markdown_blocks(t.splitlines()) for t in texts] == whole
+
+
+@pytest.mark.parametrize("text", [
+    "# a" + " " * 30_000 + "b\n\nbody.",  # 101 s with the old heading regex at 4,000 spaces
+    "# " + "#" * 50_000 + " x\n\nbody.",
+    "#\t" + "\t " * 30_000 + "x\n\nbody.",
+    "```\n" * 20_000,
+    "x\n" * 40_000 + "===\n",
+])
+def test_hostile_markdown_is_linear(text):
+    import time
+
+    t0 = time.perf_counter()
+    chunks = chunk_documents([Document("docs/a.md", text)], ChunkSettings(), word_counter)
+    assert time.perf_counter() - t0 < 5 and all(len(c.heading) <= 400 for c in chunks)
+
+
+def test_long_headings_are_capped_in_the_trail():
+    """Every chunk repeats its trail: a 200 KB heading once made a 143 MB chunks.jsonl."""
+    from assistant.chunking import MAX_HEADING_CHARS, MAX_TRAIL_CHARS
+
+    doc = "# " + "word " * 40_000 + "\n\n" + " ".join(f"Sentence {i} is here." for i in range(400))
+    doc += "".join(f"\n\n{'#' * lv} {'deep ' * 100}\n\nText {lv}." for lv in range(2, 7))
+    chunks = chunk_documents([Document("docs/a.md", doc)], ChunkSettings(), word_counter)
+    assert len(chunks) > 10
+    assert all(len(c.heading) <= MAX_TRAIL_CHARS for c in chunks)
+    assert all(len(name) <= MAX_HEADING_CHARS for c in chunks for name in c.heading.split(" > "))
+    assert chunks[0].heading.startswith("word word") and chunks[0].heading.endswith("…")
+    assert sum(len(c.heading) + len(c.text) for c in chunks) < 40 * len(doc) // 100  # not a copy per chunk
+    assert chunks[-1].heading.endswith("deep…")  # the deepest heading, cut: the trail gave way in the middle
+
+
 def test_chunks_respect_size_and_overlap_whole_sentences():
     settings = ChunkSettings(chunk_tokens=20, overlap_tokens=8)
     chunks = chunk_documents([Document("docs/guide.md", GUIDE)], settings, word_counter)
