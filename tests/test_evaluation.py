@@ -745,3 +745,11 @@ def test_compare_gives_a_first_verdict_before_training_then_the_final_one(tiny_c
     runner.compare(tiny_corpus, ["prompted", "sft", "rag", "rag_sft"], limit=1)
     assert [e[:3] for e in events] == [("evaluate", ["prompted", "sft", "rag"], ["rag_sft"]), ("train", "rag_sft"),
                                        ("evaluate", ["prompted", "sft", "rag", "rag_sft"], None)]
+
+
+def test_the_pairwise_table_shows_the_corrected_difference_when_labels_exist():
+    from assistant.evaluation import report
+
+    assert report._corrected_diff({"diff": 0.12, "ci": [-0.02, 0.26], "labelled": 30}) == "+12 [-2, +26] (30)"
+    assert report._corrected_diff({"diff": 0.5, "ci": None, "labelled": 1}) == "+50 (1)"
+    assert report._corrected_diff(None) == "n/a"

@@ -83,6 +83,13 @@ def headline(v: dict) -> str:
     return "No recommendation: no variant is usable" if not v.get("usable") else "No recommendation"
 
 
+def _corrected_diff(c: dict | None) -> str:
+    if not c or c.get("diff") is None:
+        return "n/a"
+    ci_ = "" if not c.get("ci") else f" [{100 * c['ci'][0]:+.0f}, {100 * c['ci'][1]:+.0f}]"
+    return f"{100 * c['diff']:+.0f}{ci_} ({c.get('labelled', 0)})"
+
+
 def _diff(p: dict) -> str:
     if p.get("diff") is None:
         return "n/a"
@@ -234,9 +241,13 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
             "the accuracy difference A - B with its paired bootstrap 95% interval (questions resampled together). "
             f"Two variants are equivalent when that interval lies within +-{100 * margin:.0f} points.", ""]
     pairs = metrics["pairs"].get("answerable", [])
-    out += [_table(["A", "B", "n", "acc A", "acc B", "A - B [95% CI]", "win/tie/loss", "McNemar p"],
-                   [[p["a"], p["b"], p["n"], pct(p["acc_a"]), pct(p["acc_b"]), _diff(p),
-                     f"{p['win']}/{p['tie']}/{p['loss']}", f"{p['p']:.3g}"] for p in pairs])
+    fixed = any(p.get("corrected") for p in pairs)  # labels exist: the PPI-corrected difference beside it
+    out += [_table(["A", "B", "n", "acc A", "acc B", "A - B [95% CI]"]
+                   + (["A - B corrected by labels [95% CI] (questions labelled)"] if fixed else [])
+                   + ["win/tie/loss", "McNemar p"],
+                   [[p["a"], p["b"], p["n"], pct(p["acc_a"]), pct(p["acc_b"]), _diff(p)]
+                    + ([_corrected_diff(p.get("corrected"))] if fixed else [])
+                    + [f"{p['win']}/{p['tie']}/{p['loss']}", f"{p['p']:.3g}"] for p in pairs])
             if pairs else "Only one variant: nothing to compare.", ""]
     out += ["## Cost", "", _table(
         ["variant", "build time", "trainable params", "artifacts", "peak memory", "latency p50 / p95",

@@ -13,7 +13,7 @@ from ..corpus import Corpus
 from ..storage import read_json
 from . import metrics as M
 from .stats import bootstrap_ci, paired, paired_difference, quantile, rate, ratio_ci
-from .ppi import corrected_rates
+from .ppi import corrected_difference, corrected_rates
 from .verdict import ANSWERABLE, DOMAIN, GATE, decide
 
 # Slices whose claims should be backed by the corpus (general/safety answers legitimately are not).
@@ -246,6 +246,11 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
     from ..labels import label_summary, labels_path, read_labels
 
     human = read_labels(labels_path(corpus))
+    corrected = corrected_rates(rows, human) if human else {}
+    if corrected:  # the accuracy differences, corrected by the labels too (paired PPI)
+        for p in pairs["answerable"]:
+            d = corrected_difference(rows, human, p["a"], p["b"], "answerable", "correct")
+            p["corrected"] = {k: d.get(k) for k in ("diff", "ci", "labelled", "n", "automatic")}
     verdict = decide(rows, corpus.config.verdict, cost, nb, seed, cfg.min_slice_size, labels=human,
                      label_command=f"assistant label {corpus.root}")
     labels = label_summary(corpus, rows, verdict, cost)
@@ -259,7 +264,7 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
         "per_variant": per_variant, "costs": cost, "pairs": pairs,
         "human_votes": read_votes(corpus, nb, seed), "scoring_paths": scoring_paths(rows), "verdict": verdict, "labels": labels,
         # Automatic and PPI-corrected rates side by side, per variant and group ({} without labels).
-        "ppi": corrected_rates(rows, human) if human else {},
+        "ppi": corrected,
         "evidence": verdict["evidence"],
     }
 
