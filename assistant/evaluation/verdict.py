@@ -243,6 +243,69 @@ def evidence(rows: list[dict], labels: dict | None = None) -> dict[str, dict]:
     return out
 
 
+def _compare(f: _Figures, v: str, ref: str, rules: VerdictRules) -> dict:
+    """Accuracy of v against ref on the same questions: better, worse, equivalent (the interval
+    within +-margin) or inconclusive (then with the questions that would decide it)."""
+    d = f.paired("correct", v, ref)
+    if d["n"] == 0:  # no shared questions: nothing to compare (never happens in one evaluation)
+        d.update(diff=0.0, lo=-1.0, hi=1.0, sd=0.0)
+    if d["lo"] >= -rules.margin and d["hi"] <= rules.margin:
+        status = "equivalent"
+    elif d["hi"] < 0:
+        status = "worse"
+    elif d["lo"] > 0:
+        status = "better"
+    else:
+        status = "inconclusive"
+    c = {"variant": v, "against": ref, "diff": d["diff"], "lo": d["lo"], "hi": d["hi"], "n": d["n"], "p": d["p"],
+         "test": f.test, "status": status, "questions_needed": None, "more_questions": None}
+    if status == "inconclusive":
+        need = questions_to_decide(d["diff"], d["sd"], rules.margin, 1 - CONFIDENCE, rules.power)
+        if need is not None:
+            c["questions_needed"], c["more_questions"] = need, max(need - d["n"], 0)
+    return c
+
+
+def _more_hallucination(f: _Figures, v: str, ref: str, rules: VerdictRules) -> dict | None:
+    """The structured reason when v hallucinates significantly more than ref, else None."""
+    d = f.paired("hallucinated", v, ref)
+    if d["n"] and d["diff"] > rules.max_hallucination_rise and d["p"] < rules.alpha:
+        return {"reason": "hallucination", "against": ref, "rate": f.hal[v]["rate"], "rate_against": f.hal[ref]["rate"],
+                "p": d["p"], "test": f.test}
+    return None
+
+
+def _cheapest_equivalent(best, pool, usable, pending, compare, more_hallucination, rules, costs, out,
+                         excluded) -> tuple[str, dict | None]:
+    """Rule 4: among the pool, the cheapest variant equivalent to the best (and not hallucinating
+    more); a cheaper variant that can be neither separated from nor equated with the best leaves the
+    verdict pending (inconclusive). Returns (pick, pending); records every reason in `excluded`."""
+    tied = [best]
+    for v in [v for v in pool if v != best]:
+        c = compare(v, best)
+        worse = more_hallucination(v, best)
+        if worse:
+            excluded[v].append(worse)
+        if c["status"] == "equivalent" and not worse and (v in usable or not usable):
+            tied.append(v)
+        elif c["status"] == "worse":
+            excluded[v].append({"reason": "less_accurate", "against": best, **_diff(c)})
+        elif c["status"] == "inconclusive":
+            excluded[v].append({"reason": "inconclusive", "against": best, **_diff(c)})
+            if pending is None and cost_rank(v, rules, costs) < cost_rank(best, rules, costs):
+                pending = c
+    pick = min(tied, key=lambda v: cost_rank(v, rules, costs))
+    for v in tied:
+        if v != pick:  # equivalent, but the cheaper pick does as well
+            c = next(x for x in out["comparisons"] if x["against"] == best and x["variant"] == (pick if v == best else v))
+            d = _diff(c)
+            if v == best:  # the stored difference is pick - best; from best's side it is the reverse
+                d.update(diff=0.0 - c["diff"], lo=0.0 - c["hi"], hi=0.0 - c["lo"])
+            excluded[v].append({"reason": "costlier", "against": pick if v == best else best, **d})
+    out["tied_with_best"] = tied
+    return pick, pending
+
+
 def _apply_rules(f: _Figures, rows: list[dict], rules: VerdictRules, costs: dict | None,
                  min_slice_size: int) -> dict:
     """The rules of the module docstring on one set of figures (automatic or corrected)."""
@@ -300,33 +363,11 @@ def _apply_rules(f: _Figures, rows: list[dict], rules: VerdictRules, costs: dict
         return out
 
     def compare(v: str, ref: str) -> dict:
-        d = f.paired("correct", v, ref)
-        p = d["p"]
-        if d["n"] == 0:  # no shared questions: nothing to compare (never happens in one evaluation)
-            d.update(diff=0.0, lo=-1.0, hi=1.0, sd=0.0)
-        if d["lo"] >= -rules.margin and d["hi"] <= rules.margin:
-            status = "equivalent"
-        elif d["hi"] < 0:
-            status = "worse"
-        elif d["lo"] > 0:
-            status = "better"
-        else:
-            status = "inconclusive"
-        c = {"variant": v, "against": ref, "diff": d["diff"], "lo": d["lo"], "hi": d["hi"], "n": d["n"], "p": p,
-             "test": f.test, "status": status, "questions_needed": None, "more_questions": None}
-        if status == "inconclusive":
-            need = questions_to_decide(d["diff"], d["sd"], rules.margin, 1 - CONFIDENCE, rules.power)
-            if need is not None:
-                c["questions_needed"], c["more_questions"] = need, max(need - d["n"], 0)
+        c = _compare(f, v, ref, rules)
         out["comparisons"].append(c)
         return c
 
-    def more_hallucination(v: str, ref: str) -> dict | None:
-        d = f.paired("hallucinated", v, ref)
-        if d["n"] and d["diff"] > rules.max_hallucination_rise and d["p"] < rules.alpha:
-            return {"reason": "hallucination", "against": ref, "rate": hal[v]["rate"], "rate_against": hal[ref]["rate"],
-                    "p": d["p"], "test": f.test}
-        return None
+    more_hallucination = lambda v, ref: _more_hallucination(f, v, ref, rules)
 
     # The fine-tune is checked against the best variant without fine-tuning even when that one
     # answered nothing right: its forgetting and refusal checks must run whatever the accuracies.
@@ -355,33 +396,11 @@ def _apply_rules(f: _Figures, rows: list[dict], rules: VerdictRules, costs: dict
         pool = candidates
     if pick is None and pool:
         best = best_of(pool)
-        tied = [best]
-        for v in [v for v in pool if v != best]:
-            c = compare(v, best)
-            worse = more_hallucination(v, best)
-            if worse:
-                excluded[v].append(worse)
-            if c["status"] == "equivalent" and not worse and (v in usable or not usable):
-                tied.append(v)
-            elif c["status"] == "worse":
-                excluded[v].append({"reason": "less_accurate", "against": best, **_diff(c)})
-            elif c["status"] == "inconclusive":
-                excluded[v].append({"reason": "inconclusive", "against": best, **_diff(c)})
-                if pending is None and cost_rank(v, rules, costs) < cost_rank(best, rules, costs):
-                    pending = c
-        pick = min(tied, key=lambda v: cost_rank(v, rules, costs))
-        for v in tied:
-            if v != pick:  # equivalent, but the cheaper pick does as well
-                c = next(x for x in out["comparisons"] if x["against"] == best and x["variant"] == (pick if v == best else v))
-                d = _diff(c)
-                if v == best:  # the stored difference is pick - best; from best's side it is the reverse
-                    d.update(diff=0.0 - c["diff"], lo=0.0 - c["hi"], hi=0.0 - c["lo"])
-                excluded[v].append({"reason": "costlier", "against": pick if v == best else best, **d})
-        out["tied_with_best"] = tied
-        if pick == best and pending is None:
-            text.append(_pick_sentence(pick, best, None, out, rules, costs, usable))
-        elif pending is None:
-            c = next(x for x in out["comparisons"] if x["variant"] == pick and x["against"] == best)
+        pick, pending = _cheapest_equivalent(best, pool, usable, pending, compare, more_hallucination, rules, costs,
+                                             out, excluded)
+        if pending is None:
+            c = None if pick == best else \
+                next(x for x in out["comparisons"] if x["variant"] == pick and x["against"] == best)
             text.append(_pick_sentence(pick, best, c, out, rules, costs, usable))
     elif pick is not None:
         text.append(_fine_tune_sentence(out["fine_tune"], out, rules, costs, usable))
