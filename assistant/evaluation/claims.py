@@ -598,7 +598,8 @@ def _unbacked_extra(p: Parsed, asserted: Sequence[str], local_text: str, ctx: Co
     _, local_pairs = _pool(local_text)
     local_nums = {n for n, _ in local_pairs}
     for v in (v for c in p.claims for v in T.values(c)):
-        if not _checkable(v) or v.unit not in (*_MEASURES, "oclock", "time") or not set(_ends(v.number)) <= local_nums:
+        measured = v.unit in _MEASURES or v.unit in ("oclock", "time")
+        if not _checkable(v) or not measured or not set(_ends(v.number)) <= local_nums:
             continue  # values whose number is not local at all are `_invented`'s
         if not all((n, v.unit) in local_pairs for n in _ends(v.number)):
             return f"{_label(v)!r}, which the gold document does not state"

@@ -136,8 +136,8 @@ def ppi_section(metrics: dict) -> list[str]:
                 rows.append([v, g, TARGET_WORDS.get(t, t), _share(e.get("automatic")), _share(e.get("corrected")), ci_,
                              f"{e.get('labelled', 0)} of {e.get('n', 0)}",
                              "n/a" if e.get("bias") is None else f"{100 * e['bias']:+.0f} points"])
-    out += [_table(["variant", "questions", "rate", "automatic", "corrected", "95% CI", "labelled", "scorer bias"], rows),
-            ""]
+    header = ["variant", "questions", "rate", "automatic", "corrected", "95% CI", "labelled", "scorer bias"]
+    out += [_table(header, rows), ""]
     return out
 
 
