@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import hmac
 import html
 import os
 import re
@@ -13,9 +14,26 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
-import gradio as gr
+from .errors import UsageError
+
+
+def env_port() -> int | None:
+    """GRADIO_SERVER_PORT as a number (None when unset). Gradio reads it when it is imported and
+    dies with a bare ValueError on anything else, so it is checked before that import."""
+    raw = os.environ.get("GRADIO_SERVER_PORT")
+    if raw is None or not raw.strip():
+        return None
+    if not raw.strip().isdigit():
+        raise UsageError(f"GRADIO_SERVER_PORT={raw!r} is not a port number; set it to e.g. 7860, or unset it")
+    return int(raw)
+
+
+env_port()
+import gradio as gr  # noqa: E402  (after the check above)
 
 from . import labels, votes
 from .corpus import Corpus, load_corpus
@@ -35,8 +53,30 @@ CITATION = re.compile(r"\s?\[(\d{1,3})\]")
 
 # -- safety -----------------------------------------------------------------------------------
 def as_text(text: str) -> str:
-    """What a user typed or a model wrote, shown as text: `<b>` stays `<b>`, no HTML runs."""
-    return html.escape(text, quote=False)
+    """What a user typed, a model wrote or a document holds, shown as text: `<b>` stays `<b>`, no
+    HTML runs, and a Markdown image (`![x](https://...)`) stays text, so a document cannot make the
+    browser fetch a remote "tracking pixel"."""
+    return html.escape(text, quote=False).replace("![", "!\\[")
+
+
+class LoginThrottle:
+    """Gradio's login has no throttle. Attempts are checked one at a time, and each wrong one makes
+    the next attempt wait longer (1 s, 2 s, 4 s, ... up to `cap`); a right one resets the wait. A
+    password guesser gets a few tries a minute instead of thousands a second."""
+
+    def __init__(self, user: str, password: str, cap: float = 30.0, sleep=time.sleep):
+        self._user, self._password, self._cap, self._sleep = user, password, cap, sleep
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, user: str, password: str) -> bool:
+        with self._lock:
+            if self._failures:
+                self._sleep(min(self._cap, 2.0 ** (self._failures - 1)))
+            ok = hmac.compare_digest(str(user).encode(), self._user.encode()) & \
+                hmac.compare_digest(str(password).encode(), self._password.encode())
+            self._failures = 0 if ok else self._failures + 1
+            return ok
 
 
 def shown_citations(text: str, n_sources: int | None) -> str:
@@ -404,14 +444,8 @@ def label_tab(corpus: Corpus):
 def serve_address(host: str | None, port: int | None, allow_remote: bool = False) -> tuple[str, int]:
     """Host and port: the flags, else GRADIO_SERVER_NAME / GRADIO_SERVER_PORT as Gradio users expect,
     else 127.0.0.1:7860. Any other address than this machine's needs `allow_remote`."""
-    from .errors import UsageError
-
     host = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
-    raw = port if port is not None else os.environ.get("GRADIO_SERVER_PORT") or 7860
-    try:
-        port = int(raw)
-    except ValueError:
-        raise UsageError(f"GRADIO_SERVER_PORT={raw!r} is not a port number; set it to e.g. 7860") from None
+    port = port if port is not None else env_port() or 7860
     if not 0 < port < 65536:
         raise UsageError(f"port {port} is out of range; pass --port between 1 and 65535")
     if host not in LOCAL_HOSTS and not allow_remote:
@@ -421,8 +455,6 @@ def serve_address(host: str | None, port: int | None, allow_remote: bool = False
 
 
 def parse_auth(auth: str | None) -> tuple[str, str] | None:
-    from .errors import UsageError
-
     if not auth:
         return None
     user, sep, password = auth.partition(":")
@@ -434,8 +466,6 @@ def parse_auth(auth: str | None) -> tuple[str, str] | None:
 def launch(corpus_path: str | Path, host: str | None = None, port: int | None = None, share: bool = False,
            allow_remote: bool = False, auth: str | None = None, allow_eval: bool = False) -> None:
     """Serve the app on host:port until interrupted (what `assistant app` and `python app.py` run)."""
-    from .errors import UsageError
-
     host, port = serve_address(host, port, allow_remote or share)
     credentials = parse_auth(auth)
     corpus = load_corpus(corpus_path)
@@ -447,6 +477,9 @@ def launch(corpus_path: str | Path, host: str | None = None, port: int | None = 
     try:
         # No allowed_paths: nothing under runs/ (answer caches, votes, labels) is served; the
         # report's plots are copied out (servable_copies).
-        demo.launch(server_name=host, server_port=port, share=share, css=CSS, show_error=False, auth=credentials)
+        # The app takes no files, but Gradio's upload route is always there: a 1-byte cap keeps anyone
+        # who can reach the port from storing files on this machine and fetching them back.
+        demo.launch(server_name=host, server_port=port, share=share, css=CSS, show_error=False,
+                    auth=LoginThrottle(*credentials) if credentials else None, max_file_size=1)
     except OSError as e:
         raise UsageError(f"cannot serve on {host}:{port} ({e}); pass another --port") from None

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +21,8 @@ from assistant.serving import (Column, blind_pair, check_question, example_quest
 from assistant.corpus import load_corpus
 from assistant.variants import ABSTAIN_TEXT, Answer, Prompt, Source, load_variant, open_engine
 from assistant.variants.prompted import PromptedVariant
+
+ROOT = Path(__file__).parent.parent
 
 
 # -- votes ------------------------------------------------------------------------------------
@@ -430,3 +434,79 @@ def test_chat_users_share_batches_and_a_closed_stream_frees_its_rows(tiny_corpus
         time.sleep(0.05)
     reason, tokens = long_sched.finished[-1]
     assert reason == "cancelled" and tokens < 400
+
+
+# -- untrusted text, logins and uploads (issue #28) -------------------------------------------
+def test_markdown_images_from_documents_or_models_stay_text():
+    from markdown_it import MarkdownIt
+
+    from assistant.app import as_text, render_sources
+
+    pixel = "See ![logo](https://tracker.example/p.png?u=1) and ![ref][1]\n\n[1]: https://tracker.example/q.png"
+    assert "<img" not in MarkdownIt().render(as_text(pixel)) and "<img" in MarkdownIt().render(pixel)
+    src = Source(path="docs/a.md", heading="![h](https://tracker.example/h.png)", text=pixel, score=0.9, rank=1)
+    assert "<img" not in MarkdownIt().render(render_sources([src]))
+
+
+def test_each_wrong_login_makes_the_next_attempt_wait_longer():
+    from assistant.app import LoginThrottle
+
+    waits: list[float] = []
+    check = LoginThrottle("ann", "pw", cap=5.0, sleep=waits.append)
+    assert [check("ann", p) for p in ("a", "b", "c", "d", "e")] == [False] * 5
+    assert check("ann", "pw") and waits == [1.0, 2.0, 4.0, 5.0, 5.0]  # capped
+    assert check("ann", "pw") and len(waits) == 5  # a right password resets the wait
+    assert not check("bob", "pw") and not check("ann", "PW")
+
+
+def test_a_bad_gradio_port_variable_is_one_line():
+    env = {**os.environ, "GRADIO_SERVER_PORT": "abc"}
+    r = subprocess.run([sys.executable, "app.py", "tests/fixtures/tiny"], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == "error: GRADIO_SERVER_PORT='abc' is not a port number; set it to e.g. 7860, or unset it"
+
+
+def test_the_served_app_throttles_logins_and_takes_no_uploads(tiny_corpus_dir, tmp_path):
+    import http.cookiejar
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = tmp_path / "app.log"
+    proc = subprocess.Popen([sys.executable, "app.py", str(tiny_corpus_dir), "--port", str(port), "--auth", "ann:pw"],
+                            cwd=ROOT, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def post(path: str, data: bytes, headers: dict | None = None) -> int:
+        try:
+            return opener.open(urllib.request.Request(url + path, data=data, headers=headers or {}), timeout=30).status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    try:
+        deadline = time.time() + 90
+        while True:
+            assert proc.poll() is None and time.time() < deadline, log.read_text()
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                time.sleep(0.3)
+        start = time.time()
+        wrong = [post("/login", urllib.parse.urlencode({"username": "ann", "password": p}).encode())
+                 for p in ("x", "y", "z")]
+        assert wrong == [400, 400, 400] and time.time() - start >= 2.5  # waited 1 s, then 2 s
+        assert post("/login", urllib.parse.urlencode({"username": "ann", "password": "pw"}).encode()) == 200
+        body = b"--b\r\nContent-Disposition: form-data; name=\"files\"; filename=\"x.bin\"\r\n\r\n" + b"x" * 2000 + \
+            b"\r\n--b--\r\n"
+        assert post("/gradio_api/upload", body, {"Content-Type": "multipart/form-data; boundary=b"}) == 413
+    finally:
+        proc.kill()
+        proc.wait()
