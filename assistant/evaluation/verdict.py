@@ -28,7 +28,7 @@
      outcomes corrected by the labels; `estimates: "corrected"`), and p-values are the normal test
      of its interval ("PPI z-test") instead of McNemar's.
    - Without labels, the rules run again with each variant's unverified answers all right and all
-     hallucinated (and everyone's all right). When any of these changes the decision, it rests on
+     hallucinated, a rival's right with the leader's hallucinated, and everyone's right. When any of these changes the decision, it rests on
      unverified outcomes: the decision is `provisional`, nothing is recommended, and the text says
      what is unknown, what settling it could change, how many labels would estimate the accuracies
      in question to +-10 points (ppi.labels_needed, worst-case variance) and about how many minutes
@@ -481,23 +481,30 @@ def _provisional(rows: list[dict], out: dict, rules: VerdictRules, costs: dict |
                  min_slice_size: int, label_command: str | None) -> dict | None:
     """Does the decision rest on unverified outcomes? It does when settling them could change it:
     the rules are applied again with one variant's unverified answers all right, or all wrong
-    (hallucinated), and with every variant's all right; any change of decision or recommendation
-    makes the verdict provisional. None when the decision stands whatever they are."""
+    (hallucinated); with a rival's all right and the leader's all wrong; and with every variant's all
+    right. Any change of decision or recommendation makes the verdict provisional. None when the
+    decision stands whatever they are."""
     open_ = _unverified(rows, tuple(s for s in ANSWERABLE + OWN))
     if not open_:
         return None
     base = (out["decision"], out["recommendation"])
-    scenarios = [(v, o) for v in sorted(open_) for o in ("correct", "hallucinated")] + [("every variant", "correct")]
-    for who, as_ in scenarios:
-        alt_rows = [dict(r, outcome=as_) if r["outcome"] == UNVERIFIED and who in ("every variant", r["variant"])
+    leader = out.get("leading") or out.get("best")
+    scenarios: list[tuple[str, str, dict[str, str]]] = []
+    for v in sorted(open_):
+        scenarios += [(v, "correct", {v: "correct"}), (v, "hallucinated", {v: "hallucinated"})]
+        if leader in open_ and v != leader:
+            scenarios.append((v, "correct", {v: "correct", leader: "hallucinated"}))
+    scenarios.append(("every variant", "correct", {v: "correct" for v in open_}))
+    for who, as_, settle in scenarios:
+        alt_rows = [dict(r, outcome=settle[r["variant"]]) if r["outcome"] == UNVERIFIED and r["variant"] in settle
                     else r for r in rows]
         alt = _apply_rules(_Figures(alt_rows, n_resamples, seed), alt_rows, rules, costs, min_slice_size)
         if (alt["decision"], alt["recommendation"]) != base:
-            return _provisional_text(rows, out, rules, open_, who, as_, alt, label_command)
+            return _provisional_text(rows, out, rules, open_, who, as_, settle, alt, label_command)
     return None
 
 
-def _provisional_text(rows, out, rules, open_, who, as_, alt, label_command) -> dict:
+def _provisional_text(rows, out, rules, open_, who, as_, settle, alt, label_command) -> dict:
     """What is unknown, what settling it could change, and how many labels would settle it."""
     answerable = _unverified(rows)
     n = {v: len({r["id"] for r in rows if r["variant"] == v and r["slice"] in ANSWERABLE}) for v in answerable}
@@ -518,17 +525,22 @@ def _provisional_text(rows, out, rules, open_, who, as_, alt, label_command) -> 
     minutes = max(1, round(labels_n * SECONDS_PER_LABEL / 60))
     settled = ("recommend " + alt["recommendation"]) if alt["recommendation"] else \
         ("be inconclusive" if alt["decision"] == "inconclusive" else "recommend nothing")
-    what = "right" if as_ == "correct" else "hallucinated"
+    words = {"correct": "right", "hallucinated": "hallucinated"}
+    if who == "every variant":
+        what = "the unverified answers of every variant were right"
+    else:
+        parts = [f"of {x} were {words[o]}" for x, o in settle.items()]
+        what = "the unverified answers " + " and those ".join(parts)
     command = label_command or "assistant label CORPUS"
     text = (f"Provisional: no recommendation yet. The scorer cannot tell whether these answers are right (no key "
-            f"facts, no judge, no human label): {unknown}. If the unverified answers of {who} were {what}, the rules "
+            f"facts, no judge, no human label): {unknown}. If {what}, the rules "
             f"would {settled} instead, so the decision rests on them. At most {labels_n} labels ({questions} "
             f"questions, each answered by {' and '.join(pair)}; about {minutes} minutes at an assumed "
             f"{SECONDS_PER_LABEL} s an answer) estimate {'each' if len(pair) == 2 else 'its'} accuracy to within "
             f"+-{100 * half:.0f} points, even if the scorer were no help; fewer when it agrees with the first labels. "
             f"Run: {command}.")
     return {"unknown": {x: {"unverified": answerable.get(x, 0), "n": n.get(x, 0)} for x in answerable} or open_,
-            "scenario": {"variant": who, "as": as_, "decision": alt["decision"],
+            "scenario": {"variant": who, "as": as_, "settled": settle, "decision": alt["decision"],
                          "recommendation": alt["recommendation"]},
             "pair": pair, "half_width": half, "questions": questions, "labels_needed": labels_n,
             "minutes": minutes, "seconds_per_label": SECONDS_PER_LABEL, "command": command, "text": text}
