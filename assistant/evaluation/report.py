@@ -216,7 +216,8 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
                      _num(pv[v]["graded"]["embedding_similarity"]["mean"])] for v in variants]), ""]
     if "accuracy" in images:
         out += ["![accuracy and hallucination](plots/accuracy_hallucination.png)", ""]
-    out += ["## Per slice", "", "Accuracy per slice (n questions). Slices marked * are smaller than "
+    out += ["## Per slice", "", "Verified accuracy per slice (n questions; an unverified answer is never counted "
+            "correct). Slices marked * are smaller than "
             f"{metrics['settings']['evaluation']['min_slice_size']} questions: too small to conclude.", ""]
     sl = metrics["slices"]
     out += [_table(["variant"] + [f"{s} (n={sl[s]['n']}){'*' if sl[s]['too_small'] else ''}" for s in sl],
