@@ -274,7 +274,9 @@ class CorpusConfig(Settings):
     qa_file: str = Field("qa.jsonl", description="the question set, relative to the corpus folder (e.g. "
                          "qa.augmented.jsonl to train with the rewordings of `assistant questions --augment`)")
     runs_dir: str | None = Field(None, description="where artifacts go, relative to the corpus folder; default "
-                                 "<project>/runs/<folder> for corpora/<folder> of this project, else <corpus>/runs")
+                                 "<project>/runs/<folder> for corpora/<folder> of this project, else <corpus>/runs. "
+                                 "It must lie inside the corpus folder, the project's runs/ or the temporary folder, "
+                                 "or under a folder listed in the environment variable ASSISTANT_RUNS_ROOTS")
     ingest: IngestSettings = IngestSettings()
     generator: GeneratorSettings = GeneratorSettings()
 
@@ -372,6 +374,9 @@ def load_config(path: Path) -> CorpusConfig:
     from .storage import TooLarge, UnreadableText, read_utf8
 
     try:
+        if path.is_symlink() and not path.resolve().is_relative_to(path.parent.resolve()):
+            raise ConfigError(f"{path}:1: is a link out of the corpus folder; files outside the corpus are never "
+                              "read: copy the settings into the corpus folder")
         text = read_utf8(path, MAX_CONFIG_BYTES)
     except TooLarge:
         raise ConfigError(f"{path}:1: over the {MAX_CONFIG_BYTES // 1024} KB a settings file may hold; keep only "
@@ -382,8 +387,9 @@ def load_config(path: Path) -> CorpusConfig:
         raise ConfigError(f"{path}:1: is a folder; corpus.yaml must be a file of settings") from None
     except UnreadableText as e:
         raise ConfigError(f"{path}:{e.line}: {e}") from None
-    except OSError as e:  # unreadable (permissions, a broken link): one line, not a traceback
-        raise ConfigError(f"{path}:1: cannot read it ({e.strerror or e}); fix its permissions or replace it") from None
+    except (OSError, RuntimeError) as e:  # unreadable (permissions, a loop of links): one line, not a traceback
+        raise ConfigError(f"{path}:1: cannot read it ({getattr(e, 'strerror', None) or e}); fix its permissions "
+                          "or replace it") from None
     try:
         node, data = parse_yaml(text)
         lines, dups = _key_lines(node)

@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from . import ingest
-from .config import ConfigError, CorpusConfig, IngestSettings, load_config
+from .config import ConfigError, CorpusConfig, IngestSettings, load_config, setting_line
 from .errors import AssistantError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Binary formats (PDF, DOCX, PPTX, XLSX) are converted to Markdown by assistant/ingest.py.
 DOC_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm") + ingest.SUFFIXES
+MAX_TITLE_CHARS = 160  # a document's title as shown (the heading trail caps its names alike)
+MAX_QA_BYTES = 64 * 1024 * 1024  # a question set is kilobytes to a few megabytes; more is not one
 Split = Literal["train", "val", "test"]
 Kind = Literal["answerable", "unanswerable", "general", "safety"]
 
@@ -66,7 +69,7 @@ class Document:
     def title(self) -> str:
         for line in self.text.splitlines():
             if line.startswith("#"):
-                return line.lstrip("#").strip()
+                return line.lstrip("#").strip()[:MAX_TITLE_CHARS]
         return Path(self.path).stem.replace("-", " ").replace("_", " ").title()
 
 
@@ -139,58 +142,72 @@ class Corpus:
         return root / "runs"
 
 
-class _TextFromHTML(HTMLParser):
-    """HTML to text that keeps headings as Markdown, so chunking sees the structure."""
+_HTML_HEADINGS = {"h1": "#", "h2": "##", "h3": "###", "h4": "####"}
+_HTML_BLOCKS = {"p", "div", "li", "tr", "br", "section", "article", "table", "ul", "ol"}
 
-    HEADINGS = {"h1": "#", "h2": "##", "h3": "###", "h4": "####"}
-    BLOCKS = {"p", "div", "li", "tr", "br", "section", "article", "table", "ul", "ol"}
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.parts: list[str] = []
-        self._skip = 0
+def html_to_text(html: str) -> str:
+    """HTML to text that keeps headings as Markdown, so chunking sees the structure.
 
-    def handle_starttag(self, tag, attrs):
-        if tag in ("script", "style"):
-            self._skip += 1
-        elif tag in self.HEADINGS:
-            self.parts.append(f"\n\n{self.HEADINGS[tag]} ")
-        elif tag in self.BLOCKS:
-            self.parts.append("\n\n" if tag == "p" else "\n")
+    Parsed by libxml2 (lxml), linear in the input: Python 3.11's html.parser took 30 s on 200 KB of
+    unclosed `<!--`. The tree is walked without recursion (libxml2 caps nesting at 256 anyway);
+    scripts, styles and comments give no text."""
+    import lxml.etree
+    import lxml.html
 
-    def handle_endtag(self, tag):
-        if tag in ("script", "style"):
-            self._skip = max(0, self._skip - 1)
-        elif tag in self.HEADINGS:
-            self.parts.append("\n\n")
-
-    def handle_data(self, data):
-        if not self._skip:
-            self.parts.append(data)
-
-    def text(self) -> str:
-        text = "".join(self.parts)
-        text = re.sub(r"[ \t]+", " ", text)
-        return re.sub(r"\n\s*\n\s*\n+", "\n\n", text).strip()
+    parser = lxml.html.HTMLParser(encoding="utf-8", no_network=True, remove_comments=True, remove_pis=True)
+    try:
+        root = lxml.html.document_fromstring(html.encode("utf-8", "replace"), parser=parser)
+    except lxml.etree.ParserError:  # "Document is empty": nothing but markup or whitespace
+        return ""
+    parts: list[str] = []
+    skip = 0
+    for event, el in lxml.etree.iterwalk(root, events=("start", "end")):
+        tag = el.tag if isinstance(el.tag, str) else ""
+        if event == "start":
+            if tag in ("script", "style"):
+                skip += 1
+            elif tag in _HTML_HEADINGS:
+                parts.append(f"\n\n{_HTML_HEADINGS[tag]} ")
+            elif tag in _HTML_BLOCKS:
+                parts.append("\n\n" if tag == "p" else "\n")
+            if not skip and el.text:
+                parts.append(el.text)
+        else:
+            if tag in ("script", "style"):
+                skip = max(0, skip - 1)
+            elif tag in _HTML_HEADINGS:
+                parts.append("\n\n")
+            if not skip and el.tail:
+                parts.append(el.tail)
+    text = re.sub(r"[ \t]+", " ", "".join(parts))
+    return re.sub(r"\n\s*\n\s*\n+", "\n\n", text).strip()
 
 
 class DocumentError(AssistantError):
     """A document that cannot be read as text (not UTF-8, binary); the message says the fix."""
 
 
-def read_text_document(path: Path) -> str:
-    """A .md/.txt/.html document's text, refused when it is binary or not UTF-8 (garbage indexed
-    as text would be retrieved and quoted back to users)."""
-    from .storage import NotUTF8, read_utf8
+class DocumentTooLarge(DocumentError):
+    """A text document over ingest.max_file_mb: skipped, so one huge file cannot stall every load."""
 
-    with open(path, "rb") as f:
-        head = f.read(8192)
-    if b"\0" in head:
-        raise DocumentError(f"{path}:1: binary content (NUL bytes) in a {path.suffix} file; "
-                            "convert it to text or remove it")
+
+def read_text_document(path: Path, max_bytes: int | None = None) -> str:
+    """A .md/.txt/.html document's text, refused when it is binary or not UTF-8 (garbage indexed
+    as text would be retrieved and quoted back to users), not a regular file, or over `max_bytes`."""
+    from .storage import TooLarge, UnreadableText, open_regular, read_utf8
+
     try:
-        return read_utf8(path)
-    except NotUTF8 as e:
+        with open_regular(path) as f:
+            head = f.read(8192)
+        if b"\0" in head:
+            raise DocumentError(f"{path}:1: binary content (NUL bytes) in a {path.suffix} file; "
+                                "convert it to text or remove it")
+        return read_utf8(path, max_bytes)
+    except TooLarge:
+        raise DocumentTooLarge(f"{path}: file is over the size cap of {max_bytes / 1024 / 1024:g} MB; skipped (split "
+                               "it, or raise ingest.max_file_mb in corpus.yaml)") from None
+    except UnreadableText as e:
         raise DocumentError(f"{path}:{e.line}: {e}") from None
 
 
@@ -199,23 +216,76 @@ def read_document(path: Path, settings: IngestSettings | None = None) -> str:
         return ingest.convert(path, settings).text
     text = read_text_document(path)
     if path.suffix.lower() in (".html", ".htm"):
-        parser = _TextFromHTML()
-        parser.feed(text)
-        return parser.text()
+        return html_to_text(text)
     return text
 
 
+def _files_under(folder: Path) -> list[Path]:
+    """Every entry below `folder` that is not a folder, in path order; hidden names (`.git`, `.DS_Store`)
+    are left out, and links to folders are listed, never followed (no loops, nothing outside)."""
+    found, todo = [], [folder]
+    while todo:
+        with os.scandir(todo.pop()) as entries:
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    todo.append(Path(e.path))
+                else:
+                    found.append(Path(e.path))
+    return sorted(found)
+
+
+def _unusable(path: Path, root: Path) -> str | None:
+    """Why a docs/ entry cannot be read as a document of the corpus, or None. The corpus may come
+    from an untrusted archive or repository: a link that leads out of the corpus folder
+    (`docs/p.txt -> /etc/passwd`) is not read, and neither is a named pipe, socket or device, which
+    could block the reader forever or never end."""
+    if path.is_symlink():
+        try:
+            target = path.resolve(strict=True)
+        except (OSError, RuntimeError):  # dangling, or a loop of links
+            return "is a broken link; skipped (fix or remove it)"
+        if not target.is_relative_to(root.resolve()):
+            return (f"is a link to {target}, outside the corpus folder; skipped (files outside the corpus are "
+                    "never read: copy the file into docs/ to include it)")
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        return f"cannot be read ({e.strerror or e}); skipped"
+    if stat.S_ISDIR(mode):
+        return "is a link to a folder; skipped (links to folders are not followed: move the folder into docs/)"
+    if not stat.S_ISREG(mode):
+        kind = "a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        return f"is {kind}, not a regular file; skipped (remove it)"
+    return None
+
+
 def load_documents(root: Path, settings: IngestSettings | None = None) -> tuple[list[Document], list[Problem]]:
+    """Every usable document of `docs/`. Files that cannot be used (a link out of the corpus, a pipe,
+    an image, a file too large or that fails to convert) are skipped, each named in a warning: the
+    other documents still build. Text that is not UTF-8, binary content in a text file, or an empty
+    document are errors, since the user meant them as documents."""
+    settings = settings or IngestSettings()
     docs_dir = root / "docs"
     if not docs_dir.is_dir():
         return [], [Problem(str(docs_dir), 1, "docs/ folder not found; put the corpus documents (.md, .txt, .html) there")]
+    if docs_dir.is_symlink() and not docs_dir.resolve().is_relative_to(root.resolve()):
+        return [], [Problem(str(docs_dir), 1, "docs/ is a link out of the corpus folder; files outside the corpus "
+                            "are never read: make docs/ a folder inside it")]
+    max_bytes = int(settings.max_file_mb * 1024 * 1024)  # the cap of binary documents (ingest.convert)
     docs, problems = [], []
-    for path in sorted(docs_dir.rglob("*")):
-        if not path.is_file() or path.name.startswith("."):
-            continue
-        if path.suffix.lower() not in DOC_SUFFIXES:
-            problems.append(Problem(str(path), 1, f"unsupported document type {path.suffix!r}; "
-                                    f"convert it to one of {', '.join(DOC_SUFFIXES)} or remove it"))
+    try:
+        paths = _files_under(docs_dir)
+    except OSError as e:
+        return [], [Problem(str(docs_dir), 1, f"cannot list it ({e.strerror or e}); fix its permissions")]
+    for path in paths:
+        why = _unusable(path, root)
+        if why is None and path.suffix.lower() not in DOC_SUFFIXES:
+            why = (f"unsupported document type {path.suffix or '(no extension)'!r}; skipped (convert it to one of "
+                   f"{', '.join(DOC_SUFFIXES)} to include it)")
+        if why:
+            problems.append(Problem(str(path), 0, why, warning=True))
             continue
         pages = None
         try:
@@ -223,12 +293,20 @@ def load_documents(root: Path, settings: IngestSettings | None = None) -> tuple[
                 converted = ingest.convert(path, settings)
                 text, pages = converted.text, converted.pages
             else:
-                text = read_document(path)
+                text = read_text_document(path, max_bytes)
+                if path.suffix.lower() in (".html", ".htm"):
+                    text = html_to_text(text)
         except ingest.IngestError as e:  # skipped, not fatal: the other documents still build
             problems.append(Problem(path.as_posix(), 0, str(e), warning=True))
             continue
+        except DocumentTooLarge as e:  # like a binary document over the cap: skipped, named
+            problems.append(Problem(str(path), 0, str(e).split(": ", 1)[1], warning=True))
+            continue
         except DocumentError as e:
             problems.append(Problem(*_split_problem(str(e))))
+            continue
+        except OSError as e:  # permissions, a file removed meanwhile
+            problems.append(Problem(str(path), 0, f"cannot be read ({e.strerror or e}); skipped", warning=True))
             continue
         if not text.strip():
             problems.append(Problem(str(path), 1, "document is empty; add text or remove it"))
@@ -271,16 +349,21 @@ def read_qa(path: Path, known_docs: set[str] | None = None, label: str | None = 
     """Parse a QA JSONL file; every bad line becomes a Problem, good lines are kept."""
     label = label or str(path)
     items, problems, seen = [], [], {}
-    from .storage import NotUTF8, read_utf8
+    from .storage import TooLarge, UnreadableText, read_utf8
 
     try:
-        lines = read_utf8(path).splitlines()
+        lines = read_utf8(path, MAX_QA_BYTES).splitlines()
     except FileNotFoundError:
         return [], [Problem(label, 1, "file not found; create it with one JSON question per line")]
     except IsADirectoryError:
         return [], [Problem(label, 1, "is a folder; it must be a file with one JSON question per line")]
-    except NotUTF8 as e:
+    except TooLarge:
+        return [], [Problem(label, 1, f"over {MAX_QA_BYTES // 1024 // 1024} MB, more than any question set; "
+                                      "split it or remove the rows that are not questions")]
+    except UnreadableText as e:
         return [], [Problem(label, e.line, str(e))]
+    except OSError as e:
+        return [], [Problem(label, 1, f"cannot be read ({e.strerror or e}); fix its permissions")]
     for n, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
@@ -328,17 +411,57 @@ def load_corpus(root: str | Path, strict: bool = True) -> Corpus:
     problems += doc_problems
     qa: list[QAItem] = []
     qa_path = root / config.qa_file
-    if qa_path.exists() or qa_path.is_symlink():
+    if qa_path.is_symlink() and not _inside(qa_path, root):
+        problems.append(Problem(str(qa_path), 1, "is a link out of the corpus folder; files outside the corpus are "
+                                "never read: copy the question set into the corpus folder"))
+    elif qa_path.exists() or qa_path.is_symlink():
         qa, qa_problems = read_qa(qa_path, {d.path for d in docs})
         problems += qa_problems
     corpus = Corpus(root, config, docs, qa)
-    if config.runs_dir and corpus.runs_dir.exists() and not corpus.runs_dir.is_dir():
+    outside = runs_dir_outside(corpus) if config.runs_dir else None
+    if outside:
+        problems.append(Problem(str(root / "corpus.yaml"), setting_line(root / "corpus.yaml", "runs_dir"), outside))
+    elif config.runs_dir and corpus.runs_dir.exists() and not corpus.runs_dir.is_dir():
         problems.append(Problem(str(root / "corpus.yaml"), 1, f"runs_dir {config.runs_dir!r} is a file, not a "
                                 "folder; point runs_dir at a folder (or remove it for the default)"))
     if strict and any(not p.warning for p in problems):
         raise CorpusError(problems)
     corpus.problems = problems  # type: ignore[attr-defined]
     return corpus
+
+
+RUNS_ROOTS_ENV = "ASSISTANT_RUNS_ROOTS"
+
+
+def runs_roots(corpus_root: Path) -> list[Path]:
+    """Folders a corpus.yaml's `runs_dir` may point into. A build replaces its `rag/`, `sft/` and `eval/`
+    folders there, so a corpus from an untrusted archive must not aim it at the user's own folders
+    (`runs_dir: /home/me/project` would swap out project/rag): only the corpus folder, the project's
+    runs/, the temporary folder (scratch space, where tests and throw-away builds go) and what the user
+    lists in ASSISTANT_RUNS_ROOTS (os.pathsep-separated) are allowed."""
+    import tempfile
+
+    extra = [Path(p).expanduser() for p in os.environ.get(RUNS_ROOTS_ENV, "").split(os.pathsep) if p.strip()]
+    return [corpus_root.resolve(), PROJECT_ROOT / "runs", Path(tempfile.gettempdir()).resolve(),
+            *(p.resolve() for p in extra)]
+
+
+def runs_dir_outside(corpus: Corpus) -> str | None:
+    """Why the corpus's `runs_dir` is not allowed (see runs_roots), or None."""
+    target = corpus.runs_dir
+    if any(target.is_relative_to(r) for r in runs_roots(corpus.root)):
+        return None
+    return (f"runs_dir {corpus.config.runs_dir!r} resolves to {target}, outside the corpus folder and the project's "
+            f"runs/; point it inside the corpus folder, or allow that folder by listing it (or a folder above it) "
+            f"in the environment variable {RUNS_ROOTS_ENV}")
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether `path`, links followed, lies inside the folder `root`."""
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a loop of links
+        return False
 
 
 def _split_problem(line: str) -> tuple[str, int, str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import LockedError
+from .errors import AssistantError, LockedError
 
 
 class UnreadableText(ValueError):
@@ -79,10 +79,37 @@ def read_utf8(path: Path, max_bytes: int | None = None) -> str:
                             f"iconv -f latin1 -t utf-8 '{path.name}' > fixed && mv fixed '{path.name}'") from None
 
 
+class NotWritable(AssistantError):
+    """A folder the tool must write (a runs folder, a lock beside a file) cannot be written: read-only,
+    full, or a file where a folder belongs. One line, naming the folder and the fix."""
+
+
+@contextmanager
+def writable(folder: Path) -> Iterator[None]:
+    """Turn an OSError of creating files in `folder` (read-only, full, no permission) into one
+    NotWritable line instead of a traceback from deep inside a library."""
+    try:
+        yield
+    except (Timeout, FileNotFoundError):  # not about writability: the caller's business
+        raise
+    except OSError as e:
+        raise NotWritable(f"cannot write in {folder} ({e.strerror or e}); make it writable (or free space), or set "
+                          "runs_dir in corpus.yaml to a folder that is") from None
+
+
+class _Lock(FileLock):
+    """A FileLock whose failure to create its lock file is one NotWritable line."""
+
+    def acquire(self, *args, **kwargs):
+        with writable(Path(self.lock_file).parent):
+            return super().acquire(*args, **kwargs)
+
+
 def lock_for(path: Path, timeout: float = -1) -> FileLock:
     """The lock guarding `path` (a sibling `.<name>.lock` file); blocks until free by default."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(str(path.parent / f".{path.name}.lock"), timeout=timeout)
+    with writable(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return _Lock(str(path.parent / f".{path.name}.lock"), timeout=timeout)
 
 
 @contextmanager
@@ -90,7 +117,8 @@ def hold_lock(lock: FileLock, what: str) -> Iterator[FileLock]:
     """Hold `lock`, acquired at once or failing with one line saying who holds it: a second build
     of the same corpus stops with exit 2 instead of sharing (and deleting) the first one's work."""
     try:
-        lock.acquire()
+        with writable(Path(lock.lock_file).parent):
+            lock.acquire()
     except Timeout:
         raise LockedError(f"locked: {what} ({lock.lock_file}); wait for it to finish, then run the command "
                           "again") from None
@@ -102,8 +130,9 @@ def hold_lock(lock: FileLock, what: str) -> Iterator[FileLock]:
 
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write `text` to `path` through a temporary file and one rename (fsynced)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with writable(path.parent):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -126,7 +155,7 @@ def append_jsonl(path: Path, rows: Iterable[dict]) -> None:
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if not lines:
         return
-    with lock_for(path):
+    with lock_for(path), writable(path.parent):
         with open(path, "a", encoding="utf-8") as f:
             f.write(lines)
             f.flush()
@@ -166,10 +195,11 @@ def atomic_dir(target: Path, build: Callable[[Path], None], replace: bool = Fals
     """
     if target.exists() and not replace:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if replace:  # replacing callers hold the target's lock: leftovers are nobody's work in progress
-        recover_swap(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    with writable(target.parent):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if replace:  # replacing callers hold the target's lock: leftovers are nobody's work in progress
+            recover_swap(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     tmp.chmod(0o755)
     try:
         build(tmp)
@@ -210,8 +240,9 @@ def recover_swap(target: Path) -> None:
 def atomic_new_dir(parent: Path, stem: str, build: Callable[[Path], None]) -> Path:
     """Run `build(tmp_dir)` and rename the result to the first free name of `stem`, `stem-2`, ...:
     two processes writing at the same second each get their own folder, never a shared temp one."""
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=parent))
+    with writable(parent):
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{stem}.tmp-", dir=parent))
     tmp.chmod(0o755)
     try:
         build(tmp)

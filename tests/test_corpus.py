@@ -115,3 +115,109 @@ def test_settings_files_that_are_not_settings(tmp_path):
     os.mkfifo(cfg)  # a named pipe: reading it would block forever
     with pytest.raises(ConfigError, match=r"corpus.yaml:1: is a named pipe, not a regular file"):
         load_config(cfg)
+
+
+# -- untrusted documents ----------------------------------------------------------------------
+def _warnings(corpus) -> dict[str, str]:
+    return {Path(p.file).name: p.message for p in corpus.problems if p.warning}
+
+
+def test_links_out_of_the_corpus_pipes_and_images_are_skipped_and_named(tiny_corpus_dir, tmp_path):
+    import os
+    import time
+
+    docs = tiny_corpus_dir / "docs"
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:the secret\n")
+    (docs / "p.txt").symlink_to(secret)  # docs/p.txt -> a file outside the corpus
+    (docs / "inside.md").symlink_to(docs / "returns.md")  # a link inside the corpus is fine
+    (docs / "loop.md").symlink_to(docs / "loop.md")
+    (docs / "linked").symlink_to(tmp_path, target_is_directory=True)  # a folder link: never followed
+    os.mkfifo(docs / "pipe.md")  # reading it would block forever
+    (docs / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    (docs / ".hidden.md").write_text("# hidden\n\nnot a document\n")
+    t0 = time.perf_counter()
+    corpus = load_corpus(tiny_corpus_dir)  # strict: none of these blocks the build
+    assert time.perf_counter() - t0 < 10
+    assert {d.path for d in corpus.documents} == {"docs/returns.md", "docs/service.md", "docs/inside.md"}
+    assert not any("secret" in d.text for d in corpus.documents)
+    w = _warnings(corpus)
+    assert set(w) == {"p.txt", "loop.md", "linked", "pipe.md", "logo.png"}
+    assert "outside the corpus folder" in w["p.txt"] and "named pipe" in w["pipe.md"]
+    assert "unsupported document type '.png'; skipped" in w["logo.png"] and "broken link" in w["loop.md"]
+    assert all(p.line == 0 and "\n" not in str(p) for p in corpus.problems)  # one line each, named by check
+
+
+def test_a_bom_does_not_hide_the_first_heading(tiny_corpus_dir):
+    from assistant.chunking import sections
+
+    (tiny_corpus_dir / "docs" / "bom.md").write_bytes("\ufeff# Warranty\n\nTwo years.\n".encode())
+    doc = load_corpus(tiny_corpus_dir).document("docs/bom.md")
+    assert doc.title == "Warranty" and sections(doc) == [("Warranty", ["Two years."])]
+
+
+def test_qa_and_settings_links_out_of_the_corpus_are_refused(tiny_corpus_dir, tmp_path):
+    outside = tmp_path / "elsewhere.jsonl"
+    outside.write_text((tiny_corpus_dir / "qa.jsonl").read_text())
+    (tiny_corpus_dir / "qa.jsonl").unlink()
+    (tiny_corpus_dir / "qa.jsonl").symlink_to(outside)
+    with pytest.raises(CorpusError) as e:
+        load_corpus(tiny_corpus_dir)
+    assert [p.message.split(";")[0] for p in e.value.problems] == ["is a link out of the corpus folder"]
+
+
+def test_runs_dir_stays_inside_the_corpus_unless_the_user_allows_more(tiny_corpus_dir, tmp_path, monkeypatch):
+    import tempfile
+
+    from assistant.corpus import PROJECT_ROOT
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # the corpus is no longer in the temp folder
+    monkeypatch.delenv("ASSISTANT_RUNS_ROOTS", raising=False)
+    yaml_text = (tiny_corpus_dir / "corpus.yaml").read_text().rsplit("runs_dir:", 1)[0]
+
+    def problems(runs_dir: str) -> list[str]:
+        (tiny_corpus_dir / "corpus.yaml").write_text(yaml_text + f"runs_dir: {runs_dir}\n")
+        try:
+            load_corpus(tiny_corpus_dir)
+        except CorpusError as e:
+            return [str(p) for p in e.problems]
+        return []
+
+    line = len(yaml_text.splitlines()) + 1
+    for bad in ("/etc/evil", "../elsewhere", "sub/../../x"):
+        got = problems(bad)
+        assert len(got) == 1 and got[0].startswith(f"{tiny_corpus_dir / 'corpus.yaml'}:{line}: runs_dir {bad!r} "), got
+        assert "ASSISTANT_RUNS_ROOTS" in got[0]
+    (tiny_corpus_dir / "out").symlink_to("/etc")
+    assert problems("out/evil")  # a link does not get around it
+    assert problems("artifacts") == [] and problems(str(PROJECT_ROOT / "runs" / "x")) == []
+    monkeypatch.setenv("ASSISTANT_RUNS_ROOTS", str(tmp_path))  # the user's explicit choice
+    assert problems("../elsewhere") == [] and problems("/etc/evil")
+
+
+def test_a_read_only_runs_folder_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from assistant.storage import NotWritable, atomic_write_text, hold_lock, lock_for
+
+    real_open = os.open
+
+    def read_only(path, *args, **kwargs):  # as on a read-only mount (root ignores chmod)
+        if str(path).startswith(str(tmp_path / "ro")):
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real_open(path, *args, **kwargs)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(os, "open", read_only)
+    for attempt in (lambda: hold_lock(lock_for(tmp_path / "ro" / "x.json", timeout=0), "x").__enter__(),
+                    lambda: lock_for(tmp_path / "ro" / "y.json").__enter__(),
+                    lambda: atomic_write_text(tmp_path / "ro" / "z.json", "{}")):
+        with pytest.raises(NotWritable) as e:
+            attempt()
+        assert str(e.value).startswith(f"cannot write in {tmp_path / 'ro'} (Read-only file system); ")
+    (tmp_path / "file").write_text("x")  # a file where the runs folder belongs
+    with pytest.raises(NotWritable):
+        lock_for(tmp_path / "file" / "sub" / "x.json")
