@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,6 +64,24 @@ class Limits:
     max_batch: int | None = None  # rows decoded together; None = the corpus's generation.batch_size
     wait_s: float = 0.05  # a batch starts once no request arrived for this long (small against decoding)...
     max_wait_s: float = 0.5  # ... or this long after its first request
+    # A request body above this gets 413 before it is read: max_input_chars of text is at most
+    # ~100 KB of JSON even with every character escaped, so 1 MiB leaves room without letting one
+    # request hold gigabytes.
+    max_body_bytes: int = 1024 * 1024
+
+    def problems(self) -> list[str]:
+        """One line per limit that makes no sense (0 or negative would silently turn a limit off)."""
+        out = []
+        for name, flag, least in (("max_tokens", "--max-tokens", 1), ("max_input_chars", None, 1),
+                                  ("max_question_chars", "--max-question-chars", 1), ("max_queue", "--max-queue", 1),
+                                  ("max_batch", "--max-batch", 1), ("max_body_bytes", "--max-body-bytes", 1024)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+                out.append(f"{flag or name} must be a whole number of at least {least}, got {value!r}")
+        for name in ("wait_s", "max_wait_s"):
+            if not 0 <= getattr(self, name) <= 60:
+                out.append(f"{name} must lie between 0 and 60 seconds, got {getattr(self, name)!r}")
+        return out
 
 
 # -- the request body ---------------------------------------------------------------------------
@@ -131,6 +149,25 @@ def split_turns(messages: Sequence[ChatMessage]) -> tuple[str, list[tuple[str, s
     return question, history
 
 
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _refuse_surrogates(req: ChatRequest) -> None:
+    """JSON may spell a lone UTF-16 surrogate (`"\\ud800"`), which is no character: no tokenizer can
+    encode it, so it is refused up front as the client's error, not met later as a server one."""
+    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    for where, text in [("model", req.model), *(("messages", m.text()) for m in req.messages),
+                        *(("stop", x) for x in stops)]:
+        if _has_surrogate(text):
+            raise ApiError(400, f"{where} holds a lone UTF-16 surrogate (e.g. \\ud800), which is not text; send "
+                                "valid Unicode", param=where)
+
+
 def _stops(stop: str | list[str] | None) -> list[str]:
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if len(stops) > 4:
@@ -160,6 +197,8 @@ class Service:
         self.corpus = corpus
         self.lineup = lineup
         self.limits = limits or Limits()
+        if self.limits.problems():
+            raise UsageError("\n".join(self.limits.problems()))
         engines = {id(v.engine): v.engine for v in lineup.variants.values()}
         if len(engines) > 1:
             raise UsageError("the served variants must share one engine")
@@ -186,6 +225,7 @@ class Service:
 
     def check(self, req: ChatRequest) -> tuple[Variant, str, list[tuple[str, str]], int, list[str]]:
         """Validate a request: (variant, question, history, max new tokens, stop strings)."""
+        _refuse_surrogates(req)
         variant = self.variant(req.model)
         if req.temperature:
             raise ApiError(400, "temperature above 0 is not supported: every variant decodes greedily, as in "
@@ -224,31 +264,100 @@ def _error_body(e: ApiError) -> dict:
     return {"error": {"message": e.message, "type": e.type, "param": e.param, "code": e.code}}
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON whose strings may hold a lone surrogate echoed from a request (a model name, a key in a
+    422 message): written as the escape `\\ud800`, valid JSON, where Starlette's UTF-8 encoding
+    would raise and turn any answer into a plain-text 500."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+            "utf-8", "backslashreplace")
+
+
+def _error_response(e: ApiError) -> SafeJSONResponse:
+    return SafeJSONResponse(_error_body(e), status_code=e.status)
+
+
+UNAUTHORISED = ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
+                        "authentication_error", "invalid_api_key")
+
+
+class Gate:
+    """Pure ASGI middleware in front of every route: the API key is checked on the headers alone, then
+    the declared Content-Length, and only then is the body read, into memory, up to
+    `max_body_bytes`, a body without a length (chunked) included. A stranger's request, or an
+    oversized one, never costs more than its headers and that cap."""
+
+    def __init__(self, app, api_key: str | None, max_body_bytes: int, open_paths: tuple[str, ...] = ("/health",)):
+        self.app, self.max_body, self.open_paths = app, max_body_bytes, open_paths
+        self.key = api_key.encode("utf-8") if api_key else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers: dict[bytes, bytes] = {}
+        for k, v in scope.get("headers", []):
+            headers.setdefault(k.lower(), v)  # the first of repeated headers
+        if self.key and scope["path"] not in self.open_paths:
+            scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+                return await _error_response(UNAUTHORISED)(scope, receive, send)
+        too_large = ApiError(413, f"the request body is over this server's limit of {self.max_body} bytes",
+                             code="request_too_large")
+        declared = headers.get(b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                return await _error_response(ApiError(400, "invalid Content-Length header"))(scope, receive, send)
+            if int(declared) > self.max_body:
+                return await _error_response(too_large)(scope, receive, send)
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:  # a chunked body, or one longer than it said
+                return await _error_response(too_large)(scope, receive, send)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the disconnect a streaming answer listens for
+
+        return await self.app(scope, replay, send)
+
+
 def create_app(service: Service, api_key: str | None = None):
-    """The FastAPI application over a `Service`."""
-    app = FastAPI(title=f"assistant: {service.corpus.name}", docs_url=None, redoc_url=None)
+    """The FastAPI application over a `Service`, behind the `Gate` (key and body size)."""
+    # The schema and docs routes are behind the key like everything but /health (the Gate).
+    app = FastAPI(title=f"assistant: {service.corpus.name}", docs_url=None, redoc_url=None,
+                  default_response_class=SafeJSONResponse)
 
     @app.exception_handler(ApiError)
     async def _api_error(_, e: ApiError):
-        return JSONResponse(_error_body(e), status_code=e.status)
+        return _error_response(e)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, e: RequestValidationError):
         problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'] if p != 'body') or 'body'}: {err['msg']}"
                              for err in e.errors())
-        return JSONResponse(_error_body(ApiError(422, f"invalid request body: {problems}")), status_code=422)
+        return _error_response(ApiError(422, f"invalid request body: {problems}"))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_, e: StarletteHTTPException):
-        return JSONResponse(_error_body(ApiError(e.status_code, str(e.detail))), status_code=e.status_code)
+        return _error_response(ApiError(e.status_code, str(e.detail)))
 
-    async def authorise(request: Request) -> None:
-        if not api_key:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
-            raise ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
-                           "authentication_error", "invalid_api_key")
+    @app.exception_handler(Exception)
+    async def _bug(_, e: Exception):  # still logged with its traceback by Starlette: it is a bug
+        return _error_response(ApiError(500, f"internal error ({type(e).__name__}); see the server's log",
+                                        "server_error"))
 
     @app.get("/health")
     async def health():
@@ -258,16 +367,16 @@ def create_app(service: Service, api_key: str | None = None):
                 "batches": len(batches), "rows_decoded": sum(batches), "largest_batch": max(batches, default=0),
                 "queued": sched.pending.qsize() if sched else 0}
 
-    @app.get("/v1/models", dependencies=[Depends(authorise)])
+    @app.get("/v1/models")
     async def models():
         return service.models()
 
-    @app.get("/v1/models/{name}", dependencies=[Depends(authorise)])
+    @app.get("/v1/models/{name}")
     async def model(name: str):
         service.variant(name)
         return next(m for m in service.models()["data"] if m["id"] == name)
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorise)])
+    @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request):
         variant, question, history, max_new, stops = service.check(req)
         prompt, prompt_tokens = await run_in_threadpool(service.prompt, variant, question, history, max_new)
@@ -323,7 +432,7 @@ def create_app(service: Service, api_key: str | None = None):
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    return app
+    return Gate(app, api_key, service.limits.max_body_bytes)
 
 
 async def _final(updates: AsyncIterator[Update], request) -> Update:
@@ -358,11 +467,40 @@ def open_service(corpus: Corpus, limits: Limits | None = None) -> Service:
     return Service(corpus, lineup, limits)
 
 
+def check_serve_args(host: str, port: int, limits: Limits) -> list[str]:
+    """One line per argument of `serve` that cannot work, found before the models load (minutes)."""
+    out = []
+    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+        out.append(f"--port must be a whole number from 1 to 65535, got {port!r}; e.g. --port 8000")
+    if not host or any(c.isspace() for c in host):
+        out.append(f"--host must be an address such as 127.0.0.1, got {host!r}")
+    return out + [f"{p}" for p in limits.problems()]
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind the address once before loading the models, so a port in use (or a host that is not an
+    address of this machine) is one line now, not a log line after minutes of loading."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            s.bind(infos[0][4])
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port} ({getattr(e, 'strerror', None) or e}); pick another "
+                         "--port, or --host an address of this machine") from None
+
+
 def serve(corpus: Corpus, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           limits: Limits | None = None) -> None:
-    """Run the server until interrupted (blocking)."""
+    """Run the server until interrupted (blocking). Arguments are checked before any model loads."""
     import uvicorn
 
+    problems = check_serve_args(host, port, limits or Limits())
+    if problems:
+        raise UsageError("\n".join(problems))
+    _check_port_free(host, port)
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: reachable from other machines"

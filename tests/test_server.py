@@ -183,6 +183,114 @@ def test_api_key_is_required(server):
     assert httpx.get(f"{server}/health").json()["status"] == "ok"  # health needs no key
 
 
+# -- hostile requests -------------------------------------------------------------------------
+def _raw(url: str, head: str, body: bytes = b"", timeout: float = 10) -> tuple[int, dict]:
+    """Send a hand-written HTTP/1.1 request (headers may promise a body that never comes); return
+    the status and the JSON body of the answer, which must arrive within `timeout`."""
+    import json
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                dict(h.split(": ", 1) for h in data.split(b"\r\n\r\n")[0].decode().split("\r\n")[1:]).get(
+                    "content-length", "0")):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head_out, _, payload = data.partition(b"\r\n\r\n")
+    return int(head_out.split()[1]), json.loads(payload)
+
+
+def test_key_and_size_are_checked_before_the_body_is_read(server):
+    """A 108 MB unauthenticated body once cost 1 GB of memory before its 401: now the headers decide,
+    and the promised body is never waited for (the answer comes while it is still unsent)."""
+    post = "POST /v1/chat/completions HTTP/1.1\nHost: x\nContent-Type: application/json\n"
+    status, body = _raw(server, post + "Content-Length: 108000000\n")
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    status, body = _raw(server, post + f"Authorization: Bearer {KEY}\nContent-Length: 108000000\n")
+    assert status == 413 and body["error"]["code"] == "request_too_large" and "1048576 bytes" in body["error"]["message"]
+
+
+def test_a_body_without_length_is_capped_while_it_is_read(server):
+    sent = []
+
+    def chunks():  # chunked transfer: no Content-Length to check up front
+        for _ in range(64):
+            sent.append(1)
+            yield b" " * 65536
+
+    r = httpx.post(f"{server}/v1/chat/completions", content=chunks(), timeout=30,
+                   headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"]["code"] == "request_too_large"
+    small = httpx.post(f"{server}/v1/chat/completions", timeout=30,
+                       headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+                       content=iter([b'{"model": "prompted", ', b'"messages": [{"role": "user", "content": "Hi"}], ',
+                                     b'"max_tokens": 2}']))
+    assert small.status_code == 200, small.text  # a small chunked body still gets through whole
+
+
+def test_every_route_but_health_needs_the_key_and_errors_are_openai_shaped(server):
+    for path in ("/openapi.json", "/docs", "/redoc", "/v1/models", "/nowhere"):
+        r = httpx.get(f"{server}{path}")
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", path
+    auth = {"Authorization": f"Bearer {KEY}"}
+    assert httpx.get(f"{server}/openapi.json", headers=auth).status_code == 200
+    for method, path, status in (("GET", "/nowhere", 404), ("DELETE", "/v1/models", 405), ("GET", "/docs", 404)):
+        r = httpx.request(method, f"{server}{path}", headers=auth)
+        assert r.status_code == status and set(r.json()["error"]) == {"message", "type", "param", "code"}, path
+
+
+def test_a_lone_surrogate_is_a_json_400(server):
+    auth = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    for body in (b'{"model": "prompted", "messages": [{"role": "user", "content": "hi \\ud800"}]}',
+                 b'{"model": "\\ud800", "messages": [{"role": "user", "content": "hi"}]}',
+                 b'{"model": "prompted", "messages": [{"role": "user", "content": "hi"}], "stop": ["\\udfff"]}',
+                 b'{"model": "prompted", "messages": [{"role": "user", "content": "hi"}], "stream": true, '
+                 b'"\\ud800": 1}'):
+        r = httpx.post(f"{server}/v1/chat/completions", content=body, headers=auth, timeout=30)
+        if b'"stream"' in body:  # an unknown field is ignored: a normal stream
+            assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+            continue
+        assert r.status_code == 400 and "surrogate" in r.json()["error"]["message"], body
+    r = httpx.post(f"{server}/v1/chat/completions", headers=auth, content=b'{"\\ud800": [}')
+    assert r.status_code == 422 and r.json()["error"]["message"].startswith("invalid request body")
+
+
+@pytest.mark.parametrize("kwargs,fragment", [
+    (dict(port=99999), "--port must be a whole number from 1 to 65535, got 99999"),
+    (dict(port=-5), "--port must be a whole number from 1 to 65535, got -5"),
+    (dict(limits=Limits(max_queue=-1)), "--max-queue must be a whole number of at least 1, got -1"),
+    (dict(limits=Limits(max_batch=0)), "--max-batch must be a whole number of at least 1, got 0"),
+    (dict(limits=Limits(max_tokens=0)), "--max-tokens must be a whole number of at least 1, got 0"),
+])
+def test_serve_refuses_bad_arguments_before_loading_models(built, monkeypatch, kwargs, fragment):
+    from assistant import server as server_module
+    from assistant.errors import UsageError
+
+    monkeypatch.setattr(server_module, "open_service", lambda *a, **k: pytest.fail("models loaded first"))
+    with pytest.raises(UsageError) as e:
+        server_module.serve(built, **kwargs)
+    assert e.value.lines() == [fragment + ("; e.g. --port 8000" if "port" in fragment else "")]
+
+
+def test_serve_names_a_port_in_use_before_loading_models(built, monkeypatch):
+    import socket
+
+    from assistant import server as server_module
+    from assistant.errors import UsageError
+
+    monkeypatch.setattr(server_module, "open_service", lambda *a, **k: pytest.fail("models loaded first"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(UsageError, match=r"cannot listen on 127.0.0.1:\d+ \(Address already in use\)"):
+            server_module.serve(built, port=taken.getsockname()[1])
+
+
 # -- batching ---------------------------------------------------------------------------------
 def test_concurrent_requests_are_decoded_together_each_with_its_adapter(client, service):
     questions = ["How long do I have to return a bike?", "What is the return window for bikes?",
