@@ -211,7 +211,7 @@ def label_summary(corpus: Corpus, rows: list[dict], verdict: dict, costs: dict |
     pairs = matched(rows, labels)
     skips = read_skips(path)
     out = {"path": str(path), "labels": len(labels), "matched": len(pairs),
-           "labellers": sorted({lab["labeller"] for _, lab in pairs}), "agreement": None, "with_labels": None,
+           "labellers": sorted({str(lab.get("labeller") or "anonymous") for _, lab in pairs}), "agreement": None, "with_labels": None,
            "corrected": {}, "differences": {}, "scorer_bias": {},
            "sampled": sum(1 for _, lab in pairs if lab.get("sample")),
            "skipped": sum(1 for r in rows if _eligible(r) and (key(r), answer_hash(r["answer"])) in skips),

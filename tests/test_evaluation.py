@@ -12,6 +12,7 @@ from rich.console import Console
 from assistant.config import VerdictRules
 from assistant.evaluation import plots, runner
 from assistant.evaluation.verdict import decide
+from assistant.labels import SECONDS_PER_LABEL
 
 
 # -- verdict -----------------------------------------------------------------------------------
@@ -314,7 +315,7 @@ def test_a_decision_the_unverified_answers_could_change_is_provisional():
     assert prov["scenario"]["variant"] == "prompted" and prov["scenario"]["recommendation"] == "prompted"
     assert prov["unknown"] == {"prompted": {"unverified": 30, "n": 60}}
     assert 2 <= prov["questions"] <= 60 and prov["labels_needed"] == 2 * prov["questions"]
-    assert prov["minutes"] == round(prov["labels_needed"] * 30 / 60)
+    assert prov["minutes"] == max(1, round(prov["labels_needed"] * SECONDS_PER_LABEL / 60))
     assert v["text"].startswith("Provisional: no recommendation yet.") and "30 of 60 answerable answers of prompted" \
         in v["text"] and v["text"].rstrip().endswith(".") and "Run: assistant label corpora/faq." in v["text"]
     assert_numbers_come_from(v)

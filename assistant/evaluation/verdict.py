@@ -44,6 +44,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from ..config import VerdictRules
+from ..labels import SECONDS_PER_LABEL
 from . import ppi
 from .stats import mcnemar, paired_difference, questions_to_decide, rate
 
@@ -59,9 +60,6 @@ UNVERIFIED = "unverified"
 # (decline, contradiction, negation, conflicting value, the retrieval gate), the LLM judge, a human
 # label, or nowhere: unverified.
 EVIDENCE = ("key_facts", "rules", "judge", "labels", "unverified")
-# What a provisional verdict assumes a person needs to label one answer from its question,
-# reference and passages (an assumption, stated in the text, not a measurement).
-SECONDS_PER_LABEL = 30
 # How closely a provisional verdict's labels should pin each accuracy down (or the margin, if wider):
 # about the gaps between variants that matter when choosing one.
 DECIDING_HALF_WIDTH = 0.10
