@@ -304,6 +304,16 @@ def test_unverified_answers_never_count_as_correct():
     assert v["evidence"]["rag"]["answerable"]["unverified"] == 0
 
 
+def test_a_decision_unverified_answers_cannot_change_says_they_exist():
+    # rag: 5 verified right, 10 more unverified: at most 25%, below the 50% required however they are
+    # settled, so "none" stands; the text must not read as if those 10 were known wrong.
+    rows = with_unverified(scenario({"prompted": 0, "rag": 15}, GEN_OK, SAFE_OK), "rag", 10)
+    v = decide(rows, VerdictRules())
+    assert v["decision"] == "none" and v["provisional"] is None
+    assert v["text"].startswith("Unverified answers (the scorer cannot tell): 10 of rag; the decision below is the "
+                                "same whichever way they are settled. No variant is usable")
+
+
 def test_a_decision_the_unverified_answers_could_change_is_provisional():
     # rag: 35 of 60 verified right (58%); prompted: 30 right and 30 unverified. Counted wrong, rag wins;
     # right, prompted would (100%). The verdict recommends nothing and says how many labels would settle it.

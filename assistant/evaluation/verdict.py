@@ -356,7 +356,7 @@ def _apply_rules(f: _Figures, rows: list[dict], rules: VerdictRules, costs: dict
     # never leads); only a usable one can be recommended, and when some are, only usable ones tie.
     candidates = [v for v in scored if acc[v]["rate"] > 0]
     if not candidates:
-        text.append("No variant answered any answerable question correctly.")
+        text.append("No variant's answer to an answerable question was verified correct.")
         out.update(excluded=dict(excluded), text=" ".join(text + notes).strip())
         return out
 
@@ -460,6 +460,10 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
         out["text"] = (f"{out['labelled']} human labels match these answers, too few to correct any rate (2 at least "
                        "per rate): the figures are automatic. " + out["text"])
     prov = _provisional(rows, out, rules, costs, n_resamples, seed, min_slice_size, label_command)
+    open_ = {v: n for v, n in _unverified(rows).items() if n}
+    if prov is None and open_:  # say so: "answered 0% correctly" would read as known wrong
+        out["text"] = (f"Unverified answers (the scorer cannot tell): {', '.join(f'{n} of {v}' for v, n in open_.items())}; "
+                       "the decision below is the same whichever way they are settled. " + out["text"])
     if prov is not None:
         prov["verified"] = {k: out[k] for k in ("recommendation", "decision")}
         out.update(provisional=prov, recommendation=None, decision="provisional")
