@@ -332,7 +332,7 @@ def _apply_rules(f: _Figures, rows: list[dict], rules: VerdictRules, costs: dict
     if not usable:
         b = out["best"]
         text.append(f"No variant is usable: the most accurate, {b}, answered {ci(acc[b])} of the answerable "
-                    f"questions correctly, below the {pct(rules.usable_accuracy)} required (verdict.usable_accuracy), "
+                    f"questions correctly{' (verified)' if f.estimates != 'corrected' else ''}, below the {pct(rules.usable_accuracy)} required (verdict.usable_accuracy), "
                     f"so none is recommended.")
     for v in scored:
         if v not in usable:
