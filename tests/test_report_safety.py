@@ -13,7 +13,8 @@ ATTACKS = ['<script>window.pwned = "script"</script>',
            '<img src=x onerror="window.pwned = \'img\'">',
            '<svg onload="window.pwned = \'svg\'"></svg>',
            '[click](javascript:window.pwned=1)',
-           '<iframe srcdoc="<script>parent.pwned=1</script>"></iframe>']
+           '<iframe srcdoc="<script>parent.pwned=1</script>"></iframe>',
+           '![pixel](https://tracker.example/p.png) ![ref][1]\n\n[1]: https://tracker.example/q.png']
 
 
 def crafted_report() -> str:
@@ -34,6 +35,14 @@ def test_report_html_escapes_raw_html_from_answers_and_questions():
     for tag in ("<script", "<img", "<svg", "<iframe", 'href="javascript'):
         assert tag not in lowered, tag
     assert "&lt;img src=x onerror=" in page  # shown as text, not dropped: the reader sees what the model wrote
+    assert "src=\"https://tracker" not in page and "pixel" in page  # an image in an answer fetches nothing: its alt text
+
+
+def test_the_reports_own_plots_stay_images(tmp_path):
+    png = tmp_path / "accuracy.png"
+    png.write_bytes(b"\x89PNG fake")
+    page = report.html("![accuracy](plots/accuracy.png)", {"accuracy": str(png)}, "r")
+    assert '<img src="data:image/png;base64,' in page
 
 
 @pytest.mark.browser

@@ -443,7 +443,17 @@ def html(md: str, images: dict[str, str], title: str) -> str:
 
     # html off: answers, questions and documents are shown as text, so a crafted answer cannot
     # run script in the report (it is opened from disk and through the app, same origin).
-    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
+    renderer = MarkdownIt("commonmark", {"html": False}).enable("table")
+
+    def image(self, tokens, idx, options, env) -> str:
+        # Only the report's own plots are images; a Markdown image in an answer or a document would
+        # make the browser fetch a remote URL (a tracking pixel) when the report is opened: its alt text.
+        if (tokens[idx].attrGet("src") or "").startswith("plots/"):
+            return self.image(tokens, idx, options, env)
+        return html_lib.escape(tokens[idx].content)
+
+    renderer.add_render_rule("image", image)
+    body = renderer.render(md)
     for path in images.values():
         data = base64.b64encode(Path(path).read_bytes()).decode()
         body = body.replace(f'src="plots/{Path(path).name}"', f'src="data:image/png;base64,{data}"')
