@@ -12,7 +12,7 @@ a person can correct themselves by labelling again; undo removes the latest entr
 The label queue (`sample`, `label_queue`, the app's tab) draws questions uniformly at random and
 every variant's answer to each, so the labels are the random sample prediction-powered inference
 needs (evaluation/ppi.py; docs/labelling.md). The report compares the scorer with the labels
-(agreement, kappa, confusion), corrects every rate with them, and recomputes the verdict.
+(agreement, kappa, confusion) and corrects every rate with them; the verdict reads the corrected rates.
 """
 
 from __future__ import annotations
@@ -176,22 +176,9 @@ def agreement(scorer: list[str], human: list[str], n_resamples: int = 2000, seed
             "confusion": confusion}
 
 
-def with_human_outcomes(rows: list[dict], labels: dict[tuple, dict]) -> tuple[list[dict], int]:
-    """Copies of the rows in which every labelled answer takes the human outcome; and how many changed."""
-    by_key = {key(r): lab for r, lab in matched(rows, labels)}
-    out, changed = [], 0
-    for r in rows:
-        lab = by_key.get(key(r))
-        if lab and lab["label"] != r["outcome"]:
-            r = {**r, "outcome": lab["label"]}
-            changed += 1
-        out.append(r)
-    return out, changed
-
-
-def label_summary(corpus: Corpus, rows: list[dict], verdict: dict, costs: dict | None = None) -> dict | None:
-    """metrics.json's `labels` (None: no labels): agreement, the verdict recomputed with the human
-    outcomes, and the prediction-powered estimates:
+def label_summary(corpus: Corpus, rows: list[dict]) -> dict | None:
+    """metrics.json's `labels` (None: no labels): the scorer's agreement with the labels and the
+    prediction-powered estimates (the verdict itself reads the same estimates, `verdict.decide`):
 
     - `corrected`: variant -> group -> target -> ppi.estimate dict (automatic, corrected, ci,
       labelled, n, bias, lambda, gated); groups "answerable", "unanswerable", "domain" and each slice;
@@ -201,7 +188,7 @@ def label_summary(corpus: Corpus, rows: list[dict], verdict: dict, costs: dict |
       over its labelled answers}: how far the scorer is off, measured where people looked;
     - `sampled`: how many matched labels came from the label queue's random sample; `skipped`."""
     from .evaluation import ppi
-    from .evaluation.verdict import decide, pct
+    from .evaluation.verdict import pct
 
     path = labels_path(corpus)
     labels = read_labels(path)
@@ -211,7 +198,7 @@ def label_summary(corpus: Corpus, rows: list[dict], verdict: dict, costs: dict |
     pairs = matched(rows, labels)
     skips = read_skips(path)
     out = {"path": str(path), "labels": len(labels), "matched": len(pairs),
-           "labellers": sorted({str(lab.get("labeller") or "anonymous") for _, lab in pairs}), "agreement": None, "with_labels": None,
+           "labellers": sorted({str(lab.get("labeller") or "anonymous") for _, lab in pairs}), "agreement": None,
            "corrected": {}, "differences": {}, "scorer_bias": {},
            "sampled": sum(1 for _, lab in pairs if lab.get("sample")),
            "skipped": sum(1 for r in rows if _eligible(r) and (key(r), answer_hash(r["answer"])) in skips),
@@ -222,14 +209,7 @@ def label_summary(corpus: Corpus, rows: list[dict], verdict: dict, costs: dict |
         return out
     agree = agreement([r["outcome"] for r, _ in pairs], [lab["label"] for _, lab in pairs], cfg.bootstrap_samples,
                       cfg.seed)
-    relabelled, changed = with_human_outcomes(rows, labels)
-    again = decide(relabelled, corpus.config.verdict, costs, cfg.bootstrap_samples, cfg.seed, cfg.min_slice_size)
-    before, after = verdict.get("recommendation"), again["recommendation"]
-    flips = before != after or verdict.get("decision") != again["decision"]
     out["agreement"] = agree
-    out["with_labels"] = {"recommendation": after, "decision": again["decision"], "changed_outcomes": changed,
-                          "verdict_changes": flips, "recommendation_before": before,
-                          "decision_before": verdict.get("decision"), "accuracy": again["accuracy"]}
     out["corrected"] = ppi.corrected_rates(rows, labels, 1 - CONFIDENCE_LEVEL)
     variants = sorted({r["variant"] for r in rows})
     for i, a in enumerate(variants):
@@ -243,14 +223,8 @@ def label_summary(corpus: Corpus, rows: list[dict], verdict: dict, costs: dict |
             t: (sum(ppi.prediction(r["outcome"], t) - ppi.human_value(lab["label"], t) for r, lab in mine) / len(mine)
                 if mine else None) for t in ppi.TARGETS}}
     kappa = "n/a" if agree["kappa"] is None else f"{agree['kappa']:.2f}"
-    name = lambda rec, dec: rec or ("inconclusive, no recommendation" if dec == "inconclusive" else "no recommendation")
     out["text"] = (f"Human labels: the scorer agrees with {agree['agree']} of {agree['n']} labelled answers "
-                   f"({pct(agree['rate'])}, 95% CI {pct(agree['lo'])}-{pct(agree['hi'])}; Cohen's kappa {kappa}). "
-                   + (f"With the human outcomes ({changed} answers change) the verdict changes from "
-                      f"{name(before, verdict.get('decision'))} to {name(after, again['decision'])}."
-                      if flips else
-                      f"With the human outcomes ({changed} answers change) the verdict stays the same "
-                      f"({name(after, again['decision'])}).")
+                   f"({pct(agree['rate'])}, 95% CI {pct(agree['lo'])}-{pct(agree['hi'])}; Cohen's kappa {kappa})."
                    + corrected_sentence(out["corrected"]))
     return out
 

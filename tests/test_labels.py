@@ -1,5 +1,5 @@
-"""Human labels: the JSONL contract, agreement with the scorer (CI, kappa), the verdict recomputed
-with human outcomes, and the app's "Label answers" tab without a browser."""
+"""Human labels: the JSONL contract, agreement with the scorer (CI, kappa), the prediction-powered
+corrected rates, the label queue, and the app's "Label answers" tab without a browser."""
 
 from __future__ import annotations
 
@@ -58,40 +58,23 @@ def test_labels_of_changed_answers_and_gate_declines_are_not_matched():
     assert labels.matched(rows, lab) == []
 
 
-def test_verdict_flips_when_human_outcomes_replace_the_scorer_s():
-    # rag ahead of prompted by 10 questions of 60; a person finds 12 of rag's "correct" answers wrong.
-    rows = [row("prompted", i, "correct" if i < 35 else "hallucinated") for i in range(60)]
-    rows += [row("rag", i, "correct" if i < 45 else "abstained") for i in range(60)]
-    rules = VerdictRules()
-    before = decide(rows, rules)
-    assert before["recommendation"] == "rag"
-    lab = {labels.key(r): {**r, "label": "hallucinated", "labeller": "x"}
-           for r in rows if r["variant"] == "rag" and 33 <= int(r["id"][1:]) < 45}
-    relabelled, changed = labels.with_human_outcomes(rows, lab)
-    assert changed == 12 and sum(r["outcome"] == "correct" for r in relabelled if r["variant"] == "rag") == 33
-    assert [r["outcome"] for r in rows if r["variant"] == "rag"].count("correct") == 45  # the input is not touched
-    after = decide(relabelled, rules)
-    assert after["recommendation"] != "rag"
-
-
 def test_label_summary_in_metrics(tiny_corpus):
     rows = [row("prompted", i, "correct" if i < 35 else "hallucinated") for i in range(60)]
     rows += [row("rag", i, "correct" if i < 45 else "abstained") for i in range(60)]
-    verdict = decide(rows, tiny_corpus.config.verdict)
-    assert labels.label_summary(tiny_corpus, rows, verdict) is None  # no labels yet
+    assert labels.label_summary(tiny_corpus, rows) is None  # no labels yet
     path = labels.labels_path(tiny_corpus)
     for r in rows:
         if r["variant"] == "rag" and 33 <= int(r["id"][1:]) < 45:
             labels.append_label(path, r, "hallucinated", "ana")
         elif r["variant"] == "rag" and int(r["id"][1:]) < 5:
             labels.append_label(path, r, "correct", "ben")
-    s = labels.label_summary(tiny_corpus, rows, verdict)
+    s = labels.label_summary(tiny_corpus, rows)
     assert s["matched"] == 17 and s["labellers"] == ["ana", "ben"]
     assert s["agreement"]["agree"] == 5 and s["agreement"]["n"] == 17
-    w = s["with_labels"]
-    assert w["verdict_changes"] and w["recommendation_before"] == "rag" and w["changed_outcomes"] == 12
     assert s["text"].startswith("Human labels: the scorer agrees with 5 of 17 labelled answers (29%")
-    assert f"the verdict changes from rag to {w['recommendation'] or 'inconclusive'}" in s["text"]
+    assert "verdict" not in s["text"]  # one verdict: decide() reads the corrected rates itself
+    with_labels = decide(rows, tiny_corpus.config.verdict, labels=labels.read_labels(path))
+    assert with_labels["estimates"] == "corrected" and with_labels["recommendation"] != "rag"
     # the prediction-powered estimates and the scorer's bias where people looked
     rag = s["corrected"]["rag"]["answerable"]["correct"]
     assert rag["labelled"] == 17 and rag["n"] == 60 and rag["automatic"] == pytest.approx(0.75)

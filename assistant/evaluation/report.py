@@ -152,7 +152,8 @@ def provisional_section(v: dict) -> list[str]:
 
 
 def labels_section(lab: dict | None) -> list[str]:
-    """Human labels beside the verdict: agreement, per class, confusion, and whether the verdict flips."""
+    """Human labels beside the verdict: agreement, per class and confusion (the corrected rates are in the
+    evidence tables)."""
     if not lab:
         return []
     out = ["### Human labels", "", lab["text"], ""]
