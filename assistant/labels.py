@@ -322,8 +322,8 @@ class Passages:
     """The text of the passages behind each question, for the card: the section of the reference's
     document that answers it, then every passage retrieved for that question by *any* variant.
     The union keeps the card blind: answers from retrieval variants and closed-book ones show the
-    same passages. Text comes from the RAG index's chunks (runs/<corpus>/rag/chunks.jsonl), else
-    from the document's section of that heading."""
+    same passages. Text comes from the document's section of that heading, else from the RAG
+    index's chunks (runs/<corpus>/rag/chunks.jsonl)."""
 
     def __init__(self, corpus: Corpus | None, rows: list[dict]):
         self.corpus = corpus
@@ -364,7 +364,8 @@ class Passages:
         return "\n".join(out).strip()
 
     def text(self, path: str, heading: str) -> str:
-        text = "\n\n".join(self.chunks.get((path, heading), [])) or self._section(path, heading)
+        # The document's own section first: chunks overlap, so joined chunks repeat lines.
+        text = self._section(path, heading) or "\n\n".join(self.chunks.get((path, heading), []))
         return text if len(text) <= MAX_PASSAGE_CHARS else text[:MAX_PASSAGE_CHARS].rstrip() + " …"
 
     def gold(self, row: dict) -> dict | None:

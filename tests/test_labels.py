@@ -4,6 +4,7 @@ corrected rates, the label queue, and the app's "Label answers" tab without a br
 from __future__ import annotations
 
 import io
+import dataclasses
 import json
 import re
 
@@ -205,7 +206,7 @@ def test_terminal_queue_needs_an_evaluation(tiny_corpus):
         run_terminal(tiny_corpus, "q")
 
 
-def test_passages_show_text_from_the_index_chunks_for_every_variant_alike(tiny_corpus):
+def test_passages_show_the_document_section_for_every_variant_alike(tiny_corpus):
     rows = [row("prompted", 1, "correct"), {**row("rag", 1, "correct"), "sources": [
         {"path": "docs/returns.md", "heading": "Returns > Refunds", "score": 0.8, "rank": 1},
         {"path": "docs/service.md", "heading": "Nowhere", "score": 0.5, "rank": 2}]}]
@@ -214,14 +215,18 @@ def test_passages_show_text_from_the_index_chunks_for_every_variant_alike(tiny_c
     rows[0]["reference"] = rows[1]["reference"] = "Within 21 days of delivery."
     chunks = tiny_corpus.runs_dir / "rag" / "chunks.jsonl"
     chunks.parent.mkdir(parents=True)
-    chunks.write_text(json.dumps({"id": 0, "path": "docs/returns.md", "heading": "Returns > Refunds",
-                                  "text": "Refunds within 6 business days (from the index)."}) + "\n")
+    overlapping = ["Refunds are paid to the original payment method within 6", "within 6 business days of the return"]
+    chunks.write_text("".join(json.dumps({"id": i, "path": "docs/returns.md", "heading": "Returns > Refunds",
+                                          "text": t}) + "\n" for i, t in enumerate(overlapping)))
     p = labels.Passages(tiny_corpus, rows)
     shown = p.for_row(rows[0])
     assert shown == p.for_row(rows[1])  # the closed-book answer gets the same passages: blind
     assert "21 days of delivery" in shown[0]["text"]  # the gold section of the reference's document
-    assert shown[1]["text"] == "Refunds within 6 business days (from the index)."
+    # the document's section, not the index's overlapping chunks joined (which repeat "within 6")
+    assert shown[1]["text"].count("within 6") == 1 and "Lisbon warehouse" in shown[1]["text"]
     assert "text not found" in shown[2]["text"]
+    without_docs = dataclasses.replace(tiny_corpus, documents=[])  # no document to read: the chunks
+    assert labels.Passages(without_docs, rows).text("docs/returns.md", "Returns > Refunds") == "\n\n".join(overlapping)
 
 
 # -- the app's tab, without a browser ---------------------------------------------------------
