@@ -31,7 +31,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -207,6 +208,10 @@ class Service:
         self.scheduler = Scheduler(self.engine, self.limits.max_batch or gen.batch_size, self.limits.max_queue,
                                    self.limits.wait_s, self.limits.max_wait_s) if self.engine is not None else None
         self._prompt_lock = threading.Lock()  # retrievers and tokenizers are not known to be thread-safe
+        # Prompts are built one at a time anyway (the lock): one thread for them, not one of the
+        # threadpool's forty, keeps their allocations in one place (see MemoryKeeper).
+        self._prompt_pool = ThreadPoolExecutor(1, thread_name_prefix="prompt")
+        self.memory = MemoryKeeper()
         self.created = int(time.time())
 
     def models(self) -> dict:
@@ -288,8 +293,9 @@ class Gate:
     `max_body_bytes`, a body without a length (chunked) included. A stranger's request, or an
     oversized one, never costs more than its headers and that cap."""
 
-    def __init__(self, app, api_key: str | None, max_body_bytes: int, open_paths: tuple[str, ...] = ("/health",)):
-        self.app, self.max_body, self.open_paths = app, max_body_bytes, open_paths
+    def __init__(self, app, api_key: str | None, max_body_bytes: int, open_paths: tuple[str, ...] = ("/health",),
+                 after: Callable[[], None] | None = None):
+        self.app, self.max_body, self.open_paths, self.after = app, max_body_bytes, open_paths, after
         self.key = api_key.encode("utf-8") if api_key else None
 
     async def __call__(self, scope, receive, send):
@@ -331,7 +337,11 @@ class Gate:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # after the body: the disconnect a streaming answer listens for
 
-        return await self.app(scope, replay, send)
+        try:
+            return await self.app(scope, replay, send)
+        finally:
+            if self.after is not None and scope["method"] == "POST":
+                await run_in_threadpool(self.after)
 
 
 def create_app(service: Service, api_key: str | None = None):
@@ -379,7 +389,8 @@ def create_app(service: Service, api_key: str | None = None):
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request):
         variant, question, history, max_new, stops = service.check(req)
-        prompt, prompt_tokens = await run_in_threadpool(service.prompt, variant, question, history, max_new)
+        prompt, prompt_tokens = await asyncio.get_running_loop().run_in_executor(
+            service._prompt_pool, service.prompt, variant, question, history, max_new)
         sources = [asdict(s) for s in prompt.sources]
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
 
@@ -432,7 +443,7 @@ def create_app(service: Service, api_key: str | None = None):
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    return Gate(app, api_key, service.limits.max_body_bytes)
+    return Gate(app, api_key, service.limits.max_body_bytes, after=service.memory.after_request)
 
 
 async def _final(updates: AsyncIterator[Update], request) -> Update:
@@ -457,6 +468,48 @@ async def _last(updates: AsyncIterator[Update]) -> Update:
     async for u in updates:
         last = u
     return last
+
+
+# -- memory -----------------------------------------------------------------------------------
+class MemoryKeeper:
+    """Keeps a long-running server's resident memory flat under glibc.
+
+    Measured with bench/serve_soak.py (tiny model, 16 client threads, every question different):
+    RSS grew by about 70 KB per request with no plateau in 600 requests, while tracemalloc saw under
+    100 KB of Python objects grow in all. The growth is native: tensors of every new shape are freed
+    into glibc's per-thread arenas (one per thread that ever ran the tokenizer, the embedder or a
+    decoding step), whose free pages are not handed back to the system. Two calls fix it: at start,
+    `mallopt(M_ARENA_MAX, 2)` keeps the threads that start later in two arenas; after requests,
+    `malloc_trim(0)` (at most every `every_s` seconds, off the event loop) returns free pages. A
+    no-op where the C library is not glibc."""
+
+    M_ARENA_MAX = -8
+
+    def __init__(self, every_s: float = 2.0):
+        import ctypes
+        import ctypes.util
+
+        self.every_s, self._last, self._lock = every_s, 0.0, threading.Lock()
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            self._trim, self._mallopt = libc.malloc_trim, libc.mallopt
+        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
+            self._trim = self._mallopt = None
+
+    def limit_arenas(self, arenas: int = 2) -> None:
+        if self._mallopt is not None:
+            self._mallopt(self.M_ARENA_MAX, arenas)
+
+    def after_request(self) -> None:
+        """Trim, unless another thread is trimming or one did within every_s seconds."""
+        if self._trim is None or not self._lock.acquire(blocking=False):
+            return
+        try:
+            if time.monotonic() - self._last >= self.every_s:
+                self._trim(0)
+                self._last = time.monotonic()
+        finally:
+            self._lock.release()
 
 
 # -- running it -------------------------------------------------------------------------------
@@ -501,6 +554,7 @@ def serve(corpus: Corpus, host: str = "127.0.0.1", port: int = 8000, api_key: st
     if problems:
         raise UsageError("\n".join(problems))
     _check_port_free(host, port)
+    MemoryKeeper().limit_arenas()  # before the model loads and the server's threads start
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: reachable from other machines"
