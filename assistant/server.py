@@ -455,8 +455,12 @@ async def _final(updates: AsyncIterator[Update], request) -> Update:
             if done:
                 return task.result()
             if await request.is_disconnected():
+                # Cancelling the task closes the generator, whose exit cancels the job; closing it
+                # here as well, while the cancelled task still runs it, raised "aclose(): asynchronous
+                # generator is already running" (a logged traceback per client that timed out).
                 task.cancel()
-                await updates.aclose()
+                await asyncio.gather(task, return_exceptions=True)
+                await updates.aclose()  # a no-op once the generator has finished
                 raise ApiError(499, "client closed the request")
     finally:
         if not task.done():

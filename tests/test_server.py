@@ -360,6 +360,24 @@ def test_a_client_that_disconnects_frees_its_row(server, service):
     service.engine._lock.release()
 
 
+def test_a_waiting_client_that_hangs_up_frees_its_row_without_a_traceback(server, service, caplog):
+    """A non-streaming client that times out: the job is cancelled, and no "aclose(): asynchronous
+    generator is already running" traceback is logged (it was, once per such client, in a soak)."""
+    import logging
+
+    sched = service.scheduler
+    caplog.set_level(logging.ERROR)
+    body = {"model": "prompted", "messages": [{"role": "user", "content": "Talk at length."}], "max_tokens": 1500}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server}/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=0.5)
+    deadline = time.monotonic() + 30
+    while (not sched.finished or sched.finished[-1][0] != "cancelled") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sched.finished[-1][0] == "cancelled" and sched.finished[-1][1] < 1500
+    time.sleep(0.5)  # the request's task ends after the job
+    assert not [r for r in caplog.records if r.exc_info or "aclose" in r.getMessage()], caplog.text
+
+
 def test_scheduler_alone_cancels_and_finishes_jobs(service):
     sched = Scheduler(service.engine, max_batch=4, max_queue=4)
     try:
