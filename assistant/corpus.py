@@ -448,7 +448,10 @@ def runs_roots(corpus_root: Path) -> list[Path]:
 
 def runs_dir_outside(corpus: Corpus) -> str | None:
     """Why the corpus's `runs_dir` is not allowed (see runs_roots), or None."""
-    target = corpus.runs_dir
+    try:
+        target = corpus.runs_dir
+    except (OSError, RuntimeError) as e:  # a loop of links
+        return f"runs_dir {corpus.config.runs_dir!r} cannot be resolved ({e}); point it at a folder"
     if any(target.is_relative_to(r) for r in runs_roots(corpus.root)):
         return None
     return (f"runs_dir {corpus.config.runs_dir!r} resolves to {target}, outside the corpus folder and the project's "

@@ -192,6 +192,8 @@ def test_runs_dir_stays_inside_the_corpus_unless_the_user_allows_more(tiny_corpu
         assert "ASSISTANT_RUNS_ROOTS" in got[0]
     (tiny_corpus_dir / "out").symlink_to("/etc")
     assert problems("out/evil")  # a link does not get around it
+    (tiny_corpus_dir / "loop").symlink_to("loop")
+    assert "cannot be resolved" in problems("loop/x")[0]
     assert problems("artifacts") == [] and problems(str(PROJECT_ROOT / "runs" / "x")) == []
     monkeypatch.setenv("ASSISTANT_RUNS_ROOTS", str(tmp_path))  # the user's explicit choice
     assert problems("../elsewhere") == [] and problems("/etc/evil")
