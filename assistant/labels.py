@@ -376,7 +376,9 @@ class Passages:
             return None
         from .evaluation.claims import gold_section
 
-        text = gold_section(doc.text, row.get("reference") or "", row.get("question") or "").strip()
+        # The card shows MAX_PASSAGE_CHARS: a document longer than that is narrowed to its best section
+        # (the scorer takes short documents whole), so the answering text is not cut off.
+        text = gold_section(doc.text, row.get("reference") or "", row.get("question") or "", MAX_PASSAGE_CHARS).strip()
         if len(text) > MAX_PASSAGE_CHARS:
             text = text[:MAX_PASSAGE_CHARS].rstrip() + " …"
         return {"path": row["source"], "heading": "the section of the reference's document", "text": text}

@@ -13,6 +13,7 @@ import pytest
 from assistant import labels
 from assistant.config import VerdictRules
 from assistant.errors import UsageError
+from assistant.corpus import Document
 from assistant.evaluation.verdict import decide
 
 
@@ -227,6 +228,17 @@ def test_passages_show_the_document_section_for_every_variant_alike(tiny_corpus)
     assert "text not found" in shown[2]["text"]
     without_docs = dataclasses.replace(tiny_corpus, documents=[])  # no document to read: the chunks
     assert labels.Passages(without_docs, rows).text("docs/returns.md", "Returns > Refunds") == "\n\n".join(overlapping)
+
+
+def test_the_gold_passage_is_the_answering_section_of_a_long_document(tiny_corpus):
+    filler = "\n\n".join(f"## Topic {i}\n\n" + "Shoes are made of recycled materials. " * 12 for i in range(4))
+    doc = f"# Careers\n\n{filler}\n\n## Internships\n\nPaid 6-month internships start in February and September.\n"
+    assert 1500 < len(doc) < 4000  # longer than a card shows, shorter than the scorer narrows
+    corpus = dataclasses.replace(tiny_corpus, documents=[Document("docs/careers.md", doc)])
+    r = {**row("rag", 1, "correct"), "source": "docs/careers.md", "question": "Are internships paid?",
+         "reference": "Yes: paid 6-month internships, starting in February and September."}
+    gold = labels.Passages(corpus, [r]).gold(r)
+    assert gold["text"].startswith("## Internships") and "February and September" in gold["text"]
 
 
 # -- the app's tab, without a browser ---------------------------------------------------------

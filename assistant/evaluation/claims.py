@@ -293,10 +293,11 @@ class CorpusFacts:
 GOLD_SECTION_CHARS = 4000  # shorter documents are one topic (a support article): all of it backs an answer
 
 
-def gold_section(document: str, reference: str, question: str = "") -> str:
+def gold_section(document: str, reference: str, question: str = "", min_chars: int | None = None) -> str:
     """The part of a gold document that answers the question: the Markdown section (heading to next
     heading) sharing most words with the reference and question. A long FAQ page answers many
-    questions; a value from another of its sections does not back this answer."""
+    questions; a value from another of its sections does not back this answer. A document shorter
+    than `min_chars` (default GOLD_SECTION_CHARS) is taken whole."""
     sections, cur = [], []
     for line in document.splitlines():
         if line.lstrip().startswith("#") and cur:
@@ -304,7 +305,7 @@ def gold_section(document: str, reference: str, question: str = "") -> str:
             cur = []
         cur.append(line)
     sections.append("\n".join(cur))
-    if len(sections) < 2 or len(document) < GOLD_SECTION_CHARS:
+    if len(sections) < 2 or len(document) < (GOLD_SECTION_CHARS if min_chars is None else min_chars):
         return document
     want = set(content_words(tokens(f"{reference} {question}")))
     return max(sections, key=lambda sec: len(want & set(tokens(sec))))
