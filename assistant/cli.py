@@ -120,7 +120,8 @@ def cmd_serve(args) -> int:
     from .server import Limits, serve
 
     limits = Limits(max_tokens=args.max_tokens, max_queue=args.max_queue, max_batch=args.max_batch,
-                    max_question_chars=args.max_question_chars)
+                    max_question_chars=args.max_question_chars,
+                    **({} if args.max_body_bytes is None else {"max_body_bytes": args.max_body_bytes}))
     serve(_corpus(args.corpus), host=args.host, port=args.port, api_key=args.api_key, limits=limits)
     return 0
 
@@ -265,6 +266,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-tokens", type=int, default=1024, help="largest max_tokens a request may ask for")
     sp.add_argument("--max-question-chars", type=int, default=None,
                     help="longest last user message (default: generation.max_question_chars)")
+    sp.add_argument("--max-body-bytes", type=int, default=None,
+                    help="largest request body; larger ones get 413 before they are read (default 1 MiB)")
 
     sp = verb("questions", cmd_questions, "generate a validated question set (qa.jsonl) from the documents")
     sp.add_argument("corpus")

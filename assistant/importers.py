@@ -28,7 +28,7 @@ from rich.console import Console
 
 from .config import CorpusConfig
 from .corpus import DOC_SUFFIXES, CorpusError, Problem, load_corpus, read_document
-from .storage import NotUTF8, atomic_dir, hold_lock, lock_for, read_utf8
+from .storage import UnreadableText, atomic_dir, hold_lock, lock_for, read_utf8
 from .text import contains_fact, normalize, tokens
 
 FIELDS = ("id", "question", "answer", "key_facts", "source", "fact_id", "split", "kind", "origin", "generator")
@@ -93,7 +93,7 @@ class _Rows:
 def _read_text(path: Path) -> str:
     try:
         return read_utf8(path).removeprefix("\ufeff")  # a BOM, as Excel writes CSV
-    except NotUTF8 as e:
+    except UnreadableText as e:  # not UTF-8, a pipe or device, too large
         raise CorpusError([Problem(str(path), e.line, str(e))]) from None
 
 

@@ -90,6 +90,8 @@ CASES = [
     ("app remote without flag", {}, ["app", "{c}", "--host", "0.0.0.0"], 2, "--allow-remote"),
     ("app bad auth", {}, ["app", "{c}", "--auth", "nopassword"], 2, "USER:PASSWORD"),
     ("app bad port", {}, ["app", "{c}", "--port", "70000"], 2, "out of range"),
+    ("serve max body 0", {}, ["serve", "{c}", "--max-body-bytes", "0"], 2, "--max-body-bytes"),
+    ("serve port 99999", {}, ["serve", "{c}", "--port", "99999"], 2, "99999"),
     # -- models --------------------------------------------------------------------------------
     ("build missing model", {"corpus.yaml": "name: tiny\nmodel:\n  name: /no/such/model\n"},
      ["build", "{c}", "--variant", "sft"], 2, "/no/such/model"),
