@@ -292,3 +292,14 @@ def test_seconds_per_label_is_the_median_gap_without_breaks(tmp_path):
         t += timedelta(seconds=gap)
         labels.append_label(path, row("rag", i, "correct"), "correct", "ana", now=t)
     assert labels.seconds_per_label(path) == 30.0
+
+
+def test_the_reports_label_table_has_a_column_for_every_scorer_outcome():
+    from assistant.evaluation import report
+
+    agree = labels.agreement(["correct", "unverified", "hallucinated"], ["correct", "correct", "hallucinated"])
+    lines = report.labels_section({"text": "t", "agreement": agree, "path": "labels.jsonl", "matched": 3,
+                                   "labels": 3, "labellers": ["ann"]})
+    table = [line for block in lines for line in block.splitlines() if line.startswith("|") and "---" not in line]
+    assert "scorer: unverified" in table[0]
+    assert {line.count("|") for line in table} == {table[0].count("|")}  # every row as wide as the header

@@ -159,7 +159,8 @@ def labels_section(lab: dict | None) -> list[str]:
     out = ["### Human labels", "", lab["text"], ""]
     a = lab.get("agreement")
     if a:
-        out += [_table(["human label", "answers", "scorer agrees [95% CI]"] + [f"scorer: {o}" for o in a["confusion"]],
+        scorer = list(next(iter(a["confusion"].values())))  # the scorer's outcomes: unverified too
+        out += [_table(["human label", "answers", "scorer agrees [95% CI]"] + [f"scorer: {o}" for o in scorer],
                        [[h, a["per_class"][h]["n"], _ci(a["per_class"][h])] + [a["confusion"][h][o] for o in a["confusion"][h]]
                         for h in a["confusion"]]), "",
                 f"From `{lab['path']}` ({lab['matched']} of {lab['labels']} labels match this evaluation's answers; "
