@@ -73,7 +73,8 @@ def test_tied_means_equivalent_within_the_margin():
     assert c["status"] == "equivalent" and -0.05 <= c["lo"] and c["hi"] <= 0.05
     assert v["excluded"]["rag"] == [{"reason": "costlier", "against": "prompted", "diff": -c["diff"], "lo": -c["hi"],
                                      "hi": -c["lo"], "p": c["p"], "n": 400, "questions_needed": None,
-                                     "more_questions": None, "test": "McNemar"}]
+                                     "more_questions": None, "labels_needed": None, "labelled": None,
+                                     "test": "McNemar"}]
     assert "lies within the 5-point margin, so the two are equivalent and prompted is cheaper" in v["text"]
     assert "rag, because it is equivalent to prompted, +0.5 points (95% CI +0 to +1), but costlier" in v["text"]
     # A small gap on 60 questions where the two disagree on 11 is not evidence of equivalence.
@@ -378,6 +379,18 @@ def test_with_labels_the_verdict_uses_the_corrected_estimates():
     assert v["text"].startswith("Estimates corrected by")
     assert v["evidence"]["prompted"]["answerable"]["labels"] > 0
     json.dumps(v)
+
+
+def test_an_inconclusive_corrected_comparison_asks_for_more_labels_not_more_questions():
+    # rag 45 right of 60, 20 of them unverified; prompted 40. Ten questions labelled (every 6th): the
+    # labels, not the 60 questions, set the interval's width, so more labels are what would decide it.
+    rows = with_unverified(scenario({"prompted": 40, "rag": 45}, GEN_OK, SAFE_OK), "rag", 20)
+    v = decide(rows, VerdictRules(), labels=_labelled(rows, lambda r: r.get("was", r["outcome"]), every=6))
+    assert v["estimates"] == "corrected" and v["decision"] == "inconclusive"
+    c = v["inconclusive"]
+    assert c["labelled"] == 10 and c["labels_needed"] > c["labelled"] and c["questions_needed"] is None
+    assert f"about {c['labels_needed']} questions with both answers labelled" in v["text"].lower()
+    assert "evaluated) would decide" not in v["text"]  # not "N more questions than the 60 evaluated"
 
 
 def test_evidence_sources_of_each_outcome():

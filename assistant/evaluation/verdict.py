@@ -201,7 +201,7 @@ class _Corrected(_Figures):
 
         p = 1.0 if se <= 0 else float(2 * norm.sf(abs(e["diff"]) / se))
         # sd per question, as stats.questions_to_decide reads it (se = sd / sqrt(n))
-        return {"diff": e["diff"], "lo": lo, "hi": hi, "sd": se * n ** 0.5, "n": n, "p": p,
+        return {"diff": e["diff"], "lo": lo, "hi": hi, "sd": se * n ** 0.5, "se": se, "n": n, "p": p,
                 "labelled": e["labelled"], "automatic": e["automatic"]}
 
 
@@ -256,12 +256,33 @@ def _compare(f: _Figures, v: str, ref: str, rules: VerdictRules) -> dict:
     else:
         status = "inconclusive"
     c = {"variant": v, "against": ref, "diff": d["diff"], "lo": d["lo"], "hi": d["hi"], "n": d["n"], "p": d["p"],
-         "test": f.test, "status": status, "questions_needed": None, "more_questions": None}
-    if status == "inconclusive":
+         "test": f.test, "status": status, "questions_needed": None, "more_questions": None,
+         "labels_needed": None, "labelled": d.get("labelled")}
+    if status == "inconclusive" and d.get("labelled"):
+        # Corrected figures: the labelled questions, not the evaluated ones, set the interval's width
+        # (se ~ sd / sqrt(labelled)), so what would decide it is more labels.
+        need = questions_to_decide(d["diff"], d["se"] * d["labelled"] ** 0.5, rules.margin, 1 - CONFIDENCE,
+                                   rules.power)
+        c["labels_needed"] = need
+    elif status == "inconclusive":
         need = questions_to_decide(d["diff"], d["sd"], rules.margin, 1 - CONFIDENCE, rules.power)
         if need is not None:
             c["questions_needed"], c["more_questions"] = need, max(need - d["n"], 0)
     return c
+
+
+def _deciding_words(c: dict) -> str:
+    """What would decide an inconclusive comparison: more labels (corrected figures) or more questions."""
+    if c.get("labels_needed"):
+        need = c["labels_needed"]
+        more = (f"all {c['n']} questions labelled would not be enough; more questions are needed too"
+                if need > c["n"] else f"{max(need - c['labelled'], 0)} more than the {c['labelled']} labelled now")
+        return (f"about {need} questions with both answers labelled ({more}) would decide it if the observed "
+                "difference and disagreement hold")
+    if c.get("questions_needed"):
+        return (f"about {c['questions_needed']} answerable questions ({c['more_questions']} more than the {c['n']} "
+                "evaluated) would decide it if the observed difference and disagreement hold")
+    return ""
 
 
 def _more_hallucination(f: _Figures, v: str, ref: str, rules: VerdictRules) -> dict | None:
@@ -549,7 +570,8 @@ def _provisional_text(rows, out, rules, open_, who, as_, settle, alt, label_comm
 
 
 def _diff(c: dict) -> dict:
-    return {k: c.get(k) for k in ("diff", "lo", "hi", "p", "n", "questions_needed", "more_questions", "test")}
+    return {k: c.get(k) for k in ("diff", "lo", "hi", "p", "n", "questions_needed", "more_questions", "labels_needed",
+                                  "labelled", "test")}
 
 
 def _check_fine_tune(ft, base, comparison, halluc, f: _Figures, gen, saf, rules, scored) -> dict:
@@ -597,8 +619,7 @@ def _reason_words(r: dict) -> str:
     if k == "less_accurate":
         return f"it is less accurate than {r['against']}: {diff_ci(r)}"
     if k == "inconclusive":
-        need = (f"; about {r['questions_needed']} answerable questions ({r['more_questions']} more) would decide it"
-                if r.get("questions_needed") else "")
+        need = f"; {_deciding_words(r)}" if _deciding_words(r) else ""
         return f"it can be neither separated from nor equated with {r['against']}: {diff_ci(r)}{need}"
     if k == "costlier":
         return f"it is equivalent to {r['against']}, {diff_ci(r)}, but costlier"
@@ -678,10 +699,8 @@ def _inconclusive_sentence(c: dict, acc: dict) -> str:
     text = (f"Inconclusive: {v} ({pct(acc[v]['rate'])}) and {ref} ({pct(acc[ref]['rate'])} of the answerable "
             f"questions correct) can be neither told apart nor called equivalent: the difference, {diff_ci(c)}, "
             f"includes zero and reaches beyond the margin.")
-    if c.get("questions_needed"):
-        text += (f" About {c['questions_needed']} answerable questions ({c['more_questions']} more than the {c['n']} "
-                 f"evaluated) would decide it if the observed difference and disagreement hold.")
-    return text
+    words = _deciding_words(c)
+    return text + (f" {words[0].upper()}{words[1:]}." if words else "")
 
 
 def _notes(acc, saf, min_slice_size, rules) -> list[str]:
