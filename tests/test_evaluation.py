@@ -381,6 +381,20 @@ def test_with_labels_the_verdict_uses_the_corrected_estimates():
     json.dumps(v)
 
 
+def test_when_no_variant_is_usable_the_decision_is_none_even_if_their_order_is_open():
+    # prompted 12 right of 60, rag 16 on other questions: neither usable, and which leads is open.
+    rows = scenario({"prompted": 12, "rag": 16}, GEN_OK, SAFE_OK)
+    rag = [r for r in rows if r["variant"] == "rag" and r["slice"] == "paraphrase"]
+    for r in rag[:16]:
+        r["outcome"] = "hallucinated"
+    for r in rag[20:36]:
+        r["outcome"] = "correct"
+    v = decide(rows, VerdictRules())
+    assert v["decision"] == "none" and v["recommendation"] is None and not v["usable"]
+    assert v["inconclusive"]["variant"] == "prompted" and v["inconclusive"]["against"] == "rag"
+    assert v["text"].startswith("No variant is usable") and "Inconclusive: prompted" in v["text"]
+
+
 def test_an_inconclusive_corrected_comparison_asks_for_more_labels_not_more_questions():
     # rag 45 right of 60, 20 of them unverified; prompted 40. Ten questions labelled (every 6th): the
     # labels, not the 60 questions, set the interval's width, so more labels are what would decide it.

@@ -426,7 +426,8 @@ def _apply_rules(f: _Figures, rows: list[dict], rules: VerdictRules, costs: dict
 
     if pending is not None:
         out["inconclusive"] = pending
-        out["decision"] = "inconclusive"
+        # Which unusable variant leads is worth saying, but the decision is that none can be used.
+        out["decision"] = "inconclusive" if usable else "none"
         text.append(_inconclusive_sentence(pending, acc))
     elif pick is not None and pick in usable:
         out["recommendation"], out["decision"] = pick, "recommend"
