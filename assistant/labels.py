@@ -134,6 +134,11 @@ def read_skips(path: Path) -> set[tuple]:
     return {(key(r), _hash_of(r)) for r in read_jsonl(path) if r.get("label") == SKIP and _well_formed(r)}
 
 
+def _skipped(row: dict, skips: set[tuple]) -> bool:
+    """Did a labeller skip this row's current answer text?"""
+    return (key(row), answer_hash(row["answer"])) in skips
+
+
 def _hash_of(entry: dict) -> str:
     # Old label rows carry the answer text only: hash it, so both kinds match the same way.
     return entry["answer_sha256"] if isinstance(entry.get("answer_sha256"), str) else answer_hash(entry["answer"])
@@ -188,7 +193,7 @@ def label_summary(corpus: Corpus, rows: list[dict]) -> dict | None:
       over its labelled answers}: how far the scorer is off, measured where people looked;
     - `sampled`: how many matched labels came from the label queue's random sample; `skipped`."""
     from .evaluation import ppi
-    from .evaluation.verdict import pct
+    from .evaluation.verdict import CONFIDENCE, pct
 
     path = labels_path(corpus)
     labels = read_labels(path)
@@ -201,7 +206,7 @@ def label_summary(corpus: Corpus, rows: list[dict]) -> dict | None:
            "labellers": sorted({str(lab.get("labeller") or "anonymous") for _, lab in pairs}), "agreement": None,
            "corrected": {}, "differences": {}, "scorer_bias": {},
            "sampled": sum(1 for _, lab in pairs if lab.get("sample")),
-           "skipped": sum(1 for r in rows if _eligible(r) and (key(r), answer_hash(r["answer"])) in skips),
+           "skipped": sum(1 for r in rows if _eligible(r) and _skipped(r, skips)),
            "text": ""}
     if not pairs:
         out["text"] = (f"{len(labels)} human labels exist, but none matches an answer of this evaluation "
@@ -210,12 +215,12 @@ def label_summary(corpus: Corpus, rows: list[dict]) -> dict | None:
     agree = agreement([r["outcome"] for r, _ in pairs], [lab["label"] for _, lab in pairs], cfg.bootstrap_samples,
                       cfg.seed)
     out["agreement"] = agree
-    out["corrected"] = ppi.corrected_rates(rows, labels, 1 - CONFIDENCE_LEVEL)
+    out["corrected"] = ppi.corrected_rates(rows, labels, 1 - CONFIDENCE)
     variants = sorted({r["variant"] for r in rows})
     for i, a in enumerate(variants):
         for b in variants[i + 1:]:
             out["differences"][f"{a} - {b}"] = {
-                t: ppi.corrected_difference(rows, labels, a, b, g, t, 1 - CONFIDENCE_LEVEL)
+                t: ppi.corrected_difference(rows, labels, a, b, g, t, 1 - CONFIDENCE)
                 for g, t in (("answerable", "correct"), ("domain", "hallucinated"))}
     for v in variants:
         mine = [(r, lab) for r, lab in pairs if r["variant"] == v]
@@ -228,8 +233,6 @@ def label_summary(corpus: Corpus, rows: list[dict]) -> dict | None:
                    + corrected_sentence(out["corrected"]))
     return out
 
-
-CONFIDENCE_LEVEL = 0.95
 
 
 def corrected_sentence(corrected: dict) -> str:
@@ -290,7 +293,7 @@ def sample(rows: list[dict], n: int | None = DEFAULT_N, seed: int = 0) -> list[d
 
 def pending(items: list[dict], labels: dict[tuple, dict], skips: set[tuple]) -> list[dict]:
     """The items of the queue with neither a label nor a skip for their current answer text."""
-    return [r for r in items if label_for(r, labels) is None and (key(r), answer_hash(r["answer"])) not in skips]
+    return [r for r in items if label_for(r, labels) is None and not _skipped(r, skips)]
 
 
 def queue(rows: list[dict], labels: dict[tuple, dict], seed: int = 0, n: int | None = None,
@@ -302,7 +305,7 @@ def queue(rows: list[dict], labels: dict[tuple, dict], seed: int = 0, n: int | N
 def progress(items: list[dict], labels: dict[tuple, dict], skips: set[tuple] | None = None) -> str:
     skips = skips or set()
     done = sum(1 for r in items if label_for(r, labels) is not None)
-    skipped = sum(1 for r in items if label_for(r, labels) is None and (key(r), answer_hash(r["answer"])) in skips)
+    skipped = sum(1 for r in items if label_for(r, labels) is None and _skipped(r, skips))
     questions = len({(r["slice"], r["id"]) for r in items})
     return (f"{done} of {len(items)} sampled answers labelled ({questions} questions drawn at random)"
             + (f", {skipped} skipped" if skipped else ""))
