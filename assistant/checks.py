@@ -24,8 +24,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .corpus import Corpus, CorpusError, Problem, QAItem, load_corpus
-from .text import contains_fact, normalize, tokens
+from assistant.corpus.corpus import Corpus, CorpusError, Problem, QAItem, load_corpus
+from assistant.text import contains_fact, normalize, tokens
 
 NEAR_DUPLICATE = 0.95  # cosine similarity (MiniLM) above which a test question repeats a train one
 COMMON_DOC_SHARE = 0.5  # words in at least this share of documents are not distinctive
@@ -168,7 +168,7 @@ def near_duplicates(corpus: Corpus, threshold: float = NEAR_DUPLICATE) -> tuple[
 
 def embed(texts: list[str], embedder: str):
     """Unit-length sentence embeddings from the corpus's embedder (loaded once per process)."""
-    from .retrieval import embed as embed_texts, load_embedder
+    from assistant.variants.retrieval import embed as embed_texts, load_embedder
 
     return embed_texts(load_embedder(embedder), texts)
 
@@ -242,8 +242,8 @@ def fact_counts(corpus: Corpus) -> dict[str, int]:
 
 def shared_suites(corpus: Corpus) -> tuple[dict[str, list[QAItem]], list[Problem], list[str]]:
     """The general and safety probe suites the evaluation adds: (items by kind, problems, notes)."""
-    from .corpus import read_qa
-    from .evaluation.runner import resolve_suite
+    from assistant.corpus.corpus import read_qa
+    from assistant.evaluation.runner import resolve_suite
 
     items, problems, notes = {}, [], []
     cfg = corpus.config.evaluation
@@ -288,8 +288,8 @@ def _say(console: Console, level: str, p: Problem) -> None:
 def model_problems(corpus: Corpus) -> list[Problem]:
     """The model and device settings, checked without loading anything: a missing model folder or a
     GPU this machine lacks fails here, not as a traceback in the middle of `ask` or a build."""
-    from .config import setting_line
-    from .models import ModelError, check_model_name, device_problem
+    from assistant.config import setting_line
+    from assistant.model.loading import ModelError, check_model_name, device_problem
 
     path, model = corpus.root / "corpus.yaml", corpus.config.model
     out = []
@@ -335,7 +335,7 @@ def check_corpus(root: Path, strict: bool = False, near_duplicate: float | None 
                                          f"embedder {corpus.config.retrieval.embedder!r} ({e.__class__.__name__})"))
     found.errors = suite_problems + model_problems(corpus) + found.errors
     if not corpus.questions("test"):  # eval and compare would have nothing to measure
-        from .evaluation.runner import _no_questions
+        from assistant.evaluation.runner import _no_questions
 
         found.errors.insert(0, _no_questions(corpus))
     # Documents skipped at load (binary files without text, encrypted, corrupt, over the size cap).

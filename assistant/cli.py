@@ -11,27 +11,27 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import EXIT_INTERRUPTED, AssistantError, UsageError
-from .runtime import quiet_libraries
+from assistant.errors import EXIT_INTERRUPTED, AssistantError, UsageError
+from assistant.runtime import quiet_libraries
 
 DEFAULT_CORPUS = "corpora/ecostride"
 
 
 def _corpus(path: str):
-    from .corpus import load_corpus
+    from assistant.corpus.corpus import load_corpus
 
     return load_corpus(path)
 
 
 # -- verbs ------------------------------------------------------------------------------------
 def cmd_check(args) -> int:
-    from .checks import check_corpus
+    from assistant.checks import check_corpus
 
     return check_corpus(Path(args.corpus), strict=args.strict, near_duplicate=args.near_duplicate)
 
 
 def cmd_ask(args) -> int:
-    from .variants import load_variant
+    from assistant.variants import load_variant
 
     if not args.question.strip():
         raise UsageError("empty question; pass the question as text, e.g. assistant ask CORPUS \"How long ...?\"")
@@ -58,7 +58,7 @@ def cmd_ask(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .build import build_variants
+    from assistant.variants.build import build_variants
 
     corpus = _corpus(args.corpus)
     build_variants(corpus, [args.variant] if args.variant else None, force=args.force)
@@ -66,7 +66,7 @@ def cmd_build(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluation.runner import evaluate
+    from assistant.evaluation.runner import evaluate
 
     corpus = _corpus(args.corpus)
     if args.judge:
@@ -90,7 +90,7 @@ def add_judge_flags(sp) -> None:
 
 
 def cmd_compare(args) -> int:
-    from .evaluation.runner import compare
+    from assistant.evaluation.runner import compare
 
     corpus = _corpus(args.corpus)
     if args.judge:
@@ -100,7 +100,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_retrieval(args) -> int:
-    from .retrieval import report_retrieval
+    from assistant.variants.retrieval import report_retrieval
 
     if args.k is not None and args.k < 1:
         raise UsageError(f"-k must be at least 1 (passages retrieved), got {args.k}")
@@ -109,7 +109,7 @@ def cmd_retrieval(args) -> int:
 
 
 def cmd_app(args) -> int:
-    from .app import launch
+    from assistant.serve.app import launch
 
     launch(args.corpus, host=args.host, port=args.port, share=args.share, allow_remote=args.allow_remote,
            auth=args.auth, allow_eval=args.allow_eval)
@@ -117,7 +117,7 @@ def cmd_app(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from .server import Limits, serve
+    from assistant.serve.api import Limits, serve
 
     limits = Limits(max_tokens=args.max_tokens, max_queue=args.max_queue, max_batch=args.max_batch,
                     max_question_chars=args.max_question_chars,
@@ -127,15 +127,15 @@ def cmd_serve(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .importers import run_import
+    from assistant.corpus.importers import run_import
 
     run_import(args)
     return 0
 
 
 def cmd_questions(args) -> int:
-    from .corpus import load_corpus
-    from .questions import REASONS, run_questions
+    from assistant.corpus.corpus import load_corpus
+    from assistant.evaluation.questions import REASONS, run_questions
 
     if args.augment < 0:
         raise UsageError(f"--augment must be 0 or more, got {args.augment}")
@@ -156,7 +156,7 @@ def cmd_questions(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from .evaluation.external import run_score
+    from assistant.evaluation.external import run_score
 
     answers = Path(args.answers)
     if not answers.is_file():
@@ -172,7 +172,7 @@ def cmd_score(args) -> int:
 def cmd_label(args) -> int:
     import os
 
-    from .labels import label_queue, terminal_keys
+    from assistant.evaluation.labels import label_queue, terminal_keys
 
     if args.n < 1:
         raise UsageError(f"--n must be a positive number of answers, got {args.n}; e.g. --n 60")
@@ -192,7 +192,7 @@ def cmd_label(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from .config import VARIANTS
+    from assistant.config import VARIANTS
 
     p = argparse.ArgumentParser(
         prog="assistant",

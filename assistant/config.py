@@ -12,7 +12,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import AssistantError
+from assistant.errors import AssistantError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
@@ -45,7 +45,7 @@ class GenerationSettings(Settings):
     max_question_chars: int = Field(1000, ge=10)
     batch_invariant: bool = Field(
         True, description="an answer is the same bytes alone, in any batch and at any padding "
-                          "(assistant/invariance.py); off: plain batched SDPA, 9-14% faster at batch 16 (README)")
+                          "(assistant/model/invariance.py); off: plain batched SDPA, 9-14% faster at batch 16 (README)")
 
 
 class ChunkSettings(Settings):
@@ -81,7 +81,7 @@ class RetrievalSettings(Settings):
 
 
 class LoraSettings(Settings):
-    """LoRA fine-tuning of `sft` and `rag_sft` (TRL SFTTrainer + PEFT); see assistant/training.py.
+    """LoRA fine-tuning of `sft` and `rag_sft` (TRL SFTTrainer + PEFT); see assistant/variants/training.py.
 
     Defaults were measured on corpora/ecostride (372 train QA pairs) with the default 135M model on
     a 2-core CPU; the figures behind each one are in its description.
@@ -186,7 +186,7 @@ class EvalSettings(Settings):
 
 
 class JudgeSettings(Settings):
-    """The LLM judge of `assistant eval --judge`: any OpenAI-compatible server (see assistant/judge.py).
+    """The LLM judge of `assistant eval --judge`: any OpenAI-compatible server (see assistant/evaluation/judge.py).
 
     The defaults point at a local Ollama; for vLLM use http://127.0.0.1:8000/v1, for a llama.cpp
     server http://127.0.0.1:8080/v1, for a hosted API its URL and `api_key_env`.
@@ -210,7 +210,7 @@ class JudgeSettings(Settings):
 
 
 class IngestSettings(Settings):
-    """Binary documents in docs/ (PDF, DOCX, PPTX, XLSX), converted to Markdown by assistant/ingest.py."""
+    """Binary documents in docs/ (PDF, DOCX, PPTX, XLSX), converted to Markdown by assistant/corpus/ingest.py."""
 
     # A 50 MB PDF is a few thousand pages of text, or a scan; larger files are usually image dumps
     # that would stall every load of the corpus on conversion.
@@ -218,7 +218,7 @@ class IngestSettings(Settings):
 
 
 class GeneratorSettings(Settings):
-    """What writes the synthetic question set (`assistant questions`, assistant/questions.py).
+    """What writes the synthetic question set (`assistant questions`, assistant/evaluation/questions.py).
 
     Without `base_url` the corpus's own model writes the questions through the shared engine; with
     it, any OpenAI-compatible server does (Ollama, vLLM, llama.cpp, a hosted API).
@@ -362,7 +362,7 @@ def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
 def setting_line(path: Path, *loc: str) -> int:
     """Line of a setting (e.g. "model", "device") in a corpus.yaml; 1 when absent or unreadable."""
     try:
-        from .storage import read_utf8
+        from assistant.storage import read_utf8
 
         return _line_of(_key_lines(parse_yaml(read_utf8(path, MAX_CONFIG_BYTES))[0])[0], loc)
     except (OSError, ValueError, yaml.YAMLError, RecursionError):
@@ -371,7 +371,7 @@ def setting_line(path: Path, *loc: str) -> int:
 
 def load_config(path: Path) -> CorpusConfig:
     """Read and validate a `corpus.yaml`; raise ConfigError with file:line messages."""
-    from .storage import TooLarge, UnreadableText, read_utf8
+    from assistant.storage import TooLarge, UnreadableText, read_utf8
 
     try:
         if path.is_symlink() and not path.resolve().is_relative_to(path.parent.resolve()):

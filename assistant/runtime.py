@@ -91,7 +91,7 @@ def report_card(generation: tuple | None = None, training: tuple | dict | None =
     """
     import torch
 
-    from .models import cpu_supports_bf16
+    from assistant.model.loading import cpu_supports_bf16
 
     def numerics(pair):
         if pair is None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import AssistantError, LockedError
+from assistant.errors import AssistantError, LockedError
 
 
 class UnreadableText(ValueError):

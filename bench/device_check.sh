@@ -16,7 +16,7 @@ export PYTHONPATH=/tmp/site:$PWD ASSISTANT_CACHE=$PWD/.devcache HF_HUB_OFFLINE=1
 python3 -c "import torch, transformers, peft, trl; print('torch', torch.__version__, torch.backends.cpu.get_cpu_capability(),
 '| transformers', transformers.__version__, '| peft', peft.__version__, '| trl', trl.__version__)" | tee -a "$out/machine.txt"
 tests="tests/test_generation.py tests/test_training.py"
-probe='import torch; from assistant.config import ModelSettings as S; from assistant.generation import Engine; from assistant.models import load_model
+probe='import torch; from assistant.config import ModelSettings as S; from assistant.model.engine import Engine; from assistant.model.loading import load_model
 for dt in ("float32", "bfloat16"):
     e = Engine(*load_model(S(name="tiny-random", dtype=dt)), max_new_tokens=8, batch_size=16)
     print(e.device, dt, torch.get_num_threads(), "threads, decoding plan (min_rows):", e.plan())'

@@ -34,7 +34,7 @@ run)
   [ "$(sha256sum < "$gguf" | cut -c1-64)" = "$(cat $keep/sha256)" ] || { echo "joined model: wrong sha256"; exit 1; }
   export PYTHONPATH=/tmp/site:$keep:$PWD ASSISTANT_CACHE=$keep/cache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 CUDA_VISIBLE_DEVICES=
   { lscpu | grep -E "Model name|^CPU\(s\)"; grep -o -w -E "amx_(bf16|tile|int8)|avx512_bf16|avx2" /proc/cpuinfo | sort -u | tr '\n' ' '; echo; } | tee "$out/machine.txt"
-  $PY -c "from assistant.models import convert_default_model; print(convert_default_model())" 2>&1 | tail -1
+  $PY -c "from assistant.model.loading import convert_default_model; print(convert_default_model())" 2>&1 | tail -1
   for t in ${THREADS:-1 2}; do
     OMP_NUM_THREADS=$t timeout ${CHECK_S:-300} taskset -c 0,1 $PY bench/padding_check.py ${CHECK_ARGS:-} 2>&1 \
       | grep -v -i "warn\|loading" | tee "$out/padding-$t-threads.txt"

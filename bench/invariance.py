@@ -16,7 +16,7 @@ import time
 import torch
 
 from assistant.config import VARIANTS
-from assistant.corpus import load_corpus
+from assistant.corpus.corpus import load_corpus
 from assistant.runtime import quiet_libraries
 from assistant.variants import load_variant, open_engine, variant_class
 

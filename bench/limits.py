@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from assistant.config import ModelSettings  # noqa: E402
-from assistant.models import cpu_supports_bf16, load_model  # noqa: E402
+from assistant.model.loading import cpu_supports_bf16, load_model  # noqa: E402
 from assistant.runtime import cpu_name, quiet_libraries  # noqa: E402
 
 

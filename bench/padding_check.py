@@ -20,8 +20,8 @@ import time
 import torch
 
 from assistant.config import ModelSettings
-from assistant.generation import Engine
-from assistant.models import cpu_supports_bf16, load_model
+from assistant.model.engine import Engine
+from assistant.model.loading import cpu_supports_bf16, load_model
 from assistant.runtime import quiet_libraries
 
 QUESTION = "What is the capital of France?"

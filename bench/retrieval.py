@@ -27,10 +27,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from assistant.chunking import chunk_documents, token_counter  # noqa: E402
+from assistant.corpus.chunking import chunk_documents, token_counter  # noqa: E402
 from assistant.config import RetrievalSettings  # noqa: E402
-from assistant.corpus import load_corpus  # noqa: E402
-from assistant.retrieval import embed, embed_queries, load_embedder, make_index, tune_index  # noqa: E402
+from assistant.corpus.corpus import load_corpus  # noqa: E402
+from assistant.variants.retrieval import embed, embed_queries, load_embedder, make_index, tune_index  # noqa: E402
 
 KINDS = ("flat", "hnsw", "ivf")
 

@@ -65,7 +65,7 @@ def main() -> None:
     import httpx
     import openai
 
-    from assistant.corpus import load_corpus
+    from assistant.corpus.corpus import load_corpus
 
     deadline = time.monotonic() + args.deadline
     corpus = load_corpus(args.corpus)

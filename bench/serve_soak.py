@@ -64,7 +64,7 @@ def proc_status(pid: int) -> tuple[float, int]:
 
 def tiny_corpus(folder: Path) -> Path:
     """The tests' tiny corpus, copied and built (prompted needs nothing; rag gets its index)."""
-    from assistant.corpus import load_corpus
+    from assistant.corpus.corpus import load_corpus
     from assistant.variants.rag import RagVariant
 
     root = folder / "tiny"
@@ -153,8 +153,8 @@ def main() -> None:
             import gc
             import tracemalloc
 
-            from assistant.corpus import load_corpus
-            from assistant.server import ServerThread, create_app, open_service
+            from assistant.corpus.corpus import load_corpus
+            from assistant.serve.api import ServerThread, create_app, open_service
 
             service = open_service(load_corpus(corpus_root))
             with ServerThread(create_app(service, api_key=key)) as url:

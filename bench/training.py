@@ -17,7 +17,7 @@ ablation of project sees the same batches and should agree closely).
     plain         SFTConfig() defaults (bf16 autocast, activation checkpointing, batch 8, random
                   order); use_cpu=True on CPU, without which TRL's default bf16 refuses to start
     plain_fp32    plain, but fp32: isolates the dtype choice on CPUs without native bf16
-    project       assistant.training.sft_config and the SharedPrefixSFTTrainer: what `assistant build`
+    project       assistant.variants.training.sft_config and the SharedPrefixSFTTrainer: what `assistant build`
                   trains with (the dtype is picked per CPU: bf16 with native bf16, else fp32)
     ablations     project with one choice reverted or changed: no_shared_prefix (every row runs the
                   system prompt itself), full_head (TRL scores every position
@@ -60,10 +60,10 @@ def run_one(corpus_path: str, name: str, steps: int, warmup: int, n_val: int) ->
     from transformers.utils import logging as hf_logging
     from trl import SFTConfig, SFTTrainer
 
-    from assistant import training
-    from assistant.corpus import load_corpus
-    from assistant.models import load_tokenizer, pick_device, pick_dtype, resolve_model
-    from assistant.shared_prefix import SharedPrefixSFTTrainer
+    from assistant.variants import training
+    from assistant.corpus.corpus import load_corpus
+    from assistant.model.loading import load_tokenizer, pick_device, pick_dtype, resolve_model
+    from assistant.variants.shared_prefix import SharedPrefixSFTTrainer
 
     hf_logging.set_verbosity_error()
     corpus = load_corpus(corpus_path)
@@ -189,7 +189,7 @@ def main() -> None:
 def default_configs() -> str:
     import torch
 
-    from assistant.models import cpu_supports_bf16
+    from assistant.model.loading import cpu_supports_bf16
 
     return "plain,plain_fp32,project" if cpu_supports_bf16() or torch.cuda.is_available() else "plain_fp32,project"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from assistant.corpus import load_corpus, read_qa  # noqa: E402
+from assistant.corpus.corpus import load_corpus, read_qa  # noqa: E402
 from assistant.evaluation.metrics import outcome  # noqa: E402
 from assistant.variants import load_variant, open_engine  # noqa: E402
 

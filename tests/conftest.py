@@ -30,6 +30,6 @@ def tiny_corpus_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def tiny_corpus(tiny_corpus_dir: Path):
-    from assistant.corpus import load_corpus
+    from assistant.corpus.corpus import load_corpus
 
     return load_corpus(tiny_corpus_dir)

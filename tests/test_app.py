@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from assistant import votes
-from assistant.app import build_app, evaluation_status, history_of, render_answer, start_evaluation
-from assistant.serving import (Column, blind_pair, check_question, example_questions, load_lineup, load_report,
+from assistant.evaluation import votes
+from assistant.serve.app import build_app, evaluation_status, history_of, render_answer, start_evaluation
+from assistant.serve.lineup import (Column, blind_pair, check_question, example_questions, load_lineup, load_report,
                                stream_columns)
-from assistant.corpus import load_corpus
+from assistant.corpus.corpus import load_corpus
 from assistant.variants import ABSTAIN_TEXT, Answer, Prompt, Source, load_variant, open_engine
 from assistant.variants.prompted import PromptedVariant
 
@@ -167,7 +167,7 @@ def test_columns_stream_together_and_match_plain_answers(tiny_corpus):
 
 def supported_dtypes():
     """fp32 everywhere, bf16 where the CPU has it natively: each path the machine can take, never `auto`."""
-    from assistant import models
+    from assistant.model import loading as models
 
     return ["float32"] + (["bfloat16"] if models.cpu_supports_bf16() else [])
 
@@ -177,7 +177,7 @@ def supported_dtypes():
 def test_padded_batch_decodes_like_single_answers_on_the_real_model(tiny_corpus_dir, dtype):
     from peft import LoraConfig, get_peft_model
 
-    from assistant.models import load_model
+    from assistant.model.loading import load_model
 
     cfg = tiny_corpus_dir / "corpus.yaml"
     cfg.write_text(cfg.read_text().replace("name: tiny-random", f"name: smollm2-135m-instruct\n  dtype: {dtype}\n"
@@ -214,8 +214,8 @@ def test_stream_many_routes_each_row_through_its_adapter(tiny_corpus, dtype):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from assistant.generation import Engine
-    from assistant.models import load_model
+    from assistant.model.engine import Engine
+    from assistant.model.loading import load_model
 
     settings = tiny_corpus.config.model.model_copy(update={"dtype": dtype})
     model, tok = load_model(settings)
@@ -253,7 +253,7 @@ def test_answer_rendering_shows_stats_only_when_done():
 
 
 def test_answers_and_questions_render_as_text_with_honest_citations():
-    from assistant.app import render_chat, shown_citations
+    from assistant.serve.app import render_chat, shown_citations
 
     src = [Source("docs/a.md", "", "x", 0.9, 1), Source("docs/b.md", "", "y", 0.8, 2)]
     a = Answer("<img src=x onerror=alert(1)> Yes [1] [2] [4].", "rag", src, 1.0, 10, 64)
@@ -271,7 +271,7 @@ def test_answers_and_questions_render_as_text_with_honest_citations():
 
 
 def test_app_address_follows_gradio_conventions_and_refuses_remote_by_default(monkeypatch):
-    from assistant.app import parse_auth, serve_address
+    from assistant.serve.app import parse_auth, serve_address
     from assistant.errors import UsageError
 
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
@@ -388,9 +388,9 @@ def test_chat_users_share_batches_and_a_closed_stream_frees_its_rows(tiny_corpus
     import threading
     import time
 
-    from assistant import invariance
-    from assistant.generation import Engine
-    from assistant.serving import scheduler_for
+    from assistant.model import invariance
+    from assistant.model.engine import Engine
+    from assistant.serve.lineup import scheduler_for
 
     turns, in_turn = [], Engine._stream_in_turn
 
@@ -440,7 +440,7 @@ def test_chat_users_share_batches_and_a_closed_stream_frees_its_rows(tiny_corpus
 def test_markdown_images_from_documents_or_models_stay_text():
     from markdown_it import MarkdownIt
 
-    from assistant.app import as_text, render_sources
+    from assistant.serve.app import as_text, render_sources
 
     pixel = "See ![logo](https://tracker.example/p.png?u=1) and ![ref][1]\n\n[1]: https://tracker.example/q.png"
     assert "<img" not in MarkdownIt().render(as_text(pixel)) and "<img" in MarkdownIt().render(pixel)
@@ -449,7 +449,7 @@ def test_markdown_images_from_documents_or_models_stay_text():
 
 
 def test_each_wrong_login_makes_the_next_attempt_wait_longer():
-    from assistant.app import LoginThrottle
+    from assistant.serve.app import LoginThrottle
 
     waits: list[float] = []
     check = LoginThrottle("ann", "pw", cap=5.0, sleep=waits.append)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from assistant.corpus import load_corpus
-from assistant.serving import example_questions, load_report
+from assistant.corpus.corpus import load_corpus
+from assistant.serve.lineup import example_questions, load_report
 from assistant.variants import NotBuilt, variant_class
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -60,7 +60,7 @@ def build_what_is_cheap(corpus) -> list[str]:
         variant_class("rag")
     except NotBuilt:
         return built
-    from assistant.build import build_variants
+    from assistant.variants.build import build_variants
 
     build_variants(corpus, ["rag"])
     return built + ["rag"]

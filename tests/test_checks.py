@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from assistant import checks
-from assistant.corpus import load_corpus
+from assistant.corpus.corpus import load_corpus
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -107,9 +107,9 @@ def test_score_rejects_unverified_as_a_human_label(tmp_path):
 def test_label_verb_reads_keys_saves_and_exits_2_on_bad_input(tiny_corpus_dir, monkeypatch, capsys):
     import io
 
-    from assistant import labels
+    from assistant.evaluation import labels
     from assistant.cli import main
-    from assistant.corpus import load_corpus
+    from assistant.corpus.corpus import load_corpus
 
     assert main(["label", str(tiny_corpus_dir)]) == 2
     assert "run `assistant eval" in capsys.readouterr().err

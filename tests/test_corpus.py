@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from assistant.config import ConfigError, load_config
-from assistant.corpus import CorpusError, load_corpus, read_document
+from assistant.corpus.corpus import CorpusError, load_corpus, read_document
 
 
 def test_fixture_corpus_loads(tiny_corpus):
@@ -63,7 +63,7 @@ def test_html_documents_keep_headings(tmp_path):
 
 def test_artifacts_follow_the_corpus_folder_not_the_working_directory(tmp_path, monkeypatch):
 
-    from assistant.corpus import PROJECT_ROOT
+    from assistant.corpus.corpus import PROJECT_ROOT
 
     a, b = tmp_path / "one" / "shop", tmp_path / "two" / "shop"  # same name, two folders
     for d in (a, b):
@@ -149,7 +149,7 @@ def test_links_out_of_the_corpus_pipes_and_images_are_skipped_and_named(tiny_cor
 
 
 def test_a_bom_does_not_hide_the_first_heading(tiny_corpus_dir):
-    from assistant.chunking import sections
+    from assistant.corpus.chunking import sections
 
     (tiny_corpus_dir / "docs" / "bom.md").write_bytes("\ufeff# Warranty\n\nTwo years.\n".encode())
     doc = load_corpus(tiny_corpus_dir).document("docs/bom.md")
@@ -169,7 +169,7 @@ def test_qa_and_settings_links_out_of_the_corpus_are_refused(tiny_corpus_dir, tm
 def test_runs_dir_stays_inside_the_corpus_unless_the_user_allows_more(tiny_corpus_dir, tmp_path, monkeypatch):
     import tempfile
 
-    from assistant.corpus import PROJECT_ROOT
+    from assistant.corpus.corpus import PROJECT_ROOT
 
     scratch = tmp_path / "scratch"
     scratch.mkdir()

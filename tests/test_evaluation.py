@@ -12,7 +12,7 @@ from rich.console import Console
 from assistant.config import VerdictRules
 from assistant.evaluation import plots, runner
 from assistant.evaluation.verdict import decide
-from assistant.labels import SECONDS_PER_LABEL
+from assistant.evaluation.labels import SECONDS_PER_LABEL
 
 
 # -- verdict -----------------------------------------------------------------------------------
@@ -487,7 +487,7 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
     def no_engine(*_):
         raise AssertionError("a cached rerun must not load the model")
 
-    from assistant import labels
+    from assistant.evaluation import labels
 
     for r in rows[:3]:  # a person labels three answers between the two evaluations
         labels.append_label(labels.labels_path(tiny_corpus), r, "correct", "tester")
@@ -580,7 +580,7 @@ def test_training_log_is_read_defensively(tmp_path):
     assert plots.read_training_log(p) == {"loss": [(1.0, 1.0)], "eval_loss": [(2.0, 0.5)]}
     p.write_text(json.dumps({"something": "else"}))
     assert plots.read_training_log(p) == {}
-    # assistant.training's own format
+    # assistant.variants.training's own format
     p.write_text(json.dumps({"train_loss": [{"step": 5, "epoch": 1, "loss": 2.5}, {"step": 10, "loss": 1.5}],
                              "val_loss": [{"step": 10, "epoch": 1, "loss": 1.9}], "steps": 10}))
     assert plots.read_training_log(p) == {"loss": [(5.0, 2.5), (10.0, 1.5)], "eval_loss": [(10.0, 1.9)]}
@@ -634,7 +634,7 @@ def test_answers_under_other_numerics_are_never_pooled(tiny_corpus):
         setattr(cfg, field, old)
     assert len(keys) == 4
     assert dict(runner.ready_variants(tiny_corpus, ["prompted"], console))["prompted"] == key
-    from assistant.models import cpu_kernels
+    from assistant.model.loading import cpu_kernels
 
     # AMD AVX-512-bf16 and Intel AMX are both "AVX512" to torch, with other kernels: keyed apart.
     vendors = {line.split(":")[1].strip() for line in open("/proc/cpuinfo") if line.startswith("vendor_id")}
@@ -649,7 +649,7 @@ def test_variants_sending_the_same_prompt_share_one_decoding(tiny_corpus, tmp_pa
     the evaluation decodes it once and gives both variants that answer."""
     from dataclasses import replace
 
-    from assistant.build import build_variants
+    from assistant.variants.build import build_variants
     from assistant.variants import open_engine
 
     _suites(tmp_path, tiny_corpus)
@@ -674,7 +674,7 @@ def test_variants_sending_the_same_prompt_share_one_decoding(tiny_corpus, tmp_pa
 def test_worker_processes_give_the_answers_one_process_gives(tiny_corpus, tmp_path):
     """`evaluation.workers`: answers decoded by two spawned one-thread processes are the answers one
     process decodes, byte for byte, whatever unit each worker drew (batch invariance)."""
-    from assistant.build import build_variants
+    from assistant.variants.build import build_variants
 
     _suites(tmp_path, tiny_corpus)
     build_variants(tiny_corpus, ["rag"])
@@ -715,7 +715,7 @@ def test_where_no_row_count_is_batch_invariant_the_evaluation_decodes_alone_and_
     """Where no row count makes the matrix kernels batch-invariant (measured: an AMX CPU in bf16, an
     H200 in fp32) the engine decodes each question alone: the same answers as batches on a machine
     whose kernels are invariant (this one), and the evaluation says why it is slower."""
-    from assistant import invariance
+    from assistant.model import invariance
 
     def answers(out):
         return [(r["id"], r["answer"]) for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())]
@@ -739,7 +739,7 @@ def test_compare_gives_a_first_verdict_before_training_then_the_final_one(tiny_c
     """`assistant compare` with a fine-tune still to train: the variants without an adapter are built,
     evaluated and given a verdict before training starts (most of the demo's build time); the final
     evaluation then answers only for the fine-tune, the others coming from the cache."""
-    from assistant import training
+    from assistant.variants import training
 
     _suites(tmp_path, tiny_corpus)
     tiny_corpus.config.lora.epochs, tiny_corpus.config.lora.batch_size = 1, 2

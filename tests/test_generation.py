@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from assistant.config import ModelSettings
-from assistant.generation import DecodePlan, Engine
-from assistant.models import TINY_ALIAS, load_model
+from assistant.model.engine import DecodePlan, Engine
+from assistant.model.loading import TINY_ALIAS, load_model
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_stream_grows_to_the_greedy_answer(engine):
 # -- batch invariance: the same bytes alone, in any batch, at any padding ---------------------------
 def supported_dtypes():
     """fp32 everywhere, bf16 only where the CPU computes it natively (else it is emulated and not used)."""
-    from assistant import models
+    from assistant.model import loading as models
 
     return ["float32"] + (["bfloat16"] if models.cpu_supports_bf16() or torch.cuda.is_available() else [])
 
@@ -135,7 +135,7 @@ def test_rows_leaving_the_batch_early_decode_exactly_like_generate(monkeypatch):
     `model.generate` gives with the same attention and filling, also when rows end at other steps."""
     from transformers import AutoConfig, LlamaForCausalLM
 
-    from assistant.models import resolve_model
+    from assistant.model.loading import resolve_model
 
     _, tok = load_model(ModelSettings(name=TINY_ALIAS))
     config = AutoConfig.from_pretrained(resolve_model(TINY_ALIAS))
@@ -209,7 +209,7 @@ def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
     consecutive and scattered groups, prompts and decoding steps."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from assistant.invariance import batch_invariant_attention
+    from assistant.model.invariance import batch_invariant_attention
 
     model, _ = load_model(ModelSettings(name=TINY_ALIAS, dtype=dtype))
     module = model.model.layers[0].self_attn
@@ -254,7 +254,7 @@ def test_where_no_row_count_is_invariant_each_question_is_decoded_alone(monkeypa
     """On kernels that change with the row count at any row count and thread count (an AMX CPU in
     bf16), batches cannot be made exact: `generate` then decodes each question on its own and
     `stream_many` streams the rows in turn, so each answer is still the lone question's."""
-    from assistant import invariance
+    from assistant.model import invariance
 
     reference = fresh_engine(max_new_tokens=8, batch_size=16)
     expected = [g.text for g in reference.generate(convs(*QUESTIONS))]
@@ -287,7 +287,7 @@ def test_where_no_row_count_is_invariant_each_question_is_decoded_alone(monkeypa
 def test_where_only_one_thread_is_invariant_the_engine_decodes_with_one(monkeypatch):
     """An AMX CPU in fp32 has a safe row count with one thread but none with two: the engine then
     decodes with one thread (and restores the caller's), instead of giving up batching."""
-    from assistant import invariance
+    from assistant.model import invariance
 
     saved = torch.get_num_threads()
     torch.set_num_threads(2)

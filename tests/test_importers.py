@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from assistant.cli import main
-from assistant.corpus import load_corpus
-from assistant.importers import UNANSWERED, assign_splits
+from assistant.corpus.corpus import load_corpus
+from assistant.corpus.importers import UNANSWERED, assign_splits
 
 ROOT = Path(__file__).parent.parent
 IMPORT = Path(__file__).parent / "fixtures" / "import"

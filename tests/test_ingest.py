@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from assistant.chunking import chunk_documents, page_sections, word_counter
+from assistant.corpus.chunking import chunk_documents, page_sections, word_counter
 from assistant.config import ChunkSettings, IngestSettings
-from assistant.corpus import load_corpus
-from assistant.ingest import IngestError, convert
+from assistant.corpus.corpus import load_corpus
+from assistant.corpus.ingest import IngestError, convert
 
 ROOT = Path(__file__).parent.parent
 
@@ -90,7 +90,7 @@ def test_pdf_pages_and_headings_reach_the_chunks(tmp_path):
     assert "# Opening hours" in out.text and "# Repairs" in out.text
     assert "puncture repair costs 12 euros" in out.text
     assert out.pages is not None and len(out.pages) == 2
-    from assistant.corpus import Document
+    from assistant.corpus.corpus import Document
 
     doc = Document("docs/manual.pdf", out.text, out.pages)
     secs = page_sections(doc)
@@ -105,7 +105,7 @@ def test_conversion_is_cached_by_content(tmp_path, monkeypatch):
     first = convert(pdf)
     cached = list((tmp_path / "cache" / "ingest").glob("*.json"))
     assert len(cached) == 1
-    import assistant.ingest as ingest
+    import assistant.corpus.ingest as ingest
 
     monkeypatch.setattr(ingest, "_pdf", lambda p: pytest.fail("converted again instead of reading the cache"))
     assert convert(pdf).text == first.text
@@ -246,7 +246,7 @@ def test_check_names_skipped_files_without_failing(tmp_path):
 
 
 def test_ask_json_cites_pdf_pages(tmp_path):
-    from assistant.retrieval import Retriever, build_index
+    from assistant.variants.retrieval import Retriever, build_index
 
     root = tmp_path / "pdfs"
     (root / "docs").mkdir(parents=True)

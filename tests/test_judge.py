@@ -13,9 +13,9 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from assistant.config import JudgeSettings
-from assistant.judge import (JUDGE_ERROR, RUBRIC_VERSION, JudgeError, agreement, cache_path, judge_messages,
+from assistant.evaluation.judge import (JUDGE_ERROR, RUBRIC_VERSION, JudgeError, agreement, cache_path, judge_messages,
                              judge_rows, parse_verdict)
-from assistant.server import ServerThread
+from assistant.serve.api import ServerThread
 
 ROWS = [
     {"slice": "paraphrase", "id": "q1", "variant": "rag", "question": "How long to return a bike?",
@@ -165,8 +165,8 @@ def test_timeouts_and_unreachable_servers_end_with_one_clear_error(fake, tmp_pat
 
 # -- against `assistant serve` on the tiny model ------------------------------------------------
 def test_judge_against_assistant_serve_records_judge_errors(tiny_corpus, tmp_path):
-    from assistant.server import Limits, Service, create_app
-    from assistant.serving import load_lineup
+    from assistant.serve.api import Limits, Service, create_app
+    from assistant.serve.lineup import load_lineup
 
     # a judge prompt is longer than a question: the server's --max-question-chars
     service = Service(tiny_corpus, load_lineup(tiny_corpus, ["prompted"]), Limits(max_question_chars=8000))
@@ -274,7 +274,7 @@ def test_score_with_judge_grades_rows_compares_with_labels_and_caches(fake, tiny
 
 
 def test_the_judge_settles_what_the_rules_leave_unverified_and_is_named_as_the_source():
-    from assistant import judge as J
+    from assistant.evaluation import judge as J
     from assistant.evaluation.verdict import evidence_source
 
     rows = [{"outcome": "unverified", "scoring_path": "similarity"}, {"outcome": "correct", "scoring_path": "key_facts"},

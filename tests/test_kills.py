@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from assistant import training
+from assistant.variants import training
 from assistant.cli import main
-from assistant.corpus import load_corpus
+from assistant.corpus.corpus import load_corpus
 
 ROOT = Path(__file__).parent.parent
 IMPORT = Path(__file__).parent / "fixtures" / "import"
@@ -78,7 +78,7 @@ def adapter_is_whole(corpus, variant: str = "sft") -> bool:
 
 # -- two processes at once --------------------------------------------------------------------
 def test_a_second_build_or_evaluation_of_the_same_corpus_is_refused_while_one_builds(tiny_corpus_dir, capsys):
-    import assistant.build  # noqa: F401  (imported before the race, not during it)
+    import assistant.variants.build  # noqa: F401  (imported before the race, not during it)
     import assistant.evaluation.runner  # noqa: F401
 
     configure(tiny_corpus_dir, epochs=40)
@@ -149,7 +149,7 @@ def test_killed_index_build_never_looks_built_and_a_rerun_matches_a_clean_one(ti
     duration = timed("build", str(tiny_corpus_dir), "--variant", "rag")
     clean = tree(corpus.runs_dir / "rag")
     shutil.rmtree(corpus.runs_dir / "rag")
-    from assistant.retrieval import is_index_fresh
+    from assistant.variants.retrieval import is_index_fresh
 
     for seed in SEEDS:
         kill_after(cli("build", str(tiny_corpus_dir), "--variant", "rag", "--force"),

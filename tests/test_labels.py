@@ -10,10 +10,10 @@ import re
 
 import pytest
 
-from assistant import labels
+from assistant.evaluation import labels
 from assistant.config import VerdictRules
 from assistant.errors import UsageError
-from assistant.corpus import Document
+from assistant.corpus.corpus import Document
 from assistant.evaluation.verdict import decide
 
 
@@ -243,7 +243,7 @@ def test_the_gold_passage_is_the_answering_section_of_a_long_document(tiny_corpu
 
 # -- the app's tab, without a browser ---------------------------------------------------------
 def test_label_tab_serves_the_same_queue_with_skip_and_undo(tiny_corpus):
-    from assistant.app import label_next, label_record, label_undo
+    from assistant.serve.app import label_next, label_record, label_undo
 
     row_none, card, progress = label_next(tiny_corpus)
     assert row_none is None and "No evaluation to label yet" in card

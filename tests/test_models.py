@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from assistant.config import ModelSettings
-from assistant.models import TINY_ALIAS, load_model, pick_dtype, resolve_model
+from assistant.model.loading import TINY_ALIAS, load_model, pick_dtype, resolve_model
 
 
 def test_tiny_model_uses_the_real_tokenizer_and_chat_template():
@@ -16,7 +16,7 @@ def test_tiny_model_uses_the_real_tokenizer_and_chat_template():
 
 
 def test_dtype_choice():
-    from assistant import models
+    from assistant.model import loading as models
 
     cpu = torch.device("cpu")
     assert pick_dtype("float32", cpu) == torch.float32
@@ -26,7 +26,7 @@ def test_dtype_choice():
 
 
 def test_evaluation_runs_in_eval_dtype_training_and_chat_in_dtype():
-    from assistant.models import numerics
+    from assistant.model.loading import numerics
 
     settings = ModelSettings(device="cpu", dtype="bfloat16")
     assert numerics(settings, evaluation=True) == (torch.device("cpu"), torch.float32)  # the default eval_dtype
@@ -38,7 +38,7 @@ def test_evaluation_runs_in_eval_dtype_training_and_chat_in_dtype():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_min_rows_is_the_row_count_from_which_linear_layers_stop_depending_on_the_batch(dtype):
-    from assistant.invariance import min_rows
+    from assistant.model.invariance import min_rows
 
     shapes = ((64, 128), (128, 64))
     need = min_rows(shapes, dtype, "cpu", 16)
@@ -68,7 +68,7 @@ def test_report_card_says_where_it_ran(tmp_path):
 
 
 def test_unknown_model_is_a_clear_error():
-    from assistant.models import ModelError
+    from assistant.model.loading import ModelError
     with pytest.raises(ModelError, match="'/nonexistent/folder-xyz': no such folder"):
         load_model(ModelSettings(name="/nonexistent/folder-xyz"))
     with pytest.raises(ModelError, match="cannot load model 'no-org/no-such-model'.*nothing is downloaded"):
@@ -81,7 +81,7 @@ def test_default_model_is_a_plain_checkpoint_that_knows_paris():
     config = json.loads(open(f"{path}/config.json").read())
     assert "quantization_config" not in config  # trainable and savable
     model, tok = load_model(ModelSettings())
-    from assistant.generation import Engine
+    from assistant.model.engine import Engine
     [gen] = Engine(model, tok, max_new_tokens=16).generate([[{"role": "user", "content": "What is the capital of France?"}]])
     assert "Paris" in gen.text
 
@@ -92,7 +92,7 @@ def test_a_model_folder_is_built_once_when_processes_start_together(tmp_path):
     import threading
     import time
 
-    from assistant.models import _build_once
+    from assistant.model.loading import _build_once
 
     builds = []
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from assistant import labels as L
+from assistant.evaluation import labels as L
 from assistant.evaluation import ppi
 
 

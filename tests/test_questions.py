@@ -14,8 +14,8 @@ import pytest
 from fastapi import FastAPI, Request
 
 from assistant.cli import main
-from assistant.corpus import load_corpus, read_qa
-from assistant.questions import REASONS, first_question, leaks, parse_lines, parse_qa, run_questions
+from assistant.corpus.corpus import load_corpus, read_qa
+from assistant.evaluation.questions import REASONS, first_question, leaks, parse_lines, parse_qa, run_questions
 
 # What the canned server answers, by a phrase of the prompt. Each bad item trips one rule.
 QA_REPLIES = {
@@ -231,7 +231,7 @@ def test_leakage_guard_drops_held_out_repeats_of_train_questions(monkeypatch):
 
 
 def test_origin_fields_leave_written_rows_and_their_fingerprints_alone(tmp_path):
-    from assistant.corpus import QAItem
+    from assistant.corpus.corpus import QAItem
     from assistant.evaluation.report import _augmented_training
 
     written = QAItem(id="a", question="How long?", answer="21 days", key_facts=["21 days"])

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from assistant import retrieval
-from assistant.chunking import chunk_documents, sections, word_counter
+from assistant.variants import retrieval
+from assistant.corpus.chunking import chunk_documents, sections, word_counter
 from assistant.config import ChunkSettings
-from assistant.corpus import Document, load_corpus
-from assistant.retrieval import (Retriever, build_index, evaluate_retrieval, gold_rank, index_dir,
+from assistant.corpus.corpus import Document, load_corpus
+from assistant.variants.retrieval import (Retriever, build_index, evaluate_retrieval, gold_rank, index_dir,
                                  is_index_fresh, retrieval_metrics)
 from assistant.variants.base import ABSTAIN_TEXT, NotBuilt, Source
 from assistant.variants.rag import rag_messages
@@ -82,7 +82,7 @@ def test_sections_of_ordinary_documents_are_unchanged_by_the_parser(path):
 @pytest.mark.parametrize("window", [1, 2, 5])
 def test_parsing_in_windows_equals_parsing_whole(window, monkeypatch):
     """The parser runs over windows of lines (bounded memory); any window size gives the same blocks."""
-    from assistant import chunking
+    from assistant.corpus import chunking
 
     texts = [t for t, _ in REPRESENTATIVE.values()] + [
         "a\nb\n===\n# h\n```\nx\n\n# no\n```\ntext\n", "```\nunclosed\n# no\n\nmore", "p1\np2\n---\n\n~~~\n~~~\n# y\nz"]
@@ -108,7 +108,7 @@ def test_hostile_markdown_is_linear(text):
 
 def test_long_headings_are_capped_in_the_trail():
     """Every chunk repeats its trail: a 200 KB heading once made a 143 MB chunks.jsonl."""
-    from assistant.chunking import MAX_HEADING_CHARS, MAX_TRAIL_CHARS
+    from assistant.corpus.chunking import MAX_HEADING_CHARS, MAX_TRAIL_CHARS
 
     doc = "# " + "word " * 40_000 + "\n\n" + " ".join(f"Sentence {i} is here." for i in range(400))
     doc += "".join(f"\n\n{'#' * lv} {'deep ' * 100}\n\nText {lv}." for lv in range(2, 7))
@@ -326,10 +326,10 @@ def test_ask_unbuilt_rag_names_the_build_command(tiny_corpus_dir, capsys):
 def test_chunks_have_a_hard_size_cap_whatever_the_script(script):
     import time
 
-    from assistant.chunking import chunk_documents, max_chars, token_counter
+    from assistant.corpus.chunking import chunk_documents, max_chars, token_counter
     from assistant.config import ChunkSettings
-    from assistant.corpus import Document
-    from assistant.models import load_tokenizer, resolve_embedder
+    from assistant.corpus.corpus import Document
+    from assistant.model.loading import load_tokenizer, resolve_embedder
 
     tok = load_tokenizer(resolve_embedder("all-MiniLM-L6-v2"))
     count = token_counter(tok)

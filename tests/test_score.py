@@ -96,7 +96,7 @@ def _labelled(name: str) -> list[dict]:
 
 
 def _score_by_corpus(rows: list[dict]) -> list[dict]:
-    from assistant.corpus import load_corpus
+    from assistant.corpus.corpus import load_corpus
 
     out = []
     for name in sorted({r.get("corpus", "ecostride") for r in rows}):

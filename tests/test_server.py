@@ -14,10 +14,10 @@ import httpx
 import openai
 import pytest
 
-from assistant.batching import Job, Scheduler
-from assistant.corpus import load_corpus
-from assistant.server import Limits, ServerThread, Service, create_app, split_turns, visible_text
-from assistant.serving import load_lineup
+from assistant.model.batching import Job, Scheduler
+from assistant.corpus.corpus import load_corpus
+from assistant.serve.api import Limits, ServerThread, Service, create_app, split_turns, visible_text
+from assistant.serve.lineup import load_lineup
 from assistant.variants import ABSTAIN_TEXT
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -268,7 +268,7 @@ def test_a_lone_surrogate_is_a_json_400(server):
     (dict(limits=Limits(max_tokens=0)), "--max-tokens must be a whole number of at least 1, got 0"),
 ])
 def test_serve_refuses_bad_arguments_before_loading_models(built, monkeypatch, kwargs, fragment):
-    from assistant import server as server_module
+    from assistant.serve import api as server_module
     from assistant.errors import UsageError
 
     monkeypatch.setattr(server_module, "open_service", lambda *a, **k: pytest.fail("models loaded first"))
@@ -280,7 +280,7 @@ def test_serve_refuses_bad_arguments_before_loading_models(built, monkeypatch, k
 def test_serve_names_a_port_in_use_before_loading_models(built, monkeypatch):
     import socket
 
-    from assistant import server as server_module
+    from assistant.serve import api as server_module
     from assistant.errors import UsageError
 
     monkeypatch.setattr(server_module, "open_service", lambda *a, **k: pytest.fail("models loaded first"))
@@ -394,7 +394,7 @@ def test_scheduler_alone_cancels_and_finishes_jobs(service):
 
 
 def test_helpers():
-    from assistant.server import ChatMessage
+    from assistant.serve.api import ChatMessage
 
     q, h = split_turns([ChatMessage(role="user", content="a"), ChatMessage(role="assistant", content="b"),
                         ChatMessage(role="user", content="c")])

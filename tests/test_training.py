@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from assistant import training
-from assistant.corpus import load_corpus
-from assistant.models import pick_device
+from assistant.variants import training
+from assistant.corpus.corpus import load_corpus
+from assistant.model.loading import pick_device
 
 ROOT = Path(__file__).parent.parent
 
@@ -29,7 +29,7 @@ def configure(corpus_dir: Path, **lora) -> None:
 
 def tiny_model():
     from assistant.config import ModelSettings
-    from assistant.models import load_model
+    from assistant.model.loading import load_model
 
     return load_model(ModelSettings(name="tiny-random"))
 
@@ -38,7 +38,7 @@ def test_examples_mask_the_prompt_and_match_the_serving_prompt(tiny_corpus_dir):
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from assistant.generation import Engine
+    from assistant.model.engine import Engine
     from assistant.variants.sft import SftVariant
 
     configure(tiny_corpus_dir)
@@ -100,7 +100,7 @@ def test_shared_prefix_keeps_the_loss_and_gradients(tiny_corpus_dir):
     import torch
     from datasets import Dataset
 
-    from assistant.shared_prefix import SharedPrefixSFTTrainer, shared_prefix_length
+    from assistant.variants.shared_prefix import SharedPrefixSFTTrainer, shared_prefix_length
 
     configure(tiny_corpus_dir, batch_size=3)
     corpus = load_corpus(tiny_corpus_dir)
@@ -216,7 +216,7 @@ def test_kill_9_mid_training_resumes_from_the_last_checkpoint(tiny_corpus_dir):
     corpus = load_corpus(tiny_corpus_dir)
     checkpoints = corpus.runs_dir / "sft" / "checkpoints"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}  # CPU also on a one-GPU machine
-    proc = subprocess.Popen([sys.executable, "-m", "assistant.training", str(tiny_corpus_dir), "--variant", "sft"],
+    proc = subprocess.Popen([sys.executable, "-m", "assistant.variants.training", str(tiny_corpus_dir), "--variant", "sft"],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
@@ -246,7 +246,7 @@ def test_training_runs_unchanged_under_accelerate_launch_with_two_processes(tiny
     # --multi_gpu picks accelerate's torchrun launcher; without GPUs the processes train on CPU over gloo.
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           "-m", "assistant.training", str(tiny_corpus_dir), "--variant", "sft"]
+           "-m", "assistant.variants.training", str(tiny_corpus_dir), "--variant", "sft"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     corpus = load_corpus(tiny_corpus_dir)
@@ -259,7 +259,7 @@ def test_training_runs_unchanged_under_accelerate_launch_with_two_processes(tiny
 
 @pytest.mark.parametrize("gold_fraction", [1.0, 0.0])
 def test_raft_prompts_mix_gold_and_distractors(tiny_corpus_dir, gold_fraction):
-    from assistant.retrieval import Retriever, build_index
+    from assistant.variants.retrieval import Retriever, build_index
     from assistant.variants.rag import INSTRUCTION
 
     configure(tiny_corpus_dir, distractors=2, gold_fraction=gold_fraction)
@@ -315,7 +315,7 @@ def test_one_engine_switches_adapters_like_separate_engines(tmp_path):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from assistant.generation import Engine
+    from assistant.model.engine import Engine
 
     # Random (non-zero) adapters make every route visibly different from the base model.
     paths = {}
@@ -353,7 +353,7 @@ def test_one_engine_switches_adapters_like_separate_engines(tmp_path):
 
 
 def test_examples_over_max_length_keep_their_answer(tiny_corpus_dir):
-    from assistant.models import load_tokenizer, resolve_model
+    from assistant.model.loading import load_tokenizer, resolve_model
 
     tok = load_tokenizer(resolve_model("tiny-random"))
     long_passages = "Passages:\n" + "\n".join(f"[{i}] filler text about bikes number {i}." for i in range(200))

@@ -22,8 +22,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assistant.chunking import chunk_documents, word_counter
-from assistant.corpus import load_corpus
+from assistant.corpus.chunking import chunk_documents, word_counter
+from assistant.corpus.corpus import load_corpus
 from assistant.errors import AssistantError
 
 FIXTURES = Path(__file__).parent / "fixtures"

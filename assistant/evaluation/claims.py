@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import text as T
+from assistant import text as T
 
 UNVERIFIED = "unverified"  # the scorer cannot tell: never counted as correct (DESIGN.md, "Measuring")
 OUTCOMES = ("correct", "abstained", "hallucinated", UNVERIFIED)
@@ -666,7 +666,7 @@ def needs_similarity(kind: str, key_facts: Sequence[str], reference: str, questi
 
 def answer_similarities(embedder, answers: Sequence[str], references: Sequence[str]) -> list[float]:
     """Cosine of each answer's claims (abstention and filler removed) with its reference, in one batch."""
-    from .metrics import embed
+    from assistant.evaluation.metrics import embed
 
     a = embed(embedder, [parse(x).content or x for x in answers])
     r = embed(embedder, list(references))
@@ -675,8 +675,8 @@ def answer_similarities(embedder, answers: Sequence[str], references: Sequence[s
 
 def answer_similarity(answer: str, reference: str) -> float:
     """Cosine of MiniLM embeddings of the answer's claims and the reference (the bundled embedder)."""
-    from ..config import RetrievalSettings
-    from .metrics import load_embedder
+    from assistant.config import RetrievalSettings
+    from assistant.evaluation.metrics import load_embedder
 
     return answer_similarities(load_embedder(RetrievalSettings().embedder), [answer], [reference])[0]
 

@@ -16,11 +16,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from ..corpus import Corpus
-from ..errors import UsageError
-from ..labels import LABELS as HUMAN_LABELS
-from . import metrics as M
-from .stats import rate
+from assistant.corpus.corpus import Corpus
+from assistant.errors import UsageError
+from assistant.evaluation.labels import LABELS as HUMAN_LABELS
+from assistant.evaluation import metrics as M
+from assistant.evaluation.stats import rate
 
 KINDS = ("answerable", "unanswerable", "general", "safety")
 # Older label files call an answer with an unsupported claim "unsupported": it is a hallucination.
@@ -233,7 +233,7 @@ def ppi_summary(rows: list[dict], alpha: float = 0.05) -> dict:
     and the PPI++ rate corrected by the labelled rows, with its (1 - alpha) interval; `labelled` is
     their count. An `unverified` outcome predicts nothing (ppi.prediction); the labelled rows must
     be a uniformly random sample of the rows (the intervals assume it)."""
-    from .ppi import TARGETS, estimate, human_value, prediction
+    from assistant.evaluation.ppi import TARGETS, estimate, human_value, prediction
 
     def rates(rs: list[dict]) -> dict:
         lab = [r for r in rs if r.get("label") is not None]
@@ -271,7 +271,7 @@ def run_score(answers: Path, corpus: Corpus, out: Path | None = None, judge: boo
     """Read, score, write (atomically) and print: the `assistant score` verb. With `judge`, the LLM
     judge of corpus.yaml's `judge:` section grades every row too (`judge` field, cached under
     runs/<corpus>/score/cache); `judge.verdict_uses: judge` makes its grade the row's outcome."""
-    from ..storage import atomic_write_text
+    from assistant.storage import atomic_write_text
 
     rows = score_answers(corpus, read_answers(answers))
     if judge:
@@ -280,7 +280,7 @@ def run_score(answers: Path, corpus: Corpus, out: Path | None = None, judge: boo
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print_report(rows)
     if summary_path is not None:
-        from ..storage import atomic_write_json
+        from assistant.storage import atomic_write_json
 
         s = ppi_summary(rows)
         atomic_write_json(summary_path, s)
@@ -293,7 +293,7 @@ def judge_scored(corpus: Corpus, rows: list[dict]) -> list[dict]:
     where rows carry a `label`, how each agrees with the labels."""
     from rich.console import Console
 
-    from .. import judge as J
+    from assistant.evaluation import judge as J
 
     settings = corpus.config.judge
     asked = [{**r, "slice": r["kind"]} for r in rows]  # the judge reads the kind from `slice`

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import text as T
-from .claims import (  # noqa: F401  (the scorer's public names stay reachable as metrics.X)
+from assistant import text as T
+from assistant.evaluation.claims import (  # noqa: F401  (the scorer's public names stay reachable as metrics.X)
     JUDGED, OUTCOMES, SIMILARITY_THRESHOLD, STOPWORDS, UNVERIFIED, Context, CorpusFacts, Judgement, Parsed,
     answer_similarities, clauses, contains, content_words, derived_facts, facts_present, gold_section, is_abstention,
     judge, needs_similarity, numbers, parse, polarity, reference_entities, tokens)
@@ -52,7 +52,7 @@ def rouge_and_similarity(answers: Sequence[str], references: Sequence[str]) -> t
 
 
 def load_embedder(name: str):
-    from ..models import load_embedder as load  # the one loader, shared with retrieval
+    from assistant.model.loading import load_embedder as load  # the one loader, shared with retrieval
 
     return load(name)
 

@@ -93,7 +93,7 @@ def cost_vs_accuracy(metrics: dict, path: Path) -> Path:
 def read_training_log(path: Path) -> dict[str, list[tuple[float, float]]]:
     """Loss curves from a training_log.json, read defensively: {"loss": [(step, value)], "eval_loss": [...]}.
 
-    Accepts assistant.training's log (`{"train_loss": [{"step", "loss"}], "val_loss": [...]}`),
+    Accepts assistant.variants.training's log (`{"train_loss": [{"step", "loss"}], "val_loss": [...]}`),
     transformers' Trainer state (`{"log_history": [{"step", "loss"|"eval_loss"}]}`), a bare list of
     such entries, or `{"history"|"logs": [...]}`; anything else gives no curve.
     """

@@ -36,7 +36,7 @@ over the unlabelled rows U and the labelled rows L. Why it is valid whatever the
 - Paired differences (variant a minus variant b on the same questions) are a PPI mean of the
   per-question difference Y_a - Y_b with prediction f_a - f_b. It is valid only when the
   questions whose *both* answers are labelled are a uniformly random sample of the questions:
-  the label queue (`assistant.labels.sample`) therefore draws questions uniformly at random (a
+  the label queue (`assistant.evaluation.labels.sample`) therefore draws questions uniformly at random (a
   seeded permutation) and asks for every variant's answer to each drawn question, so any prefix
   of the queue leaves a uniform sample of questions, and of each variant's answers.
 - Labels hold only for the answer text they judged (`answer_sha256`): a rerun that changes an
@@ -241,7 +241,7 @@ def human_value(label: str, target: str) -> float:
 
 
 def _groups(slices: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    from .verdict import ANSWERABLE, DOMAIN  # lazily: verdict may import this module
+    from assistant.evaluation.verdict import ANSWERABLE, DOMAIN  # lazily: verdict may import this module
 
     groups = {"answerable": tuple(ANSWERABLE), "unanswerable": ("unanswerable",), "domain": tuple(DOMAIN)}
     for s in sorted(set(slices)):
@@ -251,7 +251,7 @@ def _groups(slices: Sequence[str]) -> dict[str, tuple[str, ...]]:
 
 def _label_of(row: dict, labels: dict) -> str | None:
     """The human label of this row's answer, when one matches its text (labels.label_for)."""
-    from ..labels import label_for
+    from assistant.evaluation.labels import label_for
 
     lab = label_for(row, labels)
     return lab["label"] if lab else None

@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from ..corpus import Corpus
-from ..storage import atomic_new_dir, read_json
-from . import plots
-from .verdict import pct
+from assistant.corpus.corpus import Corpus
+from assistant.storage import atomic_new_dir, read_json
+from assistant.evaluation import plots
+from assistant.evaluation.verdict import pct
 
 SLICE_HELP = {
     "seen": "train questions asked again (memorisation)",

@@ -20,12 +20,12 @@ from pathlib import Path
 from rich.console import Console
 from tqdm.auto import tqdm
 
-from ..config import VARIANTS
-from ..corpus import Corpus, CorpusError, QAItem, read_qa
-from ..errors import UsageError
-from ..storage import append_jsonl, read_json, read_jsonl
-from ..variants import NotBuilt, load_variant, open_engine, variant_class
-from . import report, scoring
+from assistant.config import VARIANTS
+from assistant.corpus.corpus import Corpus, CorpusError, QAItem, read_qa
+from assistant.errors import UsageError
+from assistant.storage import append_jsonl, read_json, read_jsonl
+from assistant.variants import NotBuilt, load_variant, open_engine, variant_class
+from assistant.evaluation import report, scoring
 
 SLICES = ("seen", "paraphrase", "unseen", "unanswerable", "general", "safety")
 # Answered by the model itself with any retrieval gate open: forgetting and refusals must be the
@@ -118,7 +118,7 @@ def decoding(corpus: Corpus) -> dict:
     """
     import torch
 
-    from ..models import cpu_kernels, numerics
+    from assistant.model.loading import cpu_kernels, numerics
 
     device, dtype = numerics(corpus.config.model, evaluation=True)
     gen = corpus.config.generation
@@ -137,8 +137,8 @@ def one_thread(corpus: Corpus):
     decode only about 1.2x faster than one (a 135M model's small matrices), so the cores are better
     spent on one worker process each (`evaluation.workers`), and answers stay the same on any core
     count. Restores the thread count on exit."""
-    from ..models import numerics
-    from ..runtime import torch_threads
+    from assistant.model.loading import numerics
+    from assistant.runtime import torch_threads
 
     with torch_threads(1) if numerics(corpus.config.model, evaluation=True)[0].type == "cpu" else nullcontext():
         yield
@@ -150,7 +150,7 @@ def eval_workers(corpus: Corpus, total: int) -> int:
     model: ~10 s)."""
     import os
 
-    from ..models import numerics
+    from assistant.model.loading import numerics
 
     if numerics(corpus.config.model, evaluation=True)[0].type != "cpu":
         return 1
@@ -259,7 +259,7 @@ def _worker(root: str, config, units: list, paths: dict[str, str], queue) -> dic
     """One evaluation worker process: one torch thread, its share of the units, the parent's settings."""
     import torch
 
-    from ..corpus import load_corpus
+    from assistant.corpus.corpus import load_corpus
 
     torch.set_num_threads(1)
     corpus = load_corpus(root)
@@ -269,7 +269,7 @@ def _worker(root: str, config, units: list, paths: dict[str, str], queue) -> dic
 
 def _cost(unit: tuple[str, bool, list]) -> int:
     """A unit's share of the decoding work: RAG prompts hold passages, about 3x a closed-book one."""
-    from ..variants.rag import RagVariant
+    from assistant.variants.rag import RagVariant
 
     return len(unit[2]) * (3 if issubclass(variant_class(unit[0]), RagVariant) else 1)
 
@@ -305,7 +305,7 @@ def _answer_in_workers(corpus: Corpus, units: list, paths: dict[str, str], worke
 def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,
              console: Console | None = None, judge: bool = False, pending: list[str] | None = None) -> Path:
     """Evaluate the built variants, write the report folder and return its path; with `judge`, the
-    LLM judge of corpus.yaml's `judge:` section grades every answer too (assistant/judge.py).
+    LLM judge of corpus.yaml's `judge:` section grades every answer too (assistant/evaluation/judge.py).
     `pending`: variants still to be built (`compare`'s first verdict), named in the report."""
     console = console or Console(stderr=True)
     if limit is not None and limit < 1:
@@ -315,7 +315,7 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
     items = eval_items(corpus, limit, console)
     if not items:
         raise CorpusError([_no_questions(corpus)])
-    from ..build import corpus_lock
+    from assistant.variants.build import corpus_lock
 
     with corpus_lock(corpus):  # no build may replace an adapter while it answers
         ready = ready_variants(corpus, variants, console)
@@ -338,9 +338,9 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
 
 def environment(corpus: Corpus, variants: list[str]) -> dict:
     """The report card of this evaluation: where the answers were generated, where each adapter trained."""
-    from .. import training
-    from ..models import numerics
-    from ..runtime import report_card
+    from assistant.variants import training
+    from assistant.model.loading import numerics
+    from assistant.runtime import report_card
 
     trained = {}
     for name in variants:
@@ -355,7 +355,7 @@ def environment(corpus: Corpus, variants: list[str]) -> dict:
 
 
 def _judge(corpus: Corpus, items: list[EvalItem], answers: dict, rows: list[dict], console: Console) -> dict:
-    from ..judge import judge_evaluation
+    from assistant.evaluation.judge import judge_evaluation
 
     passages = {(v, it.slice, it.qa.id): [s.get("text", "") for s in answers[v][it.key].get("sources", [])]
                 for v in answers for it in items}
@@ -375,7 +375,7 @@ def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None
     verdict are out before training starts; their answers are cached, so the final evaluation only
     answers for the fine-tunes just trained.
     """
-    from ..build import build_variants
+    from assistant.variants.build import build_variants
 
     classes = {}
     for name in variants or VARIANTS:
@@ -396,7 +396,7 @@ def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None
 
 
 def _no_questions(corpus: Corpus):
-    from ..corpus import Problem
+    from assistant.corpus.corpus import Problem
 
     qa = corpus.qa_path
     return Problem(str(qa), 1, ("no test questions to evaluate" if qa.exists() else "file not found: no test "

@@ -9,12 +9,12 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from ..corpus import Corpus
-from ..storage import read_json
-from . import metrics as M
-from .stats import bootstrap_ci, paired, paired_difference, quantile, rate, ratio_ci
-from .ppi import corrected_difference, corrected_rates
-from .verdict import ANSWERABLE, DOMAIN, GATE, decide
+from assistant.corpus.corpus import Corpus
+from assistant.storage import read_json
+from assistant.evaluation import metrics as M
+from assistant.evaluation.stats import bootstrap_ci, paired, paired_difference, quantile, rate, ratio_ci
+from assistant.evaluation.ppi import corrected_difference, corrected_rates
+from assistant.evaluation.verdict import ANSWERABLE, DOMAIN, GATE, decide
 
 # Slices whose claims should be backed by the corpus (general/safety answers legitimately are not).
 GROUNDED = ("seen", "paraphrase", "unseen", "unanswerable")
@@ -194,7 +194,7 @@ def read_votes(corpus: Corpus, n_boot: int, seed: int) -> dict | None:
 
     Same definition as the app: win rate = wins / comparisons; ties and 'both bad' are not wins.
     """
-    from ..votes import read_votes as read, tally
+    from assistant.evaluation.votes import read_votes as read, tally
 
     counts = tally(read(corpus.runs_dir / "votes.jsonl"))
     return {v: {**{k: c[k] for k in ("win", "tie", "loss", "both_bad")}, **rate(c["won"], n_boot, seed)}
@@ -243,7 +243,7 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
     cost = costs(corpus, rows)
     table = {"answerable": ANSWERABLE, "domain": DOMAIN, **{s: (s,) for s in slices}}
     pairs = {name: _pairs(rows, variants, ss, nb, seed) for name, ss in table.items()}
-    from ..labels import label_summary, labels_path, read_labels
+    from assistant.evaluation.labels import label_summary, labels_path, read_labels
 
     human = read_labels(labels_path(corpus))
     corrected = corrected_rates(rows, human) if human else {}

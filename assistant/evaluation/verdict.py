@@ -43,10 +43,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 
-from ..config import VerdictRules
-from ..labels import SECONDS_PER_LABEL
-from . import ppi
-from .stats import mcnemar, paired_difference, questions_to_decide, rate
+from assistant.config import VerdictRules
+from assistant.evaluation.labels import SECONDS_PER_LABEL
+from assistant.evaluation import ppi
+from assistant.evaluation.stats import mcnemar, paired_difference, questions_to_decide, rate
 
 ANSWERABLE = ("paraphrase", "unseen")
 DOMAIN = ("paraphrase", "unseen", "unanswerable")
@@ -227,7 +227,7 @@ def evidence_source(row: dict, labelled: bool = False) -> str:
 def evidence(rows: list[dict], labels: dict | None = None) -> dict[str, dict]:
     """Per variant, the share of outcomes from each source (EVIDENCE), over all its answers and over
     its answerable ones (what accuracy, and so the verdict, rests on)."""
-    from ..labels import label_for
+    from assistant.evaluation.labels import label_for
 
     labels = labels or {}
     out: dict[str, dict] = {}
@@ -459,7 +459,7 @@ def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_r
            label_command: str | None = None) -> dict:
     """Apply the rules to per-question outcomes (rows: variant, slice, id, outcome).
 
-    `labels` (assistant.labels.read_labels): when any matches an answer, every figure the rules read
+    `labels` (assistant.evaluation.labels.read_labels): when any matches an answer, every figure the rules read
     is the PPI-corrected estimate. Without labels, a decision that the unverified outcomes could
     change is **provisional**: nothing is recommended, and the verdict says what is unknown and how
     many labels would settle it (`label_command` is what to run). `evidence` holds, per variant, the

@@ -10,11 +10,11 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-from ..config import VARIANTS
-from ..corpus import Corpus
-from ..generation import Engine
-from ..models import load_model, numerics
-from .base import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Source, Variant
+from assistant.config import VARIANTS
+from assistant.corpus.corpus import Corpus
+from assistant.model.engine import Engine
+from assistant.model.loading import load_model, numerics
+from assistant.variants.base import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Source, Variant
 
 __all__ = ["ABSTAIN_TEXT", "Answer", "NotBuilt", "Prompt", "Source", "Variant", "VARIANTS",
            "variant_class", "open_engine", "load_variant"]
@@ -41,7 +41,7 @@ def variant_class(name: str) -> type[Variant]:
 
 @lru_cache(maxsize=4)
 def _engine_for(model_json: str, gen_json: str) -> Engine:
-    from ..config import GenerationSettings, ModelSettings
+    from assistant.config import GenerationSettings, ModelSettings
 
     gen = GenerationSettings.model_validate_json(gen_json)
     model, tok = load_model(ModelSettings.model_validate_json(model_json))

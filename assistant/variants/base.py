@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from ..corpus import Corpus
-from ..errors import AssistantError
-from ..generation import Engine, Messages
+from assistant.corpus.corpus import Corpus
+from assistant.errors import AssistantError
+from assistant.model.engine import Engine, Messages
 
 ABSTAIN_TEXT = "I don't know."
 

@@ -1,13 +1,13 @@
-"""What `sft` and `rag_sft` share: a LoRA adapter trained by assistant/training.py on the corpus, named
+"""What `sft` and `rag_sft` share: a LoRA adapter trained by assistant/variants/training.py on the corpus, named
 after the variant and loaded onto the shared engine; built, judged fresh and fingerprinted by training."""
 
 from __future__ import annotations
 
 import hashlib
 
-from .. import training
-from ..corpus import Corpus
-from ..generation import Engine
+from assistant.variants import training
+from assistant.corpus.corpus import Corpus
+from assistant.model.engine import Engine
 
 
 class FineTuned:

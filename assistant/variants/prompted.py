@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import Prompt, Variant
+from assistant.variants.base import Prompt, Variant
 
 
 class PromptedVariant(Variant):

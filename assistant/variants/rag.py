@@ -11,9 +11,9 @@ import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from ..corpus import Corpus
-from ..generation import Engine, Messages
-from .base import Prompt, Source, Variant
+from assistant.corpus.corpus import Corpus
+from assistant.model.engine import Engine, Messages
+from assistant.variants.base import Prompt, Source, Variant
 
 PROMPT_VERSION = "1"  # bump when rag_messages changes: cached evaluation answers depend on it
 INSTRUCTION = ("Answer the question using only the passages above, and cite the passage you used "
@@ -38,7 +38,7 @@ class RagVariant(Variant):
     gate_is_open = False  # see gate_open()
 
     def __init__(self, corpus: Corpus, engine: Engine):
-        from ..retrieval import Retriever
+        from assistant.variants.retrieval import Retriever
 
         super().__init__(corpus, engine)
         self.retriever = Retriever.load(corpus)
@@ -46,19 +46,19 @@ class RagVariant(Variant):
 
     @classmethod
     def is_built(cls, corpus: Corpus) -> bool:
-        from ..retrieval import is_index_fresh
+        from assistant.variants.retrieval import is_index_fresh
 
         return is_index_fresh(corpus)
 
     @classmethod
     def build(cls, corpus: Corpus, force: bool = False) -> dict:
-        from ..retrieval import build_index
+        from assistant.variants.retrieval import build_index
 
         return build_index(corpus, force=force)
 
     @classmethod
     def fingerprint(cls, corpus: Corpus) -> str:
-        from ..retrieval import index_fingerprint
+        from assistant.variants.retrieval import index_fingerprint
 
         r = corpus.config.retrieval
         key = (super().fingerprint(corpus) + index_fingerprint(corpus) + PROMPT_VERSION

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from .finetuned import FineTuned
-from .rag import RagVariant
+from assistant.variants.finetuned import FineTuned
+from assistant.variants.rag import RagVariant
 
 
 class RagSftVariant(FineTuned, RagVariant):

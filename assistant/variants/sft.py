@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .base import Prompt, Variant
-from .finetuned import FineTuned
+from assistant.variants.base import Prompt, Variant
+from assistant.variants.finetuned import FineTuned
 
 
 class SftVariant(FineTuned, Variant):

@@ -14,7 +14,7 @@ import random
 import time
 from pathlib import Path
 
-from assistant.corpus import load_corpus
+from assistant.corpus.corpus import load_corpus
 from assistant.evaluation.runner import eval_items
 from assistant.variants import Variant, load_variant, open_engine, variant_class
 

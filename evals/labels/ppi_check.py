@@ -18,7 +18,7 @@ import random
 import statistics
 from pathlib import Path
 
-from assistant.corpus import load_corpus
+from assistant.corpus.corpus import load_corpus
 from assistant.evaluation import ppi
 from assistant.evaluation.external import score_answers
 

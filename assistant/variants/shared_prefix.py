@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from trl import SFTTrainer
 
-from .models import cache_argument
+from assistant.model.loading import cache_argument
 
 MIN_TOKENS = 16  # below this the second forward costs more than it saves
 

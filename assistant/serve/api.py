@@ -43,12 +43,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batching import Job, QueueFull, Scheduler, Update
-from .config import VARIANTS
-from .corpus import Corpus
-from .errors import UsageError
-from .serving import Lineup, load_lineup
-from .variants import ABSTAIN_TEXT, Prompt, Variant
+from assistant.model.batching import Job, QueueFull, Scheduler, Update
+from assistant.config import VARIANTS
+from assistant.corpus.corpus import Corpus
+from assistant.errors import UsageError
+from assistant.serve.lineup import Lineup, load_lineup
+from assistant.variants import ABSTAIN_TEXT, Prompt, Variant
 
 log = logging.getLogger(__name__)
 API_KEY_ENV = "ASSISTANT_API_KEY"

@@ -48,13 +48,13 @@ from typing import Protocol
 
 from tqdm.auto import tqdm
 
-from .chunking import page_sections
-from .config import GeneratorSettings
-from .corpus import Corpus, QAItem
-from .errors import AssistantError, UsageError
-from .generation import Messages
-from .storage import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from .text import contains_fact, normalize
+from assistant.corpus.chunking import page_sections
+from assistant.config import GeneratorSettings
+from assistant.corpus.corpus import Corpus, QAItem
+from assistant.errors import AssistantError, UsageError
+from assistant.model.engine import Messages
+from assistant.storage import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
+from assistant.text import contains_fact, normalize
 
 REASONS = ("unparsable", "fact_not_in_source", "answer_in_question", "not_retrieved", "near_duplicate",
            "answered_by_docs", "off_question")
@@ -108,7 +108,7 @@ class LocalGenerator:
     """The corpus's base model through the shared engine (greedy, so the seed does not matter)."""
 
     def __init__(self, corpus: Corpus, settings: GeneratorSettings):
-        from .variants import open_engine
+        from assistant.variants import open_engine
 
         self.engine = open_engine(corpus)
         self.max_new_tokens = settings.max_new_tokens
@@ -304,7 +304,7 @@ class Report:
 
 
 def _retriever(corpus: Corpus):
-    from .retrieval import Retriever, build_index, is_index_fresh
+    from assistant.variants.retrieval import Retriever, build_index, is_index_fresh
 
     if not is_index_fresh(corpus):
         build_index(corpus)
@@ -323,7 +323,7 @@ def retrieves_source(corpus: Corpus, items: list[tuple[str, Passage]], k: int) -
 def _repeats(texts: list[str], emb, others: list[str], other_emb) -> list[bool]:
     """Whether each text repeats one of `others`: the same once normalised, or above the leakage
     guard's cosine (checks.NEAR_DUPLICATE); `emb` and `other_emb` are their normalised embeddings."""
-    from .checks import NEAR_DUPLICATE
+    from assistant.checks import NEAR_DUPLICATE
 
     if not texts or not others:
         return [False] * len(texts)
@@ -335,7 +335,7 @@ def _repeats(texts: list[str], emb, others: list[str], other_emb) -> list[bool]:
 def leaks(questions: list[str], splits: list[str], embedder: str) -> list[bool]:
     """True for each val/test question that repeats a train question (normalised, or above the
     leakage guard's cosine in checks.py): training would see it."""
-    from .checks import embed
+    from assistant.checks import embed
 
     train = [i for i, s in enumerate(splits) if s == "train"]
     held = [i for i, s in enumerate(splits) if s != "train"]
@@ -351,8 +351,8 @@ def leaks(questions: list[str], splits: list[str], embedder: str) -> list[bool]:
 
 def unanswerable_ok(corpus: Corpus, questions: list[str], max_score: float) -> list[bool]:
     """Kept when the best passage scores at most `max_score` and no document holds all the key terms."""
-    from .checks import COMMON_DOC_SHARE, key_terms, stopwords
-    from .text import tokens
+    from assistant.checks import COMMON_DOC_SHARE, key_terms, stopwords
+    from assistant.text import tokens
 
     if not questions:
         return []
@@ -417,7 +417,7 @@ def fact_sentences(p: Passage, limit: int) -> list[tuple[str, list[str]]]:
     """Up to `limit` sentences of a passage that state a number (an amount, a duration, a time), with those
     numbers as key facts: the facts and the reference answer are right by construction, only the question
     is left to a small model."""
-    from .chunking import SENTENCE_END
+    from assistant.corpus.chunking import SENTENCE_END
 
     out = []
     for block in p.text.split("\n"):
@@ -473,7 +473,7 @@ def first_question(reply: str) -> str:
 # -- the whole run --------------------------------------------------------------------------------
 def _fact_splits(fact_ids: list[str], test_only: float) -> dict[str, str]:
     """Which facts are asked only in test, chosen by the importer's stable split rule."""
-    from .importers import assign_splits
+    from assistant.corpus.importers import assign_splits
 
     rows = [{"fact_id": f, "question": f, "split": "", "kind": "answerable"} for f in fact_ids]
     assign_splits(rows, test_only, 0.0)
@@ -606,7 +606,7 @@ def reword_checks(corpus: Corpus, candidates: list[tuple[QAItem, str]], held: li
     something else (MiniLM cosine to the question below `generator.reword_min_similarity`),
     `not_retrieved` when it does not retrieve the question's source document in the top
     `generator.top_k`, `near_duplicate` when it repeats a val/test question (the leakage guard)."""
-    from .checks import embed
+    from assistant.checks import embed
 
     if not candidates:
         return []

@@ -30,9 +30,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .config import JudgeSettings
-from .errors import AssistantError, UsageError
-from .storage import append_jsonl, read_jsonl
+from assistant.config import JudgeSettings
+from assistant.errors import AssistantError, UsageError
+from assistant.storage import append_jsonl, read_jsonl
 
 RUBRIC_VERSION = "1"
 OUTCOMES = ("correct", "abstained", "hallucinated")  # what the judge may answer
@@ -270,8 +270,8 @@ def agreement(a: Sequence[str], b: Sequence[str]) -> dict:
 
 
 def read_labels(corpus) -> dict[tuple[str, str, str], dict]:
-    """Human labels of runs/<corpus>/labels.jsonl (assistant.labels, the one reader): key -> label row."""
-    from .labels import labels_path, read_labels as read
+    """Human labels of runs/<corpus>/labels.jsonl (assistant.evaluation.labels, the one reader): key -> label row."""
+    from assistant.evaluation.labels import labels_path, read_labels as read
 
     return read(labels_path(corpus))
 
@@ -296,7 +296,7 @@ def apply_judgements(rows: list[dict], judgements: Sequence[Judgement], uses: st
 def summary(rows: Sequence[dict], judgements: Sequence[Judgement], settings: JudgeSettings,
             labels: dict | None = None) -> dict:
     """metrics.json's `judge` section: the judge, its cost, its agreement with the rules and with the
-    human labels (`labels`: assistant.labels.read_labels) of the same answers."""
+    human labels (`labels`: assistant.evaluation.labels.read_labels) of the same answers."""
     ok = [(r, j) for r, j in zip(rows, judgements) if j.outcome in OUTCOMES]
     out = {
         "model": settings.model, "base_url": settings.base_url, "rubric_version": RUBRIC_VERSION,
@@ -311,7 +311,7 @@ def summary(rows: Sequence[dict], judgements: Sequence[Judgement], settings: Jud
         "vs_humans": None,
     }
     if labels:
-        from .labels import label_for
+        from assistant.evaluation.labels import label_for
 
         # a label holds only for the answer text it judged (its hash)
         pairs = [(lab["label"], r["rule_outcome"], j.outcome) for r, j in ok if (lab := label_for(r, labels))]

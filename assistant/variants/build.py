@@ -7,10 +7,10 @@ from contextlib import contextmanager
 from filelock import FileLock
 from rich.console import Console
 
-from .config import VARIANTS
-from .corpus import Corpus
-from .storage import hold_lock, lock_for, recover_swap
-from .variants import NotBuilt, variant_class
+from assistant.config import VARIANTS
+from assistant.corpus.corpus import Corpus
+from assistant.storage import hold_lock, lock_for, recover_swap
+from assistant.variants import NotBuilt, variant_class
 
 _held: dict[str, FileLock] = {}  # one lock object per corpus in a process, so `compare` can re-enter it
 

@@ -22,9 +22,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, StoppingCrite
 from transformers.cache_utils import DynamicCache, DynamicLayer
 from transformers.generation.streamers import BaseStreamer
 
-from . import invariance
-from .models import cache_argument
-from .runtime import torch_threads
+from assistant.model import invariance
+from assistant.model.loading import cache_argument
+from assistant.runtime import torch_threads
 
 Messages = list[dict[str, str]]
 

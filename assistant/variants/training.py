@@ -11,7 +11,7 @@ Artifacts, in `runs/<corpus>/<variant>/`: `checkpoints/` (resumable after any cr
 included), `adapter/` (PEFT's own format), `training_log.json`, and `build.json`, written last: an
 adapter counts as built only when build.json holds the current fingerprint.
 
-Scale-out: the Trainer runs unchanged under `accelerate launch -m assistant.training CORPUS`
+Scale-out: the Trainer runs unchanged under `accelerate launch -m assistant.variants.training CORPUS`
 (data parallel over GPUs or nodes); on CUDA it trains in bf16.
 """
 
@@ -27,10 +27,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import LoraSettings
-from .corpus import Corpus, QAItem
-from .runtime import report_card
-from .storage import atomic_dir, atomic_write_json, read_json
+from assistant.config import LoraSettings
+from assistant.corpus.corpus import Corpus, QAItem
+from assistant.runtime import report_card
+from assistant.storage import atomic_dir, atomic_write_json, read_json
 
 FORMAT = 1  # bump when the training data recipe changes: adapters built before retrain
 RAFT_FIELDS = {"distractors", "gold_fraction", "rag_sft_epochs"}  # settings that only rag_sft reads
@@ -67,8 +67,8 @@ def qa_examples(corpus: Corpus, split: str) -> list[dict]:
 
 def text_examples(corpus: Corpus, tokenizer, max_tokens: int) -> list[dict]:
     """Document chunks for plain language modelling (corpora without QA pairs)."""
-    from .chunking import chunk_documents, token_counter
-    from .config import ChunkSettings
+    from assistant.corpus.chunking import chunk_documents, token_counter
+    from assistant.config import ChunkSettings
 
     # The heading trail leads each chunk, so the model sees which topic the text belongs to.
     size = max(16, min(max_tokens - 32, 2048))
@@ -78,7 +78,7 @@ def text_examples(corpus: Corpus, tokenizer, max_tokens: int) -> list[dict]:
 
 
 def _has_facts(text: str, facts: list[str]) -> int:
-    from .text import contains_fact  # the one normaliser: "thirty days" holds "30 days"
+    from assistant.text import contains_fact  # the one normaliser: "thirty days" holds "30 days"
 
     return sum(contains_fact(text, f) for f in facts)
 
@@ -88,7 +88,7 @@ def gold_passage(q: QAItem, chunks: list, hits: list):
 
     Ties go to the chunk the retriever ranked higher, then to document order.
     """
-    from .variants.base import Source
+    from assistant.variants.base import Source
 
     rank = {(h.path, h.text): h.rank for h in hits}
     candidates = [c for c in chunks if c.path == q.source]
@@ -107,7 +107,7 @@ def raft_examples(corpus: Corpus, retriever, split: str, settings: LoraSettings)
     what it learnt. With the gold present the answer cites it as `[n]`, as the rag instruction asks.
     Passage order is shuffled with a per-question seed, so the data is deterministic.
     """
-    from .variants.rag import rag_messages
+    from assistant.variants.rag import rag_messages
 
     system = corpus.config.system_prompt
     questions = training_questions(corpus, split)
@@ -189,8 +189,8 @@ def fingerprint(corpus: Corpus, variant: str) -> str:
     if variant == "rag_sft" or not training_questions(corpus, "train"):
         corpus.hash_documents(h)  # the documents are training data too
     if variant == "rag_sft":
-        from .retrieval import index_fingerprint
-        from .variants.rag import PROMPT_VERSION
+        from assistant.variants.retrieval import index_fingerprint
+        from assistant.variants.rag import PROMPT_VERSION
 
         h.update(f"{index_fingerprint(corpus)}\0{PROMPT_VERSION}\0".encode())
         h.update(cfg.retrieval.model_dump_json().encode())
@@ -245,7 +245,7 @@ def sft_config(s: LoraSettings, output_dir: Path, epochs: float, steps_per_epoch
     """Trainer settings: the measured fast path on CPU (see bench/training.py), bf16 on CUDA.
 
     The largest single gain is not a setting: train() uses SharedPrefixSFTTrainer, which runs the
-    system prompt once per batch (assistant/shared_prefix.py)."""
+    system prompt once per batch (assistant/variants/shared_prefix.py)."""
     import torch
     from trl import SFTConfig
 
@@ -404,8 +404,8 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
     from datasets.utils.logging import disable_progress_bar
     from transformers import AutoModelForCausalLM, ProgressCallback
 
-    from .models import load_tokenizer, pick_device, pick_dtype, resolve_model
-    from .shared_prefix import SharedPrefixSFTTrainer
+    from assistant.model.loading import load_tokenizer, pick_device, pick_dtype, resolve_model
+    from assistant.variants.shared_prefix import SharedPrefixSFTTrainer
 
     disable_progress_bar()  # the dataset preparation bars; training keeps its own
     score_labelled_positions_only()
@@ -473,7 +473,7 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
         "final_val_loss": curves["val_loss"][-1]["loss"] if curves["val_loss"] else None,
         "train_time_s": round(wall, 2), "step_time_s": round(timer.seconds, 2),
         "tokens_seen": tokens,
-        # positions not computed because the rows of a batch share them (assistant/shared_prefix.py)
+        # positions not computed because the rows of a batch share them (assistant/variants/shared_prefix.py)
         "shared_prefix_tokens_saved": trainer.prefix_tokens_saved,
         "tokens_per_s": round(tokens / timer.seconds, 1) if timer.seconds else None,
         "peak_memory_mb": _peak_memory_mb(), "trainable_params": trainable, "total_params": total,
@@ -495,7 +495,7 @@ def process_state(device_setting: str):
     """
     from accelerate import PartialState
 
-    from .models import pick_device
+    from assistant.model.loading import pick_device
 
     return PartialState(cpu=pick_device(device_setting).type == "cpu")
 
@@ -535,7 +535,7 @@ def sft_job(corpus: Corpus) -> TrainJob:
     train_rows = qa_examples(corpus, "train")
     if train_rows:
         return TrainJob("sft", train_rows, qa_examples(corpus, "val"), s.epochs, "qa")
-    from .models import load_tokenizer, resolve_model
+    from assistant.model.loading import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model(corpus.config.model.name))
     rows = text_examples(corpus, tokenizer, s.max_length)
@@ -544,7 +544,7 @@ def sft_job(corpus: Corpus) -> TrainJob:
 
 
 def rag_sft_job(corpus: Corpus) -> TrainJob:
-    from .retrieval import Retriever
+    from assistant.variants.retrieval import Retriever
 
     s = corpus.config.lora
     if not training_questions(corpus, "train"):
@@ -557,7 +557,7 @@ def rag_sft_job(corpus: Corpus) -> TrainJob:
 
 
 def _not_built(msg: str) -> Exception:
-    from .variants.base import NotBuilt
+    from assistant.variants.base import NotBuilt
 
     return NotBuilt(msg)
 
@@ -567,7 +567,7 @@ def build(corpus: Corpus, variant: str, force: bool = False, progress: bool = Tr
     if not force and is_trained(corpus, variant):
         return {**(read_json(variant_dir(corpus, variant) / BUILD_FILE) or {}), "reused": True}
     if variant == "rag_sft":
-        from .retrieval import build_index, is_index_fresh
+        from assistant.variants.retrieval import build_index, is_index_fresh
 
         with process_state(corpus.config.model.device).main_process_first():  # one process builds the index, the others read it
             if not is_index_fresh(corpus):
@@ -584,13 +584,13 @@ def build(corpus: Corpus, variant: str, force: bool = False, progress: bool = Tr
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m assistant.training CORPUS --variant sft`, also under `accelerate launch`."""
+    """`python -m assistant.variants.training CORPUS --variant sft`, also under `accelerate launch`."""
     import argparse
 
-    from .runtime import quiet_libraries
-    from .corpus import load_corpus
+    from assistant.runtime import quiet_libraries
+    from assistant.corpus.corpus import load_corpus
 
-    p = argparse.ArgumentParser(prog="python -m assistant.training", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m assistant.variants.training", description=main.__doc__)
     p.add_argument("corpus")
     p.add_argument("--variant", choices=["sft", "rag_sft"], default="sft")
     p.add_argument("--force", action="store_true", help="retrain even when up to date")
@@ -600,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
     if process_state(corpus.config.model.device).num_processes > 1:  # accelerate launch: the launcher's job
         report = build(corpus, a.variant, force=a.force)
     else:
-        from .build import corpus_lock
+        from assistant.variants.build import corpus_lock
 
         with corpus_lock(corpus):
             report = build(corpus, a.variant, force=a.force)

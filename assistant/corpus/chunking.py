@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from markdown_it import MarkdownIt
 
-from .config import ChunkSettings
-from .corpus import Document
-from .ingest import page_at
+from assistant.config import ChunkSettings
+from assistant.corpus.corpus import Document
+from assistant.corpus.ingest import page_at
 
 # Headings and code fences come from a CommonMark parser (see _markdown_blocks), not a regex: a
 # heading regex with lazy and greedy runs side by side took 101 s on `# a`, 4,000 spaces and `b`.

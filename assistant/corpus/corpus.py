@@ -17,12 +17,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import ingest
-from .config import ConfigError, CorpusConfig, IngestSettings, load_config, setting_line
-from .errors import AssistantError
+from assistant.corpus import ingest
+from assistant.config import ConfigError, CorpusConfig, IngestSettings, load_config, setting_line
+from assistant.errors import AssistantError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Binary formats (PDF, DOCX, PPTX, XLSX) are converted to Markdown by assistant/ingest.py.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+# Binary formats (PDF, DOCX, PPTX, XLSX) are converted to Markdown by assistant/corpus/ingest.py.
 DOC_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm") + ingest.SUFFIXES
 MAX_TITLE_CHARS = 160  # a document's title as shown (the heading trail caps its names alike)
 MAX_QA_BYTES = 64 * 1024 * 1024  # a question set is kilobytes to a few megabytes; more is not one
@@ -195,7 +195,7 @@ class DocumentTooLarge(DocumentError):
 def read_text_document(path: Path, max_bytes: int | None = None) -> str:
     """A .md/.txt/.html document's text, refused when it is binary or not UTF-8 (garbage indexed
     as text would be retrieved and quoted back to users), not a regular file, or over `max_bytes`."""
-    from .storage import TooLarge, UnreadableText, open_regular, read_utf8
+    from assistant.storage import TooLarge, UnreadableText, open_regular, read_utf8
 
     try:
         with open_regular(path) as f:
@@ -349,7 +349,7 @@ def read_qa(path: Path, known_docs: set[str] | None = None, label: str | None = 
     """Parse a QA JSONL file; every bad line becomes a Problem, good lines are kept."""
     label = label or str(path)
     items, problems, seen = [], [], {}
-    from .storage import TooLarge, UnreadableText, read_utf8
+    from assistant.storage import TooLarge, UnreadableText, read_utf8
 
     try:
         lines = read_utf8(path, MAX_QA_BYTES).splitlines()

@@ -9,7 +9,7 @@ client that went away): its row is flagged and the engine stops decoding it. Req
 while a batch runs wait for the next one (batch by batch, not continuous batching). The queue is
 bounded: `submit` raises `QueueFull` instead of letting callers pile up.
 
-Used by `assistant serve` (assistant/server.py); the Gradio app can use the same scheduler for
+Used by `assistant serve` (assistant/serve/api.py); the Gradio app can use the same scheduler for
 concurrent chat users.
 """
 
@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .generation import Engine, Messages
+from assistant.model.engine import Engine, Messages
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .storage import append_jsonl, read_jsonl
+from assistant.storage import append_jsonl, read_jsonl
 
 VOTES = ("A", "B", "tie", "both_bad")
 

@@ -1,7 +1,7 @@
 """The Gradio app: every built variant side by side, the latest report, and blind A/B votes.
 
 `build_app(corpus)` makes the Blocks; `launch(corpus_path, ...)` serves it (`assistant app`,
-`python app.py`). The answering logic lives in `serving.py`, the votes in `votes.py`.
+`python app.py`). The answering logic lives in `lineup.py`, the votes in `votes.py`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import UsageError
+from assistant.errors import UsageError
 
 
 def env_port() -> int | None:
@@ -35,11 +35,13 @@ def env_port() -> int | None:
 env_port()
 import gradio as gr  # noqa: E402  (after the check above)
 
-from . import labels, votes
-from .corpus import Corpus, load_corpus
-from .serving import (Column, Lineup, blind_pair, check_question, example_questions, load_lineup, load_report,
+from assistant.evaluation import labels
+
+from assistant.evaluation import votes
+from assistant.corpus.corpus import Corpus, load_corpus
+from assistant.serve.lineup import (Column, Lineup, blind_pair, check_question, example_questions, load_lineup, load_report,
                       stream_columns)
-from .variants import Source
+from assistant.variants import Source
 
 HISTORY_TURNS = 4  # earlier turns a column sends back to the model: keeps prompts (and the batch) short
 CSS = """

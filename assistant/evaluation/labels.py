@@ -25,9 +25,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
-from .corpus import Corpus
-from .errors import UsageError
-from .storage import atomic_write_text, lock_for, read_jsonl
+from assistant.corpus.corpus import Corpus
+from assistant.errors import UsageError
+from assistant.storage import atomic_write_text, lock_for, read_jsonl
 
 LABELS = ("correct", "abstained", "hallucinated")
 SKIP = "skip"
@@ -163,7 +163,7 @@ def agreement(scorer: list[str], human: list[str], n_resamples: int = 2000, seed
     class, and the confusion matrix (human label -> scorer outcome -> count)."""
     from sklearn.metrics import cohen_kappa_score
 
-    from .evaluation.stats import rate
+    from assistant.evaluation.stats import rate
 
     if len(scorer) != len(human):
         raise ValueError(f"scorer and human labels differ in length: {len(scorer)} vs {len(human)}")
@@ -192,8 +192,8 @@ def label_summary(corpus: Corpus, rows: list[dict]) -> dict | None:
     - `scorer_bias`: variant -> {labelled, and per target the mean of (scorer's prediction - human)
       over its labelled answers}: how far the scorer is off, measured where people looked;
     - `sampled`: how many matched labels came from the label queue's random sample; `skipped`."""
-    from .evaluation import ppi
-    from .evaluation.verdict import CONFIDENCE, pct
+    from assistant.evaluation import ppi
+    from assistant.evaluation.verdict import CONFIDENCE, pct
 
     path = labels_path(corpus)
     labels = read_labels(path)
@@ -377,7 +377,7 @@ class Passages:
         doc = self.corpus.document(row["source"])
         if doc is None:
             return None
-        from .evaluation.claims import gold_section
+        from assistant.evaluation.claims import gold_section
 
         # The card shows MAX_PASSAGE_CHARS: a document longer than that is narrowed to its best section
         # (the scorer takes short documents whole), so the answering text is not cut off.

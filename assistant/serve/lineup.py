@@ -13,13 +13,13 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .batching import Job, QueueFull, Scheduler
-from .config import VARIANTS
-from .generation import Engine
-from .corpus import Corpus
-from .storage import read_jsonl
-from .models import ModelError
-from .variants import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Variant, load_variant, open_engine, variant_class
+from assistant.model.batching import Job, QueueFull, Scheduler
+from assistant.config import VARIANTS
+from assistant.model.engine import Engine
+from assistant.corpus.corpus import Corpus
+from assistant.storage import read_jsonl
+from assistant.model.loading import ModelError
+from assistant.variants import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Variant, load_variant, open_engine, variant_class
 
 log = logging.getLogger(__name__)
 MAX_TABLE_ROWS = 200
@@ -107,7 +107,7 @@ def stream_columns(variants: dict[str, Variant], question: str,
                    histories: dict[str, list[tuple[str, str]]] | None = None) -> Iterator[dict[str, Column]]:
     """Every variant's growing answer to one question, yielded as a whole after each step.
 
-    The variants share one engine, fed by one batching scheduler per engine (assistant/batching.py,
+    The variants share one engine, fed by one batching scheduler per engine (assistant/model/batching.py,
     as `assistant serve` uses): the columns of one question are decoded in one batch (each row
     through its own adapter), and so are the questions of users asking at the same time, instead of
     one user after another. Closing the iterator (a user who cancels or leaves) frees the rows at
@@ -234,7 +234,7 @@ def disagreements(metrics: dict, results: list[dict]) -> tuple[list[str], list[l
     if isinstance(given, list) and given and all(isinstance(r, dict) for r in given):
         headers = list(dict.fromkeys(k for r in given for k in r))
         return headers, [[_cell(r.get(h)) for h in headers] for r in given[:MAX_TABLE_ROWS]]
-    from .evaluation.report import disagreements as differing  # the one definition, as in report.md
+    from assistant.evaluation.report import disagreements as differing  # the one definition, as in report.md
 
     clean = []
     for r in results:  # read defensively: results.jsonl of older versions may lack fields

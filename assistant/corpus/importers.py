@@ -26,10 +26,10 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from .config import CorpusConfig
-from .corpus import DOC_SUFFIXES, CorpusError, Problem, load_corpus, read_document
-from .storage import UnreadableText, atomic_dir, hold_lock, lock_for, read_utf8
-from .text import contains_fact, normalize, tokens
+from assistant.config import CorpusConfig
+from assistant.corpus.corpus import DOC_SUFFIXES, CorpusError, Problem, load_corpus, read_document
+from assistant.storage import UnreadableText, atomic_dir, hold_lock, lock_for, read_utf8
+from assistant.text import contains_fact, normalize, tokens
 
 FIELDS = ("id", "question", "answer", "key_facts", "source", "fact_id", "split", "kind", "origin", "generator")
 ORIGINS = ("synthetic", "augmented")  # questions.py marks generated rows; a reviewed sheet keeps the mark
@@ -236,7 +236,7 @@ def _resolve_source(source: str, docs: dict[str, Path]) -> str | None:
 
 def best_source(answer: str, key_facts: list[str], texts: dict[str, str]) -> str:
     """The one document that holds the answer: all key facts, else most of the answer's content words."""
-    from .checks import stopwords
+    from assistant.checks import stopwords
 
     candidates = [d for d, t in texts.items() if all(contains_fact(t, f) for f in key_facts)] if key_facts else list(texts)
     words = {t for t in tokens(answer) if t not in stopwords() and len(t) > 1}

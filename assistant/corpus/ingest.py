@@ -26,9 +26,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import IngestSettings
-from .errors import AssistantError
-from .storage import atomic_write_json
+from assistant.config import IngestSettings
+from assistant.errors import AssistantError
+from assistant.storage import atomic_write_json
 
 SUFFIXES = (".pdf", ".docx", ".pptx", ".xlsx")
 CONVERTER_VERSION = 1  # bump when the Markdown produced for the same file changes
@@ -61,7 +61,7 @@ def page_at(pages: list[int] | None, line: int) -> int | None:
 
 
 def _cache_path(data: bytes, suffix: str) -> Path:
-    from .models import cache_dir
+    from assistant.model.loading import cache_dir
 
     digest = hashlib.sha256(data + f"\0{suffix}\0{CONVERTER_VERSION}".encode()).hexdigest()
     return cache_dir() / "ingest" / f"{digest[:32]}.json"

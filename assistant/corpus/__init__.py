@@ -1,0 +1,1 @@
+"""The corpus layer: documents read and converted (ingest), importers, chunking and the corpus definition."""
