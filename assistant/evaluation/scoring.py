@@ -252,7 +252,7 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
             d = corrected_difference(rows, human, p["a"], p["b"], "answerable", "correct")
             p["corrected"] = {k: d.get(k) for k in ("diff", "ci", "labelled", "n", "automatic")}
     verdict = decide(rows, corpus.config.verdict, cost, nb, seed, cfg.min_slice_size, labels=human,
-                     label_command=f"assistant label {corpus.root}")
+                     label_command=f"assistant label {corpus.root}").to_dict()
     labels = label_summary(corpus, rows)
     return {
         "corpus": corpus.name, "corpus_root": str(corpus.root), "corpus_fingerprint": corpus.fingerprint(),
