@@ -493,6 +493,9 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
     assert html.count("data:image/png;base64,") == 4 and 'src="plots/' not in html
     md = (out / "report.md").read_text()
     assert "No recommendation: no variant is usable" in md
+    sections = sorted(p.name for p in (out / "sections").glob("*.md"))  # report.md's pieces, in its order
+    assert sections[:3] == ["00-header.md", "02-verdict.md", "03-evidence.md"] and sections[-1] == "17-where_it_ran.md"
+    assert json.loads((out / "sections" / "02-verdict.json").read_text()) == metrics["verdict"]
     # issue 25: accuracy is verified correct, unverified beside it; the verdict states its evidence
     assert "verified correct [95% CI] | unverified |" in md and "### Evidence" in md
     assert set(metrics["evidence"]["prompted"]["all"]) >= {"key_facts", "rules", "judge", "labels", "unverified"}
@@ -784,6 +787,8 @@ def test_compare_gives_a_first_verdict_before_training_then_the_final_one(tiny_c
     assert m1["variants"] == ["prompted", "rag"] and m1["pending"] == ["sft"] and "pending" not in m2
     assert "**First verdict**, written before training sft: it compares" in (first / "report.md").read_text()
     assert "First verdict" not in (final / "report.md").read_text()
+    assert json.loads((first / "sections" / "01-first_verdict.json").read_text()) == {"pending": ["sft"]}
+    assert not list((final / "sections").glob("01-first_verdict.*"))
     per_variant = m1["environment"]["answering"]["generated"] // 2
     assert m2["environment"]["answering"] == {**m2["environment"]["answering"], "cached": 2 * per_variant,
                                               "generated": per_variant}
