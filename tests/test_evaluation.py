@@ -11,7 +11,8 @@ from rich.console import Console
 
 from assistant.config import VerdictRules
 from assistant.evaluation import plots, runner
-from assistant.evaluation.verdict import Reason, Verdict, decide, explain
+from assistant.evaluation.verdict import Reason, Verdict, decide
+from assistant.evaluation.verdict_text import as_json, explain
 from assistant.evaluation.labels import SECONDS_PER_LABEL
 
 
@@ -46,8 +47,8 @@ USABLE = {"prompted": 35, "rag": 40, "sft": 55}
 
 
 def decided(rows: list[dict], *args, **kwargs) -> dict:
-    """The verdict as metrics.json holds it (Verdict.to_dict(): the text included)."""
-    return decide(rows, *args, **kwargs).to_dict()
+    """The verdict as metrics.json holds it (the text included)."""
+    return as_json(decide(rows, *args, **kwargs))
 
 
 def test_fine_tune_recommended_only_when_significantly_better():
@@ -65,7 +66,7 @@ def test_the_verdict_is_data_and_the_prose_is_written_from_it():
     assert Reason("forgetting", "sft", "prompted", {"rate": 0.4, "rate_against": 0.8, "limit": 0.05}) in v.reasons
     assert [(r.kind, r.variant) for r in v.reasons] == [("less_accurate", "prompted"), ("forgetting", "sft")]
     assert not v.fine_tune.passed and [r.kind for r in v.fine_tune.kept] == ["lost_refusals"]
-    d = v.to_dict()
+    d = as_json(v)
     assert d["text"] == explain(v) and d["text"].startswith("Recommendation: rag.")
     assert d["reasons"][1] == {"variant": "sft", "reason": "forgetting", "against": "prompted", "rate": 0.4,
                                "rate_against": 0.8, "limit": 0.05}
