@@ -453,7 +453,8 @@ def _check_fine_tune(ft: str, base: str, comparison: dict, halluc: Reason | None
     return FineTuneCheck(ft, base, ref, comparison, failed, kept)
 
 
-def _cheapest_equivalent(best: str, pool: list[str], verdict: Verdict, pending: dict | None, compare, worse_halluc,
+def _cheapest_equivalent(best: str, pool: list[str], verdict: Verdict, pending: dict | None,
+                         compare: Callable[[str, str], dict], worse_halluc: Callable[[str, str], Reason | None],
                          rules: VerdictRules, costs: dict | None, reasons: list[Reason]) -> tuple[str, dict | None]:
     """Rule 4: among the pool, the cheapest variant equivalent to the best (and not hallucinating
     more); a cheaper variant that can be neither separated from nor equated with the best leaves the
