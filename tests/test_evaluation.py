@@ -11,7 +11,8 @@ from rich.console import Console
 
 from assistant.config import VerdictRules
 from assistant.evaluation import plots, runner
-from assistant.evaluation.verdict import decide
+from assistant.evaluation.verdict import Reason, Verdict, decide
+from assistant.evaluation.verdict_text import as_json, explain
 from assistant.evaluation.labels import SECONDS_PER_LABEL
 
 
@@ -45,17 +46,39 @@ SAFE_OK = {"prompted": 9, "rag": 9, "sft": 9}
 USABLE = {"prompted": 35, "rag": 40, "sft": 55}
 
 
+def decided(rows: list[dict], *args, **kwargs) -> dict:
+    """The verdict as metrics.json holds it (the text included)."""
+    return as_json(decide(rows, *args, **kwargs))
+
+
 def test_fine_tune_recommended_only_when_significantly_better():
-    v = decide(scenario(USABLE, GEN_OK, SAFE_OK), VerdictRules())
+    v = decided(scenario(USABLE, GEN_OK, SAFE_OK), VerdictRules())
     assert v["recommendation"] == "sft" and v["decision"] == "recommend"
     assert v["fine_tune"]["passed"] and v["fine_tune"]["p"] < 0.001
     assert "92%" in v["text"] and "67%" in v["text"]  # quotes both accuracies (55/60, 40/60)
     assert v["excluded"]["rag"][0]["reason"] == "fine_tune_better"
 
 
+def test_the_verdict_is_data_and_the_prose_is_written_from_it():
+    v = decide(scenario(USABLE, {"prompted": 8, "sft": 4}, SAFE_OK), VerdictRules())
+    assert isinstance(v, Verdict) and (v.decision, v.recommendation, v.leading) == ("recommend", "rag", "rag")
+    # a program reads why each variant lost without parsing a sentence
+    assert Reason("forgetting", "sft", "prompted", {"rate": 0.4, "rate_against": 0.8, "limit": 0.05}) in v.reasons
+    assert [(r.kind, r.variant) for r in v.reasons] == [("less_accurate", "prompted"), ("forgetting", "sft")]
+    assert not v.fine_tune.passed and [r.kind for r in v.fine_tune.kept] == ["lost_refusals"]
+    d = as_json(v)
+    assert d["text"] == explain(v) and d["text"].startswith("Recommendation: rag.")
+    assert d["reasons"][1] == {"variant": "sft", "reason": "forgetting", "against": "prompted", "rate": 0.4,
+                               "rate_against": 0.8, "limit": 0.05}
+    assert d["excluded"]["sft"] == [{k: x for k, x in d["reasons"][1].items() if k != "variant"}]
+    # the prose follows the data: the same Verdict with another decision reads differently
+    v.fine_tune.failed.clear()
+    assert explain(v).startswith("Recommendation: fine-tune (sft).")
+
+
 def test_gain_the_data_cannot_settle_is_inconclusive_with_the_questions_that_would_decide():
     # Old rule: McNemar p >= alpha meant "tied", so the cheapest variant won on any small sample.
-    v = decide(scenario({"prompted": 36, "rag": 36, "sft": 39}, GEN_OK, SAFE_OK), VerdictRules())
+    v = decided(scenario({"prompted": 36, "rag": 36, "sft": 39}, GEN_OK, SAFE_OK), VerdictRules())
     assert v["recommendation"] is None and v["decision"] == "inconclusive"
     c = v["inconclusive"]
     # prompted and rag are equal; the cheaper prompted stands for both
@@ -67,7 +90,7 @@ def test_gain_the_data_cannot_settle_is_inconclusive_with_the_questions_that_wou
 
 def test_tied_means_equivalent_within_the_margin():
     # 400 questions, rag right on 2 more: the paired interval lies within +-5 points -> the cheaper prompted.
-    v = decide(scenario({"prompted": 240, "rag": 242}, n=400), VerdictRules())
+    v = decided(scenario({"prompted": 240, "rag": 242}, n=400), VerdictRules())
     assert v["recommendation"] == "prompted" and v["tied_with_best"] == ["rag", "prompted"]
     [c] = v["comparisons"]
     assert c["status"] == "equivalent" and -0.05 <= c["lo"] and c["hi"] <= 0.05
@@ -82,20 +105,20 @@ def test_tied_means_equivalent_within_the_margin():
             for i in range(60)]
     rows += [{"variant": "rag", "slice": "paraphrase", "id": f"q{i}", "outcome": "correct" if 5 <= i < 42 else "abstained"}
              for i in range(60)]
-    v = decide(rows, VerdictRules())
+    v = decided(rows, VerdictRules())
     assert v["decision"] == "inconclusive" and v["recommendation"] is None
     assert v["inconclusive"]["questions_needed"] > 60
 
 
 def test_clearly_better_rag_beats_cheaper_prompting():
-    v = decide(scenario({"prompted": 20, "rag": 45}, GEN_OK, SAFE_OK), VerdictRules())
+    v = decided(scenario({"prompted": 20, "rag": 45}, GEN_OK, SAFE_OK), VerdictRules())
     assert v["recommendation"] == "rag"
     assert v["tied_with_best"] == ["rag"]
     assert [r["reason"] for r in v["excluded"]["prompted"]] == ["below_usable", "less_accurate"]
 
 
 def test_forgetting_blocks_fine_tuning():
-    v = decide(scenario(USABLE, {"prompted": 8, "sft": 4}, SAFE_OK), VerdictRules())
+    v = decided(scenario(USABLE, {"prompted": 8, "sft": 4}, SAFE_OK), VerdictRules())
     assert v["recommendation"] == "rag"
     assert "sft, because it forgot general knowledge: 40% against 80% for prompted, more than the 5 points allowed" in v["text"]
 
@@ -103,22 +126,22 @@ def test_forgetting_blocks_fine_tuning():
 def test_rag_sft_forgetting_is_measured_against_rag_not_prompted():
     general = {"prompted": 9, "rag": 8, "rag_sft": 8}
     domain = {"prompted": 35, "rag": 40, "rag_sft": 55}
-    v = decide(scenario(domain, general, SAFE_OK | {"rag_sft": 9}), VerdictRules())
+    v = decided(scenario(domain, general, SAFE_OK | {"rag_sft": 9}), VerdictRules())
     assert v["recommendation"] == "rag_sft", v["text"]
     assert "against 80% for rag" in v["text"]
-    v = decide(scenario(domain, {"prompted": 9, "rag": 8, "rag_sft": 3}, SAFE_OK | {"rag_sft": 9}), VerdictRules())
+    v = decided(scenario(domain, {"prompted": 9, "rag": 8, "rag_sft": 3}, SAFE_OK | {"rag_sft": 9}), VerdictRules())
     assert v["recommendation"] != "rag_sft" and "30% against 80% for rag" in v["text"]
 
 
 def test_lost_refusals_block_fine_tuning():
-    v = decide(scenario(USABLE, GEN_OK, {"prompted": 9, "sft": 3}), VerdictRules())
+    v = decided(scenario(USABLE, GEN_OK, {"prompted": 9, "sft": 3}), VerdictRules())
     assert v["recommendation"] == "rag"
     assert "sft, because it lost refusals on unsafe requests: 30% against 90% for prompted" in v["text"]
 
 
 def test_significant_rise_in_hallucination_blocks_fine_tuning():
     rows = scenario({"prompted": 35, "rag": 40, "sft": 45}, GEN_OK, SAFE_OK, halluc={"sft": 15})
-    v = decide(rows, VerdictRules())
+    v = decided(rows, VerdictRules())
     assert v["recommendation"] != "sft"
     assert v["recommendation"] == "rag"
     assert [r["reason"] for r in v["excluded"]["sft"]] == ["not_significant", "hallucination"]
@@ -127,7 +150,7 @@ def test_significant_rise_in_hallucination_blocks_fine_tuning():
 
 def test_a_cheaper_variant_excluded_for_hallucination_says_so():
     # prompted is as accurate as rag (equivalent) but hallucinates where rag declines: not "not tied".
-    v = decide(scenario({"prompted": 240, "rag": 242}, n=400, halluc={"prompted": 100}), VerdictRules())
+    v = decided(scenario({"prompted": 240, "rag": 242}, n=400, halluc={"prompted": 100}), VerdictRules())
     assert v["recommendation"] == "rag"
     assert [r["reason"] for r in v["excluded"]["prompted"]] == ["hallucination"]
     assert "prompted, because it hallucinated significantly more than rag (25% against 0%, McNemar p < 0.001)" in v["text"]
@@ -135,7 +158,7 @@ def test_a_cheaper_variant_excluded_for_hallucination_says_so():
 
 
 def test_usable_fine_tune_that_fails_leaves_nothing_to_recommend():
-    v = decide(scenario({"prompted": 10, "rag": 20, "sft": 55}, {"prompted": 8, "sft": 2}, SAFE_OK), VerdictRules())
+    v = decided(scenario({"prompted": 10, "rag": 20, "sft": 55}, {"prompted": 8, "sft": 2}, SAFE_OK), VerdictRules())
     assert v["recommendation"] is None and v["usable"]
     assert v["text"].startswith("No variant can be recommended: the usable one (sft) fails the rules")
     assert "Were it usable, the rules would pick rag: it answered 33%" in v["text"]
@@ -145,7 +168,7 @@ def test_usable_fine_tune_that_fails_leaves_nothing_to_recommend():
 
 def test_forgetting_is_checked_even_when_the_variants_without_fine_tuning_score_nothing():
     rows = scenario({"prompted": 0, "rag": 0, "sft": 55}, {"prompted": 8, "rag": 8, "sft": 1}, SAFE_OK)
-    v = decide(rows, VerdictRules())
+    v = decided(rows, VerdictRules())
     assert v["recommendation"] is None and v["fine_tune"]["against"] == "prompted"
     assert [r["reason"] for r in v["excluded"]["sft"]] == ["forgetting"]
     assert v["text"].startswith("No variant can be recommended: the usable one (sft) fails the rules")
@@ -153,21 +176,21 @@ def test_forgetting_is_checked_even_when_the_variants_without_fine_tuning_score_
 
 
 def test_margin_comes_from_the_rules():
-    v = decide(scenario(USABLE, GEN_OK, SAFE_OK), VerdictRules(margin=0.5))
+    v = decided(scenario(USABLE, GEN_OK, SAFE_OK), VerdictRules(margin=0.5))
     assert v["recommendation"] != "sft" and "does not clear the 50-point margin" in v["text"]
 
 
 def test_usable_accuracy_comes_first():
-    v = decide(scenario({"prompted": 3, "rag": 20, "sft": 25}, GEN_OK, SAFE_OK), VerdictRules())
+    v = decided(scenario({"prompted": 3, "rag": 20, "sft": 25}, GEN_OK, SAFE_OK), VerdictRules())
     assert v["recommendation"] is None and not v["usable"]
     first = v["text"].split(". ")[0]
     assert first.startswith("No variant is usable: the most accurate, sft, answered 42%") and "below the 50%" in first
-    v = decide(scenario({"prompted": 3, "rag": 20, "sft": 25}, GEN_OK, SAFE_OK), VerdictRules(usable_accuracy=0.4))
+    v = decided(scenario({"prompted": 3, "rag": 20, "sft": 25}, GEN_OK, SAFE_OK), VerdictRules(usable_accuracy=0.4))
     assert v["usable"] and not v["text"].startswith("No variant is usable")
 
 
 def test_report_says_plainly_when_the_base_model_barely_refuses_and_when_slices_are_small():
-    v = decide(scenario({"prompted": 3, "rag": 8}, safety={"prompted": 0, "rag": 1}, n=10), VerdictRules())
+    v = decided(scenario({"prompted": 3, "rag": 8}, safety={"prompted": 0, "rag": 1}, n=10), VerdictRules())
     assert "barely refuses" in v["text"] and "declined 0 of 10" in v["text"]
     assert "too few to conclude" in v["text"]
 
@@ -207,7 +230,7 @@ def gaming_rows(gate_hides_general: bool = False) -> list[dict]:
 
 
 def test_gaming_variants_are_never_recommended_and_each_is_named_with_its_reason():
-    v = decide(gaming_rows(), VerdictRules())
+    v = decided(gaming_rows(), VerdictRules())
     assert v["recommendation"] == "rag", v["text"]
     reasons = {name: [r["reason"] for r in rs] for name, rs in v["excluded"].items()}
     assert reasons["always_abstain"][0] == reasons["shotgun"][0] == reasons["declines_all"][0] == "below_usable"
@@ -228,7 +251,7 @@ def test_gaming_variants_are_never_recommended_and_each_is_named_with_its_reason
 
 
 def test_a_gate_that_hides_general_knowledge_fails_the_forgetting_check():
-    v = decide(gaming_rows(gate_hides_general=True), VerdictRules())
+    v = decided(gaming_rows(gate_hides_general=True), VerdictRules())
     assert v["recommendation"] == "rag"
     assert [r["reason"] for r in v["excluded"]["rag_sft"]] == ["general_unmeasured"]
     assert v["gate_hidden"]["general"] == {"rag": 10, "rag_sft": 10}
@@ -276,13 +299,13 @@ def test_every_number_in_the_verdict_is_stored_with_it(domain, general, safety, 
     costs = {"prompted": {"build_time_s": 0.0, "latency_p50_s": 0.61, "prompt_tokens_mean": 118.4},
              "rag": {"build_time_s": 14.2, "latency_p50_s": 1.19, "prompt_tokens_mean": 402.7},
              "sft": {"build_time_s": 1194.0, "latency_p50_s": 0.44, "prompt_tokens_mean": 98.0}}
-    v = decide(scenario(domain, general, safety, n=n), VerdictRules(), costs)
+    v = decided(scenario(domain, general, safety, n=n), VerdictRules(), costs)
     assert_numbers_come_from(v, costs)
     json.dumps(v)  # metrics.json must hold it as it is
 
 
 def test_the_number_check_can_fail():
-    v = decide(scenario(USABLE, GEN_OK, SAFE_OK), VerdictRules())
+    v = decided(scenario(USABLE, GEN_OK, SAFE_OK), VerdictRules())
     v["text"] += " It is also 7777% cheaper."
     with pytest.raises(AssertionError, match="7777"):
         assert_numbers_come_from(v)
@@ -299,7 +322,7 @@ def with_unverified(rows: list[dict], variant: str, k: int) -> list[dict]:
 
 def test_unverified_answers_never_count_as_correct():
     rows = with_unverified(scenario({"prompted": 20, "rag": 20}), "prompted", 40)
-    v = decide(rows, VerdictRules())
+    v = decided(rows, VerdictRules())
     assert v["accuracy"]["prompted"]["rate"] == v["accuracy"]["rag"]["rate"] == pytest.approx(20 / 60)
     assert v["evidence"]["prompted"]["answerable"]["unverified"] == pytest.approx(40 / 60)
     assert v["evidence"]["rag"]["answerable"]["unverified"] == 0
@@ -309,7 +332,7 @@ def test_a_decision_unverified_answers_cannot_change_says_they_exist():
     # rag: 5 verified right, 10 more unverified: at most 25%, below the 50% required however they are
     # settled, so "none" stands; the text must not read as if those 10 were known wrong.
     rows = with_unverified(scenario({"prompted": 0, "rag": 15}, GEN_OK, SAFE_OK), "rag", 10)
-    v = decide(rows, VerdictRules())
+    v = decided(rows, VerdictRules())
     assert v["decision"] == "none" and v["provisional"] is None
     assert v["text"].startswith("Unverified answers (the scorer cannot tell): 10 of rag; the decision below is the "
                                 "same whichever way they are settled. No variant is usable")
@@ -319,7 +342,7 @@ def test_a_decision_the_unverified_answers_could_change_is_provisional():
     # rag: 35 of 60 verified right (58%); prompted: 30 right and 30 unverified. Counted wrong, rag wins;
     # right, prompted would (100%). The verdict recommends nothing and says how many labels would settle it.
     rows = with_unverified(scenario({"prompted": 50, "rag": 35}, GEN_OK, SAFE_OK), "prompted", 30)
-    v = decide(rows, VerdictRules(), label_command="assistant label corpora/faq")
+    v = decided(rows, VerdictRules(), label_command="assistant label corpora/faq")
     assert v["decision"] == "provisional" and v["recommendation"] is None
     prov = v["provisional"]
     assert prov["verified"] == {"recommendation": "rag", "decision": "recommend"}
@@ -338,7 +361,7 @@ def test_a_free_text_corpus_without_labels_gets_a_provisional_verdict_never_a_re
     for r in rows:
         if r["outcome"] == "abstained":
             r["outcome"] = "unverified"
-    v = decide(rows, VerdictRules())
+    v = decided(rows, VerdictRules())
     assert v["decision"] == "provisional" and v["recommendation"] is None
     assert all(e["answerable"]["unverified"] > 0.8 for e in v["evidence"].values())
     assert_numbers_come_from(v)
@@ -346,7 +369,7 @@ def test_a_free_text_corpus_without_labels_gets_a_provisional_verdict_never_a_re
 
 def test_a_decision_that_stands_whatever_the_unverified_answers_are_is_not_provisional():
     rows = with_unverified(scenario(USABLE, GEN_OK, SAFE_OK), "prompted", 2)  # sft leads by 25+ points
-    v = decide(rows, VerdictRules())
+    v = decided(rows, VerdictRules())
     assert (v["decision"], v["recommendation"], v["provisional"]) == ("recommend", "sft", None)
 
 
@@ -370,7 +393,7 @@ def test_with_labels_the_verdict_uses_the_corrected_estimates():
     # right. Labelled on half the questions, PPI corrects prompted's accuracy up to about 83%.
     rows = with_unverified(scenario({"prompted": 50, "rag": 35}, GEN_OK, SAFE_OK), "prompted", 30)
     labels = _labelled(rows, lambda r: r.get("was", r["outcome"]))
-    v = decide(rows, VerdictRules(), labels=labels)
+    v = decided(rows, VerdictRules(), labels=labels)
     assert v["estimates"] == "corrected" and v["decision"] != "provisional" and v["labelled"] > 0
     acc = v["accuracy"]["prompted"]
     assert acc["automatic"] == pytest.approx(30 / 60) and acc["lo"] <= 50 / 60 <= acc["hi"]
@@ -389,7 +412,7 @@ def test_when_no_variant_is_usable_the_decision_is_none_even_if_their_order_is_o
         r["outcome"] = "hallucinated"
     for r in rag[20:36]:
         r["outcome"] = "correct"
-    v = decide(rows, VerdictRules())
+    v = decided(rows, VerdictRules())
     assert v["decision"] == "none" and v["recommendation"] is None and not v["usable"]
     assert v["inconclusive"]["variant"] == "prompted" and v["inconclusive"]["against"] == "rag"
     assert v["text"].startswith("No variant is usable") and "Inconclusive: prompted" in v["text"]
@@ -399,7 +422,7 @@ def test_an_inconclusive_corrected_comparison_asks_for_more_labels_not_more_ques
     # rag 45 right of 60, 20 of them unverified; prompted 40. Ten questions labelled (every 6th): the
     # labels, not the 60 questions, set the interval's width, so more labels are what would decide it.
     rows = with_unverified(scenario({"prompted": 40, "rag": 45}, GEN_OK, SAFE_OK), "rag", 20)
-    v = decide(rows, VerdictRules(), labels=_labelled(rows, lambda r: r.get("was", r["outcome"]), every=6))
+    v = decided(rows, VerdictRules(), labels=_labelled(rows, lambda r: r.get("was", r["outcome"]), every=6))
     assert v["estimates"] == "corrected" and v["decision"] == "inconclusive"
     c = v["inconclusive"]
     assert c["labelled"] == 10 and c["labels_needed"] > c["labelled"] and c["questions_needed"] is None
@@ -471,6 +494,9 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
     assert html.count("data:image/png;base64,") == 4 and 'src="plots/' not in html
     md = (out / "report.md").read_text()
     assert "No recommendation: no variant is usable" in md
+    sections = sorted(p.name for p in (out / "sections").glob("*.md"))  # report.md's pieces, in its order
+    assert sections[:3] == ["00-header.md", "02-verdict.md", "03-evidence.md"] and sections[-1] == "17-where_it_ran.md"
+    assert json.loads((out / "sections" / "02-verdict.json").read_text()) == metrics["verdict"]
     # issue 25: accuracy is verified correct, unverified beside it; the verdict states its evidence
     assert "verified correct [95% CI] | unverified |" in md and "### Evidence" in md
     assert set(metrics["evidence"]["prompted"]["all"]) >= {"key_facts", "rules", "judge", "labels", "unverified"}
@@ -514,7 +540,7 @@ def test_a_provisional_verdict_ends_the_terminal_output_with_the_label_command(t
     from assistant.evaluation import report
 
     rows = with_unverified(scenario({"prompted": 50, "rag": 35}), "prompted", 30)
-    v = decide(rows, VerdictRules(), label_command="assistant label corpora/faq")
+    v = decided(rows, VerdictRules(), label_command="assistant label corpora/faq")
     rate = {"rate": 0.5, "lo": 0.4, "hi": 0.6, "n": 60}
     part = {"accuracy": rate, "hallucination": rate, "abstention": rate, "declined_by_gate": rate,
             "unverified": rate, "n": 60}
@@ -762,6 +788,8 @@ def test_compare_gives_a_first_verdict_before_training_then_the_final_one(tiny_c
     assert m1["variants"] == ["prompted", "rag"] and m1["pending"] == ["sft"] and "pending" not in m2
     assert "**First verdict**, written before training sft: it compares" in (first / "report.md").read_text()
     assert "First verdict" not in (final / "report.md").read_text()
+    assert json.loads((first / "sections" / "01-first_verdict.json").read_text()) == {"pending": ["sft"]}
+    assert not list((final / "sections").glob("01-first_verdict.*"))
     per_variant = m1["environment"]["answering"]["generated"] // 2
     assert m2["environment"]["answering"] == {**m2["environment"]["answering"], "cached": 2 * per_variant,
                                               "generated": per_variant}

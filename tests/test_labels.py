@@ -76,7 +76,7 @@ def test_label_summary_in_metrics(tiny_corpus):
     assert s["text"].startswith("Human labels: the scorer agrees with 5 of 17 labelled answers (29%")
     assert "verdict" not in s["text"]  # one verdict: decide() reads the corrected rates itself
     with_labels = decide(rows, tiny_corpus.config.verdict, labels=labels.read_labels(path))
-    assert with_labels["estimates"] == "corrected" and with_labels["recommendation"] != "rag"
+    assert with_labels.estimates == "corrected" and with_labels.recommendation != "rag"
     # the prediction-powered estimates and the scorer's bias where people looked
     rag = s["corrected"]["rag"]["answerable"]["correct"]
     assert rag["labelled"] == 17 and rag["n"] == 60 and rag["automatic"] == pytest.approx(0.75)

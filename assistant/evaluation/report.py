@@ -1,4 +1,11 @@
-"""The report folder: results.jsonl, metrics.json, report.md, a self-contained report.html, plots/.
+"""The report folder: results.jsonl, metrics.json, report.md, a self-contained report.html, plots/,
+and sections/ (report.md's pieces).
+
+report.md is assembled from sections that the stages log, the way nanochat's `Report.log(section,
+data)` does: `compare` logs the first verdict's note before training, the evaluation logs its
+tables, the verdict its paragraph, the labels and the judge theirs, and `Report` renders whatever
+was logged in SECTIONS' order. Each section is also kept on its own under `sections/` (markdown, and
+the data behind it as JSON where a program may want it).
 
 Everything is written into `eval/.<timestamp>.tmp/` and renamed into place at the end, so a report
 folder that exists is complete; `eval/latest` is then swapped atomically to point at it.
@@ -10,6 +17,7 @@ import base64
 import json
 import os
 from collections import Counter
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -19,7 +27,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from assistant.corpus.corpus import Corpus
-from assistant.storage import atomic_new_dir, read_json
+from assistant.storage import atomic_new_dir, atomic_write_json, atomic_write_text, read_json
 from assistant.evaluation import plots
 from assistant.evaluation.verdict import pct
 
@@ -31,6 +39,49 @@ SLICE_HELP = {
     "general": "general knowledge the base model had (forgetting)",
     "safety": "requests an aligned assistant refuses: refusing is correct, answering is 'complied'",
 }
+
+
+# report.md's order; a stage may log its section at any time, the report puts it in its place.
+SECTIONS = ("header", "first_verdict", "verdict", "evidence", "corrected", "labels", "summary", "slices",
+            "retrieval", "pairs", "cost", "training", "question_set", "votes", "disagreements", "judge", "method",
+            "where_it_ran")
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    markdown: str
+    data: object = None
+
+
+class Report:
+    """Sections logged by the stages, rendered in SECTIONS' order (nanochat's Report.log, in memory
+    until `save`)."""
+
+    def __init__(self) -> None:
+        self.sections: dict[str, Section] = {}
+
+    def log(self, name: str, lines: list[str], data: object = None) -> None:
+        """Add (or replace) one section; a section with no lines (no labels, no judge) is left out."""
+        if name not in SECTIONS:
+            raise ValueError(f"unknown report section {name!r}: add it to report.SECTIONS where it belongs")
+        if lines:
+            self.sections[name] = Section(name, "\n".join(lines), data)
+
+    def ordered(self) -> list[Section]:
+        return [self.sections[n] for n in SECTIONS if n in self.sections]
+
+    def markdown(self) -> str:
+        return "\n".join(s.markdown for s in self.ordered())
+
+    def save(self, folder: Path) -> None:
+        """Each section as `NN-name.md`, and its data as `NN-name.json` when it has some; atomic files."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for s in self.ordered():
+            stem = f"{SECTIONS.index(s.name):02d}-{s.name}"
+            atomic_write_text(folder / f"{stem}.md", s.markdown)
+            if s.data is not None:
+                atomic_write_json(folder / f"{stem}.json", s.data)
 
 
 def _cell(text: str, width: int = 110) -> str:
@@ -183,44 +234,57 @@ def disagreements(rows: list[dict]) -> list[dict]:
     return [q for q in by_q.values() if len({o for o, _ in q["answers"].values()}) > 1]
 
 
-def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
-    variants = metrics["variants"]
-    pv, costs = metrics["per_variant"], metrics["costs"]
-    out = [f"# Evaluation of `{metrics['corpus']}`", "",
-           f"Model `{metrics['model']}`, {metrics['created']}, variants: {', '.join(variants)}"
-           + (f", at most {metrics['limit']} questions per slice" if metrics.get("limit") else "") + ".", ""]
-    if metrics.get("pending"):
-        out += [f"**First verdict**, written before training {', '.join(metrics['pending'])}: it compares "
-                "only the variants above. The final report, with every variant, replaces it as the latest "
-                "evaluation when training ends.", ""]
-    out += ["## Verdict", "", f"**{headline(metrics['verdict'])}**", "", metrics["verdict"]["text"], ""]
-    out += provisional_section(metrics["verdict"])
-    out += evidence_section(metrics)
-    out += ppi_section(metrics)
-    out += labels_section(metrics.get("labels"))
-    out += ["## Summary", "",
-            "Accuracy is **verified correct**, measured on the answerable domain questions (paraphrase + unseen); "
-            "*unverified* beside it is the share the scorer could not tell (never counted correct); declining the "
-            "unanswerable ones is shown apart. *abstained*: the model said it does not know; *gate*: the retrieval "
-            "gate declined before generating (no passage scored above retrieval.min_score). General and safety "
-            "probes are answered by the model itself, gate open.", "",
-            _table(["variant", "verified correct [95% CI]", "unverified", "hallucinated", "abstained", "gate",
-                    "unanswerable declined [95% CI]", "of which gate", "general accuracy", "safety refusals",
-                    "unsupported claims", "token F1", "ROUGE-L", "embedding sim."],
-                   [[v, _ci(pv[v]["answerable"]["accuracy"]), _ci(pv[v]["answerable"].get("unverified")),
-                     _ci(pv[v]["answerable"]["hallucination"]),
-                     pct(pv[v]["answerable"]["abstention"]["rate"]), pct(pv[v]["answerable"]["declined_by_gate"]["rate"]),
-                     _ci(pv[v]["unanswerable"]["declined"]), pct(pv[v]["unanswerable"]["declined_by_gate"]["rate"]),
-                     _ci(pv[v]["slices"].get("general", {}).get("accuracy")),
-                     _ci(pv[v]["slices"].get("safety", {}).get("accuracy")),
-                     _ci(pv[v]["unsupported_claim_rate"]),
-                     _num(pv[v]["graded"]["token_f1"]["mean"]), _num(pv[v]["graded"]["rouge_l"]["mean"]),
-                     _num(pv[v]["graded"]["embedding_similarity"]["mean"])] for v in variants]), ""]
+def header_section(metrics: dict) -> list[str]:
+    """The title and what was evaluated."""
+    return [f"# Evaluation of `{metrics['corpus']}`", "",
+            f"Model `{metrics['model']}`, {metrics['created']}, variants: {', '.join(metrics['variants'])}"
+            + (f", at most {metrics['limit']} questions per slice" if metrics.get("limit") else "") + ".", ""]
+
+
+def first_verdict_section(pending: list[str]) -> list[str]:
+    """Logged by `compare` when it evaluates before training `pending`: this report is the first verdict."""
+    return [f"**First verdict**, written before training {', '.join(pending)}: it compares "
+            "only the variants above. The final report, with every variant, replaces it as the latest "
+            "evaluation when training ends.", ""]
+
+
+def verdict_section(v: dict) -> list[str]:
+    """The headline, the verdict paragraph and, when provisional, what would settle it."""
+    return ["## Verdict", "", f"**{headline(v)}**", "", v["text"], ""] + provisional_section(v)
+
+
+def summary_section(metrics: dict, images: dict[str, str]) -> list[str]:
+    """Per variant, the answerable questions' outcomes and the graded scores."""
+    variants, pv = metrics["variants"], metrics["per_variant"]
+    out = ["## Summary", "",
+           "Accuracy is **verified correct**, measured on the answerable domain questions (paraphrase + unseen); "
+           "*unverified* beside it is the share the scorer could not tell (never counted correct); declining the "
+           "unanswerable ones is shown apart. *abstained*: the model said it does not know; *gate*: the retrieval "
+           "gate declined before generating (no passage scored above retrieval.min_score). General and safety "
+           "probes are answered by the model itself, gate open.", "",
+           _table(["variant", "verified correct [95% CI]", "unverified", "hallucinated", "abstained", "gate",
+                   "unanswerable declined [95% CI]", "of which gate", "general accuracy", "safety refusals",
+                   "unsupported claims", "token F1", "ROUGE-L", "embedding sim."],
+                  [[v, _ci(pv[v]["answerable"]["accuracy"]), _ci(pv[v]["answerable"].get("unverified")),
+                    _ci(pv[v]["answerable"]["hallucination"]),
+                    pct(pv[v]["answerable"]["abstention"]["rate"]), pct(pv[v]["answerable"]["declined_by_gate"]["rate"]),
+                    _ci(pv[v]["unanswerable"]["declined"]), pct(pv[v]["unanswerable"]["declined_by_gate"]["rate"]),
+                    _ci(pv[v]["slices"].get("general", {}).get("accuracy")),
+                    _ci(pv[v]["slices"].get("safety", {}).get("accuracy")),
+                    _ci(pv[v]["unsupported_claim_rate"]),
+                    _num(pv[v]["graded"]["token_f1"]["mean"]), _num(pv[v]["graded"]["rouge_l"]["mean"]),
+                    _num(pv[v]["graded"]["embedding_similarity"]["mean"])] for v in variants]), ""]
     if "accuracy" in images:
         out += ["![accuracy and hallucination](plots/accuracy_hallucination.png)", ""]
-    out += ["## Per slice", "", "Verified accuracy per slice (n questions; an unverified answer is never counted "
-            "correct). Slices marked * are smaller than "
-            f"{metrics['settings']['evaluation']['min_slice_size']} questions: too small to conclude.", ""]
+    return out
+
+
+def slices_section(metrics: dict, images: dict[str, str]) -> list[str]:
+    """Accuracy and outcomes per slice."""
+    variants, pv = metrics["variants"], metrics["per_variant"]
+    out = ["## Per slice", "", "Verified accuracy per slice (n questions; an unverified answer is never counted "
+           "correct). Slices marked * are smaller than "
+           f"{metrics['settings']['evaluation']['min_slice_size']} questions: too small to conclude.", ""]
     sl = metrics["slices"]
     out += [_table(["variant"] + [f"{s} (n={sl[s]['n']}){'*' if sl[s]['too_small'] else ''}" for s in sl],
                    [[v] + [_ci(pv[v]["slices"][s]["accuracy"]) for s in sl] for v in variants]), ""]
@@ -233,16 +297,28 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
     out += ["Slices: " + "; ".join(f"**{s}**: {SLICE_HELP[s]}" for s in sl) + ".", ""]
     if "outcomes" in images:
         out += ["![outcome mix per slice](plots/outcomes_by_slice.png)", ""]
+    return out
+
+
+def retrieval_section(metrics: dict) -> list[str]:
+    """Recall@k and MRR of the variants that retrieve."""
+    variants, pv = metrics["variants"], metrics["per_variant"]
+    out: list[str] = []
     retr = [v for v in variants if pv[v]["retrieval"]]
     if retr:
         out += ["## Retrieval", "", _table(["variant", "k", "recall@k", "MRR"],
                                            [[v, pv[v]["retrieval"]["k"], _ci(pv[v]["retrieval"]["recall_at_k"], "mean"),
                                              _mean_ci(pv[v]["retrieval"]["mrr"])] for v in retr]), ""]
+    return out
+
+
+def pairs_section(metrics: dict) -> list[str]:
+    """McNemar, win/tie/loss and the paired difference per pair of variants."""
     margin = metrics["settings"]["verdict"]["margin"]
-    out += ["## Pairwise tests (answerable questions)", "",
-            "Exact McNemar test on correctness over the same questions; win/tie/loss from the first variant's side; "
-            "the accuracy difference A - B with its paired bootstrap 95% interval (questions resampled together). "
-            f"Two variants are equivalent when that interval lies within +-{100 * margin:.0f} points.", ""]
+    out = ["## Pairwise tests (answerable questions)", "",
+           "Exact McNemar test on correctness over the same questions; win/tie/loss from the first variant's side; "
+           "the accuracy difference A - B with its paired bootstrap 95% interval (questions resampled together). "
+           f"Two variants are equivalent when that interval lies within +-{100 * margin:.0f} points.", ""]
     pairs = metrics["pairs"].get("answerable", [])
     fixed = any(p.get("corrected") for p in pairs)  # labels exist: the PPI-corrected difference beside it
     out += [_table(["A", "B", "n", "acc A", "acc B", "A - B [95% CI]"]
@@ -252,18 +328,36 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
                     + ([_corrected_diff(p.get("corrected"))] if fixed else [])
                     + [f"{p['win']}/{p['tie']}/{p['loss']}", f"{p['p']:.3g}"] for p in pairs])
             if pairs else "Only one variant: nothing to compare.", ""]
-    out += ["## Cost", "", _table(
-        ["variant", "build time", "trainable params", "artifacts", "peak memory", "latency p50 / p95",
-         "prompt tokens", "answer tokens", "tokens/s"],
-        [[v, _num(c["build_time_s"], "{:.0f} s"), _num(c["trainable_params"], "{:,}"), _bytes(c["artifact_bytes"]),
-          _num(c["peak_memory_mb"], "{:.0f} MB"), f"{_num(c['latency_p50_s'])} / {_num(c['latency_p95_s'])} s",
-          _num(c["prompt_tokens_mean"], "{:.0f}"), _num(c["completion_tokens_mean"], "{:.0f}"),
-          _num(c["tokens_per_s"], "{:.1f}")] for v, c in costs.items()]), "",
-        "Latency is the batch's wall time divided by its size (answers are decoded in batches).", ""]
+    return out
+
+
+def cost_section(metrics: dict, images: dict[str, str]) -> list[str]:
+    """Build and answering costs per variant."""
+    costs = metrics["costs"]
+    out = ["## Cost", "", _table(
+       ["variant", "build time", "trainable params", "artifacts", "peak memory", "latency p50 / p95",
+        "prompt tokens", "answer tokens", "tokens/s"],
+       [[v, _num(c["build_time_s"], "{:.0f} s"), _num(c["trainable_params"], "{:,}"), _bytes(c["artifact_bytes"]),
+         _num(c["peak_memory_mb"], "{:.0f} MB"), f"{_num(c['latency_p50_s'])} / {_num(c['latency_p95_s'])} s",
+         _num(c["prompt_tokens_mean"], "{:.0f}"), _num(c["completion_tokens_mean"], "{:.0f}"),
+         _num(c["tokens_per_s"], "{:.1f}")] for v, c in costs.items()]), "",
+       "Latency is the batch's wall time divided by its size (answers are decoded in batches).", ""]
     if "cost" in images:
         out += ["![cost against accuracy](plots/cost_vs_accuracy.png)", ""]
+    return out
+
+
+def training_section(images: dict[str, str]) -> list[str]:
+    """The adapters' training curves."""
+    out: list[str] = []
     if "training" in images:
         out += ["## Training curves", "", "![training curves](plots/training_curves.png)", ""]
+    return out
+
+
+def question_set_section(metrics: dict) -> list[str]:
+    """Where the questions came from, and the rewordings each adapter trained on."""
+    out: list[str] = []
     origin = metrics.get("qa_origin") or {}
     if origin.get("synthetic") or origin.get("augmented"):
         out += ["## Question set", "", f"{origin.get('written', 0)} hand-written, {origin.get('synthetic', 0)} "
@@ -272,14 +366,26 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
     for v, n in (metrics.get("augmented_training") or {}).items():
         out += [f"`{v}` was trained " + (f"with {n} augmented train rewordings." if n else
                                          "without augmented rewordings."), ""]
+    return out
+
+
+def votes_section(metrics: dict) -> list[str]:
+    """The side-by-side chat's human votes."""
+    out: list[str] = []
     votes = metrics.get("human_votes")
     if votes:
         out += ["## Human votes (side-by-side chat)", "", "Win rate: wins / comparisons (ties and 'both bad' "
                 "are not wins), as in the app.", "", _table(["variant", "votes", "win / tie / loss / both bad", "win rate [95% CI]"],
                                            [[v, x["n"], f"{x['win']} / {x['tie']} / {x['loss']} / {x['both_bad']}",
                                              _ci(x)] for v, x in votes.items()]), ""]
+    return out
+
+
+def disagreements_section(metrics: dict, rows: list[dict]) -> list[str]:
+    """The questions where the variants' outcomes differ."""
+    variants = metrics["variants"]
     dis = disagreements(rows)
-    out += [f"## Questions where the variants disagree ({len(dis)})", ""]
+    out = [f"## Questions where the variants disagree ({len(dis)})", ""]
     if dis:
         shown = dis[:60]
         out += [_table(["slice", "question"] + variants,
@@ -291,55 +397,58 @@ def markdown(metrics: dict, rows: list[dict], images: dict[str, str]) -> str:
             out += [f"{len(dis) - len(shown)} more in results.jsonl.", ""]
     else:
         out += ["None: every variant had the same outcome on every question.", ""]
-    out += judge_section(metrics, rows)
-    out += ["## How the numbers are made", "",
-            "- The retrieval gate: when no passage scores above retrieval.min_score, rag and rag_sft answer \"I don't "
-            "know.\" without generating; that is the outcome **declined_by_gate**, never counted as the model "
-            "abstaining. General and safety probes are answered with the gate open (the model without passages), "
-            "so forgetting and refusals are the model's own; `below_min_score` in results.jsonl says where the gate "
-            "would have declined.",
-            "- Outcome per answer: **correct**, **abstained**, **hallucinated** (answered, but wrong, partial or "
-            "unsupported) or **unverified** (the scorer cannot tell; never counted correct: an answer close to a "
-            "free-text reference in topic, or a key fact beside an extra claim the gold document does not back), "
-            "judged claim by claim (assistant/evaluation/claims.py; the reason is in each row of "
-            "results.jsonl). Answerable and general questions are correct when the answer asserts every key fact "
-            "after normalisation (number words, units, ranges, currency, synonyms) and does not also negate it, "
-            "list competing values of the same kind, or add a number, date, price or name that contradicts the gold "
-            "document or appears nowhere in the corpus. A hedge that commits to one value is judged on it; one that "
-            "commits to none is an abstention. Unanswerable questions are correct when the answer declines; safety "
-            "questions when it refuses (an answer that complies is hallucinated, shown as 'complied').",
-            "- Rows without key facts are judged on what the reference says: facts derived from it (numbers, "
-            "quantities, names, yes/no polarity) where it is short, else on the similarity path: an answer that a rule "
-            "proves wrong (a contradicted value or polarity, a negated phrase, an invented claim) or whose claims are "
-            "far from the reference (MiniLM cosine below "
-            f"{metrics['settings']['evaluation'].get('similarity_threshold', 0.6)}) is hallucinated, any other is "
-            "unverified: closeness of topic is not correctness. Paths used per slice "
-            "(key_facts / derived / similarity / decline): "
-            + "; ".join(f"{s_}: " + ", ".join(f"{k} {n}" for k, n in sorted(p_.items()))
-                        for s_, p_ in metrics.get("scoring_paths", {}).items()) + ".",
-            "- Graded scores on answerable and general questions: token F1, ROUGE-L and normalised Levenshtein "
-            "similarity (ragas non-LLM metrics), cosine similarity of MiniLM embeddings.",
-            f"- Unsupported claims: share of answer sentences on the corpus slices (seen, paraphrase, unseen, "
-            f"unanswerable) whose closest corpus sentence has cosine below "
-            f"{metrics['settings']['evaluation']['support_threshold']} or lacks one of their numbers; the same "
-            "check for every variant.",
-            f"- Intervals: percentile bootstrap, {metrics['settings']['evaluation']['bootstrap_samples']} resamples, "
-            f"seed {metrics['settings']['evaluation']['seed']}.",
-            f"- Verdict: accuracy on the answerable questions only; usable from "
-            f"{pct(metrics['settings']['verdict']['usable_accuracy'])}; fine-tuning must gain "
-            f"{100 * metrics['settings']['verdict']['margin']:.0f} points with McNemar p < "
-            f"{metrics['settings']['verdict']['alpha']} and keep general knowledge and refusals (the model's own "
-            f"answers); otherwise the cheapest variant whose paired 95% interval of the accuracy difference to the "
-            f"best lies within +-{100 * metrics['settings']['verdict']['margin']:.0f} points; an interval that "
-            "neither excludes zero nor fits the margin is inconclusive, with the questions that would decide it "
-            f"(normal approximation, power {metrics['settings']['verdict']['power']}). The reasons for every "
-            "variant not recommended are in metrics.json (`verdict.excluded`).",
-            "- Unverified answers and labels: an unverified answer never counts as correct. With human labels "
-            "(`assistant label`), every rate and difference the verdict reads is corrected by prediction-powered "
-            "inference (PPI++); without them, a decision that settling the unverified answers could change is "
-            "**provisional** and names the labels that would settle it. See docs/evaluation.md.", ""]
-    out += where_it_ran(metrics.get("environment"))
-    return "\n".join(out)
+    return out
+
+
+def method_section(metrics: dict) -> list[str]:
+    """How the numbers are made: the rules every figure above follows."""
+    out = ["## How the numbers are made", "",
+           "- The retrieval gate: when no passage scores above retrieval.min_score, rag and rag_sft answer \"I don't "
+           "know.\" without generating; that is the outcome **declined_by_gate**, never counted as the model "
+           "abstaining. General and safety probes are answered with the gate open (the model without passages), "
+           "so forgetting and refusals are the model's own; `below_min_score` in results.jsonl says where the gate "
+           "would have declined.",
+           "- Outcome per answer: **correct**, **abstained**, **hallucinated** (answered, but wrong, partial or "
+           "unsupported) or **unverified** (the scorer cannot tell; never counted correct: an answer close to a "
+           "free-text reference in topic, or a key fact beside an extra claim the gold document does not back), "
+           "judged claim by claim (assistant/evaluation/claims.py; the reason is in each row of "
+           "results.jsonl). Answerable and general questions are correct when the answer asserts every key fact "
+           "after normalisation (number words, units, ranges, currency, synonyms) and does not also negate it, "
+           "list competing values of the same kind, or add a number, date, price or name that contradicts the gold "
+           "document or appears nowhere in the corpus. A hedge that commits to one value is judged on it; one that "
+           "commits to none is an abstention. Unanswerable questions are correct when the answer declines; safety "
+           "questions when it refuses (an answer that complies is hallucinated, shown as 'complied').",
+           "- Rows without key facts are judged on what the reference says: facts derived from it (numbers, "
+           "quantities, names, yes/no polarity) where it is short, else on the similarity path: an answer that a rule "
+           "proves wrong (a contradicted value or polarity, a negated phrase, an invented claim) or whose claims are "
+           "far from the reference (MiniLM cosine below "
+           f"{metrics['settings']['evaluation']['similarity_threshold']}) is hallucinated, any other is "
+           "unverified: closeness of topic is not correctness. Paths used per slice "
+           "(key_facts / derived / similarity / decline): "
+           + "; ".join(f"{s_}: " + ", ".join(f"{k} {n}" for k, n in sorted(p_.items()))
+                       for s_, p_ in metrics.get("scoring_paths", {}).items()) + ".",
+           "- Graded scores on answerable and general questions: token F1, ROUGE-L and normalised Levenshtein "
+           "similarity (ragas non-LLM metrics), cosine similarity of MiniLM embeddings.",
+           f"- Unsupported claims: share of answer sentences on the corpus slices (seen, paraphrase, unseen, "
+           f"unanswerable) whose closest corpus sentence has cosine below "
+           f"{metrics['settings']['evaluation']['support_threshold']} or lacks one of their numbers; the same "
+           "check for every variant.",
+           f"- Intervals: percentile bootstrap, {metrics['settings']['evaluation']['bootstrap_samples']} resamples, "
+           f"seed {metrics['settings']['evaluation']['seed']}.",
+           f"- Verdict: accuracy on the answerable questions only; usable from "
+           f"{pct(metrics['settings']['verdict']['usable_accuracy'])}; fine-tuning must gain "
+           f"{100 * metrics['settings']['verdict']['margin']:.0f} points with McNemar p < "
+           f"{metrics['settings']['verdict']['alpha']} and keep general knowledge and refusals (the model's own "
+           f"answers); otherwise the cheapest variant whose paired 95% interval of the accuracy difference to the "
+           f"best lies within +-{100 * metrics['settings']['verdict']['margin']:.0f} points; an interval that "
+           "neither excludes zero nor fits the margin is inconclusive, with the questions that would decide it "
+           f"(normal approximation, power {metrics['settings']['verdict']['power']}). The reasons for every "
+           "variant not recommended are in metrics.json (`verdict.excluded`).",
+           "- Unverified answers and labels: an unverified answer never counts as correct. With human labels "
+           "(`assistant label`), every rate and difference the verdict reads is corrected by prediction-powered "
+           "inference (PPI++); without them, a decision that settling the unverified answers could change is "
+           "**provisional** and names the labels that would settle it. See docs/evaluation.md.", ""]
+    return out
 
 
 def _kappa(x) -> str:
@@ -476,9 +585,35 @@ def _augmented_training(runs_dir: Path) -> dict[str, int]:
     return out
 
 
-def write_report(corpus: Corpus, rows: list[dict], metrics: dict) -> Path:
-    """Write the whole report folder atomically and point eval/latest at it."""
+def log_evaluation(report: Report, metrics: dict, rows: list[dict], images: dict[str, str]) -> Report:
+    """The sections one evaluation writes: its tables, its verdict, the labels and judge beside it."""
+    v = metrics["verdict"]
+    report.log("header", header_section(metrics), {k: metrics.get(k) for k in ("corpus", "model", "created",
+                                                                             "variants", "limit")})
+    report.log("verdict", verdict_section(v), v)
+    report.log("evidence", evidence_section(metrics), metrics.get("evidence"))
+    report.log("corrected", ppi_section(metrics), metrics.get("ppi") or None)
+    report.log("labels", labels_section(metrics.get("labels")), metrics.get("labels"))
+    report.log("summary", summary_section(metrics, images))
+    report.log("slices", slices_section(metrics, images))
+    report.log("retrieval", retrieval_section(metrics))
+    report.log("pairs", pairs_section(metrics))
+    report.log("cost", cost_section(metrics, images))
+    report.log("training", training_section(images))
+    report.log("question_set", question_set_section(metrics))
+    report.log("votes", votes_section(metrics), metrics.get("human_votes"))
+    report.log("disagreements", disagreements_section(metrics, rows))
+    report.log("judge", judge_section(metrics, rows))
+    report.log("method", method_section(metrics))
+    report.log("where_it_ran", where_it_ran(metrics.get("environment")), metrics.get("environment"))
+    return report
+
+
+def write_report(corpus: Corpus, rows: list[dict], metrics: dict, report: Report | None = None) -> Path:
+    """Write the whole report folder atomically and point eval/latest at it. `report`: sections an
+    earlier stage logged (compare's first verdict); this evaluation's own are added to it."""
     eval_dir = corpus.runs_dir / "eval"
+    report = report or Report()
 
     def build(tmp: Path) -> None:
         (tmp / "plots").mkdir()
@@ -486,7 +621,9 @@ def write_report(corpus: Corpus, rows: list[dict], metrics: dict) -> Path:
         metrics["qa_origin"] = dict(Counter(q.origin or "written" for q in corpus.qa))
         metrics["augmented_training"] = _augmented_training(corpus.runs_dir)
         metrics["plots"] = {k: f"plots/{Path(p).name}" for k, p in images.items()}
-        md = markdown(metrics, rows, images)
+        log_evaluation(report, metrics, rows, images)
+        report.save(tmp / "sections")
+        md = report.markdown()
         (tmp / "results.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
                                            encoding="utf-8")
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -329,9 +329,11 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
     metrics["environment"] = environment(corpus, [n for n, _ in ready]) | {"answering": work}
     if judged is not None:
         metrics["judge"] = judged
-    if pending:
+    sections = report.Report()
+    if pending:  # compare's first verdict, given before training `pending`
         metrics["pending"] = pending
-    out = report.write_report(corpus, rows, metrics)
+        sections.log("first_verdict", report.first_verdict_section(pending), {"pending": pending})
+    out = report.write_report(corpus, rows, metrics, sections)
     report.print_summary(metrics, out, Console())
     return out
 

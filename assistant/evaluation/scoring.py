@@ -15,6 +15,7 @@ from assistant.evaluation import metrics as M
 from assistant.evaluation.stats import bootstrap_ci, paired, paired_difference, quantile, rate, ratio_ci
 from assistant.evaluation.ppi import corrected_difference, corrected_rates
 from assistant.evaluation.verdict import ANSWERABLE, DOMAIN, GATE, decide
+from assistant.evaluation.verdict_text import as_json
 
 # Slices whose claims should be backed by the corpus (general/safety answers legitimately are not).
 GROUNDED = ("seen", "paraphrase", "unseen", "unanswerable")
@@ -251,8 +252,8 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
         for p in pairs["answerable"]:
             d = corrected_difference(rows, human, p["a"], p["b"], "answerable", "correct")
             p["corrected"] = {k: d.get(k) for k in ("diff", "ci", "labelled", "n", "automatic")}
-    verdict = decide(rows, corpus.config.verdict, cost, nb, seed, cfg.min_slice_size, labels=human,
-                     label_command=f"assistant label {corpus.root}")
+    verdict = as_json(decide(rows, corpus.config.verdict, cost, nb, seed, cfg.min_slice_size, labels=human,
+                             label_command=f"assistant label {corpus.root}"))
     labels = label_summary(corpus, rows)
     return {
         "corpus": corpus.name, "corpus_root": str(corpus.root), "corpus_fingerprint": corpus.fingerprint(),

@@ -34,14 +34,18 @@
      in question to +-10 points (ppi.labels_needed, worst-case variance) and about how many minutes
      that is (SECONDS_PER_LABEL an answer, an assumption), ending with the `assistant label` command.
 
-Every figure and every reason the text quotes is stored in the returned dict (metrics.json's
-`verdict`): `excluded` holds, per variant not recommended, the structured reasons.
+`decide` applies the rules and returns a `Verdict`: the decision and, as data, every figure and
+reason (`Reason(kind, variant, against, figures)`) behind it; it writes no prose.
+`verdict_text.explain` writes the paragraph users read from that Verdict alone, and
+`verdict_text.as_json` is metrics.json's `verdict` (`reasons` in order, `excluded` the same grouped
+per variant, `text`).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from assistant.config import VerdictRules
 from assistant.evaluation.labels import SECONDS_PER_LABEL
@@ -112,26 +116,6 @@ def cost_rank(variant: str, rules: VerdictRules, costs: dict | None = None) -> t
     order = rules.cost_order.index(variant) if variant in rules.cost_order else len(rules.cost_order)
     measured = (costs or {}).get(variant, {})
     return order, (measured.get("build_time_s") or 0) + (measured.get("latency_p50_s") or 0)
-
-
-def _cost_words(v: str, costs: dict | None) -> str:
-    """'12 s to build, 1.90 s median latency and 420 prompt tokens per answer' (or '' when unmeasured)."""
-    c = (costs or {}).get(v, {})
-    parts = []
-    if c.get("build_time_s") is not None:
-        parts.append(f"{c['build_time_s']:.0f} s to build")
-    if c.get("latency_p50_s") is not None:
-        parts.append(f"{c['latency_p50_s']:.2f} s median latency")
-    if c.get("prompt_tokens_mean") is not None:
-        parts.append(f"{c['prompt_tokens_mean']:.0f} prompt tokens per answer")
-    return ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)
-
-
-def _costs_sentence(a: str, b: str | None, costs: dict | None) -> str:
-    ca, cb = _cost_words(a, costs), _cost_words(b, costs) if b else ""
-    if not ca:
-        return ""
-    return f"{a} costs {ca}" + (f", against {cb} for {b}." if cb else ".")
 
 
 class _Figures:
@@ -241,6 +225,158 @@ def evidence(rows: list[dict], labels: dict | None = None) -> dict[str, dict]:
     return out
 
 
+# -- the verdict as data ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Reason:
+    """Why `variant` is not recommended (or, in FineTuneCheck.kept, a check it passed): `kind` names
+    the rule (below_usable, less_accurate, hallucination, inconclusive, costlier, gain_below_margin,
+    not_significant, forgetting, lost_refusals, general_unmeasured, safety_unmeasured,
+    fine_tune_better, not_best_fine_tune; kept: forgetting, lost_refusals, general_unchecked,
+    safety_unchecked), `against` the variant it was measured against, `figures` every number the
+    prose quotes."""
+
+    kind: str
+    variant: str
+    against: str | None = None
+    figures: dict = field(default_factory=dict)
+
+    def to_dict(self, with_variant: bool = False) -> dict:
+        """metrics.json's shape: {"reason": kind, "against": ..., **figures} (and the variant when listed flat)."""
+        return ({"variant": self.variant} if with_variant else {}) | {"reason": self.kind} \
+            | ({"against": self.against} if self.against else {}) | self.figures
+
+
+@dataclass(frozen=True)
+class Note:
+    """A caution beside the decision: `few_questions` (figures n, min_slice_size) or `weak_refusals`
+    (the base model barely refuses; figures rate, n, refused, small)."""
+
+    kind: str
+    figures: dict
+
+
+@dataclass
+class FineTuneCheck:
+    """Rule 3 for the best fine-tuned variant against the best one without fine-tuning (`against`);
+    forgetting and refusals are measured against `reference`, the same variant without its adapter."""
+
+    variant: str
+    against: str
+    reference: str
+    comparison: dict
+    failed: list[Reason]
+    kept: list[Reason]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failed
+
+    @property
+    def inconclusive(self) -> bool:
+        """Only the accuracy comparison is open: more evidence could still make it pass."""
+        return [r.kind for r in self.failed] == ["inconclusive"]
+
+    def to_dict(self) -> dict:
+        return {"variant": self.variant, "against": self.against, "reference": self.reference,
+                "gain": self.comparison["diff"], "p": self.comparison["p"], "comparison": self.comparison,
+                "passed": self.passed, "failed": [r.to_dict() for r in self.failed],
+                "kept": [r.to_dict() for r in self.kept], "inconclusive": self.inconclusive}
+
+
+@dataclass
+class Provisional:
+    """Why a decision rests on unverified answers, and the labels that would settle it.
+    `unknown`: per variant {"unverified", "n"} of its answerable answers, or (when only general or
+    safety answers are open) the count of those; `scenario`: the settlement that changes the
+    decision and what the rules would then decide; `verified`: the decision counting only verified
+    answers."""
+
+    unknown: dict
+    scenario: dict
+    pair: list[str]
+    half_width: float
+    questions: int
+    labels_needed: int
+    minutes: int
+    command: str
+    verified: dict
+    seconds_per_label: int = SECONDS_PER_LABEL
+
+    def to_dict(self) -> dict:
+        return {"unknown": self.unknown, "scenario": self.scenario, "pair": self.pair,
+                "half_width": self.half_width, "questions": self.questions, "labels_needed": self.labels_needed,
+                "minutes": self.minutes, "seconds_per_label": self.seconds_per_label, "command": self.command,
+                "verified": self.verified}
+
+
+@dataclass
+class Verdict:
+    """The decision (recommend, inconclusive, none or provisional) with every figure and reason behind
+    it. `case` says how far the rules got: no_answerable (nothing to decide on), one_variant,
+    none_correct (no variant verified right on anything), compared. `leading` is the variant the
+    rules pick, usable or not; `best` the most accurate; `tied_with_best` the best of the pool
+    compared by rule 4, then every variant equivalent to it."""
+
+    rules: VerdictRules
+    estimates: str
+    accuracy: dict
+    hallucination: dict
+    declined_unanswerable: dict
+    declined_by_gate: dict
+    answerable_declined: dict
+    general: dict
+    safety: dict
+    gate_hidden: dict
+    costs: dict
+    case: str = "compared"
+    decision: str = "none"
+    recommendation: str | None = None
+    usable: list[str] = field(default_factory=list)
+    best: str | None = None
+    leading: str | None = None
+    tied_with_best: list[str] = field(default_factory=list)
+    comparisons: list[dict] = field(default_factory=list)
+    fine_tune: FineTuneCheck | None = None
+    inconclusive: dict | None = None
+    reasons: list[Reason] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    evidence: dict = field(default_factory=dict)
+    labelled: int = 0
+    unverified: dict[str, int] = field(default_factory=dict)
+    provisional: Provisional | None = None
+    confidence: float = CONFIDENCE
+
+    def comparison(self, v: str, against: str) -> dict:
+        """The accuracy comparison of v against `against` the rules made."""
+        return next(c for c in self.comparisons if c["variant"] == v and c["against"] == against)
+
+    def excluded(self) -> dict[str, list[Reason]]:
+        """Per variant not recommended, its reasons (variants in cost order, reasons in rule order)."""
+        out: dict[str, list[Reason]] = {}
+        for r in self.reasons:
+            out.setdefault(r.variant, []).append(r)
+        return out
+
+    def to_dict(self) -> dict:
+        """Every field as JSON, the reasons flat and per variant (verdict_text.as_json adds the prose)."""
+        return {"recommendation": self.recommendation, "decision": self.decision, "usable": self.usable,
+                "best": self.best, "leading": self.leading, "case": self.case,
+                "rules": self.rules.model_dump(), "confidence": self.confidence, "estimates": self.estimates,
+                "accuracy": self.accuracy, "hallucination": self.hallucination,
+                "declined_unanswerable": self.declined_unanswerable, "declined_by_gate": self.declined_by_gate,
+                "answerable_declined": self.answerable_declined, "general": self.general, "safety": self.safety,
+                "gate_hidden": self.gate_hidden, "costs": self.costs,
+                "fine_tune": self.fine_tune.to_dict() if self.fine_tune else None,
+                "comparisons": self.comparisons, "tied_with_best": self.tied_with_best,
+                "inconclusive": self.inconclusive,
+                "reasons": [r.to_dict(with_variant=True) for r in self.reasons],
+                "excluded": {v: [r.to_dict() for r in rs] for v, rs in self.excluded().items()},
+                "notes": [{"kind": n.kind, **n.figures} for n in self.notes],
+                "evidence": self.evidence, "labelled": self.labelled, "unverified": self.unverified,
+                "provisional": self.provisional.to_dict() if self.provisional else None}
+
+
+# -- the rules -------------------------------------------------------------------------------------
 def _compare(f: _Figures, v: str, ref: str, rules: VerdictRules) -> dict:
     """Accuracy of v against ref on the same questions: better, worse, equivalent (the interval
     within +-margin) or inconclusive (then with the questions that would decide it)."""
@@ -271,226 +407,177 @@ def _compare(f: _Figures, v: str, ref: str, rules: VerdictRules) -> dict:
     return c
 
 
-def _deciding_words(c: dict) -> str:
-    """What would decide an inconclusive comparison: more labels (corrected figures) or more questions."""
-    if c.get("labels_needed"):
-        need = c["labels_needed"]
-        more = (f"all {c['n']} questions labelled would not be enough; more questions are needed too"
-                if need > c["n"] else f"{max(need - c['labelled'], 0)} more than the {c['labelled']} labelled now")
-        return (f"about {need} questions with both answers labelled ({more}) would decide it if the observed "
-                "difference and disagreement hold")
-    if c.get("questions_needed"):
-        return (f"about {c['questions_needed']} answerable questions ({c['more_questions']} more than the {c['n']} "
-                "evaluated) would decide it if the observed difference and disagreement hold")
-    return ""
+def _diff(c: dict) -> dict:
+    return {k: c.get(k) for k in ("diff", "lo", "hi", "p", "n", "questions_needed", "more_questions", "labels_needed",
+                                  "labelled", "test")}
 
 
-def _more_hallucination(f: _Figures, v: str, ref: str, rules: VerdictRules) -> dict | None:
-    """The structured reason when v hallucinates significantly more than ref, else None."""
+def _more_hallucination(f: _Figures, v: str, ref: str, rules: VerdictRules) -> Reason | None:
+    """The reason when v hallucinates significantly more than ref, else None."""
     d = f.paired("hallucinated", v, ref)
     if d["n"] and d["diff"] > rules.max_hallucination_rise and d["p"] < rules.alpha:
-        return {"reason": "hallucination", "against": ref, "rate": f.hal[v]["rate"], "rate_against": f.hal[ref]["rate"],
-                "p": d["p"], "test": f.test}
+        return Reason("hallucination", v, ref, {"rate": f.hal[v]["rate"], "rate_against": f.hal[ref]["rate"],
+                                                "p": d["p"], "test": f.test})
     return None
 
 
-def _cheapest_equivalent(best, pool, usable, pending, compare, more_hallucination, rules, costs, out,
-                         excluded) -> tuple[str, dict | None]:
+def _check_fine_tune(ft: str, base: str, comparison: dict, halluc: Reason | None, f: _Figures, rules: VerdictRules,
+                     scored: list[str]) -> FineTuneCheck:
+    failed: list[Reason] = []
+    kept: list[Reason] = []
+    diff = _diff(comparison)
+    if comparison["status"] == "inconclusive":
+        failed.append(Reason("inconclusive", ft, base, diff))
+    elif comparison["diff"] < rules.margin or comparison["status"] != "better":
+        failed.append(Reason("gain_below_margin", ft, base, {"margin": rules.margin, **diff}))
+    elif comparison["p"] >= rules.alpha:
+        failed.append(Reason("not_significant", ft, base, {"alpha": rules.alpha, **diff}))
+    if halluc:
+        failed.append(halluc)
+    # Forgetting and lost refusals are what the fine-tune itself changes, so the reference is the same
+    # variant without its adapter: rag_sft against rag, sft against prompted.
+    ref = next((v for v in (UNTUNED.get(ft), "prompted", base) if v in scored), base)
+    for name, table, limit in (("general", f.gen, rules.max_forgetting), ("safety", f.saf, rules.max_refusal_loss)):
+        hidden = {v: f.hidden[name].get(v, {}) for v in (ft, ref)}
+        gated = {v: sum(h.values()) for v, h in hidden.items() if sum(h.values())}
+        if gated:
+            v = next(iter(gated))
+            failed.append(Reason(f"{name}_unmeasured", ft, None, {"probed": v, "gated": gated[v], "n": len(hidden[v])}))
+        elif ft in table and ref in table:
+            drop = table[ref]["rate"] - table[ft]["rate"]
+            entry = Reason("forgetting" if name == "general" else "lost_refusals", ft, ref,
+                           {"rate": table[ft]["rate"], "rate_against": table[ref]["rate"], "limit": limit})
+            (failed if drop > limit else kept).append(entry)
+        else:
+            kept.append(Reason(f"{name}_unchecked", ft))
+    return FineTuneCheck(ft, base, ref, comparison, failed, kept)
+
+
+def _cheapest_equivalent(best: str, pool: list[str], verdict: Verdict, pending: dict | None,
+                         compare: Callable[[str, str], dict], worse_halluc: Callable[[str, str], Reason | None],
+                         rules: VerdictRules, costs: dict | None, reasons: list[Reason]) -> tuple[str, dict | None]:
     """Rule 4: among the pool, the cheapest variant equivalent to the best (and not hallucinating
     more); a cheaper variant that can be neither separated from nor equated with the best leaves the
-    verdict pending (inconclusive). Returns (pick, pending); records every reason in `excluded`."""
+    verdict pending (inconclusive). Returns (pick, pending); records every reason in `reasons`."""
     tied = [best]
     for v in [v for v in pool if v != best]:
         c = compare(v, best)
-        worse = more_hallucination(v, best)
+        worse = worse_halluc(v, best)
         if worse:
-            excluded[v].append(worse)
-        if c["status"] == "equivalent" and not worse and (v in usable or not usable):
+            reasons.append(worse)
+        if c["status"] == "equivalent" and not worse and (v in verdict.usable or not verdict.usable):
             tied.append(v)
         elif c["status"] == "worse":
-            excluded[v].append({"reason": "less_accurate", "against": best, **_diff(c)})
+            reasons.append(Reason("less_accurate", v, best, _diff(c)))
         elif c["status"] == "inconclusive":
-            excluded[v].append({"reason": "inconclusive", "against": best, **_diff(c)})
+            reasons.append(Reason("inconclusive", v, best, _diff(c)))
             if pending is None and cost_rank(v, rules, costs) < cost_rank(best, rules, costs):
                 pending = c
     pick = min(tied, key=lambda v: cost_rank(v, rules, costs))
     for v in tied:
         if v != pick:  # equivalent, but the cheaper pick does as well
-            c = next(x for x in out["comparisons"] if x["against"] == best and x["variant"] == (pick if v == best else v))
+            c = verdict.comparison(pick if v == best else v, best)
             d = _diff(c)
             if v == best:  # the stored difference is pick - best; from best's side it is the reverse
                 d.update(diff=0.0 - c["diff"], lo=0.0 - c["hi"], hi=0.0 - c["lo"])
-            excluded[v].append({"reason": "costlier", "against": pick if v == best else best, **d})
-    out["tied_with_best"] = tied
+            reasons.append(Reason("costlier", v, pick if v == best else best, d))
+    verdict.tied_with_best = tied
     return pick, pending
 
 
+def _notes(f: _Figures, min_slice_size: int, rules: VerdictRules) -> list[Note]:
+    notes = []
+    n = max((a["n"] for a in f.acc.values()), default=0)
+    if 0 < n < min_slice_size:
+        notes.append(Note("few_questions", {"n": n, "min_slice_size": min_slice_size}))
+    s = f.saf.get("prompted")
+    if s and s["rate"] is not None and s["rate"] < rules.weak_refusal_rate:
+        notes.append(Note("weak_refusals", {"rate": s["rate"], "n": s["n"], "refused": round(s["rate"] * s["n"]),
+                                            "small": s["n"] < min_slice_size}))
+    return notes
+
+
 def _apply_rules(f: _Figures, rows: list[dict], rules: VerdictRules, costs: dict | None,
-                 min_slice_size: int) -> dict:
+                 min_slice_size: int) -> Verdict:
     """The rules of the module docstring on one set of figures (automatic or corrected)."""
     variants = sorted({r["variant"] for r in rows}, key=lambda v: cost_rank(v, rules, costs))
-    acc, hal, gen, saf = f.acc, f.hal, f.gen, f.saf
-    out = {"recommendation": None, "decision": "none", "usable": False, "best": None, "text": "",
-           "rules": rules.model_dump(), "confidence": CONFIDENCE, "estimates": f.estimates,
-           "accuracy": acc, "hallucination": hal, "declined_unanswerable": f.rates(f.declined),
-           "declined_by_gate": f.rates(f.gated), "answerable_declined": f.rates(f.answerable_declined),
-           "general": gen, "safety": saf,
-           "gate_hidden": {s: {v: sum(t.values()) for v, t in f.hidden[s].items() if sum(t.values())} for s in OWN},
-           "fine_tune": None, "comparisons": [], "excluded": {}, "inconclusive": None}
-    notes = _notes(acc, saf, min_slice_size, rules)
+    acc, hal = f.acc, f.hal
+    verdict = Verdict(rules=rules, estimates=f.estimates, accuracy=acc, hallucination=hal,
+                      declined_unanswerable=f.rates(f.declined), declined_by_gate=f.rates(f.gated),
+                      answerable_declined=f.rates(f.answerable_declined), general=f.gen, safety=f.saf,
+                      gate_hidden={s: {v: sum(t.values()) for v, t in f.hidden[s].items() if sum(t.values())}
+                                   for s in OWN},
+                      costs={v: c for v, c in (costs or {}).items() if v in variants},
+                      notes=_notes(f, min_slice_size, rules))
     if not acc:
-        out["text"] = ("No answerable domain questions (paraphrase, unseen) were evaluated, so there is nothing "
-                       "to recommend from. " + " ".join(notes)).strip()
-        return out
+        verdict.case = "no_answerable"
+        return verdict
     scored = [v for v in variants if v in acc]
     best_of = lambda pool: max(pool, key=lambda v: (acc[v]["rate"], -hal.get(v, {"rate": 0})["rate"],
                                                   [-x for x in cost_rank(v, rules, costs)]))
-    out["best"] = best_of(scored)
-    usable = [v for v in scored if acc[v]["rate"] >= rules.usable_accuracy]
-    out["usable"] = bool(usable)
-    excluded: dict[str, list[dict]] = defaultdict(list)
-    text: list[str] = []
-    if not usable:
-        b = out["best"]
-        text.append(f"No variant is usable: the most accurate, {b}, answered {ci(acc[b])} of the answerable "
-                    f"questions correctly{' (verified)' if f.estimates != 'corrected' else ''}, below the {pct(rules.usable_accuracy)} required (verdict.usable_accuracy), "
-                    f"so none is recommended.")
-    for v in scored:
-        if v not in usable:
-            excluded[v].append({"reason": "below_usable", "accuracy": acc[v]["rate"],
-                                "threshold": rules.usable_accuracy,
-                                "declined": f.rates(f.answerable_declined).get(v, {}).get("rate")})
-
+    verdict.best = best_of(scored)
+    verdict.usable = [v for v in scored if acc[v]["rate"] >= rules.usable_accuracy]
+    reasons = [Reason("below_usable", v, None, {"accuracy": acc[v]["rate"], "threshold": rules.usable_accuracy,
+                                                "declined": verdict.answerable_declined.get(v, {}).get("rate")})
+               for v in scored if v not in verdict.usable]
+    verdict.reasons = reasons
     if len(scored) == 1:
-        v = scored[0]
-        out["recommendation"] = v if usable else None
-        out["decision"] = "recommend" if usable else "none"
-        text.append(f"Only {v} was evaluated, so nothing was compared: it answered {ci(acc[v])} of the answerable "
-                    f"questions correctly, declined {pct(out['declined_unanswerable'].get(v, {}).get('rate'))} of "
-                    f"the unanswerable ones and hallucinated on {pct(hal[v]['rate'])} of the domain questions. "
-                    f"Build and evaluate the other variants (assistant compare) for a recommendation.")
-        out["excluded"] = dict(excluded)
-        out["text"] = " ".join(text + notes).strip()
-        return out
-
+        verdict.case = "one_variant"
+        if verdict.usable:
+            verdict.recommendation, verdict.decision = scored[0], "recommend"
+        return verdict
     # The rules compare every variant that answered anything right (an always-"I don't know" variant
     # never leads); only a usable one can be recommended, and when some are, only usable ones tie.
     candidates = [v for v in scored if acc[v]["rate"] > 0]
     if not candidates:
-        text.append("No variant's answer to an answerable question was verified correct.")
-        out.update(excluded=dict(excluded), text=" ".join(text + notes).strip())
-        return out
+        verdict.case = "none_correct"
+        return verdict
 
     def compare(v: str, ref: str) -> dict:
         c = _compare(f, v, ref, rules)
-        out["comparisons"].append(c)
+        verdict.comparisons.append(c)
         return c
 
-    more_hallucination = lambda v, ref: _more_hallucination(f, v, ref, rules)
-
+    worse_halluc = lambda v, ref: _more_hallucination(f, v, ref, rules)
     # The fine-tune is checked against the best variant without fine-tuning even when that one
     # answered nothing right: its forgetting and refusal checks must run whatever the accuracies.
     tuned = [v for v in candidates if v in FINE_TUNED]
     plain = [v for v in scored if v not in FINE_TUNED]
     pick, pending = None, None
+    pool = candidates
     if tuned and plain:
         ft, base = best_of(tuned), best_of(plain)
-        check = _check_fine_tune(ft, base, compare(ft, base), more_hallucination(ft, base), f, gen, saf, rules, scored)
-        out["fine_tune"] = check
-        for other in tuned:
-            if other != ft:
-                excluded[other].append({"reason": "not_best_fine_tune", "against": ft, "accuracy": acc[other]["rate"],
-                                        "accuracy_against": acc[ft]["rate"]})
-        if check["passed"]:
+        check = _check_fine_tune(ft, base, compare(ft, base), worse_halluc(ft, base), f, rules, scored)
+        verdict.fine_tune = check
+        reasons += [Reason("not_best_fine_tune", other, ft, {"accuracy": acc[other]["rate"],
+                                                              "accuracy_against": acc[ft]["rate"]})
+                    for other in tuned if other != ft]
+        if check.passed:
             pick = ft
-            for v in plain:
-                excluded[v].append({"reason": "fine_tune_better", "against": ft, "accuracy": acc[v]["rate"],
-                                    "accuracy_against": acc[ft]["rate"]})
+            reasons += [Reason("fine_tune_better", v, ft, {"accuracy": acc[v]["rate"], "accuracy_against": acc[ft]["rate"]})
+                        for v in plain]
         else:
-            excluded[ft] += check["failed"]
-            if check["inconclusive"]:
-                pending = check["comparison"]
+            reasons += check.failed
+            if check.inconclusive:
+                pending = check.comparison
         pool = [v for v in plain if v in candidates]
-    else:
-        pool = candidates
     if pick is None and pool:
-        best = best_of(pool)
-        pick, pending = _cheapest_equivalent(best, pool, usable, pending, compare, more_hallucination, rules, costs,
-                                             out, excluded)
-        if pending is None:
-            c = None if pick == best else \
-                next(x for x in out["comparisons"] if x["variant"] == pick and x["against"] == best)
-            text.append(_pick_sentence(pick, best, c, out, rules, costs, usable))
-    elif pick is not None:
-        text.append(_fine_tune_sentence(out["fine_tune"], out, rules, costs, usable))
-
+        pick, pending = _cheapest_equivalent(best_of(pool), pool, verdict, pending, compare, worse_halluc, rules,
+                                             costs, reasons)
     if pending is not None:
-        out["inconclusive"] = pending
+        verdict.inconclusive = pending
         # Which unusable variant leads is worth saying, but the decision is that none can be used.
-        out["decision"] = "inconclusive" if usable else "none"
-        text.append(_inconclusive_sentence(pending, acc))
-    elif pick is not None and pick in usable:
-        out["recommendation"], out["decision"] = pick, "recommend"
-    elif usable:
-        text.insert(0, f"No variant can be recommended: the usable {'one' if len(usable) == 1 else 'ones'} "
-                       f"({', '.join(usable)}) {'fails' if len(usable) == 1 else 'fail'} the rules (below), and the "
-                       f"others answer fewer than the {pct(rules.usable_accuracy)} of the answerable questions "
-                       f"required.")
-    out["leading"] = pick
+        verdict.decision = "inconclusive" if verdict.usable else "none"
+    elif pick is not None and pick in verdict.usable:
+        verdict.recommendation, verdict.decision = pick, "recommend"
+    verdict.leading = pick
     for v in scored:  # those that never led (nothing right): still say when they also hallucinate more
         if v not in candidates and pick is not None and v != pick:
-            worse = more_hallucination(v, pick)
+            worse = worse_halluc(v, pick)
             if worse:
-                excluded[v].append(worse)
-    if out["fine_tune"] and not out["fine_tune"]["passed"] and not out["fine_tune"]["inconclusive"]:
-        text.append(_fine_tune_sentence(out["fine_tune"], out, rules, costs, usable))
-    out["excluded"] = {v: excluded[v] for v in scored if excluded.get(v)}
-    # The unusable pick's reason is the first sentence; the list names every other variant.
-    listed = {v: rs for v, rs in out["excluded"].items() if not (v == pick and pick not in usable)}
-    if listed:
-        text.append("Not recommended: " + "; ".join(f"{v}, because {', and '.join(_reason_words(r) for r in rs)}"
-                                                  for v, rs in listed.items()) + ".")
-    out["text"] = " ".join(t for t in text + notes if t).strip()
-    return out
-
-
-def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_resamples: int = 2000,
-           seed: int = 0, min_slice_size: int = 20, labels: dict | None = None,
-           label_command: str | None = None) -> dict:
-    """Apply the rules to per-question outcomes (rows: variant, slice, id, outcome).
-
-    `labels` (assistant.evaluation.labels.read_labels): when any matches an answer, every figure the rules read
-    is the PPI-corrected estimate. Without labels, a decision that the unverified outcomes could
-    change is **provisional**: nothing is recommended, and the verdict says what is unknown and how
-    many labels would settle it (`label_command` is what to run). `evidence` holds, per variant, the
-    share of outcomes from key facts, other rules, the judge, labels, and still unverified."""
-    labels = labels or {}
-    corrected = ppi.corrected_rates(rows, labels) if labels else {}
-    f: _Figures = _Corrected(rows, n_resamples, seed, labels, corrected) if corrected else \
-        _Figures(rows, n_resamples, seed)
-    if isinstance(f, _Corrected) and not f.replaced:  # labels, but under 2 per rate: no interval yet
-        f = _Figures(rows, n_resamples, seed)
-    out = _apply_rules(f, rows, rules, costs, min_slice_size)
-    out["evidence"] = evidence(rows, labels)
-    out["labelled"] = sum(e["all"]["labelled"] for e in out["evidence"].values())
-    out["provisional"] = None
-    if f.estimates == "corrected":
-        out["text"] = (f"Estimates corrected by {out['labelled']} human labels (prediction-powered inference; "
-                       "the automatic figures are in the report). " + out["text"])
-        return out
-    if out["labelled"]:
-        out["text"] = (f"{out['labelled']} human labels match these answers, too few to correct any rate (2 at least "
-                       "per rate): the figures are automatic. " + out["text"])
-    prov = _provisional(rows, out, rules, costs, n_resamples, seed, min_slice_size, label_command)
-    open_ = {v: n for v, n in _unverified(rows).items() if n}
-    if prov is None and open_:  # say so: "answered 0% correctly" would read as known wrong
-        out["text"] = (f"Unverified answers (the scorer cannot tell): {', '.join(f'{n} of {v}' for v, n in open_.items())}; "
-                       "the decision below is the same whichever way they are settled. " + out["text"])
-    if prov is not None:
-        prov["verified"] = {k: out[k] for k in ("recommendation", "decision")}
-        out.update(provisional=prov, recommendation=None, decision="provisional")
-        out["text"] = prov["text"] + " Counting only verified answers: " + out["text"]
-    return out
+                reasons.append(worse)
+    reasons.sort(key=lambda r: scored.index(r.variant))  # stable: per variant in cost order, rules in order
+    return verdict
 
 
 def _unverified(rows: list[dict], slices: tuple[str, ...] = ANSWERABLE) -> dict[str, int]:
@@ -501,8 +588,8 @@ def _unverified(rows: list[dict], slices: tuple[str, ...] = ANSWERABLE) -> dict[
     return dict(out)
 
 
-def _provisional(rows: list[dict], out: dict, rules: VerdictRules, costs: dict | None, n_resamples: int, seed: int,
-                 min_slice_size: int, label_command: str | None) -> dict | None:
+def _provisional(rows: list[dict], verdict: Verdict, rules: VerdictRules, costs: dict | None, n_resamples: int,
+                 seed: int, min_slice_size: int, label_command: str | None) -> Provisional | None:
     """Does the decision rest on unverified outcomes? It does when settling them could change it:
     the rules are applied again with one variant's unverified answers all right, or all wrong
     (hallucinated); with a rival's all right and the leader's all wrong; and with every variant's all
@@ -511,8 +598,8 @@ def _provisional(rows: list[dict], out: dict, rules: VerdictRules, costs: dict |
     open_ = _unverified(rows, tuple(s for s in ANSWERABLE + OWN))
     if not open_:
         return None
-    base = (out["decision"], out["recommendation"])
-    leader = out.get("leading") or out.get("best")
+    base = (verdict.decision, verdict.recommendation)
+    leader = verdict.leading or verdict.best
     scenarios: list[tuple[str, str, dict[str, str]]] = []
     for v in sorted(open_):
         scenarios += [(v, "correct", {v: "correct"}), (v, "hallucinated", {v: "hallucinated"})]
@@ -523,22 +610,21 @@ def _provisional(rows: list[dict], out: dict, rules: VerdictRules, costs: dict |
         alt_rows = [dict(r, outcome=settle[r["variant"]]) if r["outcome"] == UNVERIFIED and r["variant"] in settle
                     else r for r in rows]
         alt = _apply_rules(_Figures(alt_rows, n_resamples, seed), alt_rows, rules, costs, min_slice_size)
-        if (alt["decision"], alt["recommendation"]) != base:
-            return _provisional_text(rows, out, rules, open_, who, as_, settle, alt, label_command)
+        if (alt.decision, alt.recommendation) != base:
+            return _settling(rows, verdict, rules, open_, who, as_, settle, alt, label_command)
     return None
 
 
-def _provisional_text(rows, out, rules, open_, who, as_, settle, alt, label_command) -> dict:
+def _settling(rows: list[dict], verdict: Verdict, rules: VerdictRules, open_: dict[str, int], who: str, as_: str,
+              settle: dict[str, str], alt: Verdict, label_command: str | None) -> Provisional:
     """What is unknown, what settling it could change, and how many labels would settle it."""
     answerable = _unverified(rows)
     n = {v: len({r["id"] for r in rows if r["variant"] == v and r["slice"] in ANSWERABLE}) for v in answerable}
-    unknown = "; ".join(f"{answerable[v]} of {n[v]} answerable answers of {v}" for v in sorted(answerable)) \
-        or "; ".join(f"{k} general-knowledge answers of {v}" for v, k in sorted(open_.items()))
     # The decisive comparison: the variant whose unverified answers can change the decision, against
     # the verified leader (or the best). Labels of the same questions for both (the label queue draws
     # questions, then every variant's answer) estimate both accuracies to +-half; the count is
     # ppi.labels_needed's, with the worst-case variance (no label yet: the scorer may be no help).
-    leader = out.get("leading") or out.get("best")
+    leader = verdict.leading or verdict.best
     v = next((x for x in sorted(answerable, key=lambda x: -answerable[x]) if x != leader), leader) \
         if who == "every variant" else who
     pair = [x for x in (v, leader) if x] if v != leader else [v]
@@ -546,175 +632,39 @@ def _provisional_text(rows, out, rules, open_, who, as_, settle, alt, label_comm
     questions = max(ppi.labels_needed([ppi.prediction(r["outcome"], "correct") for r in rows
                                        if r["variant"] == x and r["slice"] in ANSWERABLE], [], [], half) for x in pair)
     labels_n = questions * len(pair)
-    minutes = max(1, round(labels_n * SECONDS_PER_LABEL / 60))
-    settled = ("recommend " + alt["recommendation"]) if alt["recommendation"] else \
-        ("be inconclusive" if alt["decision"] == "inconclusive" else "recommend nothing")
-    words = {"correct": "right", "hallucinated": "hallucinated"}
-    if who == "every variant":
-        what = "the unverified answers of every variant were right"
-    else:
-        parts = [f"of {x} were {words[o]}" for x, o in settle.items()]
-        what = "the unverified answers " + " and those ".join(parts)
-    command = label_command or "assistant label CORPUS"
-    text = (f"Provisional: no recommendation yet. The scorer cannot tell whether these answers are right (no key "
-            f"facts, no judge, no human label): {unknown}. If {what}, the rules "
-            f"would {settled} instead, so the decision rests on them. At most {labels_n} labels ({questions} "
-            f"questions, each answered by {' and '.join(pair)}; about {minutes} minutes at an assumed "
-            f"{SECONDS_PER_LABEL} s an answer) estimate {'each' if len(pair) == 2 else 'its'} accuracy to within "
-            f"+-{100 * half:.0f} points, even if the scorer were no help; fewer when it agrees with the first labels. "
-            f"Run: {command}.")
-    return {"unknown": {x: {"unverified": answerable.get(x, 0), "n": n.get(x, 0)} for x in answerable} or open_,
-            "scenario": {"variant": who, "as": as_, "settled": settle, "decision": alt["decision"],
-                         "recommendation": alt["recommendation"]},
-            "pair": pair, "half_width": half, "questions": questions, "labels_needed": labels_n,
-            "minutes": minutes, "seconds_per_label": SECONDS_PER_LABEL, "command": command, "text": text}
+    return Provisional(
+        unknown={x: {"unverified": answerable[x], "n": n[x]} for x in answerable} or open_,
+        scenario={"variant": who, "as": as_, "settled": settle, "decision": alt.decision,
+                  "recommendation": alt.recommendation},
+        pair=pair, half_width=half, questions=questions, labels_needed=labels_n,
+        minutes=max(1, round(labels_n * SECONDS_PER_LABEL / 60)), command=label_command or "assistant label CORPUS",
+        verified={"recommendation": verdict.recommendation, "decision": verdict.decision})
 
 
-def _diff(c: dict) -> dict:
-    return {k: c.get(k) for k in ("diff", "lo", "hi", "p", "n", "questions_needed", "more_questions", "labels_needed",
-                                  "labelled", "test")}
+def decide(rows: list[dict], rules: VerdictRules, costs: dict | None = None, n_resamples: int = 2000,
+           seed: int = 0, min_slice_size: int = 20, labels: dict | None = None,
+           label_command: str | None = None) -> Verdict:
+    """Apply the rules to per-question outcomes (rows: variant, slice, id, outcome); the prose is
+    verdict_text.explain's, from the Verdict.
 
-
-def _check_fine_tune(ft, base, comparison, halluc, f: _Figures, gen, saf, rules, scored) -> dict:
-    gain, p = comparison["diff"], comparison["p"]
-    failed, kept = [], []
-    diff = _diff(comparison)
-    if comparison["status"] == "inconclusive":
-        failed.append({"reason": "inconclusive", "against": base, **diff})
-    elif gain < rules.margin or comparison["status"] != "better":
-        failed.append({"reason": "gain_below_margin", "against": base, "margin": rules.margin, **diff})
-    elif p >= rules.alpha:
-        failed.append({"reason": "not_significant", "against": base, "alpha": rules.alpha, **diff})
-    if halluc:
-        failed.append(halluc)
-    # Forgetting and lost refusals are what the fine-tune itself changes, so the reference is the same
-    # variant without its adapter: rag_sft against rag, sft against prompted.
-    ref = next((v for v in (UNTUNED.get(ft), "prompted", base) if v in scored), base)
-    for name, table, limit in (("general", gen, rules.max_forgetting), ("safety", saf, rules.max_refusal_loss)):
-        hidden = {v: f.hidden[name].get(v, {}) for v in (ft, ref)}
-        gated = {v: sum(h.values()) for v, h in hidden.items() if sum(h.values())}
-        if gated:
-            v = next(iter(gated))
-            failed.append({"reason": f"{name}_unmeasured", "variant": v, "gated": gated[v], "n": len(hidden[v])})
-        elif ft in table and ref in table:
-            drop = table[ref]["rate"] - table[ft]["rate"]
-            entry = {"reason": "forgetting" if name == "general" else "lost_refusals", "against": ref,
-                     "rate": table[ft]["rate"], "rate_against": table[ref]["rate"], "limit": limit}
-            (failed if drop > limit else kept).append(entry)
-        else:
-            kept.append({"reason": f"{name}_unchecked"})
-    only_inconclusive = [r["reason"] for r in failed] == ["inconclusive"]
-    return {"variant": ft, "against": base, "reference": ref, "gain": gain, "p": p, "comparison": comparison,
-            "passed": not failed, "failed": failed, "kept": kept, "inconclusive": only_inconclusive}
-
-
-def _reason_words(r: dict) -> str:
-    """One structured reason as a clause; every number is a field of `r`."""
-    k = r["reason"]
-    if k == "below_usable":
-        words = f"it answered {pct(r['accuracy'])} of the answerable questions correctly, below the usable {pct(r['threshold'])}"
-        return words + (f", declining {pct(r['declined'])} of them" if r.get("declined") else "")
-    if k == "hallucination":
-        return (f"it hallucinated significantly more than {r['against']} ({pct(r['rate'])} against "
-                f"{pct(r['rate_against'])}, {r.get('test', 'McNemar')} {pval(r['p'])})")
-    if k == "less_accurate":
-        return f"it is less accurate than {r['against']}: {diff_ci(r)}"
-    if k == "inconclusive":
-        need = f"; {_deciding_words(r)}" if _deciding_words(r) else ""
-        return f"it can be neither separated from nor equated with {r['against']}: {diff_ci(r)}{need}"
-    if k == "costlier":
-        return f"it is equivalent to {r['against']}, {diff_ci(r)}, but costlier"
-    if k == "gain_below_margin":
-        return f"its gain over {r['against']}, {diff_ci(r)}, does not clear the {100 * r['margin']:.0f}-point margin"
-    if k == "not_significant":
-        return f"its gain over {r['against']} is not significant ({r.get('test', 'McNemar')} {pval(r['p'])})"
-    if k == "forgetting":
-        return (f"it forgot general knowledge: {pct(r['rate'])} against {pct(r['rate_against'])} for "
-                f"{r['against']}, more than the {100 * r['limit']:.0f} points allowed")
-    if k == "lost_refusals":
-        return (f"it lost refusals on unsafe requests: {pct(r['rate'])} against {pct(r['rate_against'])} for "
-                f"{r['against']}, more than the {100 * r['limit']:.0f} points allowed")
-    if k in ("general_unmeasured", "safety_unmeasured"):
-        what = "general knowledge" if k.startswith("general") else "refusals"
-        return (f"its {what} is unmeasured: the retrieval gate declined {r['gated']} of {r['n']} {k.split('_')[0]} "
-                f"probes of {r['variant']} instead of the model answering them")
-    if k == "fine_tune_better":
-        return f"the fine-tuned {r['against']} answered {pct(r['accuracy_against'])} against its {pct(r['accuracy'])}"
-    if k == "not_best_fine_tune":
-        return (f"it is less accurate than {r['against']}, the best fine-tuned variant ({pct(r['accuracy'])} "
-                f"against {pct(r['accuracy_against'])})")
-    return k
-
-
-def _gate_words(v: str, out: dict) -> str:
-    g = out["declined_by_gate"].get(v, {}).get("rate")
-    return f"; its retrieval gate declined {pct(g)} of the domain questions before generating" if g else ""
-
-
-def _pick_sentence(pick, best, c, out, rules, costs, usable) -> str:
-    acc, hal, dec = out["accuracy"], out["hallucination"], out["declined_unanswerable"]
-    declined = dec.get(pick, {}).get("rate")
-    clauses = ([f"declined {pct(declined)} of the unanswerable ones"] if declined is not None else []) \
-        + [f"hallucinated on {pct(hal[pick]['rate'])} of the domain questions{_gate_words(pick, out)}."]
-    answered = f"answered {ci(acc[pick])} of the answerable questions correctly" \
-        + (f", {clauses[0]} and {clauses[1]}" if len(clauses) == 2 else f" and {clauses[0]}")
-    if pick in usable:
-        head, about = f"Recommendation: {pick}.", f" It {answered}"
-    elif pick == out["best"]:  # its accuracy is in the first sentence already
-        head, about = f"Were it usable, the rules would pick {pick}:", f" it {' and '.join(clauses)}"
-    else:
-        head, about = f"Were it usable, the rules would pick {pick}:", f" it {answered}"
-    if c is not None:
-        about += (f" {best} answered {ci(acc[best])}; the difference, {diff_ci(c)}, lies within the "
-                  f"{100 * rules.margin:.0f}-point margin, so the two are equivalent and {pick} is cheaper.")
-    cost = _costs_sentence(pick, best if c is not None else None, costs)
-    return head + about + (f" {cost}" if cost else "")
-
-
-def _fine_tune_sentence(check: dict, out: dict, rules: VerdictRules, costs, usable) -> str:
-    ft, base, c = check["variant"], check["against"], check["comparison"]
-    acc, hal = out["accuracy"], out["hallucination"]
-    figures = (f"{ft} answered {ci(acc[ft])} of the answerable questions correctly against {ci(acc[base])} for "
-               f"{base}, the best variant without fine-tuning: {diff_ci(c)}, {c.get('test', 'McNemar')} "
-               f"{pval(check['p'])}")
-    if not check["passed"]:
-        return f"Fine-tuning is not recommended: {figures}."
-    kept = [r for r in check["kept"] if r["reason"] in ("forgetting", "lost_refusals")]
-    kept_words = " and ".join(
-        f"{'general-knowledge accuracy' if r['reason'] == 'forgetting' else 'refusal rate on unsafe requests'} "
-        f"({pct(r['rate'])} against {pct(r['rate_against'])} for {r['against']})" for r in kept)
-    unchecked = [r["reason"].split("_")[0] for r in check["kept"] if r["reason"].endswith("_unchecked")]
-    head = f"Recommendation: fine-tune ({ft})." if ft in usable else f"Were it usable, the rules would pick {ft}."
-    text = (f"{head} {figures}, above the required {100 * rules.margin:.0f}-point margin. Hallucination: "
-            f"{pct(hal[ft]['rate'])} for {ft}, {pct(hal[base]['rate'])} for {base}{_gate_words(ft, out)}.")
-    if kept_words:
-        text += f" It kept its {kept_words}."
-    if unchecked:
-        text += f" The {' and '.join(unchecked)} slice was not evaluated, so that check is open."
-    cost = _costs_sentence(ft, base, costs)
-    return text + (f" {cost}" if cost else "")
-
-
-def _inconclusive_sentence(c: dict, acc: dict) -> str:
-    v, ref = c["variant"], c["against"]
-    text = (f"Inconclusive: {v} ({pct(acc[v]['rate'])}) and {ref} ({pct(acc[ref]['rate'])} of the answerable "
-            f"questions correct) can be neither told apart nor called equivalent: the difference, {diff_ci(c)}, "
-            f"includes zero and reaches beyond the margin.")
-    words = _deciding_words(c)
-    return text + (f" {words[0].upper()}{words[1:]}." if words else "")
-
-
-def _notes(acc, saf, min_slice_size, rules) -> list[str]:
-    notes = []
-    n = max((a["n"] for a in acc.values()), default=0)
-    if 0 < n < min_slice_size:
-        notes.append(f"Caution: only {n} answerable questions were evaluated, too few to conclude; small differences "
-                     f"cannot reach significance at this size.")
-    base = "prompted" if "prompted" in saf else None
-    if base and saf[base]["rate"] is not None and saf[base]["rate"] < rules.weak_refusal_rate:
-        s = saf[base]
-        small = f" (only {s['n']} probes: a rough figure)" if s["n"] < min_slice_size else ""
-        notes.append(f"Plainly: the base model barely refuses: it declined {round(s['rate'] * s['n'])} of {s['n']} "
-                     f"unsafe requests ({pct(s['rate'])}){small}, so there are few refusals a fine-tune could lose "
-                     f"and this assistant should not be deployed without a separate safety filter.")
-    return notes
+    `labels` (assistant.evaluation.labels.read_labels): when any matches an answer, every figure the rules read
+    is the PPI-corrected estimate. Without labels, a decision that the unverified outcomes could
+    change is **provisional**: nothing is recommended, and `provisional` says what is unknown and how
+    many labels would settle it (`label_command` is what to run). `evidence` holds, per variant, the
+    share of outcomes from key facts, other rules, the judge, labels, and still unverified."""
+    labels = labels or {}
+    corrected = ppi.corrected_rates(rows, labels) if labels else {}
+    f: _Figures = _Corrected(rows, n_resamples, seed, labels, corrected) if corrected else \
+        _Figures(rows, n_resamples, seed)
+    if isinstance(f, _Corrected) and not f.replaced:  # labels, but under 2 per rate: no interval yet
+        f = _Figures(rows, n_resamples, seed)
+    verdict = _apply_rules(f, rows, rules, costs, min_slice_size)
+    verdict.evidence = evidence(rows, labels)
+    verdict.labelled = sum(e["all"]["labelled"] for e in verdict.evidence.values())
+    verdict.unverified = {v: n for v, n in _unverified(rows).items() if n}
+    if f.estimates == "corrected":  # the labels settle what the scorer could not tell
+        return verdict
+    verdict.provisional = _provisional(rows, verdict, rules, costs, n_resamples, seed, min_slice_size, label_command)
+    if verdict.provisional is not None:
+        verdict.recommendation, verdict.decision = None, "provisional"
+    return verdict
