@@ -177,8 +177,8 @@ class RemoteEngine:
         return [memo[k] for k in keys]
 
     def stream(self, messages: Messages, adapter: str | None = None,
-               max_new_tokens: int | None = None) -> Iterator[str]:
-        for rows in self.stream_many([messages], [adapter], max_new_tokens):
+               max_new_tokens: int | None = None, sampling: Sampling = GREEDY) -> Iterator[str]:
+        for rows in self.stream_many([messages], [adapter], max_new_tokens, samplings=[sampling]):
             yield rows[0].text
 
     def stream_many(self, conversations: Sequence[Messages], adapters: Sequence[str | None] | None = None,
