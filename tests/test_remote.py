@@ -126,3 +126,17 @@ def test_server_problems_name_what_is_wrong(remote_corpus, monkeypatch):
     engine = RemoteEngine(gone, open_engine(remote_corpus).tokenizer)
     with pytest.raises(ServerError, match="cannot reach"):
         engine.generate([[{"role": "user", "content": "hi"}]])
+
+
+def test_check_validates_the_server_before_any_long_work(remote_corpus, capsys):
+    from assistant import checks
+
+    root = remote_corpus.root
+    assert checks.check_corpus(root, near_duplicate=None) == 0
+    yaml = (root / "corpus.yaml").read_text()
+    (root / "corpus.yaml").write_text(yaml.replace("model: prompted", "model: nope"))
+    capsys.readouterr()
+    assert checks.check_corpus(root, near_duplicate=None) == 2
+    out = capsys.readouterr().out
+    line = yaml.splitlines().index("  server:") + 1
+    assert f"corpus.yaml:{line}" in out and "does not list model 'nope'" in out and "fix model.server.model" in out
