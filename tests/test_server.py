@@ -157,6 +157,10 @@ def test_bad_requests_get_clear_errors(client, server):
          openai.BadRequestError, "limit of 2000"),
         (dict(model="prompted", messages=[{"role": "user", "content": "x"}], temperature=2.5),
          openai.UnprocessableEntityError, "temperature"),
+        (dict(model="prompted", messages=[{"role": "user", "content": "x"}], temperature=1, seed=2**64),
+         openai.UnprocessableEntityError, "seed"),
+        (dict(model="prompted", messages=[{"role": "user", "content": "x"}], temperature=1, top_p=0),
+         openai.UnprocessableEntityError, "top_p"),
         (dict(model="prompted", messages=[{"role": "assistant", "content": "x"}]), openai.BadRequestError, "last message"),
         (dict(model="prompted", messages=[{"role": "user", "content": "x" * 1001}]),
          openai.BadRequestError, "max_question_chars"),
@@ -229,6 +233,18 @@ def test_the_same_seed_gives_the_same_answer(client):
     assert client.chat.completions.create(seed=7, **ask).choices[0].message.content == first
     streamed = client.chat.completions.create(seed=7, stream=True, **ask)
     assert "".join(c.choices[0].delta.content or "" for c in streamed) == first
+
+
+def test_temperature_top_p_and_seed_reach_the_job(client, service, monkeypatch):
+    from assistant.model.sampling import GREEDY, Sampling
+
+    jobs = []
+    astream = service.scheduler.astream
+    monkeypatch.setattr(service.scheduler, "astream", lambda job: jobs.append(job) or astream(job))
+    for kwargs in (dict(temperature=0.9, top_p=0.5, seed=3), dict(temperature=0.7), dict(temperature=0, seed=3), {}):
+        client.chat.completions.create(model="prompted", messages=USER, max_tokens=2, **kwargs)
+    assert [j.sampling for j in jobs] == [Sampling(0.9, 0.5, 3), Sampling(0.7, 1.0, None), Sampling(0, 1.0, 3), GREEDY]
+    assert jobs[2].sampling.greedy and jobs[3].sampling.greedy
 
 
 def test_sampling_is_not_greedy_decoding(client):

@@ -124,7 +124,7 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-2**63, le=2**63 - 1)  # OpenAI's seed is a 64-bit integer
     stop: str | list[str] | None = None
     n: int | None = Field(None, ge=1)
     user: str | None = None  # written to the access log
