@@ -77,7 +77,7 @@ def test_the_engine_is_remote_and_concurrency_is_bounded(remote_corpus, stand_in
     assert list(engine.stream(questions[0]))[-1].strip() == gens[0].text
 
 
-def test_eval_runs_through_the_server_and_keys_answers_by_it(remote_corpus, stand_in):
+def test_eval_runs_through_the_server_and_keys_answers_by_it(remote_corpus, stand_in, capsys):
     from assistant import cli
     from assistant.evaluation import runner
     from assistant.variants.rag import RagVariant
@@ -92,7 +92,14 @@ def test_eval_runs_through_the_server_and_keys_answers_by_it(remote_corpus, stan
     assert {r["variant"] for r in rows} == {"prompted", "rag"}
     card = json.loads((run / "metrics.json").read_text())["environment"]
     assert card["decoding"]["server"] == remote_corpus.config.model.server.base_url
-    assert card["decoding"]["model"] == "prompted"
+    assert card["decoding"]["model"] == "prompted" and card["generation"] is None
+    assert f"the server {card['decoding']['server']}, model prompted" in (run / "report.md").read_text()
+    # `assistant ask` goes through the server too.
+    capsys.readouterr()
+    assert cli.main(["ask", str(remote_corpus.root), "--variant", "prompted", "--json", rows[0]["question"]]) == 0
+    asked = json.loads(capsys.readouterr().out)
+    prompted = next(r for r in rows if r["variant"] == "prompted" and r["question"] == rows[0]["question"])
+    assert asked["text"] == prompted["answer"]
     # Another server model is another cache key.
     key = runner.ready_variants(remote_corpus, ["prompted"], runner.Console(quiet=True))[0][1]
     remote_corpus.config.model.server.model = "other"

@@ -354,7 +354,9 @@ def environment(corpus: Corpus, variants: list[str]) -> dict:
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not an adapter, or a log from before these fields
     gen = corpus.config.generation
-    return report_card(generation=numerics(corpus.config.model, evaluation=True), training=trained,
+    # Answered by a server: this machine's device and dtype did not produce them (decoding names the server).
+    local = None if corpus.config.model.server else numerics(corpus.config.model, evaluation=True)
+    return report_card(generation=local, training=trained,
                        batch_invariant=gen.batch_invariant, decoding=decoding(corpus))
 
 
