@@ -286,8 +286,9 @@ def _say(console: Console, level: str, p: Problem) -> None:
 
 
 def model_problems(corpus: Corpus) -> list[Problem]:
-    """The model and device settings, checked without loading anything: a missing model folder or a
-    GPU this machine lacks fails here, not as a traceback in the middle of `ask` or a build."""
+    """The model and device settings, checked without loading anything: a missing model folder, a
+    GPU this machine lacks, or an answering server that is down or lacks a model fails here, not
+    as a traceback in the middle of `ask` or a build."""
     from assistant.config import setting_line
     from assistant.model.loading import ModelError, check_model_name, device_problem
 
@@ -300,6 +301,19 @@ def model_problems(corpus: Corpus) -> list[Problem]:
     problem = device_problem(model.device)
     if problem:
         out.append(Problem(str(path), setting_line(path, "model", "device"), problem))
+    if model.server is not None:  # the answering server: reachable, key accepted, models listed
+        from assistant.model.remote import server_problems
+        from assistant.variants import NotBuilt, variant_class
+
+        def built(name: str) -> bool:
+            try:
+                return variant_class(name).is_built(corpus)
+            except NotBuilt:
+                return False
+
+        line = setting_line(path, "model", "server")
+        out += [Problem(str(path), line, p) for p in server_problems(model.server, [n for n in ("sft", "rag_sft")
+                                                                                    if built(n)])]
     return out
 
 

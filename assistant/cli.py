@@ -169,6 +169,13 @@ def cmd_score(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from assistant.variants.export import export, summary
+
+    print(summary(export(_corpus(args.corpus), args.variant, Path(args.to))))
+    return 0
+
+
 def cmd_label(args) -> int:
     import os
 
@@ -290,6 +297,12 @@ def parser() -> argparse.ArgumentParser:
                          "that carry `label` (prediction-powered inference; they must be a uniformly random "
                          "sample of the rows), with 95%% intervals")
     add_judge_flags(sp)
+
+    sp = verb("export", cmd_export, "write a fine-tuned variant as a merged Hugging Face model folder (safetensors), "
+                                    "its adapter and a model card with its evaluation figures")
+    sp.add_argument("corpus")
+    sp.add_argument("--variant", choices=("sft", "rag_sft"), required=True)
+    sp.add_argument("--to", required=True, metavar="DIR", help="a new (or empty) folder")
 
     sp = verb("label", cmd_label, "label a seeded random sample of the latest evaluation's answers by hand, blind "
                                   "(keys c/a/h/s/u/q; saved after each key, resumes where it stopped)")

@@ -25,6 +25,37 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
+class ServerSettings(Settings):
+    """An OpenAI-compatible server (vLLM, Ollama, another `assistant serve`) that answers for the
+    variants; retrieval, prompts and scoring stay here. sft and rag_sft are asked for the model
+    named like the variant (vLLM: `--lora-modules sft=... rag_sft=...`)."""
+
+    base_url: str = Field(..., description="the server's API root, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(..., min_length=1, description="the server's id of the base model (GET /v1/models)")
+    api_key_env: str | None = Field(None, description="environment variable holding the server's API key")
+    max_concurrency: int = Field(8, ge=1, le=256, description="requests in flight to the server at once")
+    timeout_s: float = Field(300, gt=0, le=3600, description="one request's time limit")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        import re
+
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", v):
+            raise ValueError(f"{v!r} is not an http(s) URL; write the API root, e.g. http://127.0.0.1:8000/v1")
+        return v.rstrip("/")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, v: str | None) -> str | None:
+        import re
+
+        if v is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(f"{v!r} is not an environment variable's name: write the variable's name (e.g. "
+                             "VLLM_API_KEY), never the key itself")
+        return v
+
+
 class ModelSettings(Settings):
     name: str = Field(DEFAULT_MODEL, description="alias, Hugging Face id or local folder")
     device: str = Field("auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?|xpu(:\d+)?)$",
@@ -36,6 +67,9 @@ class ModelSettings(Settings):
     # (bench/generation.py): 72 against 90 tokens/s for bf16 at batch 16, 1.25x.
     eval_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "float32", description="dtype of the evaluation's answers (assistant eval/compare/ask); auto as for dtype")
+    # `name` still gives the tokenizer (prompt lengths, context fitting) and the base that sft and
+    # rag_sft are trained on; the server answers.
+    server: ServerSettings | None = Field(None, description="answer through an OpenAI-compatible server")
 
 
 class GenerationSettings(Settings):

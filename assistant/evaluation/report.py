@@ -520,12 +520,14 @@ def where_it_ran(card: dict | None) -> list[str]:
     libs = ", ".join(f"{k.replace('_', '-')} {card[k]}" for k in
                      ("python", "torch", "transformers", "peft", "trl", "sentence_transformers", "faiss") if card.get(k))
     gen, train = card.get("generation") or {}, card.get("training") or {}
+    server = card.get("decoding") if (card.get("decoding") or {}).get("server") else None
     rows = [["code", code], ["libraries", libs],
             ["processor", f"{card.get('cpu')} ({card.get('cpu_capability')}"
              + (", native bf16" if card.get("cpu_native_bf16") else "") + f"), {card.get('threads')} torch threads"
              + (f"; GPU {card['gpu']}" if card.get("gpu") else "")],
             ["answers generated on", f"{gen.get('device')} {gen.get('dtype')}" + (
-                ", batch-invariant decoding" if card.get("batch_invariant") else "")],
+                ", batch-invariant decoding" if card.get("batch_invariant") else "") if not server else
+             f"the server {server['server']}, model {server['model']}"],
             ["adapters trained on", ", ".join(f"{v}: {t['device']} {t['dtype']}" for v, t in train.items())
              if train else "no adapter"]]
     if work := card.get("answering"):

@@ -120,8 +120,12 @@ def decoding(corpus: Corpus) -> dict:
 
     from assistant.model.loading import cpu_kernels, numerics
 
-    device, dtype = numerics(corpus.config.model, evaluation=True)
     gen = corpus.config.generation
+    server = corpus.config.model.server
+    if server is not None:  # the server's numerics are its own: its address and model id key the answers
+        return {"server": server.base_url, "model": server.model, "max_new_tokens": gen.max_new_tokens,
+                "greedy": True}
+    device, dtype = numerics(corpus.config.model, evaluation=True)
     kernels = torch.cuda.get_device_name(device) if device.type == "cuda" else \
         cpu_kernels() if device.type == "cpu" else device.type
     out = {"device": device.type, "kernels": kernels, "dtype": str(dtype).removeprefix("torch."),
@@ -152,8 +156,8 @@ def eval_workers(corpus: Corpus, total: int) -> int:
 
     from assistant.model.loading import numerics
 
-    if numerics(corpus.config.model, evaluation=True)[0].type != "cpu":
-        return 1
+    if corpus.config.model.server or numerics(corpus.config.model, evaluation=True)[0].type != "cpu":
+        return 1  # a server's concurrency is model.server.max_concurrency
     setting = corpus.config.evaluation.workers
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if setting:
@@ -352,7 +356,9 @@ def environment(corpus: Corpus, variants: list[str]) -> dict:
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not an adapter, or a log from before these fields
     gen = corpus.config.generation
-    return report_card(generation=numerics(corpus.config.model, evaluation=True), training=trained,
+    # Answered by a server: this machine's device and dtype did not produce them (decoding names the server).
+    local = None if corpus.config.model.server else numerics(corpus.config.model, evaluation=True)
+    return report_card(generation=local, training=trained,
                        batch_invariant=gen.batch_invariant, decoding=decoding(corpus))
 
 

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from assistant.model.engine import Engine, Messages
+from assistant.model.sampling import GREEDY, Sampling
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Job:
     adapter: str | None = None
     max_new_tokens: int = 64
     stop: Sequence[str] = ()
+    sampling: Sampling = GREEDY
     on_update: Callable[[Update], None] = lambda u: None
     cancelled: threading.Event = field(default_factory=threading.Event)
     result: Update | None = None  # the final update, once done

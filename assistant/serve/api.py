@@ -1,23 +1,28 @@
 """`assistant serve`: the built variants behind an OpenAI-compatible API (FastAPI + uvicorn).
 
     GET  /v1/models             one model id per built variant (prompted, rag, sft, rag_sft)
-    POST /v1/chat/completions   streaming (SSE) or not, several turns, max_tokens, stop, usage
-    GET  /health                {"status": "ok"} (no key needed)
+    POST /v1/chat/completions   streaming (SSE) or not, several turns, max_tokens, stop, usage,
+                                temperature, top_p, seed
+    GET  /health                {"status": "ok", ...} (no key needed)
+    GET  /metrics               Prometheus text: requests, tokens, queue depth, latency histograms
 
-Differences from OpenAI's API, on purpose:
-- Each variant answers with its own system prompt (the one it was evaluated and trained with);
-  system or developer messages from the client are accepted and ignored.
-- Decoding is greedy, as in the evaluation: `temperature` 0 (or omitted); a temperature above 0 is
-  refused with a 400 rather than silently ignored. `n` must be 1. Alone in its batch a request gets
-  exactly the answer of `assistant ask`; batched with others its row is left-padded, as in the
-  evaluation, which in bf16 can change later tokens. Other sampling fields (top_p, seed, penalties) and unknown fields are ignored.
+Every request field works or is refused with a 400 naming it (`unsupported`): `n` above 1,
+`logprobs`, `tools`, `response_format` other than text and the like are refused, never ignored.
+
+- A client's system and developer messages reach the model after the variant's own system prompt
+  (`with_instructions`): the variant keeps its grounding rules, the client sets tone and language.
+- `temperature` 0 or left out decodes greedily, as in the evaluation: alone in its batch a request
+  gets exactly the answer of `assistant ask`. Above 0 the job samples (`sampling.Sampling`) from its
+  own generator, seeded by `seed`: the same seed gives the same answer.
+- An answer cites only passages it was given: any other "[n]" is removed (`cited_only`).
 - Retrieval variants (`rag`, `rag_sft`) return the passages they were given in an extra top-level
   field `sources` ([{path, heading, text, score, rank}]) of the response, and of the last stream
   chunk (the one with `finish_reason`, which also carries `usage`). When retrieval finds nothing
   relevant the variant answers "I don't know." without generating (0 completion tokens).
 
 Concurrent requests are decoded together by a `batching.Scheduler` (one batch, one LoRA adapter
-per row); a full queue answers 429, a client that disconnects frees its row.
+per row); a full queue answers 429, a client that disconnects frees its row. Each request leaves
+one line in the `assistant.access` log.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -34,20 +40,22 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from assistant.model.batching import Job, QueueFull, Scheduler, Update
+from assistant.model.engine import Messages
+from assistant.model.sampling import Sampling
 from assistant.config import VARIANTS
 from assistant.corpus.corpus import Corpus
 from assistant.errors import UsageError
 from assistant.serve.lineup import Lineup, load_lineup
+from assistant.serve.metrics import CONTENT_TYPE, Metrics, access_log
 from assistant.variants import ABSTAIN_TEXT, Prompt, Variant
 
 log = logging.getLogger(__name__)
@@ -86,33 +94,91 @@ class Limits:
 
 
 # -- the request body ---------------------------------------------------------------------------
-class TextPart(BaseModel):
-    type: Literal["text"]
-    text: str
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart] | None = None
+    # Extra fields (name, tool_calls, ...) are kept so that `unsupported` can name them.
+    model_config = ConfigDict(extra="allow")
+    role: str
+    content: str | list[ContentPart] | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(p.text for p in self.content)
+            return "".join(p.text or "" for p in self.content)
         return self.content or ""
 
 
 class ChatRequest(BaseModel):
-    # OpenAI clients send many optional fields (user, seed, top_p, ...): tolerated, not used.
-    model_config = ConfigDict(extra="ignore")
+    # Extra fields are kept, not dropped: each one either has a neutral value (NEUTRAL) or is
+    # refused by name, so that no field a client sends is silently ignored.
+    model_config = ConfigDict(extra="allow")
     model: str
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
+    stream_options: dict | None = None
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=-2**63, le=2**63 - 1)  # OpenAI's seed is a 64-bit integer
     stop: str | list[str] | None = None
     n: int | None = Field(None, ge=1)
+    user: str | None = None  # written to the access log
+
+
+# Fields of OpenAI's chat API this server does not implement, with the values that ask for nothing
+# (what a client sends when it means "off"); any other value is a 400 naming the field, the first
+# in this order (tools before tool_choice: the field to drop first).
+NEUTRAL: dict[str, tuple] = {
+    "tools": (None, []), "tool_choice": (None, "none"), "logprobs": (None, False), "top_logprobs": (None, 0),
+    "functions": (None, []), "function_call": (None, "none"), "parallel_tool_calls": (None,),
+    "response_format": (None, {"type": "text"}), "frequency_penalty": (None, 0, 0.0),
+    "presence_penalty": (None, 0, 0.0), "logit_bias": (None, {}), "modalities": (None, ["text"]),
+    "store": (None, False), "metadata": (None, {}), "audio": (None,), "prediction": (None,),
+    "reasoning_effort": (None,), "service_tier": (None, "auto", "default"), "web_search_options": (None,),
+}
+MESSAGE_NEUTRAL: dict[str, tuple] = {"name": (None,), "tool_calls": (None, []), "function_call": (None,),
+                                     "refusal": (None,), "audio": (None,), "tool_call_id": (None,)}
+
+
+def unsupported(req: ChatRequest) -> ApiError | None:
+    """The first request field this server would have to ignore, as a 400 naming it; else None."""
+    extra = req.model_extra or {}
+    for name in [*(n for n in NEUTRAL if n in extra), *(n for n in extra if n not in NEUTRAL)]:
+        if name not in NEUTRAL:
+            return ApiError(400, f"{name} is not a chat completions field this server knows; leave it out",
+                            code="unsupported_parameter", param=name)
+        if extra[name] not in NEUTRAL[name]:
+            return ApiError(400, f"{name} is not supported by this server; leave it out",
+                            code="unsupported_parameter", param=name)
+    if req.n not in (None, 1):
+        return ApiError(400, "n must be 1: this server returns one choice per request", param="n")
+    if set(req.stream_options or {}) - {"include_usage"}:
+        return ApiError(400, "stream_options may only hold include_usage (usage is always sent, in the last "
+                             "chunk)", param="stream_options")
+    for i, m in enumerate(req.messages):
+        if m.role not in ("system", "developer", "user", "assistant"):
+            return ApiError(400, f"messages[{i}].role {m.role!r} is not supported: this server has no tools; "
+                                 "send system, developer, user or assistant messages", param=f"messages[{i}].role")
+        for name, value in (m.model_extra or {}).items():
+            if value not in MESSAGE_NEUTRAL.get(name, (None,)):
+                return ApiError(400, f"messages[{i}].{name} is not supported by this server; leave it out",
+                                code="unsupported_parameter", param=f"messages[{i}].{name}")
+        for part in m.content if isinstance(m.content, list) else ():
+            if part.type != "text" or part.text is None or part.model_extra:
+                return ApiError(400, f"messages[{i}].content holds a {part.type!r} part: only text parts are "
+                                     "supported", code="unsupported_parameter", param=f"messages[{i}].content")
+    return None
+
+
+def sampling_of(req: ChatRequest) -> Sampling:
+    """`temperature` 0 or left out is greedy decoding, as in the evaluation (then top_p and seed
+    change nothing); above 0, tokens are drawn from the request's own generator, seeded by `seed`."""
+    return Sampling(req.temperature or 0.0, 1.0 if req.top_p is None else req.top_p, req.seed)
 
 
 class ApiError(Exception):
@@ -125,7 +191,8 @@ class ApiError(Exception):
 
 
 def split_turns(messages: Sequence[ChatMessage]) -> tuple[str, list[tuple[str, str]]]:
-    """(last question, earlier (question, answer) pairs) from OpenAI messages; system ones dropped."""
+    """(last question, earlier (question, answer) pairs) from OpenAI messages; system and developer
+    ones are `client_instructions`."""
     turns = [m for m in messages if m.role in ("user", "assistant")]
     if not turns or turns[-1].role != "user":
         raise ApiError(400, "the last message must come from the user", param="messages")
@@ -148,6 +215,24 @@ def split_turns(messages: Sequence[ChatMessage]) -> tuple[str, list[tuple[str, s
     if not question:
         raise ApiError(400, "the last user message is empty", param="messages")
     return question, history
+
+
+def client_instructions(messages: Sequence[ChatMessage]) -> str:
+    """The client's system and developer messages, in order, one paragraph each."""
+    return "\n\n".join(t for m in messages if m.role in ("system", "developer") and (t := m.text().strip()))
+
+
+def with_instructions(messages: Messages, instructions: str) -> Messages:
+    """The variant's messages with the client's instructions after the variant's own system prompt.
+
+    As OpenAI-compatible servers do, the client's system text reaches the model as its system
+    message; the variant's grounding and abstention rules come first, so a client can change tone
+    or language but the variant still answers from its passages and says when it does not know."""
+    if not instructions:
+        return messages
+    if messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": f"{messages[0]['content']}\n\n{instructions}"}, *messages[1:]]
+    return [{"role": "system", "content": instructions}, *messages]
 
 
 def _has_surrogate(text: str) -> bool:
@@ -189,10 +274,39 @@ def visible_text(text: str, stops: Sequence[str], final: bool) -> str:
             if text.endswith(s[:k]):
                 hold = max(hold, k)
                 break
-    return text[:len(text) - hold].rstrip()
+    text = text[:len(text) - hold].rstrip()
+    return _OPEN_CITATION.sub("", text).rstrip()  # "[4" may become a citation to strip: wait for "]"
+
+
+_CITATION = re.compile(r"\s*\[(\d+(?:\s*,\s*\d+)*)\]")
+_OPEN_CITATION = re.compile(r"\[[\d,\s]*$")
+
+
+def cited_only(text: str, sources: int) -> str:
+    """`text` without citations to passages it was not given: "[n]" with n outside 1..sources goes
+    (every one when no passage was given), and a list such as "[2, 5]" keeps its valid numbers."""
+    def keep(m: re.Match) -> str:
+        valid = [n for n in re.split(r"\s*,\s*", m.group(1)) if 1 <= int(n) <= sources]
+        lead = m.group(0)[:m.group(0).index("[")]
+        return f"{lead}[{', '.join(valid)}]" if valid else ""
+
+    return _CITATION.sub(keep, text).strip()
 
 
 # -- the service (no HTTP in here) --------------------------------------------------------------
+@dataclass
+class Ask:
+    """A checked request: what the variant is asked and how to decode its answer."""
+
+    variant: Variant
+    question: str
+    history: list[tuple[str, str]]
+    instructions: str  # the client's system and developer messages
+    max_new: int
+    stops: list[str]
+    sampling: Sampling
+
+
 class Service:
     def __init__(self, corpus: Corpus, lineup: Lineup, limits: Limits | None = None):
         self.corpus = corpus
@@ -212,6 +326,7 @@ class Service:
         # threadpool's forty, keeps their allocations in one place (see MemoryKeeper).
         self._prompt_pool = ThreadPoolExecutor(1, thread_name_prefix="prompt")
         self.memory = MemoryKeeper()
+        self.metrics = Metrics(lambda: self.scheduler.pending.qsize() if self.scheduler else 0)
         self.created = int(time.time())
 
     def models(self) -> dict:
@@ -228,15 +343,17 @@ class Service:
         raise ApiError(404, f"unknown model {name!r}; this server has: {', '.join(self.lineup.variants) or 'none'}",
                        code="model_not_found", param="model")
 
-    def check(self, req: ChatRequest) -> tuple[Variant, str, list[tuple[str, str]], int, list[str]]:
-        """Validate a request: (variant, question, history, max new tokens, stop strings)."""
+    def check(self, req: ChatRequest) -> Ask:
+        """Validate a request into what the variant needs, or raise ApiError naming the field."""
         _refuse_surrogates(req)
         variant = self.variant(req.model)
-        if req.temperature:
-            raise ApiError(400, "temperature above 0 is not supported: every variant decodes greedily, as in "
-                                "the evaluation; send temperature 0 or leave it out", param="temperature")
-        if req.n not in (None, 1):
-            raise ApiError(400, "n must be 1", param="n")
+        refused = unsupported(req)
+        if refused is not None:
+            raise refused
+        try:
+            sampling = sampling_of(req)
+        except ValueError as e:
+            raise ApiError(400, str(e), param="top_p" if "top_p" in str(e) else "temperature") from None
         question, history = split_turns(req.messages)
         limit = self.limits.max_question_chars or self.corpus.config.generation.max_question_chars
         if len(question) > limit:
@@ -251,15 +368,20 @@ class Service:
             raise ApiError(400, f"max_tokens {asked} is over this server's limit of {self.limits.max_tokens}",
                            param="max_tokens")
         max_new = asked or self.corpus.config.generation.max_new_tokens
-        return variant, question, history, max_new, _stops(req.stop)
+        return Ask(variant, question, history, client_instructions(req.messages), max_new, _stops(req.stop),
+                   sampling)
 
-    def prompt(self, variant: Variant, question: str, history: list[tuple[str, str]], max_new: int) -> tuple[Prompt, int]:
+    def prompt(self, ask: Ask) -> tuple[Prompt, int]:
+        """The variant's prompt with the client's instructions, and its length in tokens."""
         with self._prompt_lock:
-            p = variant.prompt(question, history)
+            p = ask.variant.prompt(ask.question, ask.history)
+            if p.messages is not None:
+                p.messages = with_instructions(p.messages, ask.instructions)
             tokens = self.engine.count_tokens(self.engine.render(p.messages)) if p.messages is not None else 0
-        context = getattr(self.engine.model.config, "max_position_embeddings", None)
-        if context and tokens + max_new > context:
-            raise ApiError(400, f"the conversation is {tokens} tokens; with max_tokens {max_new} it exceeds the "
+        context = getattr(getattr(self.engine, "model", None), "config", None)
+        context = getattr(context, "max_position_embeddings", None)
+        if context and tokens + ask.max_new > context:
+            raise ApiError(400, f"the conversation is {tokens} tokens; with max_tokens {ask.max_new} it exceeds the "
                                 f"model's context of {context}: send fewer earlier turns", param="messages")
         return p, tokens
 
@@ -283,6 +405,7 @@ def _error_response(e: ApiError) -> SafeJSONResponse:
     return SafeJSONResponse(_error_body(e), status_code=e.status)
 
 
+KNOWN_PATHS = ("/health", "/metrics", "/v1/models", "/v1/chat/completions")
 UNAUTHORISED = ApiError(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'",
                         "authentication_error", "invalid_api_key")
 
@@ -293,14 +416,44 @@ class Gate:
     `max_body_bytes`, a body without a length (chunked) included. A stranger's request, or an
     oversized one, never costs more than its headers and that cap."""
 
-    def __init__(self, app, api_key: str | None, max_body_bytes: int, open_paths: tuple[str, ...] = ("/health",),
-                 after: Callable[[], None] | None = None):
+    def __init__(self, app, api_key: str | None, max_body_bytes: int,
+                 open_paths: tuple[str, ...] = ("/health", "/metrics"), after: Callable[[], None] | None = None,
+                 metrics: Metrics | None = None):
         self.app, self.max_body, self.open_paths, self.after = app, max_body_bytes, open_paths, after
         self.key = api_key.encode("utf-8") if api_key else None
+        self.metrics = metrics or Metrics()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        # The route writes what it learns (model, tokens, user) into the request's state, which is
+        # this dict; the line and the metrics are written once the last byte has gone.
+        state = scope.setdefault("state", {})
+        state["t0"], status = time.perf_counter(), 0
+
+        async def send_noting_status(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            return await self._gated(scope, receive, send_noting_status)
+        finally:
+            self._record(scope, state, status or 499)  # no status: the client left before any answer
+
+    def _record(self, scope, state: dict, status: int) -> None:
+        seconds = time.perf_counter() - state["t0"]
+        path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+        self.metrics.record(path, status, seconds, state.get("model"), state.get("prompt_tokens", 0),
+                            state.get("completion_tokens", 0), state.get("first_token_s"))
+        client = scope.get("client") or ("-", 0)
+        fields = " ".join(f"{k}={state[k]}" for k in ("model", "prompt_tokens", "completion_tokens", "finish_reason",
+                                                     "user") if state.get(k) is not None)
+        access_log.info('%s "%s %s" %d %.3fs%s', client[0], scope["method"], scope["path"], status, seconds,
+                        f" {fields}" if fields else "")
+
+    async def _gated(self, scope, receive, send):
         headers: dict[bytes, bytes] = {}
         for k, v in scope.get("headers", []):
             headers.setdefault(k.lower(), v)  # the first of repeated headers
@@ -377,6 +530,10 @@ def create_app(service: Service, api_key: str | None = None):
                 "batches": len(batches), "rows_decoded": sum(batches), "largest_batch": max(batches, default=0),
                 "queued": sched.pending.qsize() if sched else 0}
 
+    @app.get("/metrics")
+    async def metrics():
+        return PlainTextResponse(service.metrics.render(), media_type=CONTENT_TYPE)
+
     @app.get("/v1/models")
     async def models():
         return service.models()
@@ -388,32 +545,42 @@ def create_app(service: Service, api_key: str | None = None):
 
     @app.post("/v1/chat/completions")
     async def chat(req: ChatRequest, request: Request):
-        variant, question, history, max_new, stops = service.check(req)
-        prompt, prompt_tokens = await asyncio.get_running_loop().run_in_executor(
-            service._prompt_pool, service.prompt, variant, question, history, max_new)
+        state = request.state
+        state.user = req.user
+        ask = service.check(req)
+        state.model = req.model
+        prompt, prompt_tokens = await asyncio.get_running_loop().run_in_executor(service._prompt_pool,
+                                                                                 service.prompt, ask)
         sources = [asdict(s) for s in prompt.sources]
         cid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        state.prompt_tokens = prompt_tokens
 
-        def usage(completion: int) -> dict:
-            return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                    "total_tokens": prompt_tokens + completion}
+        def shown(u: Update) -> str:
+            return cited_only(visible_text(u.text, ask.stops, u.done), len(sources))
+
+        def usage(u: Update) -> dict:
+            state.completion_tokens, state.finish_reason = u.tokens, u.finish_reason
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": u.tokens,
+                    "total_tokens": prompt_tokens + u.tokens}
 
         if prompt.messages is None:  # retrieval found nothing relevant: abstain without generating
             updates = None
         else:
             try:
-                updates = service.scheduler.astream(Job(prompt.messages, variant.adapter, max_new, stops))
+                updates = service.scheduler.astream(Job(prompt.messages, ask.variant.adapter, ask.max_new, ask.stops,
+                                                        sampling=ask.sampling))
             except QueueFull as e:
                 raise ApiError(429, f"the server is busy: {e}", "rate_limit_error", "queue_full")
+        abstained = Update(ABSTAIN_TEXT, 0, True, "stop")
 
         if not req.stream:
-            final = await _final(updates, request) if updates is not None else Update(ABSTAIN_TEXT, 0, True, "stop")
+            final = await _final(updates, request) if updates is not None else abstained
             if final.finish_reason == "error":
                 raise ApiError(500, f"generation failed: {final.error}", "server_error")
             return {"id": cid, "object": "chat.completion", "created": created, "model": req.model,
                     "choices": [{"index": 0, "finish_reason": final.finish_reason,
-                                 "message": {"role": "assistant", "content": visible_text(final.text, stops, True)}}],
-                    "usage": usage(final.tokens), "sources": sources}
+                                 "message": {"role": "assistant", "content": shown(final)}}],
+                    "usage": usage(final), "sources": sources}
 
         def chunk(delta: dict, finish: str | None = None, **extra) -> str:
             body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.model,
@@ -422,28 +589,27 @@ def create_app(service: Service, api_key: str | None = None):
 
         async def events() -> AsyncIterator[str]:
             yield chunk({"role": "assistant", "content": ""})
-            if updates is None:
-                yield chunk({"content": ABSTAIN_TEXT})
-                yield chunk({}, "stop", usage=usage(0), sources=sources)
-                yield "data: [DONE]\n\n"
-                return
             sent = ""
-            async for u in updates:  # a disconnect cancels this generator, whose exit cancels the job
-                shown = visible_text(u.text, stops, u.done)
-                if shown.startswith(sent) and len(shown) > len(sent):
-                    yield chunk({"content": shown[len(sent):]})
-                    sent = shown
+            async for u in updates if updates is not None else _one(abstained):
+                # A disconnect cancels this generator, whose exit cancels the job.
+                text = shown(u)
+                if text.startswith(sent) and len(text) > len(sent):
+                    if not sent:
+                        state.first_token_s = time.perf_counter() - state.t0
+                    yield chunk({"content": text[len(sent):]})
+                    sent = text
                 if u.done:
                     if u.finish_reason == "error":
                         yield f"data: {json.dumps(_error_body(ApiError(500, f'generation failed: {u.error}', 'server_error')))}\n\n"
                         return
-                    yield chunk({}, u.finish_reason, usage=usage(u.tokens), sources=sources)
+                    yield chunk({}, u.finish_reason, usage=usage(u), sources=sources)
             yield "data: [DONE]\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    return Gate(app, api_key, service.limits.max_body_bytes, after=service.memory.after_request)
+    return Gate(app, api_key, service.limits.max_body_bytes, after=service.memory.after_request,
+                metrics=service.metrics)
 
 
 async def _final(updates: AsyncIterator[Update], request) -> Update:
@@ -465,6 +631,10 @@ async def _final(updates: AsyncIterator[Update], request) -> Update:
     finally:
         if not task.done():
             task.cancel()
+
+
+async def _one(update: Update) -> AsyncIterator[Update]:
+    yield update
 
 
 async def _last(updates: AsyncIterator[Update]) -> Update:
@@ -563,6 +733,11 @@ def serve(corpus: Corpus, host: str = "127.0.0.1", port: int = 8000, api_key: st
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: reachable from other machines"
               + ("" if api_key else f"; set --api-key or {API_KEY_ENV} to require a key"), file=sys.stderr)
+    if not access_log.handlers:  # uvicorn's own access log is off (log_level warning): this one is ours
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
     service = open_service(corpus, limits)
     for why in service.lineup.missing.values():
         print(f"not served: {why.replace('**', '').replace('`', '')}", file=sys.stderr)

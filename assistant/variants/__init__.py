@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import importlib
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from assistant.config import VARIANTS
 from assistant.corpus.corpus import Corpus
 from assistant.model.engine import Engine
 from assistant.model.loading import load_model, numerics
 from assistant.variants.base import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Source, Variant
+
+if TYPE_CHECKING:
+    from assistant.model.remote import RemoteEngine
 
 __all__ = ["ABSTAIN_TEXT", "Answer", "NotBuilt", "Prompt", "Source", "Variant", "VARIANTS",
            "variant_class", "open_engine", "load_variant"]
@@ -49,13 +53,26 @@ def _engine_for(model_json: str, gen_json: str) -> Engine:
                   batch_invariant=gen.batch_invariant)
 
 
-def open_engine(corpus: Corpus, evaluation: bool = True) -> Engine:
-    """The corpus's base model, loaded once per process and shared by every variant.
+@lru_cache(maxsize=4)
+def _remote_for(server_json: str, model_name: str, gen_json: str) -> "RemoteEngine":
+    from assistant.config import GenerationSettings, ServerSettings
+    from assistant.model.remote import open_remote_engine  # imports openai: only when a server answers
+
+    gen = GenerationSettings.model_validate_json(gen_json)
+    return open_remote_engine(ServerSettings.model_validate_json(server_json), model_name, gen.max_new_tokens,
+                              gen.batch_size)
+
+
+def open_engine(corpus: Corpus, evaluation: bool = True) -> "Engine | RemoteEngine":
+    """The corpus's base model, loaded once per process and shared by every variant, or, with
+    `model.server`, the server that answers for it.
 
     `evaluation` (answers that are scored, and `assistant ask`) loads `model.eval_dtype`; the chat
     passes False for `model.dtype`. Where both resolve to the same dtype they share one engine.
     """
     cfg = corpus.config
+    if cfg.model.server is not None:  # an OpenAI-compatible server answers (assistant/model/remote.py)
+        return _remote_for(cfg.model.server.model_dump_json(), cfg.model.name, cfg.generation.model_dump_json())
     _, dtype = numerics(cfg.model, evaluation)
     name = str(dtype).removeprefix("torch.")
     model = cfg.model.model_copy(update={"dtype": name, "eval_dtype": name})
