@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from assistant.cli import main
 from assistant.corpus.corpus import load_corpus, read_qa
 from assistant.evaluation.questions import REASONS, first_question, leaks, parse_lines, parse_qa, run_questions
+from tiny_model import TINY
 
 # What the canned server answers, by a phrase of the prompt. Each bad item trips one rule.
 QA_REPLIES = {
@@ -201,7 +202,7 @@ def test_generation_mechanics_with_the_tiny_model(tiny_corpus_dir, capsys):
     assert "no question passed validation" in err and "dropped" in err
     runs = Path(corpus.runs_dir) / "questions"
     report = json.loads((runs / "report.json").read_text())
-    assert report["generator"] == "tiny-random" and report["kept_share"] == 0
+    assert report["generator"] == TINY and report["kept_share"] == 0
     assert sum(report["dropped"].values()) == sum(report["generated"].values()) > 0
     cached = (runs / "generations.jsonl").read_text()
     assert cached.count("\n") > 0
