@@ -174,6 +174,7 @@ def supported_dtypes():
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", supported_dtypes())
 def test_padded_batch_decodes_like_single_answers_on_the_real_model(tiny_corpus_dir, dtype):
     from peft import LoraConfig, get_peft_model

@@ -77,6 +77,7 @@ def test_unknown_model_is_a_clear_error():
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_default_model_is_a_plain_checkpoint_that_knows_paris():
     path = resolve_model("smollm2-135m-instruct")
     config = json.loads(open(f"{path}/config.json").read())
