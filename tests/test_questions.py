@@ -105,6 +105,7 @@ def served_corpus(tiny_corpus_dir: Path, base_url: str) -> Path:
     return tiny_corpus_dir
 
 
+@pytest.mark.slow
 def test_every_rule_drops_its_bad_item_and_the_rest_is_written(tiny_corpus_dir, server, capsys):
     base_url, calls = server
     root = served_corpus(tiny_corpus_dir, base_url)
@@ -192,6 +193,7 @@ def test_augment_adds_train_rewordings_and_guards_against_leaks(tiny_corpus_dir,
     assert [q.id for q in corpus.questions("train") if q.origin == "augmented"] == [new[0].id]
 
 
+@pytest.mark.slow
 def test_generation_mechanics_with_the_tiny_model(tiny_corpus_dir, capsys):
     """The tiny random model writes noise: every item is dropped, counted, and the counts are stored;
     the generations are cached, so a rerun generates nothing new."""

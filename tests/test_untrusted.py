@@ -114,6 +114,7 @@ LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(doc=st.one_of(settings_docs, yaml_chars, st.just(LAUGHS), st.just("name: x\n<<: *missing\n"),
                      st.integers(1, 3000).map(lambda n: "a: " + "[" * n + "]" * n)),
