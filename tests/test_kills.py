@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +33,17 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 def cli(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "assistant.cli", *args], cwd=ROOT, env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # stderr to a file, not a pipe: a pipe nobody reads fills with progress bars and stalls the child.
+    log = tempfile.TemporaryFile()
+    p = subprocess.Popen([sys.executable, "-m", "assistant.cli", *args], cwd=ROOT, env=ENV,
+                         stdout=subprocess.DEVNULL, stderr=log)
+    p.log = log
+    return p
+
+
+def stderr_tail(p: subprocess.Popen) -> str:
+    p.log.seek(0)
+    return p.log.read().decode(errors="replace")[-2000:]
 
 
 def watch(*args: str, started: Callable[[], bool], finished: Callable[[], bool] | None = None) -> tuple[float, float]:
@@ -42,13 +52,13 @@ def watch(*args: str, started: Callable[[], bool], finished: Callable[[], bool] 
     t0 = time.perf_counter()
     p, seen, done = cli(*args), None, None
     while p.poll() is None:
+        assert time.perf_counter() - t0 < 600, f"{args[0]} still running after 10 minutes"
         if seen is None and started():
             seen = time.perf_counter() - t0
         if done is None and finished and finished():
             done = time.perf_counter() - t0
         time.sleep(0.01)
-    _, err = p.communicate()
-    assert p.returncode == 0, err.decode()[-2000:]
+    assert p.returncode == 0, stderr_tail(p)
     assert seen is not None, f"{args[0]}: its work in progress never showed (the test's `started` is wrong)"
     return seen, done or time.perf_counter() - t0
 
@@ -59,13 +69,12 @@ def kill_mid_way(*args: str, started: Callable[[], bool], delay: float) -> None:
     p = cli(*args)
     deadline = time.time() + 300
     while not started():
-        assert p.poll() is None, f"finished before its work showed: {p.stderr.read().decode()[-2000:]}"
+        assert p.poll() is None, f"finished before its work showed: {stderr_tail(p)}"
         assert time.time() < deadline
         time.sleep(0.01)
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)  # a no-op once it has exited: the returncode then says so
     p.wait()
-    p.stderr.close()
     assert p.returncode == -signal.SIGKILL, (f"the kill did not land: it finished first (exit {p.returncode}), "
                                              f"{delay:.2f} s after its work showed")
 
@@ -111,7 +120,7 @@ def test_a_second_build_or_evaluation_of_the_same_corpus_is_refused_while_one_bu
     try:
         deadline = time.time() + 120
         while not list((corpus.runs_dir / "sft" / "checkpoints").glob("checkpoint-*")):
-            assert first.poll() is None, first.stderr.read().decode()
+            assert first.poll() is None, stderr_tail(first)
             assert time.time() < deadline
             time.sleep(0.05)
         assert main(["build", str(tiny_corpus_dir), "--variant", "sft"]) == 2
@@ -120,8 +129,8 @@ def test_a_second_build_or_evaluation_of_the_same_corpus_is_refused_while_one_bu
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
         assert main(["eval", str(tiny_corpus_dir), "--variants", "prompted", "--limit", "1"]) == 2
         assert "locked" in capsys.readouterr().err
-        _, err = first.communicate(timeout=300)
-        assert first.returncode == 0, err.decode()[-2000:]
+        first.wait(timeout=300)
+        assert first.returncode == 0, stderr_tail(first)
     finally:
         if first.poll() is None:
             first.kill()
