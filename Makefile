@@ -58,8 +58,9 @@ browser:
 	  SUDO=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# --durations: the 15 slowest tests in the output, so CI shows where the suite's time goes.
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The model mechanics again, against the oldest transformers that pyproject.toml allows (installed
 # into .oldest/, ahead of the venv's own on PYTHONPATH): its forward() and TrainingArguments spell

@@ -12,13 +12,13 @@ out=${OUT:-device-logs}; mkdir -p "$out"
 { lscpu | grep -E "Model name|^CPU\(s\)"; grep -o -w -E "amx_(bf16|tile|int8)|avx512_bf16|avx512f|avx2" /proc/cpuinfo | sort -u | tr '\n' ' '; echo
   nvidia-smi -L 2>/dev/null; } | tee "$out/machine.txt"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD ASSISTANT_CACHE=$PWD/.devcache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export PYTHONPATH=/tmp/site:$PWD:$PWD/tests ASSISTANT_CACHE=$PWD/.devcache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 python3 -c "import torch, transformers, peft, trl; print('torch', torch.__version__, torch.backends.cpu.get_cpu_capability(),
 '| transformers', transformers.__version__, '| peft', peft.__version__, '| trl', trl.__version__)" | tee -a "$out/machine.txt"
 tests="tests/test_generation.py tests/test_training.py"
-probe='import torch; from assistant.config import ModelSettings as S; from assistant.model.engine import Engine; from assistant.model.loading import load_model
+probe='import torch; from assistant.config import ModelSettings as S; from assistant.model.engine import Engine; from assistant.model.loading import load_model; from tiny_model import TINY
 for dt in ("float32", "bfloat16"):
-    e = Engine(*load_model(S(name="tiny-random", dtype=dt)), max_new_tokens=8, batch_size=16)
+    e = Engine(*load_model(S(name=TINY, dtype=dt)), max_new_tokens=8, batch_size=16)
     print(e.device, dt, torch.get_num_threads(), "threads, decoding plan (min_rows):", e.plan())'
 CUDA_VISIBLE_DEVICES= taskset -c 0,1 python3 -c "$probe" 2>&1 | grep min_rows | tee -a "$out/machine.txt"
 python3 -c "$probe" 2>&1 | grep min_rows | tee -a "$out/machine.txt"

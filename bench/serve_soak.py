@@ -2,7 +2,7 @@
 
     python bench/serve_soak.py [CORPUS] [--requests 600] [--threads 8] [--every 50] [--tracemalloc]
 
-Without CORPUS, a copy of the tests' tiny corpus (`model.name: tiny-random`, offline, seconds to
+Without CORPUS, a copy of the tests' tiny corpus (tests/tiny_model.py: a tiny random model, offline, seconds to
 build) is built in a temporary folder with `prompted` and `rag`. The server runs as `assistant serve`
 in a child process bound to 127.0.0.1 (its RSS read from /proc), unless --tracemalloc, which runs it
 in this process and prints, at the end, the source lines whose allocations grew most between the
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the package, and the tests' tiny corpus
 
 QUESTIONS = ["How long do I have to return a bike?", "What is the return window for bikes?",
              "Who pays for return shipping?", "When is the shop open?", "Do you service e-bikes?",
@@ -66,11 +65,9 @@ def tiny_corpus(folder: Path) -> Path:
     """The tests' tiny corpus, copied and built (prompted needs nothing; rag gets its index)."""
     from assistant.corpus.corpus import load_corpus
     from assistant.variants.rag import RagVariant
+    from tiny_model import copy_tiny_corpus
 
-    root = folder / "tiny"
-    shutil.copytree(ROOT / "tests" / "fixtures" / "tiny", root)
-    with open(root / "corpus.yaml", "a") as f:
-        f.write("runs_dir: runs\n")
+    root = copy_tiny_corpus(folder / "tiny", runs_dir=Path("runs"))
     RagVariant.build(load_corpus(root))
     return root
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,20 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tiny_model_dir() -> Path:
+    """The tests' model folder (tests/tiny_model.py), built before the first test on a fresh machine."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model()
+
+
 @pytest.fixture
 def tiny_corpus_dir(tmp_path: Path) -> Path:
     """A writable copy of tests/fixtures/tiny whose artifacts go under tmp_path."""
-    dst = tmp_path / "tiny"
-    shutil.copytree(FIXTURES / "tiny", dst)
-    with open(dst / "corpus.yaml", "a") as f:
-        f.write(f"runs_dir: {tmp_path / 'runs'}\n")
-    return dst
+    from tiny_model import copy_tiny_corpus
+
+    return copy_tiny_corpus(tmp_path / "tiny", runs_dir=tmp_path / "runs")
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from assistant.serve.lineup import (Column, blind_pair, check_question, example_
 from assistant.corpus.corpus import load_corpus
 from assistant.variants import ABSTAIN_TEXT, Answer, Prompt, Source, load_variant, open_engine
 from assistant.variants.prompted import PromptedVariant
+from tiny_model import TINY
 
 ROOT = Path(__file__).parent.parent
 
@@ -173,6 +174,7 @@ def supported_dtypes():
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", supported_dtypes())
 def test_padded_batch_decodes_like_single_answers_on_the_real_model(tiny_corpus_dir, dtype):
     from peft import LoraConfig, get_peft_model
@@ -180,7 +182,7 @@ def test_padded_batch_decodes_like_single_answers_on_the_real_model(tiny_corpus_
     from assistant.model.loading import load_model
 
     cfg = tiny_corpus_dir / "corpus.yaml"
-    cfg.write_text(cfg.read_text().replace("name: tiny-random", f"name: smollm2-135m-instruct\n  dtype: {dtype}\n"
+    cfg.write_text(cfg.read_text().replace(f"name: {TINY}", f"name: smollm2-135m-instruct\n  dtype: {dtype}\n"
                                            f"  eval_dtype: {dtype}").replace("batch_size: 4", "batch_size: 16"))
     corpus = load_corpus(tiny_corpus_dir)
     prompted = load_variant("prompted", corpus)

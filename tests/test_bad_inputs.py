@@ -1,8 +1,8 @@
 """Every file and argument the tool reads, broken on purpose: one line per problem, exit 2, no traceback.
 
 Each case: a name, files written over a copy of the tiny fixture corpus (path -> str or bytes; None
-deletes), the command (`{c}` is the corpus folder, `{t}` the test's tmp folder), the exit code and
-a fragment the message must hold. Run in-process through `assistant.cli.main` (fast), with the
+deletes; `{m}` in a file is the tiny model), the command (`{c}` is the corpus folder, `{t}` the
+test's tmp folder), the exit code and a fragment the message must hold. Run in-process through `assistant.cli.main` (fast), with the
 console script's output captured.
 """
 
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from assistant.cli import main
+from tiny_model import TINY, copy_tiny_corpus
 
-FIXTURES = Path(__file__).parent / "fixtures"
 QA_ROW = {"id": "x-1", "question": "Q?", "answer": "A.", "key_facts": ["A"], "source": "docs/returns.md",
           "fact_id": "x", "split": "test", "kind": "answerable"}
 SQUAD = {"data": [{"title": "T", "paragraphs": [{"context": "The ferry leaves at noon.", "qas": [
@@ -34,27 +33,27 @@ CASES = [
      "corpus.yaml:2: not UTF-8 (byte 0xe9 at offset 27)"),
     ("yaml is a folder", {"corpus.yaml": None, "corpus.yaml/x": "x"}, ["check", "{c}"], 2, "is a folder"),
     ("yaml syntax", {"corpus.yaml": "name: tiny\nmodel: [unclosed\n"}, ["check", "{c}"], 2, "invalid YAML"),
-    ("yaml nested key line", {"corpus.yaml": "name: tiny\nmodel:\n  name: tiny-random\ngeneration:\n  batch_size: 4\n"
+    ("yaml nested key line", {"corpus.yaml": "name: tiny\nmodel:\n  name: {m}\ngeneration:\n  batch_size: 4\n"
                               "lora:\n  batch_size: 0\n"}, ["check", "{c}"], 2, "corpus.yaml:7: lora.batch_size"),
-    ("yaml duplicate section", {"corpus.yaml": "name: tiny\nmodel:\n  name: tiny-random\nlora:\n  epochs: 1\n"
+    ("yaml duplicate section", {"corpus.yaml": "name: tiny\nmodel:\n  name: {m}\nlora:\n  epochs: 1\n"
                                 "lora:\n  batch_size: 2\n"}, ["check", "{c}"], 2, "corpus.yaml:6: duplicate key 'lora'"),
-    ("yaml duplicate nested key", {"corpus.yaml": "name: tiny\nmodel:\n  name: tiny-random\n  name: other\n"},
+    ("yaml duplicate nested key", {"corpus.yaml": "name: tiny\nmodel:\n  name: {m}\n  name: other\n"},
      ["check", "{c}"], 2, "corpus.yaml:4: duplicate key 'model.name'"),
     ("yaml not a mapping", {"corpus.yaml": "- a\n- b\n"}, ["check", "{c}"], 2, "expected a mapping"),
     ("yaml unknown field", {"corpus.yaml": "name: tiny\nmodle:\n  name: x\n"}, ["check", "{c}"], 2, "unknown field"),
     ("yaml wrong type", {"corpus.yaml": "name: tiny\ngeneration:\n  max_new_tokens: lots\n"}, ["check", "{c}"], 2,
      "corpus.yaml:3: generation.max_new_tokens"),
-    ("device tpu9", {"corpus.yaml": "name: tiny\nmodel:\n  name: tiny-random\n  device: tpu9\n"}, ["check", "{c}"], 2,
+    ("device tpu9", {"corpus.yaml": "name: tiny\nmodel:\n  name: {m}\n  device: tpu9\n"}, ["check", "{c}"], 2,
      "corpus.yaml:4: model.device"),
     ("bad dtype", {"corpus.yaml": "name: tiny\nmodel:\n  dtype: float8\n"}, ["check", "{c}"], 2, "model.dtype"),
-    ("runs_dir is a file", {"corpus.yaml": "name: tiny\nmodel:\n  name: tiny-random\nruns_dir: afile\n",
+    ("runs_dir is a file", {"corpus.yaml": "name: tiny\nmodel:\n  name: {m}\nruns_dir: afile\n",
                             "afile": "x"}, ["check", "{c}"], 2, "runs_dir"),
     ("qa_file outside", {"corpus.yaml": "name: tiny\nqa_file: ../other/qa.jsonl\n"}, ["check", "{c}"], 2,
      "corpus.yaml:2: qa_file"),
     ("yaml missing", {"corpus.yaml": None}, ["check", "{c}"], 2, "corpus.yaml:1: file not found"),
     ("name with space", {"corpus.yaml": "name: my shop\n"}, ["check", "{c}"], 2, "name"),
     # -- the corpus folder ---------------------------------------------------------------------
-    ("folder name with space", {"corpus.yaml": "model:\n  name: tiny-random\n"}, ["check", "{c}"], 2,
+    ("folder name with space", {"corpus.yaml": "model:\n  name: {m}\n"}, ["check", "{c}"], 2,
      "defaults to the folder's name"),
     ("corpus missing", {}, ["check", "{t}/nowhere"], 2, "corpus folder not found"),
     ("corpus is a file", {}, ["check", "{c}/qa.jsonl"], 2, "corpus folder not found"),
@@ -103,7 +102,7 @@ CASES = [
      ["check", "{c}"], 2, "not a GGUF file"),
     ("ask gguf that is not one", {"corpus.yaml": "name: tiny\nmodel:\n  name: {c}/m.gguf\n", "m.gguf": "junk"},
      ["ask", "{c}", "--variant", "prompted", "Hi?"], 2, "not a GGUF file"),
-    ("build missing embedder", {"corpus.yaml": "name: tiny\nmodel:\n  name: tiny-random\nretrieval:\n"
+    ("build missing embedder", {"corpus.yaml": "name: tiny\nmodel:\n  name: {m}\nretrieval:\n"
                                 "  embedder: /no/such/embedder\n"}, ["build", "{c}", "--variant", "rag"], 2,
      "/no/such/embedder"),
     # -- import --------------------------------------------------------------------------------
@@ -119,9 +118,9 @@ CASES = [
 
 if not torch.cuda.is_available():  # a GPU the machine lacks: caught by check, one line from ask
     CASES += [
-        ("check cuda without gpu", {"corpus.yaml": "name: tiny\nmodel:\n  name: tiny-random\n  device: cuda\n"},
+        ("check cuda without gpu", {"corpus.yaml": "name: tiny\nmodel:\n  name: {m}\n  device: cuda\n"},
          ["check", "{c}"], 2, "corpus.yaml:4: model.device is 'cuda', but torch"),
-        ("ask cuda:3 without gpu", {"corpus.yaml": "name: tiny\nmodel:\n  name: tiny-random\n  device: cuda:3\n"},
+        ("ask cuda:3 without gpu", {"corpus.yaml": "name: tiny\nmodel:\n  name: {m}\n  device: cuda:3\n"},
          ["ask", "{c}", "--variant", "prompted", "Hi?"], 2, "model.device is 'cuda:3'"),
     ]
 
@@ -130,16 +129,15 @@ if not torch.cuda.is_available():  # a GPU the machine lacks: caught by check, o
 def test_bad_input_is_one_clear_line(name, files, argv, code, fragment, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
     corpus = tmp_path / ("my shop" if name == "folder name with space" else "tiny")
-    shutil.copytree(FIXTURES / "tiny", corpus)
-    with open(corpus / "corpus.yaml", "a") as f:
-        f.write(f"runs_dir: {tmp_path / 'runs'}\n")
+    copy_tiny_corpus(corpus, runs_dir=tmp_path / "runs")
     for rel, content in files.items():
         path = corpus / rel
         if content is None:
             shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content.replace("{c}", str(corpus)))
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(
+            content.replace("{c}", str(corpus)).replace("{m}", TINY))
     args = [a.replace("{c}", str(corpus)).replace("{t}", str(tmp_path)) for a in argv]
     assert main(args) == code
     out = capsys.readouterr()

@@ -20,6 +20,20 @@ def test_every_verb_has_help():
         assert run(verb, "--help").returncode == 0
 
 
+def test_every_flag_is_written_once_and_each_verb_takes_exactly_its_flags():
+    import inspect
+
+    from assistant.cli import FLAGS, VERBS, parser
+
+    assert {key for v in VERBS.values() for key in v.flags} == set(FLAGS)  # none left over
+    helps = [f.options["help"] for f in FLAGS.values() if "help" in f.options]
+    assert len(helps) == len(set(helps))  # no help text written twice
+    parser()  # argparse refuses an option given twice to one verb
+    for name, v in VERBS.items():
+        dests = {FLAGS[k].options.get("dest", FLAGS[k].names[-1].lstrip("-").replace("-", "_")) for k in v.flags}
+        assert set(inspect.signature(v.fn).parameters) == dests, name
+
+
 def test_ask_json(tiny_corpus_dir):
     out = run("ask", str(tiny_corpus_dir), "--variant", "prompted", "How long can I return a bike?", "--json")
     assert out.returncode == 0, out.stderr
@@ -43,6 +57,7 @@ def test_user_errors_exit_2_without_traceback(tiny_corpus_dir, tmp_path):
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_prompted_default_model_says_paris():
     out = run("ask", "corpora/ecostride", "--variant", "prompted", "What is the capital of France?")
     assert out.returncode == 0, out.stderr

@@ -1,10 +1,10 @@
-import shutil
 from pathlib import Path
 
 import pytest
 
 from assistant.config import ConfigError, load_config
 from assistant.corpus.corpus import CorpusError, load_corpus, read_document
+from tiny_model import copy_tiny_corpus
 
 
 def test_fixture_corpus_loads(tiny_corpus):
@@ -67,7 +67,7 @@ def test_artifacts_follow_the_corpus_folder_not_the_working_directory(tmp_path, 
 
     a, b = tmp_path / "one" / "shop", tmp_path / "two" / "shop"  # same name, two folders
     for d in (a, b):
-        shutil.copytree(Path(__file__).parent / "fixtures" / "tiny", d)
+        copy_tiny_corpus(d)
     monkeypatch.chdir(tmp_path)
     runs_a = load_corpus("one/shop").runs_dir
     monkeypatch.chdir(tmp_path / "one")

@@ -5,12 +5,13 @@ import torch
 
 from assistant.config import ModelSettings
 from assistant.model.engine import DecodePlan, Engine
-from assistant.model.loading import TINY_ALIAS, load_model
+from assistant.model.loading import load_model
+from tiny_model import TINY
 
 
 @pytest.fixture(scope="module")
 def engine():
-    model, tok = load_model(ModelSettings(name=TINY_ALIAS))
+    model, tok = load_model(ModelSettings(name=TINY))
     return Engine(model, tok, max_new_tokens=6, batch_size=4)
 
 
@@ -86,10 +87,10 @@ def scores_alone_and_in_batch(engine, question, adapter=None):
 
 @pytest.fixture(scope="module", params=supported_dtypes())
 def dtype_engine(request):
-    model, tok = load_model(ModelSettings(name=TINY_ALIAS, dtype=request.param))
+    model, tok = load_model(ModelSettings(name=TINY, dtype=request.param))
     assert str(model.dtype) == f"torch.{request.param}"
     engine = Engine(model, tok, max_new_tokens=12, batch_size=16)
-    lora_model, _ = load_model(ModelSettings(name=TINY_ALIAS, dtype=request.param))
+    lora_model, _ = load_model(ModelSettings(name=TINY, dtype=request.param))
     with tempfile.TemporaryDirectory() as d:
         from peft import LoraConfig, get_peft_model
 
@@ -122,7 +123,7 @@ def test_engine_answers_are_byte_identical_alone_and_in_a_padded_batch_of_16(dty
 def test_plain_sdpa_pads_with_the_right_mask_and_positions_up_to_rounding():
     """Without assistant/attention.py padding moves the logits by rounding only (4e-5 in fp32 on the
     real model): the mask and position ids of the padded path are right, the sums' order is not."""
-    model, tok = load_model(ModelSettings(name=TINY_ALIAS, dtype="float32"))
+    model, tok = load_model(ModelSettings(name=TINY, dtype="float32"))
     plain = Engine(model, tok, max_new_tokens=6, batch_invariant=False)
     assert model.config._attn_implementation == "sdpa"
     alone, batched = scores_alone_and_in_batch(plain, "What is the return window for bikes in your shop?")
@@ -135,10 +136,8 @@ def test_rows_leaving_the_batch_early_decode_exactly_like_generate(monkeypatch):
     `model.generate` gives with the same attention and filling, also when rows end at other steps."""
     from transformers import AutoConfig, LlamaForCausalLM
 
-    from assistant.model.loading import resolve_model
-
-    _, tok = load_model(ModelSettings(name=TINY_ALIAS))
-    config = AutoConfig.from_pretrained(resolve_model(TINY_ALIAS))
+    _, tok = load_model(ModelSettings(name=TINY))
+    config = AutoConfig.from_pretrained(TINY)
     config.initializer_range = 1.0  # the tiny model's weights say "\n" forever; these say varied tokens
     torch.manual_seed(0)
     engine = Engine(LlamaForCausalLM(config).eval(), tok, max_new_tokens=12, batch_size=12)
@@ -211,7 +210,7 @@ def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
 
     from assistant.model.invariance import batch_invariant_attention
 
-    model, _ = load_model(ModelSettings(name=TINY_ALIAS, dtype=dtype))
+    model, _ = load_model(ModelSettings(name=TINY, dtype=dtype))
     module = model.model.layers[0].self_attn
     pads, length = [0, 3, 3, 0, 5, 3, 3], 11
     gen = torch.Generator().manual_seed(0)
@@ -246,7 +245,7 @@ def test_a_token_budget_gives_long_prompts_smaller_batches_and_the_same_answers(
 
 # -- where the kernels are not batch-invariant (measured on an Intel AMX CPU: README) ----------------
 def fresh_engine(**kw):
-    model, tok = load_model(ModelSettings(name=TINY_ALIAS))
+    model, tok = load_model(ModelSettings(name=TINY))
     return Engine(model, tok, **kw)
 
 
@@ -262,7 +261,7 @@ def test_where_no_row_count_is_invariant_each_question_is_decoded_alone(monkeypa
     with tempfile.TemporaryDirectory() as d:
         from peft import LoraConfig, get_peft_model
 
-        lora, _ = load_model(ModelSettings(name=TINY_ALIAS))
+        lora, _ = load_model(ModelSettings(name=TINY))
         get_peft_model(lora, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).save_pretrained(d)
         engine.add_adapter("lora", d)
         reference.add_adapter("lora", d)

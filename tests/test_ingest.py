@@ -13,6 +13,7 @@ from assistant.corpus.chunking import chunk_documents, page_sections, word_count
 from assistant.config import ChunkSettings, IngestSettings
 from assistant.corpus.corpus import load_corpus
 from assistant.corpus.ingest import IngestError, convert
+from tiny_model import TINY
 
 ROOT = Path(__file__).parent.parent
 
@@ -165,7 +166,7 @@ def test_a_library_failure_names_the_library_not_the_file(tmp_path, monkeypatch)
 def test_every_file_of_a_format_failing_is_an_error(tmp_path):
     root = tmp_path / "c"
     (root / "docs").mkdir(parents=True)
-    (root / "corpus.yaml").write_text(f"name: c\nmodel:\n  name: tiny-random\nruns_dir: {tmp_path / 'runs'}\n")
+    (root / "corpus.yaml").write_text(f"name: c\nmodel:\n  name: {TINY}\nruns_dir: {tmp_path / 'runs'}\n")
     (root / "docs" / "faq.md").write_text("# FAQ\n\nWe ship in 3 days.\n")
     _write(root / "docs" / "a.docx", b"PK\x03\x04 not really a zip")
     _write(root / "docs" / "b.docx", b"PK\x03\x04 nor this")
@@ -207,7 +208,7 @@ def _write(path: Path, data: bytes) -> Path:
 def _corpus(tmp_path: Path) -> Path:
     root = tmp_path / "mixed"
     (root / "docs").mkdir(parents=True)
-    (root / "corpus.yaml").write_text(f"name: mixed\nmodel:\n  name: tiny-random\nruns_dir: {tmp_path / 'runs'}\n")
+    (root / "corpus.yaml").write_text(f"name: mixed\nmodel:\n  name: {TINY}\nruns_dir: {tmp_path / 'runs'}\n")
     make_pdf(root / "docs" / "manual.pdf", PAGES)
     make_docx(root / "docs" / "warranty.docx")
     make_image_pdf(root / "docs" / "scan.pdf", tmp_path)

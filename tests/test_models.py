@@ -4,11 +4,12 @@ import pytest
 import torch
 
 from assistant.config import ModelSettings
-from assistant.model.loading import TINY_ALIAS, load_model, pick_dtype, resolve_model
+from assistant.model.loading import load_model, pick_dtype, resolve_model
+from tiny_model import TINY
 
 
 def test_tiny_model_uses_the_real_tokenizer_and_chat_template():
-    model, tok = load_model(ModelSettings(name=TINY_ALIAS))
+    model, tok = load_model(ModelSettings(name=TINY))
     assert len(tok) == 49152 and model.config.vocab_size == len(tok)
     text = tok.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
     assert text.endswith("<|im_start|>assistant\n")
@@ -32,7 +33,7 @@ def test_evaluation_runs_in_eval_dtype_training_and_chat_in_dtype():
     assert numerics(settings, evaluation=True) == (torch.device("cpu"), torch.float32)  # the default eval_dtype
     assert numerics(settings) == (torch.device("cpu"), torch.bfloat16)
     assert numerics(ModelSettings(device="cpu", eval_dtype="auto"), evaluation=True)[1] == pick_dtype("auto", torch.device("cpu"))
-    model, _ = load_model(ModelSettings(name=TINY_ALIAS, dtype="bfloat16"), evaluation=True)
+    model, _ = load_model(ModelSettings(name=TINY, dtype="bfloat16"), evaluation=True)
     assert model.dtype == torch.float32
 
 
@@ -76,6 +77,7 @@ def test_unknown_model_is_a_clear_error():
 
 
 @pytest.mark.smoke
+@pytest.mark.slow
 def test_default_model_is_a_plain_checkpoint_that_knows_paris():
     path = resolve_model("smollm2-135m-instruct")
     config = json.loads(open(f"{path}/config.json").read())

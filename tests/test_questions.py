@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from assistant.cli import main
 from assistant.corpus.corpus import load_corpus, read_qa
 from assistant.evaluation.questions import REASONS, first_question, leaks, parse_lines, parse_qa, run_questions
+from tiny_model import TINY
 
 # What the canned server answers, by a phrase of the prompt. Each bad item trips one rule.
 QA_REPLIES = {
@@ -104,6 +105,7 @@ def served_corpus(tiny_corpus_dir: Path, base_url: str) -> Path:
     return tiny_corpus_dir
 
 
+@pytest.mark.slow
 def test_every_rule_drops_its_bad_item_and_the_rest_is_written(tiny_corpus_dir, server, capsys):
     base_url, calls = server
     root = served_corpus(tiny_corpus_dir, base_url)
@@ -191,6 +193,7 @@ def test_augment_adds_train_rewordings_and_guards_against_leaks(tiny_corpus_dir,
     assert [q.id for q in corpus.questions("train") if q.origin == "augmented"] == [new[0].id]
 
 
+@pytest.mark.slow
 def test_generation_mechanics_with_the_tiny_model(tiny_corpus_dir, capsys):
     """The tiny random model writes noise: every item is dropped, counted, and the counts are stored;
     the generations are cached, so a rerun generates nothing new."""
@@ -201,7 +204,7 @@ def test_generation_mechanics_with_the_tiny_model(tiny_corpus_dir, capsys):
     assert "no question passed validation" in err and "dropped" in err
     runs = Path(corpus.runs_dir) / "questions"
     report = json.loads((runs / "report.json").read_text())
-    assert report["generator"] == "tiny-random" and report["kept_share"] == 0
+    assert report["generator"] == TINY and report["kept_share"] == 0
     assert sum(report["dropped"].values()) == sum(report["generated"].values()) > 0
     cached = (runs / "generations.jsonl").read_text()
     assert cached.count("\n") > 0

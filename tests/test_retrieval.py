@@ -227,13 +227,10 @@ def test_approximate_indexes_build_and_search(tiny_corpus_dir, kind):
 # -- search, metrics, the rag variant ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    import shutil
-
-    from conftest import FIXTURES
+    from tiny_model import copy_tiny_corpus
 
     root = tmp_path_factory.mktemp("built") / "tiny"
-    shutil.copytree(FIXTURES / "tiny", root)
-    set_yaml(root, f"runs_dir: {root.parent / 'runs'}\n")
+    copy_tiny_corpus(root, runs_dir=root.parent / "runs")
     corpus = load_corpus(root)
     build_index(corpus)
     return corpus

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,8 +19,8 @@ from assistant.corpus.corpus import load_corpus
 from assistant.serve.api import Limits, ServerThread, Service, create_app, split_turns, visible_text
 from assistant.serve.lineup import load_lineup
 from assistant.variants import ABSTAIN_TEXT
+from tiny_model import TINY, copy_tiny_corpus
 
-FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 KEY = "sk-test-key"
 
@@ -34,12 +33,10 @@ def built(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("serve")
     root = tmp / "tiny"
-    shutil.copytree(FIXTURES / "tiny", root)
-    with open(root / "corpus.yaml", "a") as f:
-        f.write(f"runs_dir: {tmp / 'runs'}\n")
+    copy_tiny_corpus(root, runs_dir=tmp / "runs")
     # float32: an engine of its own (not the one other test modules share), tuned just below
     (root / "corpus.yaml").write_text((root / "corpus.yaml").read_text().replace(
-        "name: tiny-random", "name: tiny-random\n  dtype: float32"))
+        f"name: {TINY}", f"name: {TINY}\n  dtype: float32"))
     corpus = load_corpus(root)
     RagVariant.build(corpus)
     SftVariant.build(corpus)

@@ -16,6 +16,7 @@ import pytest
 from assistant.variants import training
 from assistant.corpus.corpus import load_corpus
 from assistant.model.loading import pick_device
+from tiny_model import TINY
 
 ROOT = Path(__file__).parent.parent
 
@@ -31,7 +32,7 @@ def tiny_model():
     from assistant.config import ModelSettings
     from assistant.model.loading import load_model
 
-    return load_model(ModelSettings(name="tiny-random"))
+    return load_model(ModelSettings(name=TINY))
 
 
 def test_examples_mask_the_prompt_and_match_the_serving_prompt(tiny_corpus_dir):
@@ -353,9 +354,9 @@ def test_one_engine_switches_adapters_like_separate_engines(tmp_path):
 
 
 def test_examples_over_max_length_keep_their_answer(tiny_corpus_dir):
-    from assistant.model.loading import load_tokenizer, resolve_model
+    from assistant.model.loading import load_tokenizer
 
-    tok = load_tokenizer(resolve_model("tiny-random"))
+    tok = load_tokenizer(TINY)
     long_passages = "Passages:\n" + "\n".join(f"[{i}] filler text about bikes number {i}." for i in range(200))
     rows = [training.example([{"role": "system", "content": "Be brief."},
                               {"role": "user", "content": long_passages + "\n\nQuestion: How long?"}], "Within 21 days."),

@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from assistant.corpus.chunking import chunk_documents, word_counter
 from assistant.corpus.corpus import load_corpus
 from assistant.errors import AssistantError
+from tiny_model import copy_tiny_corpus
 
-FIXTURES = Path(__file__).parent / "fixtures"
 LIMIT_S = 10  # per example, on a loaded 2-core machine; an honest load takes milliseconds
 SECRET = "outside-the-corpus-secret"
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
@@ -37,7 +37,7 @@ def _corpus() -> tuple[tempfile.TemporaryDirectory, Path]:
     """A fresh copy of the tiny corpus (Hypothesis runs many examples in one test: no tmp_path)."""
     tmp = tempfile.TemporaryDirectory(prefix="untrusted-")
     root = Path(tmp.name) / "shop"
-    shutil.copytree(FIXTURES / "tiny", root)
+    copy_tiny_corpus(root)
     (Path(tmp.name) / "secret.txt").write_text(f"# Secret\n\n{SECRET}\n")
     return tmp, root
 
@@ -114,6 +114,7 @@ LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"{n}: &{n} [{', '.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(doc=st.one_of(settings_docs, yaml_chars, st.just(LAUGHS), st.just("name: x\n<<: *missing\n"),
                      st.integers(1, 3000).map(lambda n: "a: " + "[" * n + "]" * n)),

