@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 
 from assistant.corpus.corpus import load_corpus
+from tiny_model import TINY, copy_tiny_corpus
 
-FIXTURES = Path(__file__).parent / "fixtures"
 QUESTION = "How long is the return window?"
 # The random tiny model's greedy answer is newlines only (empty once stripped); banning the newline
 # token and repeats, in `assistant ask` and in plain transformers alike, gives text worth comparing.
@@ -24,8 +22,8 @@ def trained(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("export")
     root = tmp / "tiny"
-    shutil.copytree(FIXTURES / "tiny", root)
-    text = (root / "corpus.yaml").read_text().replace("name: tiny-random", "name: tiny-random\n  dtype: float32")
+    copy_tiny_corpus(root)
+    text = (root / "corpus.yaml").read_text().replace(f"name: {TINY}", f"name: {TINY}\n  dtype: float32")
     (root / "corpus.yaml").write_text(text + f"runs_dir: {tmp / 'runs'}\n"
                                       "lora:\n  epochs: 2\n  batch_size: 2\n  learning_rate: 0.01\n")
     corpus = load_corpus(root)
@@ -66,7 +64,7 @@ def test_the_merged_model_answers_like_assistant_ask(trained, tmp_path, capsys):
 
     answer = greedy(model)
     assert answer and answer == asked["text"]
-    base = AutoModelForCausalLM.from_pretrained(resolve_model("tiny-random"), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(TINY), dtype=torch.float32)
     assert greedy(base) != answer  # the adapter is in the merged weights
 
 
@@ -112,8 +110,6 @@ def test_an_unbuilt_variant_names_the_build_command(tmp_path):
     from assistant.variants.export import export
 
     root = tmp_path / "tiny"
-    shutil.copytree(FIXTURES / "tiny", root)
-    with open(root / "corpus.yaml", "a") as f:
-        f.write(f"runs_dir: {tmp_path / 'runs'}\n")
+    copy_tiny_corpus(root, runs_dir=tmp_path / "runs")
     with pytest.raises(NotBuilt, match="assistant build .* --variant rag_sft"):
         export(load_corpus(root), "rag_sft", tmp_path / "out")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import openai
@@ -15,16 +14,15 @@ from assistant.model.remote import RemoteEngine, ServerError, server_problems
 from assistant.serve.api import Limits, ServerThread, Service, create_app
 from assistant.serve.lineup import load_lineup
 from assistant.variants import open_engine
+from tiny_model import TINY, copy_tiny_corpus
 
-FIXTURES = Path(__file__).parent / "fixtures"
 KEY = "sk-remote-test"
 
 
 def _corpus_dir(tmp: Path, name: str, model_extra: str = "") -> Path:
     root = tmp / name
-    shutil.copytree(FIXTURES / "tiny", root)
-    text = (root / "corpus.yaml").read_text().replace("name: tiny-random",
-                                                       "name: tiny-random\n  dtype: float32\n" + model_extra)
+    copy_tiny_corpus(root)
+    text = (root / "corpus.yaml").read_text().replace(f"name: {TINY}", f"name: {TINY}\n  dtype: float32\n" + model_extra)
     (root / "corpus.yaml").write_text(text + f"runs_dir: {tmp / name / 'runs'}\n")
     return root
 
