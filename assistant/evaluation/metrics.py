@@ -12,9 +12,11 @@ import numpy as np
 
 from assistant import text as T
 from assistant.evaluation.claims import (  # noqa: F401  (the scorer's public names stay reachable as metrics.X)
-    JUDGED, OUTCOMES, SIMILARITY_THRESHOLD, STOPWORDS, UNVERIFIED, Context, CorpusFacts, Judgement, Parsed,
+    SIMILARITY_THRESHOLD, STOPWORDS, Context, CorpusFacts, Judgement, Parsed,
     answer_similarities, clauses, contains, content_words, derived_facts, facts_present, gold_section, is_abstention,
     judge, needs_similarity, numbers, parse, polarity, reference_entities, tokens)
+from assistant.evaluation.outcomes import JUDGED, OUTCOMES, UNVERIFIED  # noqa: F401  (as metrics.X too)
+from assistant.model.loading import embed, load_embedder  # noqa: F401  (the one embedder, as M.load_embedder too)
 
 
 def outcome(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str = "",
@@ -49,19 +51,6 @@ def rouge_and_similarity(answers: Sequence[str], references: Sequence[str]) -> t
     rouge = [m.value for m in RougeScore(rouge_type="rougeL", mode="fmeasure").batch_score(rows)]
     sim = [m.value for m in NonLLMStringSimilarity().batch_score(rows)]
     return [float(x) for x in rouge], [float(x) for x in sim]
-
-
-def load_embedder(name: str):
-    from assistant.model.loading import load_embedder as load  # the one loader, shared with retrieval
-
-    return load(name)
-
-
-def embed(embedder, texts: Sequence[str]) -> np.ndarray:
-    if not texts:
-        return np.zeros((0, embedder.get_sentence_embedding_dimension()), dtype=np.float32)
-    return np.asarray(embedder.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                      show_progress_bar=False), dtype=np.float32)
 
 
 def embedding_similarity(embedder, answers: Sequence[str], references: Sequence[str]) -> list[float | None]:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import importlib
 from functools import lru_cache
 
-from assistant.config import VARIANTS
+from assistant.config import VARIANTS, GenerationSettings, ModelSettings
 from assistant.corpus.corpus import Corpus
 from assistant.model.engine import Engine
 from assistant.model.loading import load_model, numerics
-from assistant.variants.base import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Source, Variant
+from assistant.errors import NotBuilt
+from assistant.variants.base import ABSTAIN_TEXT, Answer, Prompt, Variant
+from assistant.variants.retrieval import Source
 
 __all__ = ["ABSTAIN_TEXT", "Answer", "NotBuilt", "Prompt", "Source", "Variant", "VARIANTS",
            "variant_class", "open_engine", "load_variant"]
@@ -41,8 +43,6 @@ def variant_class(name: str) -> type[Variant]:
 
 @lru_cache(maxsize=4)
 def _engine_for(model_json: str, gen_json: str) -> Engine:
-    from assistant.config import GenerationSettings, ModelSettings
-
     gen = GenerationSettings.model_validate_json(gen_json)
     model, tok = load_model(ModelSettings.model_validate_json(model_json))
     return Engine(model, tok, max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
