@@ -347,6 +347,18 @@ def _segmenter():
     return pysbd.Segmenter(language="en", clean=False)
 
 
+# The chunker's splitter: a sentence ends at . ! or ? followed by space and something that starts a
+# sentence. pysbd knows "e.g." and "$7.95" but is ~1,600x slower (measured on ecostride's documents:
+# 1.4 s against 0.9 ms), which a multi-megabyte document would feel at every index build, and
+# chunk boundaries (so the index, its fingerprint and the retrieval figures) would all move.
+SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9$€£])")
+
+
+def quick_sentences(text: str) -> list[str]:
+    """Sentences of one paragraph by SENTENCE_END: for chunking, where speed matters more than "e.g."."""
+    return [s for s in SENTENCE_END.split(text) if s.strip()]
+
+
 @lru_cache(maxsize=32768)
 def sentences(text: str) -> tuple[str, ...]:
     """Sentences of prose (pysbd), line by line so list items and headings stay apart."""
@@ -395,3 +407,14 @@ def key_terms(question: str, common: set[str] = frozenset()) -> set[str]:
     """Distinctive content words of a question: not stop words, not common across the corpus."""
     stop = question_stopwords()
     return {t for t in tokens(question) if (len(t) > 1 or t.isdigit()) and t not in stop and t not in common}
+
+
+def markdown_sentences(text: str) -> list[str]:
+    """Sentences of a Markdown document (`sentences`), headings, list markers and table rules stripped."""
+    out = []
+    for line in text.splitlines():
+        line = re.sub(r"^\s*(?:#+|[-*+]|\d+\.)\s+", "", line).strip()
+        if not line or line.startswith("|---"):
+            continue
+        out += [s for s in sentences(line) if len(s) > 2]
+    return out

@@ -3,7 +3,6 @@ claims and retrieval hits."""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,17 +64,6 @@ def embedding_similarity(embedder, answers: Sequence[str], references: Sequence[
 
 
 # -- unsupported claims ------------------------------------------------------------------------
-def sentences(text: str) -> list[str]:
-    """Sentences of a document (assistant.text.sentences), Markdown headings and list markers stripped."""
-    out = []
-    for line in text.splitlines():
-        line = re.sub(r"^\s*(?:#+|[-*+]|\d+\.)\s+", "", line).strip()
-        if not line or line.startswith("|---"):
-            continue
-        out += [s for s in T.sentences(line) if len(s) > 2]
-    return out
-
-
 @dataclass
 class SupportIndex:
     """Every sentence of the corpus (and each pair of neighbours), embedded once.
@@ -94,7 +82,7 @@ class SupportIndex:
     def build(cls, embedder, documents: Sequence[str], threshold: float, vectors: np.ndarray | None = None):
         units = []
         for doc in documents:
-            sents = sentences(doc)
+            sents = T.markdown_sentences(doc)
             units += sents + [f"{a} {b}" for a, b in zip(sents, sents[1:])]
         vecs = vectors if vectors is not None and len(vectors) == len(units) else embed(embedder, units)
         return cls(units, vecs, threshold, [numbers(tokens(u)) for u in units])

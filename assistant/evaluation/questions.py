@@ -49,7 +49,7 @@ from typing import Protocol
 from tqdm.auto import tqdm
 
 from assistant.config import NEAR_DUPLICATE, GeneratorSettings
-from assistant.corpus.chunking import SENTENCE_END, page_sections
+from assistant.corpus.chunking import page_sections
 from assistant.corpus.corpus import Corpus, QAItem
 from assistant.corpus.importers import assign_splits
 from assistant.errors import AssistantError, UsageError
@@ -57,7 +57,7 @@ from assistant.model.engine import Messages
 from assistant.model.loading import embed, load_embedder
 from assistant.model.remote import openai_client
 from assistant.storage import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from assistant.text import common_terms, contains_fact, key_terms, normalize, tokens
+from assistant.text import common_terms, contains_fact, key_terms, normalize, quick_sentences, tokens
 from assistant.variants import open_engine
 from assistant.variants.retrieval import Retriever, build_index, is_index_fresh
 
@@ -407,7 +407,7 @@ def fact_sentences(p: Passage, limit: int) -> list[tuple[str, list[str]]]:
     is left to a small model."""
     out = []
     for block in p.text.split("\n"):
-        for sent in SENTENCE_END.split(block.strip().lstrip("-*+> ").strip()):
+        for sent in quick_sentences(block.strip().lstrip("-*+> ").strip()):
             facts = list(dict.fromkeys(m.group(0).strip(" .,;:") for m in NUMBER_FACT.finditer(sent)))
             facts = [f for f in facts if contains_fact(p.text, f)][:2]
             if facts and 5 <= len(sent.split()) <= 45 and "|" not in sent:
