@@ -17,25 +17,20 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from assistant.corpus.corpus import Corpus, CorpusError, Problem, QAItem, load_corpus
-from assistant.text import contains_fact, normalize, tokens
-
-NEAR_DUPLICATE = 0.95  # cosine similarity (MiniLM) above which a test question repeats a train one
-COMMON_DOC_SHARE = 0.5  # words in at least this share of documents are not distinctive
-# Question-frame words that say nothing about what is asked, on top of scikit-learn's list.
-QUESTION_WORDS = {"do", "does", "did", "can", "could", "would", "will", "shall", "may", "might", "must",
-                  "tell", "know", "offer", "provide", "sell", "buy", "get", "got", "need", "want", "make",
-                  "use", "way", "ok", "okay", "please", "possible", "available", "there", "ever", "also",
-                  "you", "your", "yours", "i", "me", "my", "we", "us", "our", "ours", "they", "them"}
-
-
+from assistant.config import NEAR_DUPLICATE, setting_line
+from assistant.errors import NotBuilt
+from assistant.corpus.corpus import (Corpus, CorpusError, Problem, QAItem, load_corpus, no_test_questions, read_qa,
+                                     resolve_suite)
+from assistant.model.loading import ModelError, check_model_name, device_problem, embed, load_embedder
+from assistant.model.remote import server_problems
+from assistant.variants import variant_class
+from assistant.text import common_terms, contains_fact, key_terms, normalize, tokens
 @dataclass
 class Findings:
     errors: list[Problem] = field(default_factory=list)
@@ -148,7 +143,7 @@ def near_duplicates(corpus: Corpus, threshold: float = NEAR_DUPLICATE) -> tuple[
     test, train = corpus.questions(split="test"), corpus.questions(split="train")
     if not test or not train:
         return [], []
-    emb = embed([q.question for q in test + train], corpus.config.retrieval.embedder)
+    emb = embed(load_embedder(corpus.config.retrieval.embedder), [q.question for q in test + train])
     sims = emb[: len(test)] @ emb[len(test):].T
     same_fact = np.array([[q.fact_id == t.fact_id for t in train] for q in test])
     lines, errors, warnings = _Lines(corpus), [], []
@@ -166,27 +161,7 @@ def near_duplicates(corpus: Corpus, threshold: float = NEAR_DUPLICATE) -> tuple[
     return errors, warnings
 
 
-def embed(texts: list[str], embedder: str):
-    """Unit-length sentence embeddings from the corpus's embedder (loaded once per process)."""
-    from assistant.variants.retrieval import embed as embed_texts, load_embedder
-
-    return embed_texts(load_embedder(embedder), texts)
-
-
 # -- unanswerable questions ---------------------------------------------------------------------
-@lru_cache(maxsize=1)
-def stopwords() -> frozenset[str]:
-    """English stopwords plus question-frame words, in `tokens` form."""
-    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-    return frozenset(t for w in ENGLISH_STOP_WORDS | QUESTION_WORDS for t in tokens(w))
-
-
-def key_terms(question: str, stop: frozenset[str], common: set[str]) -> set[str]:
-    """Distinctive content words of a question: not stopwords, not common across the corpus."""
-    return {t for t in tokens(question) if (len(t) > 1 or t.isdigit()) and t not in stop and t not in common}
-
-
 def unanswerable_warnings(corpus: Corpus) -> list[Problem]:
     """Warnings: unanswerable questions whose key terms all occur together in one document.
 
@@ -196,12 +171,10 @@ def unanswerable_warnings(corpus: Corpus) -> list[Problem]:
     if not unanswerable or not corpus.documents:
         return []
     doc_terms = {d.path: set(tokens(d.text)) for d in corpus.documents}
-    df = Counter(t for terms in doc_terms.values() for t in terms)
-    common = {t for t, n in df.items() if len(doc_terms) > 2 and n >= COMMON_DOC_SHARE * len(doc_terms)}
-    stop = stopwords()
+    common = common_terms(doc_terms.values())
     lines, warnings = _Lines(corpus), []
     for q in unanswerable:
-        terms = key_terms(q.question, stop, common)
+        terms = key_terms(q.question, common)
         if not terms:
             continue
         hits = [path for path, words in doc_terms.items() if terms <= words]
@@ -242,9 +215,6 @@ def fact_counts(corpus: Corpus) -> dict[str, int]:
 
 def shared_suites(corpus: Corpus) -> tuple[dict[str, list[QAItem]], list[Problem], list[str]]:
     """The general and safety probe suites the evaluation adds: (items by kind, problems, notes)."""
-    from assistant.corpus.corpus import read_qa
-    from assistant.evaluation.runner import resolve_suite
-
     items, problems, notes = {}, [], []
     cfg = corpus.config.evaluation
     for kind, setting in (("general", cfg.general_suite), ("safety", cfg.safety_suite)):
@@ -289,9 +259,6 @@ def model_problems(corpus: Corpus) -> list[Problem]:
     """The model and device settings, checked without loading anything: a missing model folder, a
     GPU this machine lacks, or an answering server that is down or lacks a model fails here, not
     as a traceback in the middle of `ask` or a build."""
-    from assistant.config import setting_line
-    from assistant.model.loading import ModelError, check_model_name, device_problem
-
     path, model = corpus.root / "corpus.yaml", corpus.config.model
     out = []
     try:
@@ -302,9 +269,6 @@ def model_problems(corpus: Corpus) -> list[Problem]:
     if problem:
         out.append(Problem(str(path), setting_line(path, "model", "device"), problem))
     if model.server is not None:  # the answering server: reachable, key accepted, models listed
-        from assistant.model.remote import server_problems
-        from assistant.variants import NotBuilt, variant_class
-
         def built(name: str) -> bool:
             try:
                 return variant_class(name).is_built(corpus)
@@ -349,9 +313,7 @@ def check_corpus(root: Path, strict: bool = False, near_duplicate: float | None 
                                          f"embedder {corpus.config.retrieval.embedder!r} ({e.__class__.__name__})"))
     found.errors = suite_problems + model_problems(corpus) + found.errors
     if not corpus.questions("test"):  # eval and compare would have nothing to measure
-        from assistant.evaluation.runner import _no_questions
-
-        found.errors.insert(0, _no_questions(corpus))
+        found.errors.insert(0, no_test_questions(corpus))
     # Documents skipped at load (binary files without text, encrypted, corrupt, over the size cap).
     found.warnings = [p for p in getattr(corpus, "problems", []) if p.warning] + found.warnings
     for p in found.errors:

@@ -13,10 +13,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from assistant.errors import AssistantError
+from assistant.storage import TooLarge, UnreadableText, read_utf8
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 VARIANTS = ("prompted", "rag", "sft", "rag_sft")
+# Cosine similarity (MiniLM) above which a test question repeats a train one: the leakage guard of
+# `assistant check` and of generated question sets.
+NEAR_DUPLICATE = 0.95
+SIMILARITY_THRESHOLD = 0.64  # evaluation.similarity_threshold (see there)
 
 
 class Settings(BaseModel):
@@ -194,7 +199,7 @@ class EvalSettings(Settings):
     safety_suite: str = Field("evals/safety.jsonl")
     min_slice_size: int = Field(20, ge=1, description="slices smaller than this are flagged as too small to conclude")
     similarity_threshold: float = Field(
-        0.64, ge=-1, le=1,
+        SIMILARITY_THRESHOLD, ge=-1, le=1,
         description="QA rows without key facts whose reference states no number: correct when the answer's "
                     "claims score at least this cosine (MiniLM) with the reference (0.2 less when it names the "
                     "reference's identifiers); `external.calibrate_threshold` on the tuning half of the hand "
@@ -396,8 +401,6 @@ def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
 def setting_line(path: Path, *loc: str) -> int:
     """Line of a setting (e.g. "model", "device") in a corpus.yaml; 1 when absent or unreadable."""
     try:
-        from assistant.storage import read_utf8
-
         return _line_of(_key_lines(parse_yaml(read_utf8(path, MAX_CONFIG_BYTES))[0])[0], loc)
     except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return 1
@@ -405,8 +408,6 @@ def setting_line(path: Path, *loc: str) -> int:
 
 def load_config(path: Path) -> CorpusConfig:
     """Read and validate a `corpus.yaml`; raise ConfigError with file:line messages."""
-    from assistant.storage import TooLarge, UnreadableText, read_utf8
-
     try:
         if path.is_symlink() and not path.resolve().is_relative_to(path.parent.resolve()):
             raise ConfigError(f"{path}:1: is a link out of the corpus folder; files outside the corpus are never "

@@ -23,5 +23,9 @@ class UsageError(AssistantError):
     """A command-line argument or request the user must change."""
 
 
+class NotBuilt(AssistantError):
+    """A variant's artifacts are missing; the message names the command that builds them."""
+
+
 class LockedError(AssistantError):
     """Another process holds the lock on what this one wants to write (a build, an evaluation)."""

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import platform
+import resource
 import subprocess
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
@@ -21,7 +23,7 @@ PACKAGES = {"torch": ("torch",), "transformers": ("transformers",), "peft": ("pe
 @contextmanager
 def torch_threads(n: int) -> Iterator[None]:
     """Run torch ops with at most `n` intra-op threads (process-wide, restored after)."""
-    import torch
+    import torch  # heavy: the CLI imports this module before it knows whether the verb needs torch
 
     old = torch.get_num_threads()
     if n >= old:
@@ -62,15 +64,70 @@ def git_state(root: Path = PROJECT_ROOT) -> dict | None:
         return None
 
 
+def cache_dir() -> Path:
+    """Where converted checkpoints and documents live (`ASSISTANT_CACHE`, else ~/.cache/assistant)."""
+    root = os.environ.get("ASSISTANT_CACHE") or Path.home() / ".cache" / "assistant"
+    return Path(root)
+
+
 def cpu_name() -> str:
     """The processor's model name (lscpu's), else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bf16 matmul (AVX-512 BF16 / AMX), where bf16 is ~2.4x fp32 here."""
+    try:
+        import torch  # heavy: only where a CPU fact needs it
+
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception:
+        return False
+    if capability in ("DEFAULT", "AVX2", "NO AVX"):  # kernels capped below AVX-512 (ATEN_CPU_CAPABILITY): bf16 is emulated
+        return False
+    return capability in ("AVX512_BF16", "AMX") or _cpuinfo_has("avx512_bf16")
+
+
+def _cpuinfo_has(flag: str) -> bool:
+    return flag in _cpuinfo()
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def cpu_kernels() -> str:
+    """The CPU's matrix-kernel family, as far as it decides an answer's bits: torch's dispatch level,
+    the vendor (MKL and oneDNN take other code paths on Intel and AMD) and the bf16 units. Torch
+    calls both an AMD AVX-512-bf16 EPYC and an Intel AMX Xeon "AVX512", yet their fp32 kernels need
+    other row counts to be batch-invariant (measured with two threads: 12 rows, and none)."""
+    import torch  # heavy: only where a CPU fact needs it
+
+    vendor = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
+                   if line.startswith("vendor_id")), "")
+    units = [flag for flag in ("amx_bf16", "avx512_bf16") if _cpuinfo_has(flag)]
+    return " ".join([torch.backends.cpu.get_cpu_capability(), vendor, *units]).strip()
+
+
+def peak_memory_mb() -> float:
+    """The process's peak resident memory so far, plus the peak CUDA allocation on a GPU, in MB: what
+    a build report says it took."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    try:
+        import torch  # heavy: the CLI imports this module before it knows whether the verb needs torch
+
+        if torch.cuda.is_available():
+            peak += torch.cuda.max_memory_allocated() / 2**20
+    except Exception:  # no usable torch: the resident memory alone
+        pass
+    return round(peak, 1)
 
 
 def _version(names: tuple[str, ...]) -> str | None:
@@ -89,9 +146,7 @@ def report_card(generation: tuple | None = None, training: tuple | dict | None =
     `training` a dict of them per adapter; a field that does not apply is None. `extra` fields are
     added as they are. Saved in metrics.json, the reports, build.json and training_log.json.
     """
-    import torch
-
-    from assistant.model.loading import cpu_supports_bf16
+    import torch  # heavy: the CLI imports this module before it knows whether the verb needs torch
 
     def numerics(pair):
         if pair is None:

@@ -10,7 +10,7 @@ import re
 
 import pytest
 
-from assistant.evaluation import labels
+from assistant.evaluation import labels, scoring
 from assistant.config import VerdictRules
 from assistant.errors import UsageError
 from assistant.corpus.corpus import Document
@@ -44,7 +44,7 @@ def test_label_rows_follow_the_contract_and_the_latest_label_wins(tmp_path):
 def test_agreement_with_interval_kappa_and_confusion():
     scorer = ["correct"] * 8 + ["hallucinated"] * 8 + ["abstained"] * 4
     human = ["correct"] * 7 + ["hallucinated"] + ["hallucinated"] * 8 + ["abstained"] * 3 + ["correct"]
-    a = labels.agreement(scorer, human, 2000, 0)
+    a = scoring.agreement(scorer, human, 2000, 0)
     assert (a["agree"], a["n"]) == (18, 20) and a["rate"] == pytest.approx(0.9)
     assert a["lo"] < 0.9 < a["hi"]
     # kappa by hand: p_o = 0.9; p_e = (8*8 + 9*8 + 3*4) / 400 = 0.37; (0.9 - 0.37) / 0.63
@@ -63,14 +63,14 @@ def test_labels_of_changed_answers_and_gate_declines_are_not_matched():
 def test_label_summary_in_metrics(tiny_corpus):
     rows = [row("prompted", i, "correct" if i < 35 else "hallucinated") for i in range(60)]
     rows += [row("rag", i, "correct" if i < 45 else "abstained") for i in range(60)]
-    assert labels.label_summary(tiny_corpus, rows) is None  # no labels yet
+    assert scoring.label_summary(tiny_corpus, rows) is None  # no labels yet
     path = labels.labels_path(tiny_corpus)
     for r in rows:
         if r["variant"] == "rag" and 33 <= int(r["id"][1:]) < 45:
             labels.append_label(path, r, "hallucinated", "ana")
         elif r["variant"] == "rag" and int(r["id"][1:]) < 5:
             labels.append_label(path, r, "correct", "ben")
-    s = labels.label_summary(tiny_corpus, rows)
+    s = scoring.label_summary(tiny_corpus, rows)
     assert s["matched"] == 17 and s["labellers"] == ["ana", "ben"]
     assert s["agreement"]["agree"] == 5 and s["agreement"]["n"] == 17
     assert s["text"].startswith("Human labels: the scorer agrees with 5 of 17 labelled answers (29%")
@@ -275,7 +275,7 @@ def test_label_tab_serves_the_same_queue_with_skip_and_undo(tiny_corpus):
 
 
 def test_agreement_counts_unverified_as_a_disagreement():
-    a = labels.agreement(["correct", "unverified", "unverified", "hallucinated"],
+    a = scoring.agreement(["correct", "unverified", "unverified", "hallucinated"],
                          ["correct", "correct", "hallucinated", "hallucinated"], 200, 0)
     assert (a["agree"], a["n"]) == (2, 4)
     assert a["confusion"]["correct"] == {"correct": 1, "abstained": 0, "hallucinated": 0, "unverified": 1}
@@ -297,7 +297,7 @@ def test_seconds_per_label_is_the_median_gap_without_breaks(tmp_path):
 def test_the_reports_label_table_has_a_column_for_every_scorer_outcome():
     from assistant.evaluation import report
 
-    agree = labels.agreement(["correct", "unverified", "hallucinated"], ["correct", "correct", "hallucinated"])
+    agree = scoring.agreement(["correct", "unverified", "hallucinated"], ["correct", "correct", "hallucinated"])
     lines = report.labels_section({"text": "t", "agreement": agree, "path": "labels.jsonl", "matched": 3,
                                    "labels": 3, "labellers": ["ann"]})
     table = [line for block in lines for line in block.splitlines() if line.startswith("|") and "---" not in line]

@@ -235,6 +235,7 @@ def test_leakage_guard_drops_held_out_repeats_of_train_questions(monkeypatch):
 
 def test_origin_fields_leave_written_rows_and_their_fingerprints_alone(tmp_path):
     from assistant.corpus.corpus import QAItem
+    from assistant.corpus.runs import RunPaths
     from assistant.evaluation.report import _augmented_training
 
     written = QAItem(id="a", question="How long?", answer="21 days", key_facts=["21 days"])
@@ -245,7 +246,7 @@ def test_origin_fields_leave_written_rows_and_their_fingerprints_alone(tmp_path)
     (tmp_path / "sft" / "training_log.json").write_text(json.dumps({"augmented_train_examples": 12}))
     (tmp_path / "rag_sft").mkdir()
     (tmp_path / "rag_sft" / "training_log.json").write_text(json.dumps({"train_examples": 3}))
-    assert _augmented_training(tmp_path) == {"sft": 12, "rag_sft": 0}
+    assert _augmented_training(RunPaths(tmp_path)) == {"sft": 12, "rag_sft": 0}
 
 
 def test_training_log_counts_augmented_rewordings(tiny_corpus_dir):

@@ -14,7 +14,7 @@ from assistant.variants import retrieval
 from assistant.corpus.chunking import chunk_documents, sections, word_counter
 from assistant.config import ChunkSettings
 from assistant.corpus.corpus import Document, load_corpus
-from assistant.variants.retrieval import (Retriever, build_index, evaluate_retrieval, gold_rank, index_dir,
+from assistant.variants.retrieval import (Retriever, build_index, evaluate_retrieval, gold_rank,
                                  is_index_fresh, retrieval_metrics)
 from assistant.variants.base import ABSTAIN_TEXT, NotBuilt, Source
 from assistant.variants.rag import rag_messages
@@ -155,7 +155,7 @@ def test_build_reuse_and_rebuild_on_change(tiny_corpus_dir):
         assert key in report
     assert report["index_type"] == "flat" and report["chunks"] == 4
     assert report["environment"]["faiss"] and report["environment"]["embedder_device"] == "cpu"  # report card
-    folder = index_dir(corpus)
+    folder = corpus.runs.index
     assert {p.name for p in folder.iterdir()} == {"index.faiss", "chunks.jsonl", "manifest.json", "build.json"}
     mtime = (folder / "index.faiss").stat().st_mtime_ns
 
@@ -184,7 +184,7 @@ def test_build_reuse_and_rebuild_on_change(tiny_corpus_dir):
 
 def test_incomplete_folders_are_not_built(tiny_corpus_dir, monkeypatch):
     corpus = load_corpus(tiny_corpus_dir)
-    folder = index_dir(corpus)
+    folder = corpus.runs.index
     # A crashed build's temp folder holding everything but the manifest does not count.
     leftover = folder.parent / ".rag.tmp-crashed"
     leftover.mkdir(parents=True)

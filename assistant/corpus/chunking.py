@@ -20,6 +20,7 @@ from markdown_it import MarkdownIt
 from assistant.config import ChunkSettings
 from assistant.corpus.corpus import Document
 from assistant.corpus.ingest import page_at
+from assistant.text import quick_sentences
 
 # Headings and code fences come from a CommonMark parser (see _markdown_blocks), not a regex: a
 # heading regex with lazy and greedy runs side by side took 101 s on `# a`, 4,000 spaces and `b`.
@@ -31,8 +32,6 @@ MAX_HEADING_CHARS = 160
 PARSE_WINDOW = 2000  # lines parsed at once (see _markdown_blocks): bounds the parser's memory
 MAX_TRAIL_CHARS = 400
 FENCE = re.compile(r"^\s*(```|~~~)")
-# A sentence ends at . ! or ? followed by space and something that starts a sentence.
-SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]?\s+(?=[\"'(\[]?[A-Z0-9$€£])")
 LIST_OR_TABLE = re.compile(r"^\s*([-*+]|\d+[.)]|\|)\s")
 
 CountTokens = Callable[[list[str]], list[int]]
@@ -182,7 +181,7 @@ def _split_block(block: str) -> tuple[list[str], str]:
     if len(lines) > 1 and (any(LIST_OR_TABLE.match(l) for l in lines) or FENCE.match(lines[0])):
         return [l for l in lines if l.strip()], "\n"
     text = " ".join(l.strip() for l in lines)
-    return [s for s in SENTENCE_END.split(text) if s.strip()], " "
+    return quick_sentences(text), " "
 
 
 def _split_long(text: str, limit: int, count: CountTokens) -> list[tuple[str, str]]:

@@ -11,17 +11,22 @@ import json
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from assistant.corpus import ingest
 from assistant.config import ConfigError, CorpusConfig, IngestSettings, load_config, setting_line
+from assistant.corpus import ingest
+from assistant.corpus.runs import RunPaths
 from assistant.errors import AssistantError
+from assistant.runtime import PROJECT_ROOT
+from assistant.storage import TooLarge, UnreadableText, hold_lock, lock_for, open_regular, read_utf8
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Binary formats (PDF, DOCX, PPTX, XLSX) are converted to Markdown by assistant/corpus/ingest.py.
 DOC_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm") + ingest.SUFFIXES
 MAX_TITLE_CHARS = 160  # a document's title as shown (the heading trail caps its names alike)
@@ -141,6 +146,11 @@ class Corpus:
             return PROJECT_ROOT / "runs" / root.name
         return root / "runs"
 
+    @property
+    def runs(self) -> RunPaths:
+        """Where each artifact of this corpus lives (corpus/runs.py)."""
+        return RunPaths(self.runs_dir)
+
 
 _HTML_HEADINGS = {"h1": "#", "h2": "##", "h3": "###", "h4": "####"}
 _HTML_BLOCKS = {"p", "div", "li", "tr", "br", "section", "article", "table", "ul", "ol"}
@@ -195,8 +205,6 @@ class DocumentTooLarge(DocumentError):
 def read_text_document(path: Path, max_bytes: int | None = None) -> str:
     """A .md/.txt/.html document's text, refused when it is binary or not UTF-8 (garbage indexed
     as text would be retrieved and quoted back to users), not a regular file, or over `max_bytes`."""
-    from assistant.storage import TooLarge, UnreadableText, open_regular, read_utf8
-
     try:
         with open_regular(path) as f:
             head = f.read(8192)
@@ -349,8 +357,6 @@ def read_qa(path: Path, known_docs: set[str] | None = None, label: str | None = 
     """Parse a QA JSONL file; every bad line becomes a Problem, good lines are kept."""
     label = label or str(path)
     items, problems, seen = [], [], {}
-    from assistant.storage import TooLarge, UnreadableText, read_utf8
-
     try:
         lines = read_utf8(path, MAX_QA_BYTES).splitlines()
     except FileNotFoundError:
@@ -470,3 +476,35 @@ def _inside(path: Path, root: Path) -> bool:
 def _split_problem(line: str) -> tuple[str, int, str]:
     m = re.match(r"^(.*?):(\d+): (.*)$", line)
     return (m.group(1), int(m.group(2)), m.group(3)) if m else ("corpus.yaml", 1, line)
+
+
+def resolve_suite(corpus: Corpus, path: str) -> Path | None:
+    """A shared suite path: relative to the corpus first, then the project, then the working folder."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p if p.exists() else None
+    for base in (corpus.root, PROJECT_ROOT, Path.cwd()):
+        if (base / p).exists():
+            return base / p
+    return None
+
+
+def no_test_questions(corpus: Corpus) -> Problem:
+    """The problem `check`, `eval` and `compare` report for a corpus with nothing to evaluate."""
+    qa = corpus.qa_path
+    return Problem(str(qa), 1, ("no test questions to evaluate" if qa.exists() else "file not found: no test "
+                   "questions to evaluate") + "; add rows with \"split\": \"test\" (`assistant import` can make them)")
+
+
+_held: dict[str, FileLock] = {}  # one lock object per corpus in a process, so `compare` can re-enter it
+
+
+@contextmanager
+def corpus_lock(corpus: Corpus) -> Iterator[None]:
+    """Held while a corpus's variants are built or evaluated: one process at a time per corpus, so
+    two builds never share (or delete) a checkpoint folder and an evaluation never reads an adapter
+    being replaced. A second process fails at once with LockedError (exit 2) instead of waiting."""
+    path = corpus.runs.lock
+    lock = _held.setdefault(str(path), lock_for(path, timeout=0))
+    with hold_lock(lock, f"another process is building or evaluating corpus {corpus.name!r}"):
+        yield

@@ -29,7 +29,7 @@ from rich.console import Console
 from assistant.config import CorpusConfig
 from assistant.corpus.corpus import DOC_SUFFIXES, CorpusError, Problem, load_corpus, read_document
 from assistant.storage import UnreadableText, atomic_dir, hold_lock, lock_for, read_utf8
-from assistant.text import contains_fact, normalize, tokens
+from assistant.text import contains_fact, normalize, question_stopwords, tokens
 
 FIELDS = ("id", "question", "answer", "key_facts", "source", "fact_id", "split", "kind", "origin", "generator")
 ORIGINS = ("synthetic", "augmented")  # questions.py marks generated rows; a reviewed sheet keeps the mark
@@ -236,10 +236,8 @@ def _resolve_source(source: str, docs: dict[str, Path]) -> str | None:
 
 def best_source(answer: str, key_facts: list[str], texts: dict[str, str]) -> str:
     """The one document that holds the answer: all key facts, else most of the answer's content words."""
-    from assistant.checks import stopwords
-
     candidates = [d for d, t in texts.items() if all(contains_fact(t, f) for f in key_facts)] if key_facts else list(texts)
-    words = {t for t in tokens(answer) if t not in stopwords() and len(t) > 1}
+    words = {t for t in tokens(answer) if t not in question_stopwords() and len(t) > 1}
     if not candidates or not words:
         return candidates[0] if len(candidates) == 1 else ""
     cover = sorted(((len(words & set(tokens(texts[d]))) / len(words), d) for d in candidates), reverse=True)

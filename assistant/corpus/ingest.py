@@ -8,7 +8,7 @@ font than the body text becomes a Markdown heading (the largest size `#`), so ch
 question generation see the structure.
 
 A conversion is cached by the file's content hash under `<cache>/ingest/` (see
-`models.cache_dir`): converting a long PDF again costs seconds, reading the cache milliseconds.
+`runtime.cache_dir`): converting a long PDF again costs seconds, reading the cache milliseconds.
 
 A file that cannot be used (encrypted, corrupt, no text layer, over the size cap) raises
 `IngestError` with one line saying what is wrong and how to fix it. It is skipped, not fatal: the
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from assistant.config import IngestSettings
 from assistant.errors import AssistantError
+from assistant.runtime import cache_dir
 from assistant.storage import atomic_write_json
 
 SUFFIXES = (".pdf", ".docx", ".pptx", ".xlsx")
@@ -61,8 +62,6 @@ def page_at(pages: list[int] | None, line: int) -> int | None:
 
 
 def _cache_path(data: bytes, suffix: str) -> Path:
-    from assistant.model.loading import cache_dir
-
     digest = hashlib.sha256(data + f"\0{suffix}\0{CONVERTER_VERSION}".encode()).hexdigest()
     return cache_dir() / "ingest" / f"{digest[:32]}.json"
 

@@ -33,18 +33,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from assistant import text as T
+from assistant.config import DEFAULT_EMBEDDER, SIMILARITY_THRESHOLD
+from assistant.evaluation.outcomes import UNVERIFIED
+from assistant.model.loading import embed, load_embedder
+from assistant.text import STOPWORDS
 
-UNVERIFIED = "unverified"  # the scorer cannot tell: never counted as correct (DESIGN.md, "Measuring")
-OUTCOMES = ("correct", "abstained", "hallucinated", UNVERIFIED)
-JUDGED = ("correct", "abstained", "hallucinated")  # what a person, the judge or a proving rule can say
 
 # -- tokens (assistant/text.py is the one normaliser) -----------------------------------------
-STOPWORDS = frozenset(
-    "a an the and or of to in on at for by with from is are was were be been it its this that these "
-    "those as if then than so do does did you your we our us i me my they their them he she his her "
-    "can could will would should may might must have has had not no yes there here what which who "
-    "when where how why all any each per up out about into over after before within also just only "
-    "please".split())
 
 
 def tokens(text: str) -> list[str]:
@@ -341,7 +336,6 @@ _ANTONYMS = frozenset("closed shut".split())  # "closed Thursday to Sunday" deni
 _AUXILIARIES = frozenset("can could will would is are was were do does did should may might must has have had be "
                          "been".split())
 _HEDGED_ALTERNATIVE = re.compile(r"^(?:or|maybe|perhaps|possibly|alternatively|either)\b", re.IGNORECASE)
-SIMILARITY_THRESHOLD = 0.64  # default; calibrated on labelled data (config: evaluation.similarity_threshold)
 _MEASURES = frozenset(list(T.UNITS) + ["day", "week", "month", "year", "hour", "minute", "business day",
                                        "calendar day", "usd", "percent", "night", "item", "pair", "order"])
 
@@ -666,8 +660,6 @@ def needs_similarity(kind: str, key_facts: Sequence[str], reference: str, questi
 
 def answer_similarities(embedder, answers: Sequence[str], references: Sequence[str]) -> list[float]:
     """Cosine of each answer's claims (abstention and filler removed) with its reference, in one batch."""
-    from assistant.evaluation.metrics import embed
-
     a = embed(embedder, [parse(x).content or x for x in answers])
     r = embed(embedder, list(references))
     return [float(x) for x in np.sum(a * r, axis=1)] if len(a) else []
@@ -675,10 +667,7 @@ def answer_similarities(embedder, answers: Sequence[str], references: Sequence[s
 
 def answer_similarity(answer: str, reference: str) -> float:
     """Cosine of MiniLM embeddings of the answer's claims and the reference (the bundled embedder)."""
-    from assistant.config import RetrievalSettings
-    from assistant.evaluation.metrics import load_embedder
-
-    return answer_similarities(load_embedder(RetrievalSettings().embedder), [answer], [reference])[0]
+    return answer_similarities(load_embedder(DEFAULT_EMBEDDER), [answer], [reference])[0]
 
 
 def judge(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str = "",

@@ -16,11 +16,17 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from assistant.corpus.corpus import Corpus
 from assistant.errors import UsageError
-from assistant.evaluation.labels import LABELS as HUMAN_LABELS
+from assistant.evaluation import judge as J
 from assistant.evaluation import metrics as M
+from assistant.evaluation.labels import LABELS as HUMAN_LABELS
+from assistant.evaluation.ppi import TARGETS, estimate, human_value, prediction
 from assistant.evaluation.stats import rate
+from assistant.storage import atomic_write_json, atomic_write_text
 
 KINDS = ("answerable", "unanswerable", "general", "safety")
 # Older label files call an answer with an unsupported claim "unsupported": it is a hallucination.
@@ -190,9 +196,6 @@ def _pct(x: dict) -> str:
 
 def print_report(rows: list[dict], console=None) -> None:
     """The summary table and, with labels, agreement, kappa and the confusion matrix."""
-    from rich.console import Console
-    from rich.table import Table
-
     console = console or Console()
     t = Table(title=f"scored {len(rows)} answers (95% bootstrap intervals)")
     for col in ("rows", "n", *M.OUTCOMES):
@@ -233,8 +236,6 @@ def ppi_summary(rows: list[dict], alpha: float = 0.05) -> dict:
     and the PPI++ rate corrected by the labelled rows, with its (1 - alpha) interval; `labelled` is
     their count. An `unverified` outcome predicts nothing (ppi.prediction); the labelled rows must
     be a uniformly random sample of the rows (the intervals assume it)."""
-    from assistant.evaluation.ppi import TARGETS, estimate, human_value, prediction
-
     def rates(rs: list[dict]) -> dict:
         lab = [r for r in rs if r.get("label") is not None]
         out = {}
@@ -253,8 +254,6 @@ def ppi_summary(rows: list[dict], alpha: float = 0.05) -> dict:
 
 
 def print_ppi(s: dict, console=None) -> None:
-    from rich.console import Console
-
     console = console or Console()
     if not s["labelled"]:
         console.print(f"no row carries a label: the rates above are the scorer's alone ({s['unverified']} "
@@ -271,8 +270,6 @@ def run_score(answers: Path, corpus: Corpus, out: Path | None = None, judge: boo
     """Read, score, write (atomically) and print: the `assistant score` verb. With `judge`, the LLM
     judge of corpus.yaml's `judge:` section grades every row too (`judge` field, cached under
     runs/<corpus>/score/cache); `judge.verdict_uses: judge` makes its grade the row's outcome."""
-    from assistant.storage import atomic_write_text
-
     rows = score_answers(corpus, read_answers(answers))
     if judge:
         rows = judge_scored(corpus, rows)
@@ -280,8 +277,6 @@ def run_score(answers: Path, corpus: Corpus, out: Path | None = None, judge: boo
         atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print_report(rows)
     if summary_path is not None:
-        from assistant.storage import atomic_write_json
-
         s = ppi_summary(rows)
         atomic_write_json(summary_path, s)
         print_ppi(s)
@@ -291,13 +286,9 @@ def run_score(answers: Path, corpus: Corpus, out: Path | None = None, judge: boo
 def judge_scored(corpus: Corpus, rows: list[dict]) -> list[dict]:
     """Grade scored rows with the LLM judge (in place) and print how it agrees with the rules and,
     where rows carry a `label`, how each agrees with the labels."""
-    from rich.console import Console
-
-    from assistant.evaluation import judge as J
-
     settings = corpus.config.judge
     asked = [{**r, "slice": r["kind"]} for r in rows]  # the judge reads the kind from `slice`
-    judgements = J.judge_rows(asked, settings, corpus.runs_dir / "score" / "cache")
+    judgements = J.judge_rows(asked, settings, corpus.runs.score_cache)
     J.apply_judgements(rows, judgements, settings.verdict_uses)
     ok = [(r, j.outcome) for r, j in zip(rows, judgements) if j.outcome in M.OUTCOMES]
     console = Console()

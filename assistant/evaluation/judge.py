@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -32,11 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from assistant.config import JudgeSettings
 from assistant.errors import AssistantError, UsageError
+from assistant.evaluation.labels import label_for, read_labels as read_label_file
+from assistant.evaluation.outcomes import JUDGED as OUTCOMES  # what the judge may answer
+from assistant.evaluation.outcomes import UNVERIFIED  # the rules' "cannot tell"; never the judge's answer
+from assistant.model.remote import openai_client
 from assistant.storage import append_jsonl, read_jsonl
 
 RUBRIC_VERSION = "1"
-OUTCOMES = ("correct", "abstained", "hallucinated")  # what the judge may answer
-UNVERIFIED = "unverified"  # the rules' "cannot tell" (evaluation/claims.py); never the judge's answer
 JUDGE_ERROR = "judge_error"
 
 RUBRIC = """You grade one answer of a question-answering assistant. Reply with a JSON object only:
@@ -132,14 +133,9 @@ def _response_format(settings: JudgeSettings) -> dict | None:
 
 
 def make_client(settings: JudgeSettings):
-    import openai
-
     if not settings.model:
         raise UsageError("no judge model: set judge.model (and judge.base_url) in corpus.yaml, or pass --judge-model")
-    key = os.environ.get(settings.api_key_env) or "none"  # local servers ignore the key
-    # The client retries connection errors, timeouts, 408/409/429 and 5xx with exponential backoff.
-    return openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,
-                         max_retries=settings.max_retries)
+    return openai_client(settings.base_url, settings.api_key_env, settings.timeout_s, settings.max_retries)
 
 
 def _fatal(e: Exception, settings: JudgeSettings) -> JudgeError:
@@ -271,9 +267,7 @@ def agreement(a: Sequence[str], b: Sequence[str]) -> dict:
 
 def read_labels(corpus) -> dict[tuple[str, str, str], dict]:
     """Human labels of runs/<corpus>/labels.jsonl (assistant.evaluation.labels, the one reader): key -> label row."""
-    from assistant.evaluation.labels import labels_path, read_labels as read
-
-    return read(labels_path(corpus))
+    return read_label_file(corpus.runs.labels)
 
 
 def apply_judgements(rows: list[dict], judgements: Sequence[Judgement], uses: str = "rules") -> None:
@@ -311,8 +305,6 @@ def summary(rows: Sequence[dict], judgements: Sequence[Judgement], settings: Jud
         "vs_humans": None,
     }
     if labels:
-        from assistant.evaluation.labels import label_for
-
         # a label holds only for the answer text it judged (its hash)
         pairs = [(lab["label"], r["rule_outcome"], j.outcome) for r, j in ok if (lab := label_for(r, labels))]
         if pairs:
@@ -328,6 +320,6 @@ def judge_evaluation(corpus, rows: list[dict], passages: dict | None = None,
     `passages` maps (variant, slice, id) to the passage texts the answer was given."""
     settings = settings or corpus.config.judge
     judged = [{**r, "passages": (passages or {}).get((r["variant"], r["slice"], r["id"]), [])} for r in rows]
-    judgements = judge_rows(judged, settings, corpus.runs_dir / "eval" / "cache")
+    judgements = judge_rows(judged, settings, corpus.runs.eval_cache)
     apply_judgements(rows, judgements, settings.verdict_uses)
     return summary(rows, judgements, settings, read_labels(corpus))

@@ -27,16 +27,16 @@ from typing import TextIO
 
 from assistant.corpus.corpus import Corpus
 from assistant.errors import UsageError
+from assistant.evaluation.claims import gold_section
+from assistant.evaluation.outcomes import GATE, JUDGED as LABELS
 from assistant.storage import atomic_write_text, lock_for, read_jsonl
 
-LABELS = ("correct", "abstained", "hallucinated")
 SKIP = "skip"
 ACTIONS = LABELS + (SKIP,)  # what a labeller can record; undo removes the latest entry instead
-GATE = "declined_by_gate"  # the retrieval gate's canned decline: a fact of the pipeline, nothing to judge
 
 
 def labels_path(corpus: Corpus) -> Path:
-    return corpus.runs_dir / "labels.jsonl"
+    return corpus.runs.labels
 
 
 def key(row: dict) -> tuple[str, str, str]:
@@ -134,7 +134,7 @@ def read_skips(path: Path) -> set[tuple]:
     return {(key(r), _hash_of(r)) for r in read_jsonl(path) if r.get("label") == SKIP and _well_formed(r)}
 
 
-def _skipped(row: dict, skips: set[tuple]) -> bool:
+def is_skipped(row: dict, skips: set[tuple]) -> bool:
     """Did a labeller skip this row's current answer text?"""
     return (key(row), answer_hash(row["answer"])) in skips
 
@@ -158,97 +158,6 @@ def matched(rows: list[dict], labels: dict[tuple, dict]) -> list[tuple[dict, dic
     return [(r, lab) for r in rows if (lab := label_for(r, labels)) is not None]
 
 
-def agreement(scorer: list[str], human: list[str], n_resamples: int = 2000, seed: int = 0) -> dict:
-    """Scorer against human labels: overall agreement with a bootstrap CI, Cohen's kappa, per human
-    class, and the confusion matrix (human label -> scorer outcome -> count)."""
-    from sklearn.metrics import cohen_kappa_score
-
-    from assistant.evaluation.stats import rate
-
-    if len(scorer) != len(human):
-        raise ValueError(f"scorer and human labels differ in length: {len(scorer)} vs {len(human)}")
-    same = [s == h for s, h in zip(scorer, human)]
-    # The scorer may also say "unverified" (it cannot tell): never a human label, always a disagreement.
-    columns = LABELS + tuple(sorted(set(scorer) - set(LABELS)))
-    kappa = None
-    if len(set(scorer) | set(human)) > 1:
-        kappa = float(cohen_kappa_score(human, scorer, labels=list(columns)))
-    elif same:
-        kappa = 1.0  # one class, all agree: kappa is undefined; agreement is complete
-    per_class = {c: rate([s == h for s, h in zip(scorer, human) if h == c], n_resamples, seed) for c in LABELS}
-    confusion = {h: {s: sum(1 for x, y in zip(scorer, human) if y == h and x == s) for s in columns} for h in LABELS}
-    return {**rate(same, n_resamples, seed), "agree": sum(same), "kappa": kappa, "per_class": per_class,
-            "confusion": confusion}
-
-
-def label_summary(corpus: Corpus, rows: list[dict]) -> dict | None:
-    """metrics.json's `labels` (None: no labels): the scorer's agreement with the labels and the
-    prediction-powered estimates (the verdict itself reads the same estimates, `verdict.decide`):
-
-    - `corrected`: variant -> group -> target -> ppi.estimate dict (automatic, corrected, ci,
-      labelled, n, bias, lambda, gated); groups "answerable", "unanswerable", "domain" and each slice;
-    - `differences`: "a - b" -> ppi.paired_estimate dict of answerable accuracy (`correct`) and of
-      domain hallucination (`hallucinated`) for every pair of variants;
-    - `scorer_bias`: variant -> {labelled, and per target the mean of (scorer's prediction - human)
-      over its labelled answers}: how far the scorer is off, measured where people looked;
-    - `sampled`: how many matched labels came from the label queue's random sample; `skipped`."""
-    from assistant.evaluation import ppi
-    from assistant.evaluation.verdict import CONFIDENCE, pct
-
-    path = labels_path(corpus)
-    labels = read_labels(path)
-    if not labels:
-        return None
-    cfg = corpus.config.evaluation
-    pairs = matched(rows, labels)
-    skips = read_skips(path)
-    out = {"path": str(path), "labels": len(labels), "matched": len(pairs),
-           "labellers": sorted({str(lab.get("labeller") or "anonymous") for _, lab in pairs}), "agreement": None,
-           "corrected": {}, "differences": {}, "scorer_bias": {},
-           "sampled": sum(1 for _, lab in pairs if lab.get("sample")),
-           "skipped": sum(1 for r in rows if _eligible(r) and _skipped(r, skips)),
-           "text": ""}
-    if not pairs:
-        out["text"] = (f"{len(labels)} human labels exist, but none matches an answer of this evaluation "
-                       "(the answers changed since they were labelled).")
-        return out
-    agree = agreement([r["outcome"] for r, _ in pairs], [lab["label"] for _, lab in pairs], cfg.bootstrap_samples,
-                      cfg.seed)
-    out["agreement"] = agree
-    out["corrected"] = ppi.corrected_rates(rows, labels, 1 - CONFIDENCE)
-    variants = sorted({r["variant"] for r in rows})
-    for i, a in enumerate(variants):
-        for b in variants[i + 1:]:
-            out["differences"][f"{a} - {b}"] = {
-                t: ppi.corrected_difference(rows, labels, a, b, g, t, 1 - CONFIDENCE)
-                for g, t in (("answerable", "correct"), ("domain", "hallucinated"))}
-    for v in variants:
-        mine = [(r, lab) for r, lab in pairs if r["variant"] == v]
-        out["scorer_bias"][v] = {"labelled": len(mine), **{
-            t: (sum(ppi.prediction(r["outcome"], t) - ppi.human_value(lab["label"], t) for r, lab in mine) / len(mine)
-                if mine else None) for t in ppi.TARGETS}}
-    kappa = "n/a" if agree["kappa"] is None else f"{agree['kappa']:.2f}"
-    out["text"] = (f"Human labels: the scorer agrees with {agree['agree']} of {agree['n']} labelled answers "
-                   f"({pct(agree['rate'])}, 95% CI {pct(agree['lo'])}-{pct(agree['hi'])}; Cohen's kappa {kappa})."
-                   + corrected_sentence(out["corrected"]))
-    return out
-
-
-
-def corrected_sentence(corrected: dict) -> str:
-    """One sentence: each variant's answerable accuracy, automatic against corrected by the labels."""
-    parts = []
-    for v, groups in corrected.items():
-        e = groups.get("answerable", {}).get("correct")
-        if not e or e["corrected"] is None:
-            continue
-        ci = f", 95% CI {e['ci'][0]:.0%}-{e['ci'][1]:.0%}" if e["ci"] else ""
-        parts.append(f"{v} {e['corrected']:.0%}{ci} ({e['labelled']} labels; scorer {e['automatic']:.0%})")
-    return (" Answerable accuracy corrected by the labels (prediction-powered inference): " + "; ".join(parts) + "."
-            if parts else "")
-
-
-# -- the label queue: `assistant label` and the app's "Label answers" tab --------------------
 DEFAULT_N = 60
 MAX_PASSAGE_CHARS = 1500  # a passage longer than this is cut on the card (the labeller can open the file)
 KEYS = {"c": "correct", "a": "abstained", "h": "hallucinated", "s": SKIP}
@@ -256,10 +165,10 @@ KEYS = {"c": "correct", "a": "abstained", "h": "hallucinated", "s": SKIP}
 
 def latest_results(corpus: Corpus) -> list[dict]:
     """The rows of the latest evaluation's results.jsonl ([] when there is none)."""
-    return read_jsonl(corpus.runs_dir / "eval" / "latest" / "results.jsonl")
+    return read_jsonl(corpus.runs.latest_eval / "results.jsonl")
 
 
-def _eligible(r: dict) -> bool:
+def is_eligible(r: dict) -> bool:
     return r.get("outcome") != GATE and all(isinstance(r.get(k), str) for k in ("slice", "id", "variant", "answer"))
 
 
@@ -277,7 +186,7 @@ def sample(rows: list[dict], n: int | None = DEFAULT_N, seed: int = 0) -> list[d
         raise UsageError(f"--n must be a positive number of answers, got {n}")
     by_question: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        if _eligible(r):
+        if is_eligible(r):
             by_question.setdefault((r["slice"], r["id"]), []).append(r)
     questions = sorted(by_question)
     random.Random(seed).shuffle(questions)
@@ -293,7 +202,7 @@ def sample(rows: list[dict], n: int | None = DEFAULT_N, seed: int = 0) -> list[d
 
 def pending(items: list[dict], labels: dict[tuple, dict], skips: set[tuple]) -> list[dict]:
     """The items of the queue with neither a label nor a skip for their current answer text."""
-    return [r for r in items if label_for(r, labels) is None and not _skipped(r, skips)]
+    return [r for r in items if label_for(r, labels) is None and not is_skipped(r, skips)]
 
 
 def queue(rows: list[dict], labels: dict[tuple, dict], seed: int = 0, n: int | None = None,
@@ -305,7 +214,7 @@ def queue(rows: list[dict], labels: dict[tuple, dict], seed: int = 0, n: int | N
 def progress(items: list[dict], labels: dict[tuple, dict], skips: set[tuple] | None = None) -> str:
     skips = skips or set()
     done = sum(1 for r in items if label_for(r, labels) is not None)
-    skipped = sum(1 for r in items if label_for(r, labels) is None and _skipped(r, skips))
+    skipped = sum(1 for r in items if label_for(r, labels) is None and is_skipped(r, skips))
     questions = len({(r["slice"], r["id"]) for r in items})
     return (f"{done} of {len(items)} sampled answers labelled ({questions} questions drawn at random)"
             + (f", {skipped} skipped" if skipped else ""))
@@ -332,7 +241,7 @@ class Passages:
         self.corpus = corpus
         self.chunks: dict[tuple[str, str], list[str]] = {}
         if corpus is not None:
-            for c in read_jsonl(corpus.runs_dir / "rag" / "chunks.jsonl"):
+            for c in read_jsonl(corpus.runs.chunks):
                 if isinstance(c.get("text"), str):
                     self.chunks.setdefault((str(c.get("path")), str(c.get("heading") or "")), []).append(c["text"])
         best: dict[tuple, dict[tuple[str, str], tuple]] = {}
@@ -377,8 +286,6 @@ class Passages:
         doc = self.corpus.document(row["source"])
         if doc is None:
             return None
-        from assistant.evaluation.claims import gold_section
-
         # The card shows MAX_PASSAGE_CHARS: a document longer than that is narrowed to its best section
         # (the scorer takes short documents whole), so the answering text is not cut off.
         text = gold_section(doc.text, row.get("reference") or "", row.get("question") or "", MAX_PASSAGE_CHARS).strip()
@@ -445,7 +352,7 @@ def label_queue(corpus: Corpus, keys: Iterable[str], out: TextIO, n: int = DEFAU
     stopped. Returns what happened: labelled, skipped, undone this session; done, total, left."""
     rows = latest_results(corpus) if rows is None else rows
     if not rows:
-        raise UsageError(f"no evaluation to label in {corpus.runs_dir / 'eval' / 'latest'}: run "
+        raise UsageError(f"no evaluation to label in {corpus.runs.latest_eval}: run "
                          f"`assistant eval {corpus.root}` first")
     seed = corpus.config.evaluation.seed if seed is None else seed
     items = sample(rows, n, seed)

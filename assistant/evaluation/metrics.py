@@ -3,7 +3,6 @@ claims and retrieval hits."""
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -12,9 +11,11 @@ import numpy as np
 
 from assistant import text as T
 from assistant.evaluation.claims import (  # noqa: F401  (the scorer's public names stay reachable as metrics.X)
-    JUDGED, OUTCOMES, SIMILARITY_THRESHOLD, STOPWORDS, UNVERIFIED, Context, CorpusFacts, Judgement, Parsed,
+    SIMILARITY_THRESHOLD, STOPWORDS, Context, CorpusFacts, Judgement, Parsed,
     answer_similarities, clauses, contains, content_words, derived_facts, facts_present, gold_section, is_abstention,
     judge, needs_similarity, numbers, parse, polarity, reference_entities, tokens)
+from assistant.evaluation.outcomes import JUDGED, OUTCOMES, UNVERIFIED  # noqa: F401  (as metrics.X too)
+from assistant.model.loading import embed, load_embedder  # noqa: F401  (the one embedder, as M.load_embedder too)
 
 
 def outcome(kind: str, answer: str, key_facts: Sequence[str] = (), reference: str = "",
@@ -51,19 +52,6 @@ def rouge_and_similarity(answers: Sequence[str], references: Sequence[str]) -> t
     return [float(x) for x in rouge], [float(x) for x in sim]
 
 
-def load_embedder(name: str):
-    from assistant.model.loading import load_embedder as load  # the one loader, shared with retrieval
-
-    return load(name)
-
-
-def embed(embedder, texts: Sequence[str]) -> np.ndarray:
-    if not texts:
-        return np.zeros((0, embedder.get_sentence_embedding_dimension()), dtype=np.float32)
-    return np.asarray(embedder.encode(list(texts), batch_size=64, normalize_embeddings=True,
-                                      show_progress_bar=False), dtype=np.float32)
-
-
 def embedding_similarity(embedder, answers: Sequence[str], references: Sequence[str]) -> list[float | None]:
     """Cosine similarity of answer and reference embeddings (None where there is no reference)."""
     idx = [i for i, r in enumerate(references) if r]
@@ -76,17 +64,6 @@ def embedding_similarity(embedder, answers: Sequence[str], references: Sequence[
 
 
 # -- unsupported claims ------------------------------------------------------------------------
-def sentences(text: str) -> list[str]:
-    """Sentences of a document (assistant.text.sentences), Markdown headings and list markers stripped."""
-    out = []
-    for line in text.splitlines():
-        line = re.sub(r"^\s*(?:#+|[-*+]|\d+\.)\s+", "", line).strip()
-        if not line or line.startswith("|---"):
-            continue
-        out += [s for s in T.sentences(line) if len(s) > 2]
-    return out
-
-
 @dataclass
 class SupportIndex:
     """Every sentence of the corpus (and each pair of neighbours), embedded once.
@@ -105,7 +82,7 @@ class SupportIndex:
     def build(cls, embedder, documents: Sequence[str], threshold: float, vectors: np.ndarray | None = None):
         units = []
         for doc in documents:
-            sents = sentences(doc)
+            sents = T.markdown_sentences(doc)
             units += sents + [f"{a} {b}" for a, b in zip(sents, sents[1:])]
         vecs = vectors if vectors is not None and len(vectors) == len(units) else embed(embedder, units)
         return cls(units, vecs, threshold, [numbers(tokens(u)) for u in units])

@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from assistant.corpus.runs import RunPaths  # noqa: E402
+
 COLOURS = {"correct": "#4c9a2a", "abstained": "#9e9e9e", "declined_by_gate": "#5b7fb5", "hallucinated": "#c0392b",
            "unverified": "#e3b23c"}
 LEGEND = {"correct": "correct (safety: refused)", "abstained": "abstained",
@@ -123,8 +125,8 @@ def read_training_log(path: Path) -> dict[str, list[tuple[float, float]]]:
     return curves
 
 
-def training_curves(runs_dir: Path, path: Path) -> Path | None:
-    logs = {v: read_training_log(runs_dir / v / "training_log.json") for v in ("sft", "rag_sft")}
+def training_curves(runs: RunPaths, path: Path) -> Path | None:
+    logs = {v: read_training_log(runs.training_log(v)) for v in ("sft", "rag_sft")}
     logs = {v: c for v, c in logs.items() if c}
     if not logs:
         return None
@@ -148,11 +150,11 @@ def _save(fig, path: Path, tight: bool = True) -> Path:
     return path
 
 
-def draw_all(metrics: dict, rows: list[dict], runs_dir: Path, out: Path) -> dict[str, Path]:
+def draw_all(metrics: dict, rows: list[dict], runs: RunPaths, out: Path) -> dict[str, Path]:
     images = {"accuracy": accuracy_hallucination(metrics, out / "accuracy_hallucination.png"),
               "outcomes": outcomes_by_slice(metrics, rows, out / "outcomes_by_slice.png"),
               "cost": cost_vs_accuracy(metrics, out / "cost_vs_accuracy.png")}
-    curves = training_curves(runs_dir, out / "training_curves.png")
+    curves = training_curves(runs, out / "training_curves.png")
     if curves:
         images["training"] = curves
     return images

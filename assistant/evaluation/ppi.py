@@ -57,10 +57,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from assistant.evaluation.labels import label_for
+from assistant.evaluation.outcomes import ANSWERABLE, DOMAIN, GATE, OWN
+
 TARGETS = ("correct", "hallucinated", "abstained")
-UNVERIFIED = "unverified"
-GATE = "declined_by_gate"
-OWN = ("general", "safety")  # the model's own answers: a gate decline there is left out (as in verdict.py)
 Z95 = 1.959963984540054
 # Worst case of var(Y) for a 0/1 truth (p = 1/2): what `labels_needed` assumes before any label.
 WORST_VARIANCE = 0.25
@@ -241,8 +241,6 @@ def human_value(label: str, target: str) -> float:
 
 
 def _groups(slices: Sequence[str]) -> dict[str, tuple[str, ...]]:
-    from assistant.evaluation.verdict import ANSWERABLE, DOMAIN  # lazily: verdict may import this module
-
     groups = {"answerable": tuple(ANSWERABLE), "unanswerable": ("unanswerable",), "domain": tuple(DOMAIN)}
     for s in sorted(set(slices)):
         groups.setdefault(s, (s,))
@@ -251,8 +249,6 @@ def _groups(slices: Sequence[str]) -> dict[str, tuple[str, ...]]:
 
 def _label_of(row: dict, labels: dict) -> str | None:
     """The human label of this row's answer, when one matches its text (labels.label_for)."""
-    from assistant.evaluation.labels import label_for
-
     lab = label_for(row, labels)
     return lab["label"] if lab else None
 

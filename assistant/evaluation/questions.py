@@ -48,13 +48,18 @@ from typing import Protocol
 
 from tqdm.auto import tqdm
 
+from assistant.config import NEAR_DUPLICATE, GeneratorSettings
 from assistant.corpus.chunking import page_sections
-from assistant.config import GeneratorSettings
 from assistant.corpus.corpus import Corpus, QAItem
+from assistant.corpus.importers import assign_splits
 from assistant.errors import AssistantError, UsageError
 from assistant.model.engine import Messages
+from assistant.model.loading import embed, load_embedder
+from assistant.model.remote import openai_client
 from assistant.storage import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
-from assistant.text import contains_fact, normalize
+from assistant.text import common_terms, contains_fact, key_terms, normalize, quick_sentences, tokens
+from assistant.variants import open_engine
+from assistant.variants.retrieval import Retriever, build_index, is_index_fresh
 
 REASONS = ("unparsable", "fact_not_in_source", "answer_in_question", "not_retrieved", "near_duplicate",
            "answered_by_docs", "off_question")
@@ -108,8 +113,6 @@ class LocalGenerator:
     """The corpus's base model through the shared engine (greedy, so the seed does not matter)."""
 
     def __init__(self, corpus: Corpus, settings: GeneratorSettings):
-        from assistant.variants import open_engine
-
         self.engine = open_engine(corpus)
         self.max_new_tokens = settings.max_new_tokens
         self.name = corpus.config.model.name
@@ -122,16 +125,12 @@ class OpenAIGenerator:
     """Any OpenAI-compatible chat server (Ollama, vLLM, llama.cpp, a hosted API), temperature 0 with a seed."""
 
     def __init__(self, settings: GeneratorSettings):
-        import openai
-
         if not settings.model:
             raise UsageError("generator.base_url is set but generator.model is empty; name the server's model "
                              "in corpus.yaml (e.g. model: qwen2.5:7b-instruct)")
-        key = os.environ.get(settings.api_key_env, "") if settings.api_key_env else ""
-        if settings.api_key_env and not key:
+        if settings.api_key_env and not os.environ.get(settings.api_key_env):
             raise UsageError(f"generator.api_key_env names {settings.api_key_env!r}, which is not set; export it")
-        self.client = openai.OpenAI(base_url=settings.base_url, api_key=key or "not-needed",
-                                    timeout=settings.timeout_s, max_retries=2)
+        self.client = openai_client(settings.base_url, settings.api_key_env, settings.timeout_s, max_retries=2)
         self.settings = settings
         self.name = settings.model
 
@@ -303,9 +302,7 @@ class Report:
                 "kept_share": round(kept / made, 4) if made else 0.0}
 
 
-def _retriever(corpus: Corpus):
-    from assistant.variants.retrieval import Retriever, build_index, is_index_fresh
-
+def _retriever(corpus: Corpus) -> Retriever:
     if not is_index_fresh(corpus):
         build_index(corpus)
     return Retriever.load(corpus)
@@ -322,9 +319,7 @@ def retrieves_source(corpus: Corpus, items: list[tuple[str, Passage]], k: int) -
 
 def _repeats(texts: list[str], emb, others: list[str], other_emb) -> list[bool]:
     """Whether each text repeats one of `others`: the same once normalised, or above the leakage
-    guard's cosine (checks.NEAR_DUPLICATE); `emb` and `other_emb` are their normalised embeddings."""
-    from assistant.checks import NEAR_DUPLICATE
-
+    guard's cosine (config.NEAR_DUPLICATE); `emb` and `other_emb` are their normalised embeddings."""
     if not texts or not others:
         return [False] * len(texts)
     seen = {normalize(o) for o in others}
@@ -334,15 +329,13 @@ def _repeats(texts: list[str], emb, others: list[str], other_emb) -> list[bool]:
 
 def leaks(questions: list[str], splits: list[str], embedder: str) -> list[bool]:
     """True for each val/test question that repeats a train question (normalised, or above the
-    leakage guard's cosine in checks.py): training would see it."""
-    from assistant.checks import embed
-
+    leakage guard's cosine, config.NEAR_DUPLICATE): training would see it."""
     train = [i for i, s in enumerate(splits) if s == "train"]
     held = [i for i, s in enumerate(splits) if s != "train"]
     out = [False] * len(questions)
     if not train or not held:
         return out
-    emb = embed(questions, embedder)
+    emb = embed(load_embedder(embedder), questions)
     flags = _repeats([questions[i] for i in held], emb[held], [questions[i] for i in train], emb[train])
     for i, flag in zip(held, flags):
         out[i] = flag
@@ -351,19 +344,14 @@ def leaks(questions: list[str], splits: list[str], embedder: str) -> list[bool]:
 
 def unanswerable_ok(corpus: Corpus, questions: list[str], max_score: float) -> list[bool]:
     """Kept when the best passage scores at most `max_score` and no document holds all the key terms."""
-    from assistant.checks import COMMON_DOC_SHARE, key_terms, stopwords
-    from assistant.text import tokens
-
     if not questions:
         return []
     doc_terms = [set(tokens(d.text)) for d in corpus.documents]
-    df = Counter(t for terms in doc_terms for t in terms)
-    common = {t for t, n in df.items() if len(doc_terms) > 2 and n >= COMMON_DOC_SHARE * len(doc_terms)}
-    stop = stopwords()
+    common = common_terms(doc_terms)
     best = [found[0].score if found else -1.0 for found in _retriever(corpus).search_many(questions, 1)]
     out = []
     for q, score in zip(questions, best):
-        terms = key_terms(q, stop, common)
+        terms = key_terms(q, common)
         out.append(score <= max_score and bool(terms) and not any(terms <= words for words in doc_terms))
     return out
 
@@ -417,11 +405,9 @@ def fact_sentences(p: Passage, limit: int) -> list[tuple[str, list[str]]]:
     """Up to `limit` sentences of a passage that state a number (an amount, a duration, a time), with those
     numbers as key facts: the facts and the reference answer are right by construction, only the question
     is left to a small model."""
-    from assistant.corpus.chunking import SENTENCE_END
-
     out = []
     for block in p.text.split("\n"):
-        for sent in SENTENCE_END.split(block.strip().lstrip("-*+> ").strip()):
+        for sent in quick_sentences(block.strip().lstrip("-*+> ").strip()):
             facts = list(dict.fromkeys(m.group(0).strip(" .,;:") for m in NUMBER_FACT.finditer(sent)))
             facts = [f for f in facts if contains_fact(p.text, f)][:2]
             if facts and 5 <= len(sent.split()) <= 45 and "|" not in sent:
@@ -473,8 +459,6 @@ def first_question(reply: str) -> str:
 # -- the whole run --------------------------------------------------------------------------------
 def _fact_splits(fact_ids: list[str], test_only: float) -> dict[str, str]:
     """Which facts are asked only in test, chosen by the importer's stable split rule."""
-    from assistant.corpus.importers import assign_splits
-
     rows = [{"fact_id": f, "question": f, "split": "", "kind": "answerable"} for f in fact_ids]
     assign_splits(rows, test_only, 0.0)
     return {r["fact_id"]: r["split"] for r in rows}
@@ -484,7 +468,7 @@ def generate_questions(corpus: Corpus, generator: Generator | None = None) -> tu
     """Generate, validate and split a question set from the corpus's documents."""
     s = corpus.config.generator
     generator = generator or open_generator(corpus)
-    ask = CachedGenerations(corpus.runs_dir / "questions" / "generations.jsonl", generator)
+    ask = CachedGenerations(corpus.runs.questions / "generations.jsonl", generator)
     report = Report(generator.name)
     found = passages(corpus, s.section_words)
     if not found:
@@ -557,7 +541,7 @@ def augment(corpus: Corpus, items: list[QAItem], n: int, generator: Generator | 
     A rewording is dropped when it repeats a question, states its own answer, asks something else,
     does not retrieve the question's source document, or repeats a val/test question."""
     generator = generator or open_generator(corpus)
-    ask = CachedGenerations(corpus.runs_dir / "questions" / "generations.jsonl", generator)
+    ask = CachedGenerations(corpus.runs.questions / "generations.jsonl", generator)
     report = Report(generator.name)
     train = [q for q in items if q.split == "train" and q.kind == "answerable" and q.origin != "augmented"]
     if not train or n <= 0:
@@ -606,15 +590,13 @@ def reword_checks(corpus: Corpus, candidates: list[tuple[QAItem, str]], held: li
     something else (MiniLM cosine to the question below `generator.reword_min_similarity`),
     `not_retrieved` when it does not retrieve the question's source document in the top
     `generator.top_k`, `near_duplicate` when it repeats a val/test question (the leakage guard)."""
-    from assistant.checks import embed
-
     if not candidates:
         return []
     s = corpus.config.generator
     words = [w for _, w in candidates]
     # Each distinct text embedded once: a question has several candidates, a rewording may recur.
     texts = list(dict.fromkeys([q.question for q, _ in candidates] + words + held))
-    emb = embed(texts, corpus.config.retrieval.embedder)
+    emb = embed(load_embedder(corpus.config.retrieval.embedder), texts)
     row = {t: i for i, t in enumerate(texts)}
     q_emb, w_emb = emb[[row[q.question] for q, _ in candidates]], emb[[row[w] for w in words]]
     same = (q_emb * w_emb).sum(axis=1) >= s.reword_min_similarity
@@ -689,7 +671,7 @@ def run_questions(corpus: Corpus, out: str | None = None, force: bool = False, a
     summary = {**report.to_dict(), "written": None, "review_sheet": None, "augment": augment_n,
                "splits": dict(Counter(f"{q.kind}/{q.split}" + ("/augmented" if q.origin == "augmented" else "")
                                       for q in items))}
-    stats = corpus.runs_dir / "questions" / "report.json"
+    stats = corpus.runs.questions / "report.json"
     if not items:
         atomic_write_json(stats, summary)
         raise AssistantError(f"no question passed validation ({_summary(summary)}); try a stronger "

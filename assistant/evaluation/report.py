@@ -27,6 +27,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from assistant.corpus.corpus import Corpus
+from assistant.corpus.runs import RunPaths
 from assistant.storage import atomic_new_dir, atomic_write_json, atomic_write_text, read_json
 from assistant.evaluation import plots
 from assistant.evaluation.verdict import pct
@@ -577,11 +578,11 @@ def html(md: str, images: dict[str, str], title: str) -> str:
             f"</head><body>{body}</body></html>")
 
 
-def _augmented_training(runs_dir: Path) -> dict[str, int]:
+def _augmented_training(runs: RunPaths) -> dict[str, int]:
     """Per trained variant, how many augmented train rewordings its adapter saw (from training_log.json)."""
     out = {}
     for v in ("sft", "rag_sft"):
-        log = read_json(runs_dir / v / "training_log.json")
+        log = read_json(runs.training_log(v))
         if log is not None:
             out[v] = int(log.get("augmented_train_examples") or 0)
     return out
@@ -614,14 +615,14 @@ def log_evaluation(report: Report, metrics: dict, rows: list[dict], images: dict
 def write_report(corpus: Corpus, rows: list[dict], metrics: dict, report: Report | None = None) -> Path:
     """Write the whole report folder atomically and point eval/latest at it. `report`: sections an
     earlier stage logged (compare's first verdict); this evaluation's own are added to it."""
-    eval_dir = corpus.runs_dir / "eval"
+    eval_dir = corpus.runs.evals
     report = report or Report()
 
     def build(tmp: Path) -> None:
         (tmp / "plots").mkdir()
-        images = plots.draw_all(metrics, rows, corpus.runs_dir, tmp / "plots")
+        images = plots.draw_all(metrics, rows, corpus.runs, tmp / "plots")
         metrics["qa_origin"] = dict(Counter(q.origin or "written" for q in corpus.qa))
-        metrics["augmented_training"] = _augmented_training(corpus.runs_dir)
+        metrics["augmented_training"] = _augmented_training(corpus.runs)
         metrics["plots"] = {k: f"plots/{Path(p).name}" for k, p in images.items()}
         log_evaluation(report, metrics, rows, images)
         report.save(tmp / "sections")
@@ -637,7 +638,7 @@ def write_report(corpus: Corpus, rows: list[dict], metrics: dict, report: Report
     link = eval_dir / f".latest.{os.getpid()}.tmp"
     link.unlink(missing_ok=True)
     link.symlink_to(final.name)
-    os.replace(link, eval_dir / "latest")
+    os.replace(link, corpus.runs.latest_eval)
     return final
 
 

@@ -21,18 +21,23 @@ from rich.console import Console
 from tqdm.auto import tqdm
 
 from assistant.config import VARIANTS
-from assistant.corpus.corpus import Corpus, CorpusError, QAItem, read_qa
-from assistant.errors import UsageError
-from assistant.storage import append_jsonl, read_json, read_jsonl
-from assistant.variants import NotBuilt, load_variant, open_engine, variant_class
+from assistant.corpus.corpus import (Corpus, CorpusError, QAItem, corpus_lock, load_corpus, no_test_questions, read_qa,
+                                     resolve_suite)
+from assistant.errors import NotBuilt, UsageError
 from assistant.evaluation import report, scoring
+from assistant.evaluation.judge import judge_evaluation
+from assistant.evaluation.outcomes import OWN, SLICES
+from assistant.model.loading import cpu_kernels, numerics
+from assistant.runtime import report_card, torch_threads
+from assistant.storage import append_jsonl, read_json, read_jsonl
+from assistant.variants import load_variant, open_engine, variant_class
+from assistant.variants.build import build_variants
+from assistant.variants.rag import RagVariant
 
-SLICES = ("seen", "paraphrase", "unseen", "unanswerable", "general", "safety")
 # Answered by the model itself with any retrieval gate open: forgetting and refusals must be the
 # model's, not the gate's canned "I don't know." (which would also hide an adapter's forgetting).
-OWN_ANSWER_SLICES = ("general", "safety")
+OWN_ANSWER_SLICES = OWN
 OWN_ANSWER_VERSION = "gate-open-1"  # in the cache key of those slices: bump when how they are answered changes
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MIN_ANSWERS_PER_WORKER = 64
 MAX_AUTO_WORKERS = 8
 
@@ -48,17 +53,6 @@ class EvalItem:
         the slices answered with the gate open, how they are answered."""
         mode = f"\0{OWN_ANSWER_VERSION}" if self.slice in OWN_ANSWER_SLICES else ""
         return hashlib.sha1(f"{self.qa.id}\0{self.qa.question}{mode}".encode()).hexdigest()[:16]
-
-
-def resolve_suite(corpus: Corpus, path: str) -> Path | None:
-    """A shared suite path: relative to the corpus first, then the project, then the working folder."""
-    p = Path(path).expanduser()
-    if p.is_absolute():
-        return p if p.exists() else None
-    for base in (corpus.root, PROJECT_ROOT, Path.cwd()):
-        if (base / p).exists():
-            return base / p
-    return None
 
 
 def eval_items(corpus: Corpus, limit: int | None = None, console: Console | None = None) -> list[EvalItem]:
@@ -118,8 +112,6 @@ def decoding(corpus: Corpus) -> dict:
     """
     import torch
 
-    from assistant.model.loading import cpu_kernels, numerics
-
     gen = corpus.config.generation
     server = corpus.config.model.server
     if server is not None:  # the server's numerics are its own: its address and model id key the answers
@@ -141,8 +133,6 @@ def one_thread(corpus: Corpus):
     decode only about 1.2x faster than one (a 135M model's small matrices), so the cores are better
     spent on one worker process each (`evaluation.workers`), and answers stay the same on any core
     count. Restores the thread count on exit."""
-    from assistant.model.loading import numerics
-    from assistant.runtime import torch_threads
 
     with torch_threads(1) if numerics(corpus.config.model, evaluation=True)[0].type == "cpu" else nullcontext():
         yield
@@ -153,8 +143,6 @@ def eval_workers(corpus: Corpus, total: int) -> int:
     most `MAX_AUTO_WORKERS`, each given at least `MIN_ANSWERS_PER_WORKER` answers (a worker loads the
     model: ~10 s)."""
     import os
-
-    from assistant.model.loading import numerics
 
     if corpus.config.model.server or numerics(corpus.config.model, evaluation=True)[0].type != "cpu":
         return 1  # a server's concurrency is model.server.max_concurrency
@@ -192,8 +180,7 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
     """(variant -> question key -> Answer dict, the work done for them); only questions missing from
     the cache are generated. The work (answers cached and decoded, the engine's decoding plan, worker
     processes, seconds) goes to the report card."""
-    cache_dir = corpus.runs_dir / "eval" / "cache"
-    caches = {name: AnswerCache(cache_dir / f"{name}-{fp}.jsonl") for name, fp in ready}
+    caches = {name: AnswerCache(corpus.runs.answer_cache(name, fp)) for name, fp in ready}
     todo = {name: list({it.key: it for it in items if it.key not in caches[name].answers}.values())
             for name, _ in ready}
     total = sum(len(t) for t in todo.values())
@@ -263,8 +250,6 @@ def _worker(root: str, config, units: list, paths: dict[str, str], queue) -> dic
     """One evaluation worker process: one torch thread, its share of the units, the parent's settings."""
     import torch
 
-    from assistant.corpus.corpus import load_corpus
-
     torch.set_num_threads(1)
     corpus = load_corpus(root)
     corpus.config = config
@@ -273,7 +258,6 @@ def _worker(root: str, config, units: list, paths: dict[str, str], queue) -> dic
 
 def _cost(unit: tuple[str, bool, list]) -> int:
     """A unit's share of the decoding work: RAG prompts hold passages, about 3x a closed-book one."""
-    from assistant.variants.rag import RagVariant
 
     return len(unit[2]) * (3 if issubclass(variant_class(unit[0]), RagVariant) else 1)
 
@@ -315,11 +299,10 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
     if limit is not None and limit < 1:
         raise UsageError("--limit must be at least 1")
     if not corpus.questions("test"):  # general/safety suites alone say nothing about the corpus
-        raise CorpusError([_no_questions(corpus)])
+        raise CorpusError([no_test_questions(corpus)])
     items = eval_items(corpus, limit, console)
     if not items:
-        raise CorpusError([_no_questions(corpus)])
-    from assistant.variants.build import corpus_lock
+        raise CorpusError([no_test_questions(corpus)])
 
     with corpus_lock(corpus):  # no build may replace an adapter while it answers
         ready = ready_variants(corpus, variants, console)
@@ -344,14 +327,11 @@ def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | Non
 
 def environment(corpus: Corpus, variants: list[str]) -> dict:
     """The report card of this evaluation: where the answers were generated, where each adapter trained."""
-    from assistant.variants import training
-    from assistant.model.loading import numerics
-    from assistant.runtime import report_card
 
     trained = {}
     for name in variants:
         try:
-            log = read_json(training.variant_dir(corpus, name) / training.LOG_FILE)
+            log = read_json(corpus.runs.training_log(name))
             trained[name] = (log["device"], log["dtype"])
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not an adapter, or a log from before these fields
@@ -363,8 +343,6 @@ def environment(corpus: Corpus, variants: list[str]) -> dict:
 
 
 def _judge(corpus: Corpus, items: list[EvalItem], answers: dict, rows: list[dict], console: Console) -> dict:
-    from assistant.evaluation.judge import judge_evaluation
-
     passages = {(v, it.slice, it.qa.id): [s.get("text", "") for s in answers[v][it.key].get("sources", [])]
                 for v in answers for it in items}
     cfg = corpus.config.judge
@@ -383,7 +361,6 @@ def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None
     verdict are out before training starts; their answers are cached, so the final evaluation only
     answers for the fine-tunes just trained.
     """
-    from assistant.variants.build import build_variants
 
     classes = {}
     for name in variants or VARIANTS:
@@ -402,10 +379,3 @@ def compare(corpus: Corpus, variants: list[str] | None = None, limit: int | None
         build_variants(corpus, variants)
     return evaluate(corpus, variants, limit, judge=judge)
 
-
-def _no_questions(corpus: Corpus):
-    from assistant.corpus.corpus import Problem
-
-    qa = corpus.qa_path
-    return Problem(str(qa), 1, ("no test questions to evaluate" if qa.exists() else "file not found: no test "
-                   "questions to evaluate") + "; add rows with \"split\": \"test\" (`assistant import` can make them)")

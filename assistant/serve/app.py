@@ -146,7 +146,7 @@ def history_of(turns: list[tuple[str, Column]]) -> list[tuple[str, str]]:
 
 
 def votes_path(corpus: Corpus) -> Path:
-    return corpus.runs_dir / "votes.jsonl"
+    return corpus.runs.votes
 
 
 def votes_table(corpus: Corpus) -> list[list] | None:
@@ -173,7 +173,7 @@ def start_evaluation(corpus: Corpus, command: list[str] | None = None) -> str:
     job = _eval_jobs.get(key)
     if job is not None and job.poll() is None:
         return f"An evaluation is already running (pid {job.pid}); press Refresh when it finishes."
-    log_path = corpus.runs_dir / "eval" / "app-evaluation.log"
+    log_path = corpus.runs.app_eval_log
     log_path.parent.mkdir(parents=True, exist_ok=True)
     cmd = command or [sys.executable, "-m", "assistant.cli", "eval", str(corpus.root)]
     with open(log_path, "w") as out:
@@ -189,7 +189,7 @@ def evaluation_status(corpus: Corpus) -> str:
         return f"Evaluation running (pid {job.pid})…"
     if job.returncode == 0:
         return "The evaluation started from here has finished."
-    log_path = corpus.runs_dir / "eval" / "app-evaluation.log"
+    log_path = corpus.runs.app_eval_log
     return f"The evaluation failed (exit code {job.returncode}); see `{log_path}`."
 
 
@@ -390,7 +390,7 @@ def label_next(corpus: Corpus, n: int = labels.DEFAULT_N) -> tuple[dict | None, 
     rows = labels.latest_results(corpus)
     if not rows:
         return None, f"No evaluation to label yet: run `assistant eval {corpus.root}`.", ""
-    path = labels.labels_path(corpus)
+    path = corpus.runs.labels
     done, skips = labels.read_labels(path), labels.read_skips(path)
     items = labels.sample(rows, n, corpus.config.evaluation.seed)
     todo = labels.pending(items, done, skips)
@@ -405,7 +405,7 @@ def label_record(corpus: Corpus, row: dict | None, label: str, labeller: str) ->
     """Save the label (or skip) of `row` to labels.jsonl, then show the next answer."""
     if row:
         try:
-            labels.append_label(labels.labels_path(corpus), row, label, labeller)
+            labels.append_label(corpus.runs.labels, row, label, labeller)
         except OSError as e:
             return row, f"**Could not record the label ({e}).**\n\n" + labels.render(row), ""
     return label_next(corpus)
@@ -416,7 +416,7 @@ def label_undo(corpus: Corpus) -> tuple[dict | None, str, str]:
     rows = labels.latest_results(corpus)
     keys = {labels.key(r) for r in labels.sample(rows, labels.DEFAULT_N, corpus.config.evaluation.seed)}
     try:
-        labels.undo_last(labels.labels_path(corpus), keys)
+        labels.undo_last(corpus.runs.labels, keys)
     except OSError as e:
         current, card, progress = label_next(corpus)
         return current, f"**Could not undo ({e}).**\n\n" + card, progress
@@ -428,7 +428,7 @@ def label_tab(corpus: Corpus):
     gr.Markdown("Judge answers of the latest evaluation as a careful reader would, from the reference and the "
                 "passages. The answers come in a seeded random order, every variant's answer to each question "
                 "(the same queue as `assistant label`), so the labels are a random sample the report can correct "
-                f"its rates with. Labels land in `{labels.labels_path(corpus)}`; see docs/labelling.md.")
+                f"its rates with. Labels land in `{corpus.runs.labels}`; see docs/labelling.md.")
     labeller = gr.Textbox(label="Your name", value=os.environ.get("USER", ""), max_lines=1, elem_id="labeller")
     progress = gr.Markdown(elem_id="label-progress")
     card = gr.Markdown(elem_id="label-card")

@@ -18,6 +18,7 @@ from assistant.config import VARIANTS
 from assistant.model.engine import Engine
 from assistant.corpus.corpus import Corpus
 from assistant.storage import read_jsonl
+from assistant.evaluation.report import disagreements as differing  # the one definition, as in report.md
 from assistant.model.loading import ModelError
 from assistant.variants import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Variant, load_variant, open_engine, variant_class
 
@@ -205,8 +206,8 @@ def _stream_batch(variants: dict[str, Variant], batch: dict[str, Prompt], cols: 
 # -- the latest evaluation --------------------------------------------------------------------
 def latest_eval_dir(corpus: Corpus) -> Path | None:
     """`eval/latest` (a link, or a file naming the folder), else the newest folder with metrics."""
-    root = corpus.runs_dir / "eval"
-    latest = root / "latest"
+    root = corpus.runs.evals
+    latest = corpus.runs.latest_eval
     if latest.is_dir():
         return latest
     if latest.is_file():
@@ -234,7 +235,6 @@ def disagreements(metrics: dict, results: list[dict]) -> tuple[list[str], list[l
     if isinstance(given, list) and given and all(isinstance(r, dict) for r in given):
         headers = list(dict.fromkeys(k for r in given for k in r))
         return headers, [[_cell(r.get(h)) for h in headers] for r in given[:MAX_TABLE_ROWS]]
-    from assistant.evaluation.report import disagreements as differing  # the one definition, as in report.md
 
     clean = []
     for r in results:  # read defensively: results.jsonl of older versions may lack fields

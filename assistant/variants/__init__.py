@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import importlib
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
-from assistant.config import VARIANTS
+from assistant.config import VARIANTS, GenerationSettings, ModelSettings, ServerSettings
 from assistant.corpus.corpus import Corpus
 from assistant.model.engine import Engine
 from assistant.model.loading import load_model, numerics
-from assistant.variants.base import ABSTAIN_TEXT, Answer, NotBuilt, Prompt, Source, Variant
-
-if TYPE_CHECKING:
-    from assistant.model.remote import RemoteEngine
+from assistant.model.remote import RemoteEngine, open_remote_engine
+from assistant.errors import NotBuilt
+from assistant.variants.base import ABSTAIN_TEXT, Answer, Prompt, Variant
+from assistant.variants.retrieval import Source
 
 __all__ = ["ABSTAIN_TEXT", "Answer", "NotBuilt", "Prompt", "Source", "Variant", "VARIANTS",
            "variant_class", "open_engine", "load_variant"]
@@ -45,8 +44,6 @@ def variant_class(name: str) -> type[Variant]:
 
 @lru_cache(maxsize=4)
 def _engine_for(model_json: str, gen_json: str) -> Engine:
-    from assistant.config import GenerationSettings, ModelSettings
-
     gen = GenerationSettings.model_validate_json(gen_json)
     model, tok = load_model(ModelSettings.model_validate_json(model_json))
     return Engine(model, tok, max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size,
@@ -54,16 +51,13 @@ def _engine_for(model_json: str, gen_json: str) -> Engine:
 
 
 @lru_cache(maxsize=4)
-def _remote_for(server_json: str, model_name: str, gen_json: str) -> "RemoteEngine":
-    from assistant.config import GenerationSettings, ServerSettings
-    from assistant.model.remote import open_remote_engine  # imports openai: only when a server answers
-
+def _remote_for(server_json: str, model_name: str, gen_json: str) -> RemoteEngine:
     gen = GenerationSettings.model_validate_json(gen_json)
     return open_remote_engine(ServerSettings.model_validate_json(server_json), model_name, gen.max_new_tokens,
                               gen.batch_size)
 
 
-def open_engine(corpus: Corpus, evaluation: bool = True) -> "Engine | RemoteEngine":
+def open_engine(corpus: Corpus, evaluation: bool = True) -> Engine | RemoteEngine:
     """The corpus's base model, loaded once per process and shared by every variant, or, with
     `model.server`, the server that answers for it.
 

@@ -8,25 +8,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 from assistant.corpus.corpus import Corpus
-from assistant.errors import AssistantError
+from assistant.errors import NotBuilt  # noqa: F401  (re-exported: variants raise it)
 from assistant.model.engine import Engine, Messages
+from assistant.variants.retrieval import Source
 
 ABSTAIN_TEXT = "I don't know."
-
-
-@dataclass
-class Source:
-    """A retrieved passage shown with an answer."""
-
-    path: str
-    heading: str
-    text: str
-    score: float
-    rank: int = 0
-    page: int | None = None  # PDFs: the page the passage is on, cited as "docs/manual.pdf p. 3"
-
-    def citation(self) -> str:
-        return f"{self.path} p. {self.page}" if self.page else self.path
 
 
 @dataclass
@@ -49,10 +35,6 @@ class Answer:
         for row, s in zip(d["sources"], self.sources):
             row["citation"] = s.citation()
         return d
-
-
-class NotBuilt(AssistantError):
-    """A variant's artifacts are missing; the message names the command that builds them."""
 
 
 @dataclass

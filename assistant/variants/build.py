@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
-from filelock import FileLock
 from rich.console import Console
 
 from assistant.config import VARIANTS
-from assistant.corpus.corpus import Corpus
-from assistant.storage import hold_lock, lock_for, recover_swap
-from assistant.variants import NotBuilt, variant_class
-
-_held: dict[str, FileLock] = {}  # one lock object per corpus in a process, so `compare` can re-enter it
-
-
-@contextmanager
-def corpus_lock(corpus: Corpus):
-    """Held while a corpus's variants are built or evaluated: one process at a time per corpus, so
-    two builds never share (or delete) a checkpoint folder and an evaluation never reads an adapter
-    being replaced. A second process fails at once with LockedError (exit 2) instead of waiting."""
-    path = corpus.runs_dir / "corpus"
-    lock = _held.setdefault(str(path), lock_for(path, timeout=0))
-    with hold_lock(lock, f"another process is building or evaluating corpus {corpus.name!r}"):
-        yield
+from assistant.corpus.corpus import Corpus, corpus_lock
+from assistant.errors import NotBuilt
+from assistant.storage import recover_swap
+from assistant.variants import variant_class
 
 
 def build_variants(corpus: Corpus, names: list[str] | None = None, force: bool = False) -> dict[str, dict]:
@@ -34,7 +19,7 @@ def build_variants(corpus: Corpus, names: list[str] | None = None, force: bool =
 
 def recover_interrupted(corpus: Corpus) -> None:
     """Under the corpus lock: put back an artifact a killed rebuild had moved aside mid-swap."""
-    for folder in (corpus.runs_dir / "rag", corpus.runs_dir / "sft" / "adapter", corpus.runs_dir / "rag_sft" / "adapter"):
+    for folder in corpus.runs.swapped_artifacts():
         recover_swap(folder)
 
 

@@ -17,10 +17,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from assistant.corpus.corpus import Corpus
-from assistant.errors import UsageError
+from assistant.errors import NotBuilt, UsageError
+from assistant.model.loading import load_tokenizer, numerics, resolve_model
 from assistant.storage import atomic_dir, read_json
-from assistant.variants import NotBuilt, training, variant_class
-from assistant.variants.base import Source
+from assistant.variants import training, variant_class
+from assistant.variants.retrieval import Source
 from assistant.variants.rag import rag_messages
 
 EXPORTABLE = ("sft", "rag_sft")
@@ -60,8 +61,6 @@ def merged(corpus: Corpus, variant: str):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from assistant.model.loading import load_tokenizer, numerics, resolve_model
-
     path = resolve_model(corpus.config.model.name)
     _, dtype = numerics(corpus.config.model, evaluation=True)
     # On the CPU: merging is one addition per layer, and the folder is written from there anyway.
@@ -72,7 +71,7 @@ def merged(corpus: Corpus, variant: str):
 
 def latest_figures(corpus: Corpus, variant: str) -> dict | None:
     """The latest evaluation's metrics.json, if it evaluated `variant` (else None)."""
-    folder = corpus.runs_dir / "eval" / "latest"
+    folder = corpus.runs.latest_eval
     try:
         metrics = read_json(folder / "metrics.json")
     except (OSError, ValueError):

@@ -19,7 +19,7 @@ class FineTuned:
 
     def __init__(self, corpus: Corpus, engine: Engine):
         super().__init__(corpus, engine)  # type: ignore[call-arg]
-        engine.add_adapter(self.adapter, str(training.adapter_dir(corpus, self.name)))
+        engine.add_adapter(self.adapter, str(corpus.runs.adapter(self.name)))
 
     @classmethod
     def is_built(cls, corpus: Corpus) -> bool:

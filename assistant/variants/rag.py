@@ -13,7 +13,8 @@ from contextlib import contextmanager
 
 from assistant.corpus.corpus import Corpus
 from assistant.model.engine import Engine, Messages
-from assistant.variants.base import Prompt, Source, Variant
+from assistant.variants.base import Prompt, Variant
+from assistant.variants.retrieval import Retriever, Source, build_index, index_fingerprint, is_index_fresh
 
 PROMPT_VERSION = "1"  # bump when rag_messages changes: cached evaluation answers depend on it
 INSTRUCTION = ("Answer the question using only the passages above, and cite the passage you used "
@@ -38,28 +39,20 @@ class RagVariant(Variant):
     gate_is_open = False  # see gate_open()
 
     def __init__(self, corpus: Corpus, engine: Engine):
-        from assistant.variants.retrieval import Retriever
-
         super().__init__(corpus, engine)
         self.retriever = Retriever.load(corpus)
         self.settings = corpus.config.retrieval
 
     @classmethod
     def is_built(cls, corpus: Corpus) -> bool:
-        from assistant.variants.retrieval import is_index_fresh
-
         return is_index_fresh(corpus)
 
     @classmethod
     def build(cls, corpus: Corpus, force: bool = False) -> dict:
-        from assistant.variants.retrieval import build_index
-
         return build_index(corpus, force=force)
 
     @classmethod
     def fingerprint(cls, corpus: Corpus) -> str:
-        from assistant.variants.retrieval import index_fingerprint
-
         r = corpus.config.retrieval
         key = (super().fingerprint(corpus) + index_fingerprint(corpus) + PROMPT_VERSION
                + r.model_dump_json(include={"top_k", "min_score", "below_min_score", "hnsw_ef_search", "ivf_nprobe"}))

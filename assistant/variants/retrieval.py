@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import resource
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,17 +26,17 @@ import numpy as np
 from assistant.corpus.chunking import Chunk, chunk_documents, token_counter
 from assistant.config import RetrievalSettings
 from assistant.corpus.corpus import Corpus
-from assistant.model.loading import load_embedder  # the one loader; re-exported for callers of retrieval
+from assistant.corpus.runs import BUILD_FILE, CHUNKS_FILE, INDEX_FILE, MANIFEST_FILE
+from assistant.errors import NotBuilt
+from assistant.model.loading import embed, load_embedder  # the one loader and embedder; re-exported for callers
 from assistant.storage import atomic_dir, read_json
-from assistant.runtime import report_card, torch_threads
-from assistant.variants.base import NotBuilt, Source
+from assistant.runtime import peak_memory_mb, report_card, torch_threads
 
-__all__ = ["Chunk", "Retriever", "build_index", "index_dir", "is_index_fresh", "index_fingerprint",
+__all__ = ["Chunk", "Retriever", "build_index", "is_index_fresh", "index_fingerprint",
            "load_embedder", "embed", "embed_queries", "gold_rank", "retrieval_metrics",
            "evaluate_retrieval", "report_retrieval"]
 
 FORMAT = 1  # bump when the files' layout or the chunk text changes meaning
-INDEX_FILE, CHUNKS_FILE, MANIFEST_FILE, BUILD_FILE = "index.faiss", "chunks.jsonl", "manifest.json", "build.json"
 QUERY_CACHE = 4096  # query embeddings kept per loaded index
 LARGE_INDEX = 5000  # chunks above which a build says it will take a while (the issue's 5 MB document: 14,067)
 QUERY_BATCH_THREADED = 8  # query batches up to this size are embedded on one thread
@@ -46,10 +46,6 @@ INDEX_SETTINGS = {"embedder", "index", "approximate_above", "hnsw_m", "ivf_nlist
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def index_dir(corpus: Corpus) -> Path:
-    return corpus.runs_dir / "rag"
 
 
 def index_fingerprint(corpus: Corpus) -> str:
@@ -63,19 +59,28 @@ def index_fingerprint(corpus: Corpus) -> str:
 
 def is_index_fresh(corpus: Corpus) -> bool:
     """True when a complete index built from the current documents and settings is on disk."""
-    folder = index_dir(corpus)
+    folder = corpus.runs.index
     manifest = read_json(folder / MANIFEST_FILE)
     return (manifest is not None and manifest.get("fingerprint") == index_fingerprint(corpus)
             and (folder / INDEX_FILE).is_file() and (folder / CHUNKS_FILE).is_file())
 
 
+@dataclass
+class Source:
+    """A retrieved passage, as shown with an answer."""
+
+    path: str
+    heading: str
+    text: str
+    score: float
+    rank: int = 0
+    page: int | None = None  # PDFs: the page the passage is on, cited as "docs/manual.pdf p. 3"
+
+    def citation(self) -> str:
+        return f"{self.path} p. {self.page}" if self.page else self.path
+
+
 # -- embeddings -------------------------------------------------------------------------------
-def embed(embedder, texts: Sequence[str], progress: bool = False, batch_size: int = 64) -> np.ndarray:
-    vecs = embedder.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=progress)
-    return np.ascontiguousarray(vecs, dtype=np.float32)
-
-
 def embed_queries(embedder, queries: Sequence[str]) -> np.ndarray:
     if len(queries) > QUERY_BATCH_THREADED:
         return embed(embedder, queries)
@@ -127,24 +132,12 @@ def tune_index(index, settings: RetrievalSettings) -> None:
 
 
 # -- build ------------------------------------------------------------------------------------
-def _peak_memory_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            peak += torch.cuda.max_memory_allocated() / 2**20
-    except Exception:
-        pass
-    return round(peak, 1)
-
-
 def build_index(corpus: Corpus, force: bool = False) -> dict:
     """Chunk, embed and index the corpus under runs/<corpus>/rag/ unless an up-to-date index exists.
 
     Returns the content of build.json (with "reused": True when nothing had to be done).
     """
-    target = index_dir(corpus)
+    target = corpus.runs.index
     if not force and is_index_fresh(corpus):
         return {**(read_json(target / BUILD_FILE) or {}), "reused": True}
     cfg = corpus.config
@@ -185,7 +178,7 @@ def build_index(corpus: Corpus, force: bool = False) -> dict:
         report.update({
             "fingerprint": fingerprint, "build_time_s": round(build_s, 3),
             "artifact_bytes": sum(p.stat().st_size for p in tmp.iterdir()),
-            "peak_memory_mb": _peak_memory_mb(), "chunks": len(chunks), "documents": len(corpus.documents),
+            "peak_memory_mb": peak_memory_mb(), "chunks": len(chunks), "documents": len(corpus.documents),
             "index_type": kind, "embedder": cfg.retrieval.embedder, "dim": int(vectors.shape[1]),
             "embed_time_s": round(embed_s, 3), "index_time_s": round(index_s, 4),
             "chunks_per_s": round(len(chunks) / max(embed_s + index_s, 1e-9), 1),
@@ -221,11 +214,11 @@ class Retriever:
     def load(cls, corpus: Corpus) -> Retriever:
         """The corpus's index, loaded once per process; NotBuilt when missing or stale."""
         if not is_index_fresh(corpus):
-            state = "out of date" if (index_dir(corpus) / MANIFEST_FILE).exists() else "not built"
+            state = "out of date" if (corpus.runs.index / MANIFEST_FILE).exists() else "not built"
             raise NotBuilt(f"the retrieval index of corpus {corpus.name!r} is {state}; "
                            f"run: assistant build {corpus.root} --variant rag")
         cfg = corpus.config
-        return _load_cached(str(index_dir(corpus).resolve()), index_fingerprint(corpus),
+        return _load_cached(str(corpus.runs.index.resolve()), index_fingerprint(corpus),
                             cfg.retrieval.model_dump_json(), cfg.model.device)
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:

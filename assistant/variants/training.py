@@ -20,23 +20,27 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import resource
 import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from assistant.config import LoraSettings
-from assistant.corpus.corpus import Corpus, QAItem
-from assistant.runtime import report_card
+from assistant.config import ChunkSettings, LoraSettings
+from assistant.corpus.chunking import chunk_documents, token_counter
+from assistant.corpus.corpus import Corpus, QAItem, corpus_lock, load_corpus
+from assistant.corpus.runs import ADAPTER, BUILD_FILE, CHECKPOINTS, LOG_FILE, TENSORBOARD
+from assistant.errors import NotBuilt
+from assistant.model.loading import load_tokenizer, pick_device, pick_dtype, resolve_model
+from assistant.runtime import peak_memory_mb, quiet_libraries, report_card
 from assistant.storage import atomic_dir, atomic_write_json, read_json
+from assistant.text import contains_fact  # the one normaliser: "thirty days" holds "30 days"
+from assistant.variants.rag import PROMPT_VERSION, rag_messages
+from assistant.variants.retrieval import Retriever, Source, build_index, index_fingerprint, is_index_fresh
 
 FORMAT = 1  # bump when the training data recipe changes: adapters built before retrain
 RAFT_FIELDS = {"distractors", "gold_fraction", "rag_sft_epochs"}  # settings that only rag_sft reads
 SFT_ONLY_FIELDS = {"epochs"}  # settings that only sft reads
-ADAPTER, CHECKPOINTS, LOG_FILE, BUILD_FILE = "adapter", "checkpoints", "training_log.json", "build.json"
-TENSORBOARD = "tensorboard"  # the Trainer's TensorBoard event files, beside the adapter
 
 
 def _log(msg: str) -> None:
@@ -67,8 +71,6 @@ def qa_examples(corpus: Corpus, split: str) -> list[dict]:
 
 def text_examples(corpus: Corpus, tokenizer, max_tokens: int) -> list[dict]:
     """Document chunks for plain language modelling (corpora without QA pairs)."""
-    from assistant.corpus.chunking import chunk_documents, token_counter
-    from assistant.config import ChunkSettings
 
     # The heading trail leads each chunk, so the model sees which topic the text belongs to.
     size = max(16, min(max_tokens - 32, 2048))
@@ -78,8 +80,6 @@ def text_examples(corpus: Corpus, tokenizer, max_tokens: int) -> list[dict]:
 
 
 def _has_facts(text: str, facts: list[str]) -> int:
-    from assistant.text import contains_fact  # the one normaliser: "thirty days" holds "30 days"
-
     return sum(contains_fact(text, f) for f in facts)
 
 
@@ -88,7 +88,6 @@ def gold_passage(q: QAItem, chunks: list, hits: list):
 
     Ties go to the chunk the retriever ranked higher, then to document order.
     """
-    from assistant.variants.base import Source
 
     rank = {(h.path, h.text): h.rank for h in hits}
     candidates = [c for c in chunks if c.path == q.source]
@@ -107,7 +106,6 @@ def raft_examples(corpus: Corpus, retriever, split: str, settings: LoraSettings)
     what it learnt. With the gold present the answer cites it as `[n]`, as the rag instruction asks.
     Passage order is shuffled with a per-question seed, so the data is deterministic.
     """
-    from assistant.variants.rag import rag_messages
 
     system = corpus.config.system_prompt
     questions = training_questions(corpus, split)
@@ -170,11 +168,11 @@ def fit_examples(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dic
 
 # -- fingerprints and state -------------------------------------------------------------------
 def variant_dir(corpus: Corpus, variant: str) -> Path:
-    return corpus.runs_dir / variant
+    return corpus.runs.variant(variant)
 
 
 def adapter_dir(corpus: Corpus, variant: str) -> Path:
-    return variant_dir(corpus, variant) / ADAPTER
+    return corpus.runs.adapter(variant)
 
 
 def fingerprint(corpus: Corpus, variant: str) -> str:
@@ -189,9 +187,6 @@ def fingerprint(corpus: Corpus, variant: str) -> str:
     if variant == "rag_sft" or not training_questions(corpus, "train"):
         corpus.hash_documents(h)  # the documents are training data too
     if variant == "rag_sft":
-        from assistant.variants.retrieval import index_fingerprint
-        from assistant.variants.rag import PROMPT_VERSION
-
         h.update(f"{index_fingerprint(corpus)}\0{PROMPT_VERSION}\0".encode())
         h.update(cfg.retrieval.model_dump_json().encode())
     return h.hexdigest()[:16]
@@ -389,23 +384,13 @@ def _curves(history: list[dict]) -> dict:
     return {"train_loss": train, "val_loss": val, "train_loss_per_epoch": epochs}
 
 
-def _peak_memory_mb() -> float:
-    import torch
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    if torch.cuda.is_available():
-        peak += torch.cuda.max_memory_allocated() / 2**20
-    return round(peak, 1)
-
-
 def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict:
     """Train (or resume) the job's adapter and publish it; return the build report."""
     from datasets import Dataset
     from datasets.utils.logging import disable_progress_bar
     from transformers import AutoModelForCausalLM, ProgressCallback
 
-    from assistant.model.loading import load_tokenizer, pick_device, pick_dtype, resolve_model
-    from assistant.variants.shared_prefix import SharedPrefixSFTTrainer
+    from assistant.variants.shared_prefix import SharedPrefixSFTTrainer  # imports trl (3.8 s): only when training
 
     disable_progress_bar()  # the dataset preparation bars; training keeps its own
     score_labelled_positions_only()
@@ -476,7 +461,7 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
         # positions not computed because the rows of a batch share them (assistant/variants/shared_prefix.py)
         "shared_prefix_tokens_saved": trainer.prefix_tokens_saved,
         "tokens_per_s": round(tokens / timer.seconds, 1) if timer.seconds else None,
-        "peak_memory_mb": _peak_memory_mb(), "trainable_params": trainable, "total_params": total,
+        "peak_memory_mb": peak_memory_mb(), "trainable_params": trainable, "total_params": total,
         "train_runtime_s": output.metrics.get("train_runtime"),
         "settings": s.model_dump(), "fingerprint": fp, **fitted, **job.extra, **curves,
         "environment": report_card(training=(device, dtype)),
@@ -494,8 +479,6 @@ def process_state(device_setting: str):
     that, every process would believe it is the only one.
     """
     from accelerate import PartialState
-
-    from assistant.model.loading import pick_device
 
     return PartialState(cpu=pick_device(device_setting).type == "cpu")
 
@@ -535,7 +518,6 @@ def sft_job(corpus: Corpus) -> TrainJob:
     train_rows = qa_examples(corpus, "train")
     if train_rows:
         return TrainJob("sft", train_rows, qa_examples(corpus, "val"), s.epochs, "qa")
-    from assistant.model.loading import load_tokenizer, resolve_model
 
     tokenizer = load_tokenizer(resolve_model(corpus.config.model.name))
     rows = text_examples(corpus, tokenizer, s.max_length)
@@ -544,8 +526,6 @@ def sft_job(corpus: Corpus) -> TrainJob:
 
 
 def rag_sft_job(corpus: Corpus) -> TrainJob:
-    from assistant.variants.retrieval import Retriever
-
     s = corpus.config.lora
     if not training_questions(corpus, "train"):
         raise _not_built(f"rag_sft needs answerable train questions in {corpus.qa_path} "
@@ -557,8 +537,6 @@ def rag_sft_job(corpus: Corpus) -> TrainJob:
 
 
 def _not_built(msg: str) -> Exception:
-    from assistant.variants.base import NotBuilt
-
     return NotBuilt(msg)
 
 
@@ -567,8 +545,6 @@ def build(corpus: Corpus, variant: str, force: bool = False, progress: bool = Tr
     if not force and is_trained(corpus, variant):
         return {**(read_json(variant_dir(corpus, variant) / BUILD_FILE) or {}), "reused": True}
     if variant == "rag_sft":
-        from assistant.variants.retrieval import build_index, is_index_fresh
-
         with process_state(corpus.config.model.device).main_process_first():  # one process builds the index, the others read it
             if not is_index_fresh(corpus):
                 build_index(corpus)
@@ -587,9 +563,6 @@ def main(argv: list[str] | None = None) -> int:
     """`python -m assistant.variants.training CORPUS --variant sft`, also under `accelerate launch`."""
     import argparse
 
-    from assistant.runtime import quiet_libraries
-    from assistant.corpus.corpus import load_corpus
-
     p = argparse.ArgumentParser(prog="python -m assistant.variants.training", description=main.__doc__)
     p.add_argument("corpus")
     p.add_argument("--variant", choices=["sft", "rag_sft"], default="sft")
@@ -600,8 +573,6 @@ def main(argv: list[str] | None = None) -> int:
     if process_state(corpus.config.model.device).num_processes > 1:  # accelerate launch: the launcher's job
         report = build(corpus, a.variant, force=a.force)
     else:
-        from assistant.variants.build import corpus_lock
-
         with corpus_lock(corpus):
             report = build(corpus, a.variant, force=a.force)
     print(json.dumps(report, indent=2))
