@@ -97,10 +97,20 @@ def peak_memory_mb() -> float:
 def reset_peak_memory() -> bool:
     """Start a new stage's high-water mark; False where the peak cannot be reset (it then spans the
     process so far). Linux resets the resident-set peak (VmHWM, which ru_maxrss reports) on a write
-    of "5" to /proc/self/clear_refs."""
+    of "5" to /proc/self/clear_refs. First the memory the last stage freed goes back to the system:
+    glibc's allocator keeps freed heap (gigabytes after a training step), which the next stage of
+    the same process would otherwise carry in its resident set."""
+    import ctypes
+    import gc
+
+    gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc (macOS, musl): nothing to trim this way
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
