@@ -103,8 +103,8 @@ class LoraSettings(Settings):
     # Memory, not results: a step's rows run as micro-batches with gradient accumulation when, at the
     # longest row's length, they would exceed this many tokens per pass (same rows per step, same
     # updates up to rounding). 8 rows of 512 tokens in one pass peaked at 9.5 GB; in passes of 2 rows
-    # training stays under 3 GB (bench/training_memory.py), while ecostride's sft rows (at most 134
-    # tokens) keep their single pass of 8, which shares the system prompt most.
+    # (with the CPU's small LM-head tiles) 2.6 GB (bench/training_memory.py), while ecostride's sft
+    # rows (at most 134 tokens) keep their single pass of 8, which shares the system prompt most.
     max_batch_tokens: int = Field(
         1536, ge=0, description="tokens one forward/backward pass may hold (rows x longest row); a larger "
                                 "step is split into micro-batches with gradient accumulation; 0 = no limit")
