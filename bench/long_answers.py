@@ -2,12 +2,12 @@
 
     python bench/long_answers.py [OUT] [--docs corpora/python-faq/docs] [--documents 17]
 
-Real text, long answers: the Python FAQ's Markdown (corpora/python-faq/docs) is cut into
-`--documents` documents along its `##` sections, and every FAQ entry (`###` heading) becomes a
+Real text, long answers: the Python FAQ's Markdown (corpora/python-faq/docs) is cut into about
+`--documents` documents along its `##` sections (18 for the default 17), and every FAQ entry (`###` heading) becomes a
 question whose reference answer is the entry's text followed by the entries after it, cut at the
 token budget that makes prompt plus answer reach `--max-length` tokens with the corpus's model
 tokenizer. One entry in eight goes to val, one to test; the others are trained under two wordings,
-which gives ~180 train pairs of ~512 tokens: the shape of corpus that issue 29 measured at 10.5 GB.
+which gives 180 train pairs of ~512 tokens: the shape of corpus that issue 29 measured at 10.5 GB.
 """
 
 from __future__ import annotations
