@@ -139,6 +139,14 @@ class LoraSettings(Settings):
     epochs: float = Field(6, gt=0, description="passes over the train split for sft (early stopping may end sooner)")
     batch_size: int = Field(8, ge=1, description="examples per optimisation step (per device)")
     max_length: int = Field(512, ge=16, description="tokens per example; longer prompts are shortened in the middle, answers kept")
+    # Memory, not results: a step's rows run as micro-batches with gradient accumulation when, at the
+    # longest row's length, they would exceed this many tokens per pass (same rows per step, same
+    # updates up to rounding). 8 rows of 512 tokens in one pass peaked at 9.5 GB; in passes of 2 rows
+    # (with the CPU's small LM-head tiles) 2.6 GB (bench/training_memory.py), while ecostride's sft
+    # rows (at most 134 tokens) keep their single pass of 8, which shares the system prompt most.
+    max_batch_tokens: int = Field(
+        1536, ge=0, description="tokens one forward/backward pass may hold (rows x longest row); a larger "
+                                "step is split into micro-batches with gradient accumulation; 0 = no limit")
     early_stopping_patience: int = Field(2, ge=0, description="evaluations without val-loss gain; 0 disables")
     eval_steps: int = Field(
         0, ge=0, description="steps between val-loss evaluations, which are also the checkpoints that a "

@@ -1,5 +1,5 @@
 """The process's environment: offline switches and library verbosity, set once by each entry point,
-and the report card that says where a result was produced."""
+the report card that says where a result was produced, and the memory high-water mark of each stage."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import platform
 import resource
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -116,20 +117,6 @@ def cpu_kernels() -> str:
     return " ".join([torch.backends.cpu.get_cpu_capability(), vendor, *units]).strip()
 
 
-def peak_memory_mb() -> float:
-    """The process's peak resident memory so far, plus the peak CUDA allocation on a GPU, in MB: what
-    a build report says it took."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    try:
-        import torch  # heavy: the CLI imports this module before it knows whether the verb needs torch
-
-        if torch.cuda.is_available():
-            peak += torch.cuda.max_memory_allocated() / 2**20
-    except Exception:  # no usable torch: the resident memory alone
-        pass
-    return round(peak, 1)
-
-
 def _version(names: tuple[str, ...]) -> str | None:
     for name in names:
         try:
@@ -139,12 +126,63 @@ def _version(names: tuple[str, ...]) -> str | None:
     return None
 
 
+def peak_memory_mb() -> float:
+    """The process's memory high-water mark in MB since it started or since the last report card
+    closed a stage (reset_peak_memory): the resident set, plus the CUDA allocator's peak on a GPU."""
+    peak = _vm_hwm_mb()
+    if peak is None:  # not Linux: the process's peak since it started
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)
+    torch = sys.modules.get("torch")  # no GPU peak to add in a process that never imported torch
+    if torch is not None and torch.cuda.is_available():
+        peak += torch.cuda.max_memory_allocated() / 2**20
+    return round(peak, 1)
+
+
+def _vm_hwm_mb() -> float | None:
+    """Linux's resident-set high-water mark (VmHWM), which clear_refs resets; getrusage's ru_maxrss
+    may also keep the peak of threads that have exited since, so it is read only where VmHWM is not."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def reset_peak_memory() -> bool:
+    """Start a new stage's high-water mark; False where the peak cannot be reset (it then spans the
+    process so far). Linux resets the resident-set peak (VmHWM, which ru_maxrss reports) on a write
+    of "5" to /proc/self/clear_refs. First the memory the last stage freed goes back to the system:
+    glibc's allocator keeps freed heap (gigabytes after a training step), which the next stage of
+    the same process would otherwise carry in its resident set."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc (macOS, musl): nothing to trim this way
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def report_card(generation: tuple | None = None, training: tuple | dict | None = None, **extra) -> dict:
     """Where a result was produced: code, library versions, processor, threads, device and dtype.
 
     `generation` and `training` are (device, dtype) pairs (torch objects or strings), or for
     `training` a dict of them per adapter; a field that does not apply is None. `extra` fields are
     added as they are. Saved in metrics.json, the reports, build.json and training_log.json.
+
+    A card closes a stage (index build, training of one adapter, evaluation): `peak_memory_mb` is the
+    high-water mark since the previous card (or the process start), and the next stage starts afresh.
     """
     import torch  # heavy: the CLI imports this module before it knows whether the verb needs torch
 
@@ -157,7 +195,7 @@ def report_card(generation: tuple | None = None, training: tuple | dict | None =
         return {"device": str(device), "dtype": str(dtype).removeprefix("torch.")}
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {
+    card = {
         "git": git_state(),
         "python": platform.python_version(),
         **{name: _version(dists) for name, dists in PACKAGES.items()},
@@ -169,5 +207,8 @@ def report_card(generation: tuple | None = None, training: tuple | dict | None =
         "threads": torch.get_num_threads(),
         "generation": numerics(generation),
         "training": numerics(training),
+        "peak_memory_mb": peak_memory_mb(),
         **extra,
     }
+    reset_peak_memory()
+    return card

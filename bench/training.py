@@ -21,7 +21,9 @@ ablation of project sees the same batches and should agree closely).
                   trains with (the dtype is picked per CPU: bf16 with native bf16, else fp32)
     ablations     project with one choice reverted or changed: no_shared_prefix (every row runs the
                   system prompt itself), full_head (TRL scores every position
-                  in the LM head, not only the answer tokens), +checkpointing, random_order,
+                  in the LM head, not only the answer tokens), big_tiles (TRL's own LM-head tiles
+                  of 4096 positions x 32768 vocabulary entries on CPU too), whole_batch (no
+                  micro-batches: a step in one pass whatever lora.max_batch_tokens), +checkpointing, random_order,
                   batch8, batch32, attn_only (LoRA on q,k,v,o), padding_free, threads1, dropout0,
                   compile (torch.compile, inductor)
 
@@ -48,8 +50,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-CONFIGS = ["plain", "plain_fp32", "project", "no_shared_prefix", "full_head", "+checkpointing", "random_order", "batch8",
-           "batch32", "attn_only", "padding_free", "threads1", "dropout0", "compile"]
+CONFIGS = ["plain", "plain_fp32", "project", "no_shared_prefix", "full_head", "big_tiles", "whole_batch", "+checkpointing",
+           "random_order", "batch8", "batch32", "attn_only", "padding_free", "threads1", "dropout0", "compile"]
 
 
 def run_one(corpus_path: str, name: str, steps: int, warmup: int, n_val: int) -> dict:
@@ -88,13 +90,19 @@ def run_one(corpus_path: str, name: str, steps: int, warmup: int, n_val: int) ->
     else:
         if name != "full_head":
             training.score_labelled_positions_only()
+        if name != "big_tiles":
+            training.small_lm_head_tiles(device.type)
         dtype = pick_dtype(corpus.config.model.dtype, device)
+        tokenizer = load_tokenizer(path)
+        longest = min(s.max_length, max(training.row_tokens(r, tokenizer) for r in rows + val))
+        micro = s.batch_size if name == "whole_batch" else training.micro_batch_size(s, longest)
         change = {"+checkpointing": {training.checkpointing_argument(SFTConfig): True},
                   "random_order": {"train_sampling_strategy": "random"},
-                  "batch8": {"per_device_train_batch_size": 8}, "batch32": {"per_device_train_batch_size": 32},
+                  "batch8": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 1},
+                  "batch32": {"per_device_train_batch_size": 32, "gradient_accumulation_steps": 1},
                   "padding_free": {"padding_free": True, "max_length": None},
                   "compile": {"torch_compile": True}}.get(name, {})
-        args = training.sft_config(s, out, 1, 1, False, device.type, dtype, progress=False,
+        args = training.sft_config(s, out, 1, 1, False, device.type, dtype, progress=False, micro_batch=micro,
                                    completion_only_loss=True, **{**common, **change})
     model = AutoModelForCausalLM.from_pretrained(path, **({"dtype": dtype} if dtype else {}))
 
@@ -124,7 +132,8 @@ def run_one(corpus_path: str, name: str, steps: int, warmup: int, n_val: int) ->
     return {"config": name, "tokens_per_s": round((n1 - n0) / (t1 - t0), 1),
             "tokens_per_cpu_s": round((n1 - n0) / (c1 - c0), 1), "s_per_step": round((t1 - t0) / (len(meter.marks) - warmup), 2),
             "tokens_per_step": round((n1 - n0) / (len(meter.marks) - warmup)), "steps": len(meter.marks),
-            "batch_size": args.per_device_train_batch_size, "bf16": bool(args.bf16),
+            "batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps,
+            "micro_batch": args.per_device_train_batch_size, "bf16": bool(args.bf16),
             "checkpointing": bool(getattr(args, training.checkpointing_argument(type(args)))), "sampler": args.train_sampling_strategy,
             "threads": torch.get_num_threads(), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "dtype": str(model.dtype).removeprefix("torch."), "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -96,6 +96,103 @@ def test_scoring_only_answer_positions_keeps_the_loss_and_gradients(tiny_corpus_
     torch.testing.assert_close(compact[1], full[1])
 
 
+def test_small_lm_head_tiles_keep_the_loss_and_gradients(tiny_corpus_dir, monkeypatch):
+    """TRL's fused LM head in tiles of a few positions and part of the vocabulary: same loss, same gradients."""
+    import torch
+    from datasets import Dataset
+    from trl import SFTTrainer
+    from trl.kernels import chunked_logprob
+    from trl.trainer import utils as trl_utils
+
+    configure(tiny_corpus_dir)
+    corpus = load_corpus(tiny_corpus_dir)
+    model, tok = tiny_model()
+    model.double()  # float64: two orders of summation agree far below any real difference
+    s = corpus.config.lora
+    args = training.sft_config(s, tiny_corpus_dir / "ck", 1, 2, False, "cpu", model.dtype, progress=False,
+                               completion_only_loss=True, report_to="none")
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(training.qa_examples(corpus, "train")),
+                         processing_class=tok, peft_config=training.lora_config(s))
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    with torch.no_grad():  # non-zero LoRA B, so the gradient reaches every LoRA matrix
+        for n, w in trainer.model.named_parameters():
+            if "lora_B" in n:
+                w.copy_(torch.randn(w.shape, generator=torch.Generator().manual_seed(0)) * 0.1)
+    lora = [w for _, w in trainer.model.named_parameters() if w.requires_grad]
+
+    def loss_and_grads():
+        trainer.model.zero_grad()
+        loss = trainer.compute_loss(trainer.model, dict(batch))
+        loss.backward()
+        return loss.detach(), [w.grad.clone() for w in lora]
+
+    big = loss_and_grads()
+    for module, name in ((chunked_logprob, "TOKEN_CHUNK_SIZE"), (trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE")):
+        monkeypatch.setattr(module, name, getattr(module, name))  # restored after the test
+    positions = int((batch["labels"] != -100).sum())
+    monkeypatch.setattr(training, "CPU_LM_HEAD_TILE", (max(1, positions // 3), 5000))  # several tiles both ways
+    assert training.small_lm_head_tiles("cpu") and not training.small_lm_head_tiles("cuda")
+    assert chunked_logprob.TOKEN_CHUNK_SIZE < positions
+    small = loss_and_grads()
+    torch.testing.assert_close(small[0], big[0], rtol=1e-10, atol=1e-12)
+    for a, b in zip(small[1], big[1]):  # TRL accumulates the head's gradients in float32, whatever the dtype
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max()))
+
+
+def test_micro_batch_is_the_largest_divisor_of_the_batch_within_the_token_budget():
+    from assistant.config import LoraSettings
+
+    def micro(batch: int, longest: int, budget: int) -> int:
+        return training.micro_batch_size(LoraSettings(batch_size=batch, max_batch_tokens=budget), longest)
+
+    assert micro(8, 512, 1536) == 2  # answers at the 512-token limit: passes of 2 rows
+    assert micro(8, 134, 1536) == 8  # ecostride's closed-book rows: one pass, the prefix shared by 8
+    assert micro(6, 300, 1536) == 3  # a divisor, so that every step still holds 6 rows
+    assert micro(8, 2048, 1536) == 1  # a single row over the budget still trains
+    assert micro(8, 512, 0) == 8  # 0: no limit
+
+
+def test_micro_batches_train_the_same_steps_to_the_same_losses(tiny_corpus_dir):
+    """A token budget that splits every step into micro-batches changes how a step is computed, not
+    what: same steps, same rows, same losses (float32: up to rounding), same fingerprint."""
+    import shutil
+
+    from assistant.variants.sft import SftVariant
+
+    yaml = tiny_corpus_dir / "corpus.yaml"
+    yaml.write_text(yaml.read_text().replace("  name: tiny-random\n", "  name: tiny-random\n  dtype: float32\n"))
+    logs, prints = {}, {}
+    for budget in (0, 1):
+        d = tiny_corpus_dir.parent / f"budget{budget}"
+        shutil.copytree(tiny_corpus_dir, d)
+        (d / "corpus.yaml").write_text((d / "corpus.yaml").read_text().replace("runs_dir: ", f"runs_dir: {d}/"))
+        configure(d, max_batch_tokens=budget)
+        corpus = load_corpus(d)
+        SftVariant.build(corpus)
+        logs[budget] = json.loads((corpus.runs_dir / "sft" / "training_log.json").read_text())
+        prints[budget] = training.fingerprint(corpus, "sft")
+    whole, split = logs[0], logs[1]
+    assert (whole["micro_batch"], whole["gradient_accumulation_steps"]) == (2, 1)
+    assert (split["micro_batch"], split["gradient_accumulation_steps"]) == (1, 2)
+    assert split["steps"] == whole["steps"] == 4 and prints[0] == prints[1]
+    assert [p["loss"] for p in split["train_loss"]] == pytest.approx([p["loss"] for p in whole["train_loss"]], rel=1e-4)
+    assert split["best_val_loss"] == pytest.approx(whole["best_val_loss"], rel=1e-4)
+
+
+def test_each_report_card_records_the_peak_memory_of_the_stage_it_closes():
+    from assistant.runtime import report_card, reset_peak_memory
+
+    if not reset_peak_memory():
+        pytest.skip("this OS cannot reset the resident-set high-water mark")
+    before = report_card()["peak_memory_mb"]
+    block = b"\1" * (400 * 2**20)  # 400 MB, written, so resident
+    del block  # gone before the card: the peak remembers it
+    heavy = report_card()["peak_memory_mb"]
+    light = report_card()["peak_memory_mb"]
+    assert heavy >= before + 350  # the stage that held the block
+    assert light < heavy - 350  # the next stage starts afresh
+
+
 def test_shared_prefix_keeps_the_loss_and_gradients(tiny_corpus_dir):
     """The system prompt run once per batch gives the loss and LoRA gradients of running it per row."""
     import torch
@@ -206,6 +303,7 @@ def test_tuning_one_fine_tune_does_not_retrain_the_other(tiny_corpus_dir):
     more_sft = prints(epochs=9)
     more_raft = prints(rag_sft_epochs=9, distractors=1)
     shared = prints(learning_rate=0.02)
+    assert prints(max_batch_tokens=64) == base  # memory, not results: nothing retrains
     assert more_sft[0] != base[0] and more_sft[1] == base[1]
     assert more_raft[0] == base[0] and more_raft[1] != base[1]
     assert shared[0] != base[0] and shared[1] != base[1]

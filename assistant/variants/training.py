@@ -41,6 +41,7 @@ from assistant.variants.retrieval import Retriever, Source, build_index, index_f
 FORMAT = 1  # bump when the training data recipe changes: adapters built before retrain
 RAFT_FIELDS = {"distractors", "gold_fraction", "rag_sft_epochs"}  # settings that only rag_sft reads
 SFT_ONLY_FIELDS = {"epochs"}  # settings that only sft reads
+MEMORY_FIELDS = {"max_batch_tokens"}  # how a step is computed, not what: never a reason to retrain
 
 
 def _log(msg: str) -> None:
@@ -128,28 +129,43 @@ def raft_examples(corpus: Corpus, retriever, split: str, settings: LoraSettings)
     return rows, {"prompts_with_gold": with_gold, "prompts_without_gold": len(rows) - with_gold}
 
 
+def row_tokens(row: dict, tokenizer) -> int:
+    """Tokens of a training row as the Trainer will see it (chat template applied to a conversation)."""
+    if "prompt" in row:
+        text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+    else:
+        text = row["text"]
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def micro_batch_size(s: LoraSettings, longest: int) -> int:
+    """Rows per forward/backward pass: the largest divisor of `batch_size` whose rows at the longest
+    row's length fit `max_batch_tokens` (at least one row). A divisor, so that gradient accumulation
+    still makes steps of exactly `batch_size` rows."""
+    fits = [d for d in range(1, s.batch_size + 1)
+            if s.batch_size % d == 0 and (not s.max_batch_tokens or d * longest <= s.max_batch_tokens)]
+    return max(fits, default=1)
+
+
 def fit_examples(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict], dict]:
     """Prompt-completion rows cut to `max_length` tokens by shortening the prompt's last message
     (the passages, or a long question) in its middle, never the answer: the Trainer would cut the
     end of the sequence, i.e. the very completion the loss is on. Rows whose answer alone is too
     long are dropped. Returns the rows and the counts for the training log."""
-    def length(prompt: list[dict], completion: list[dict]) -> int:
-        text = tokenizer.apply_chat_template(prompt + completion, tokenize=False)
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def shorten(text: str, k: int) -> str:
         start = int(0.4 * (len(text) - k))
         return text[:start] + " … " + text[start + k:]
 
     out, truncated, dropped = [], 0, 0
     for row in rows:
-        if "prompt" not in row or length(row["prompt"], row["completion"]) <= max_length:
+        if "prompt" not in row or row_tokens(row, tokenizer) <= max_length:
             out.append(row)
             continue
         head, text = row["prompt"][:-1], row["prompt"][-1]["content"]
 
         def fits(k: int) -> bool:
-            return length(head + [{**row["prompt"][-1], "content": shorten(text, k)}], row["completion"]) <= max_length
+            prompt = head + [{**row["prompt"][-1], "content": shorten(text, k)}]
+            return row_tokens({"prompt": prompt, "completion": row["completion"]}, tokenizer) <= max_length
 
         if not fits(len(text)):
             dropped += 1
@@ -179,7 +195,7 @@ def fingerprint(corpus: Corpus, variant: str) -> str:
     """Hash of everything the adapter depends on: data, settings, prompt format, base model."""
     cfg = corpus.config
     h = hashlib.sha256(f"format={FORMAT}\0{variant}\0{cfg.model.name}\0{cfg.system_prompt}\0".encode())
-    exclude = SFT_ONLY_FIELDS if variant == "rag_sft" else RAFT_FIELDS  # tuning one never retrains the other
+    exclude = (SFT_ONLY_FIELDS if variant == "rag_sft" else RAFT_FIELDS) | MEMORY_FIELDS  # tuning one never retrains the other
     h.update(cfg.lora.model_dump_json(exclude=exclude).encode())
     for q in corpus.qa:
         if q.split in ("train", "val") and q.kind == "answerable":
@@ -236,11 +252,14 @@ def lora_config(s: LoraSettings):
 
 
 def sft_config(s: LoraSettings, output_dir: Path, epochs: float, steps_per_epoch: int, has_eval: bool,
-               device_type: str, dtype, progress: bool = True, **overrides):
+               device_type: str, dtype, progress: bool = True, micro_batch: int | None = None, **overrides):
     """Trainer settings: the measured fast path on CPU (see bench/training.py), bf16 on CUDA.
 
     The largest single gain is not a setting: train() uses SharedPrefixSFTTrainer, which runs the
-    system prompt once per batch (assistant/variants/shared_prefix.py)."""
+    system prompt once per batch (assistant/variants/shared_prefix.py). `micro_batch` (a divisor of
+    `batch_size`, micro_batch_size()) bounds memory: each step accumulates the gradients of
+    batch_size / micro_batch passes; the length-grouped sampler still groups whole steps, so the rows
+    of every step are the same as without it."""
     import torch
     from trl import SFTConfig
 
@@ -248,8 +267,9 @@ def sft_config(s: LoraSettings, output_dir: Path, epochs: float, steps_per_epoch
     settings = dict(
         output_dir=str(output_dir),
         num_train_epochs=epochs,
-        per_device_train_batch_size=s.batch_size,
-        per_device_eval_batch_size=s.batch_size,
+        per_device_train_batch_size=micro_batch or s.batch_size,
+        per_device_eval_batch_size=micro_batch or s.batch_size,
+        gradient_accumulation_steps=s.batch_size // (micro_batch or s.batch_size),
         learning_rate=s.learning_rate,
         lr_scheduler_type="cosine",
         warmup_steps=max(1, steps_per_epoch // 4),
@@ -338,6 +358,31 @@ def score_labelled_positions_only() -> bool:
     return True
 
 
+# Positions x vocabulary entries per tile of TRL's fused LM head on CPU (TRL's own: 4096 x 32768).
+CPU_LM_HEAD_TILE = (1024, 8192)
+
+
+def small_lm_head_tiles(device_type: str) -> bool:
+    """On CPU, run TRL's fused LM head in tiles of CPU_LM_HEAD_TILE; return whether it applies.
+
+    Without Triton TRL folds each tile of logits with torch ops, which make several fp32 copies of
+    it: 512 MB each at its 4096 x 32768 tiles, 3.3 GB of the 9.5 GB that 8 rows of 512 tokens
+    peaked at (bench/training_memory.py). Smaller tiles change only the order in which the online
+    log-sum-exp adds up the vocabulary: same loss and gradients up to rounding. On GPUs the Triton
+    kernel folds tiles in registers, so their size is left alone there.
+    """
+    try:
+        from trl.kernels import chunked_logprob
+        from trl.trainer import utils as trl_utils
+    except ImportError:
+        return False
+    if device_type != "cpu" or not hasattr(chunked_logprob, "TOKEN_CHUNK_SIZE") \
+            or not hasattr(trl_utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):
+        return False
+    chunked_logprob.TOKEN_CHUNK_SIZE, trl_utils._CHUNKED_LOGPROB_CHUNK_SIZE = CPU_LM_HEAD_TILE
+    return True
+
+
 def _callbacks(s: LoraSettings, has_eval: bool) -> list:
     from transformers import EarlyStoppingCallback, ProgressCallback, TrainerCallback
 
@@ -408,18 +453,20 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
 
     device = state.device if state.distributed_type.value != "NO" else pick_device(cfg.model.device)
     dtype = pick_dtype(cfg.model.dtype, device)
+    small_lm_head_tiles(device.type)
     path = resolve_model(cfg.model.name)
     tokenizer = load_tokenizer(path)
     job.train, fitted = fit_examples(job.train, tokenizer, s.max_length)
     job.val, fitted_val = fit_examples(job.val, tokenizer, s.max_length)
     fitted = {k: fitted[k] + fitted_val[k] for k in fitted}
+    longest = min(s.max_length, max(row_tokens(r, tokenizer) for r in job.train + job.val))
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     has_eval = bool(job.val)
     world = max(1, state.num_processes)
     steps_per_epoch = max(1, -(-len(job.train) // (s.batch_size * world)))
     # QA rows: loss on the answer only; text rows: on every token.
     args = sft_config(s, folder / CHECKPOINTS, job.epochs, steps_per_epoch, has_eval, device.type, dtype, progress,
-                      completion_only_loss=job.mode == "qa")
+                      micro_batch=micro_batch_size(s, longest), completion_only_loss=job.mode == "qa")
     trainer = SharedPrefixSFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(job.train),
                                      eval_dataset=Dataset.from_list(job.val) if has_eval else None,
                                      processing_class=tokenizer, peft_config=lora_config(s),
@@ -449,6 +496,8 @@ def train(corpus: Corpus, job: TrainJob, fp: str, progress: bool = True) -> dict
         "train_examples": len(job.train), "val_examples": len(job.val),
         # rewordings added by `assistant questions --augment N` among the train questions (0: none)
         "augmented_train_examples": sum(q.origin == "augmented" for q in corpus.questions("train", "answerable")),
+        # rows per forward/backward pass and passes per step (micro_batch_size: the memory bound)
+        "micro_batch": args.per_device_train_batch_size, "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "epochs_planned": job.epochs, "epochs_done": round(st.epoch or 0, 3), "steps": st.global_step,
         "max_steps": st.max_steps, "resumed_from_step": start_step,
         "stopped_early": bool(has_eval and st.global_step < st.max_steps),
