@@ -1,3 +1,4 @@
+import contextlib
 import tempfile
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 from assistant.config import ModelSettings
 from assistant.model.engine import DecodePlan, Engine
 from assistant.model.loading import TINY_ALIAS, load_model
+from assistant.runtime import torch_threads
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +275,7 @@ def test_reuse_never_crosses_adapters(dtype_engine):
 def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
     """invariance.batch_invariant_attention: single-threaded it groups rows by padding, with more
     threads it calls SDPA per row; either way each row gets the bits of its own lone SDPA call, for
-    consecutive and scattered groups, prompts and decoding steps."""
+    consecutive and scattered groups, prompts and decoding steps (which always run on one thread)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from assistant.model.invariance import batch_invariant_attention
@@ -292,8 +294,10 @@ def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
             grouped, _ = batch_invariant_attention(module, q, k, v, mask, scaling=0.25, dropout=0.0)
             for b, p in enumerate(pads):
                 start = max(0, p - (length - n_q))
-                alone, _ = sdpa_attention_forward(module, q[b:b + 1, :, start:].contiguous(), k[b:b + 1, :, p:],
-                                                  v[b:b + 1, :, p:], attention_mask=None, scaling=0.25, dropout=0.0)
+                with torch_threads(1) if n_q == 1 else contextlib.nullcontext():  # decoding steps: one thread
+                    alone, _ = sdpa_attention_forward(module, q[b:b + 1, :, start:].contiguous(), k[b:b + 1, :, p:],
+                                                      v[b:b + 1, :, p:], attention_mask=None, scaling=0.25,
+                                                      dropout=0.0)
                 assert torch.equal(grouped[b:b + 1, start:], alone)
                 assert not grouped[b, :start].any()  # padded query positions: zeros
     finally:
@@ -372,3 +376,19 @@ def test_where_only_one_thread_is_invariant_the_engine_decodes_with_one(monkeypa
         assert streamed.strip() == expected[1] and set(seen) == {1} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(saved)
+
+
+@pytest.mark.smoke
+def test_the_default_model_answers_the_same_alone_and_amid_rows_joining_and_leaving():
+    """The real default model, the evaluation's dtype, a shared system turn: a few prompts decoded
+    alone and through two and four rows (rows joining as others end) give the same tokens."""
+    model, tok = load_model(ModelSettings(), evaluation=True)
+    engine = Engine(model, tok, max_new_tokens=24, batch_size=4)
+    if engine.plan().alone:
+        pytest.skip("no batch-invariant row count on this machine: every question is decoded alone")
+    prompts = with_system("What is the capital of France?", "hi", QUESTIONS[1], FILLERS[2], "Name three colours.")
+    alone = [engine.generate([m])[0].text for m in prompts]
+    for rows in (2, 4):
+        assert [g.text for g in engine.generate(prompts, batch_size=rows)] == alone
+    assert "Paris" in alone[0]
+

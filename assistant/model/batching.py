@@ -79,6 +79,8 @@ class Scheduler:
         self.max_wait_s = max_wait_s
         self.pending: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self.batches: deque[int] = deque(maxlen=100_000)  # rows of every decoding step (load test, logs)
+        self.admitted = 0  # jobs taken from the queue to decode (not those cancelled while queued)
+        self._decoder: Decoder | None = None  # the current burst's decoding loop
         self.finished: deque[tuple[str, int]] = deque(maxlen=1024)  # (finish_reason, tokens) of recent jobs
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="batching", daemon=True)
@@ -151,11 +153,11 @@ class Scheduler:
     def _loop(self) -> None:
         """Continuous batching: queued jobs join the engine's decoding loop as soon as a row is free,
         and each step sends every live job its growing text."""
-        decoder = self.engine.decoder(self.max_batch)
         jobs: dict[Row, Job] = {}
-        while self._admit(decoder, jobs):
+        while self._admit(jobs):
             if not jobs:
                 continue
+            decoder = self._decoder
             rows = len(decoder.live)
             try:
                 decoder.step()
@@ -165,21 +167,17 @@ class Scheduler:
                     self._finish(job, Update(self._text(row), len(row.tokens), True, "error",
                                              f"{type(e).__name__}: {e}", batch_size=rows))
                 jobs.clear()
-                decoder = self.engine.decoder(self.max_batch)  # a fresh cache: the old one may be half-written
                 continue
             if rows:
                 self.batches.append(rows)
             self._deliver(decoder, jobs, rows)
-            if not jobs:  # idle: the next burst gets a fresh plan (adapters may have been loaded) and cache
-                decoder = self.engine.decoder(self.max_batch)
 
-    def _admit(self, decoder: Decoder, jobs: dict[Row, Job]) -> bool:
+    def _admit(self, jobs: dict[Row, Job]) -> bool:
         """Move queued jobs into free rows, waiting for one when nothing is decoding; False once the
         scheduler is closed and every job has ended."""
-        while decoder.has_room():
-            idle = not jobs and not self._closed
+        while not jobs or self._decoder.has_room():
             try:
-                job = self.pending.get() if idle else self.pending.get_nowait()
+                job = self.pending.get() if not jobs and not self._closed else self.pending.get_nowait()
             except queue.Empty:
                 break
             if job is None:
@@ -188,10 +186,13 @@ class Scheduler:
             if job.cancelled.is_set():  # gave up while queued: never decoded
                 self._finish(job, Update("", 0, True, "cancelled"))
                 continue
+            if not jobs:  # a burst begins: a fresh plan (adapters may have been loaded since) and cache
+                self._decoder = self.engine.decoder(self.max_batch)
+            self.admitted += 1
             try:
                 row = self.engine.row(job.messages, job.adapter, job.max_new_tokens, job.sampling,
                                       stopped=job.cancelled.is_set)
-                decoder.admit(row)
+                self._decoder.admit(row)
             except Exception as e:
                 log.exception("starting a job failed")
                 self._finish(job, Update("", 0, True, "error", f"{type(e).__name__}: {e}"))

@@ -22,8 +22,9 @@ class SlotCache(DynamicCache):
     """Slots 0..n-1 hold the live rows (`starts[i]` is row i's first column); the slots after them
     are free, and a decoding step may run filler rows there (they attend only the column they write)."""
 
-    def __init__(self, config: PretrainedConfig):
+    def __init__(self, config: PretrainedConfig, slots: int = 1):
         super().__init__(config=config)
+        self.min_slots = slots  # allocated at once: growing one row at a time would copy every buffer
         self.layers = [_SlotLayer(self, i) for i in range(len(self.layers))]
         self.keys: list[torch.Tensor] = []  # per layer: [slots, heads, capacity, dim]
         self.values: list[torch.Tensor] = []
@@ -100,7 +101,7 @@ class SlotCache(DynamicCache):
             shapes = [(k.shape[1], k.shape[3], v.shape[3], k.dtype, k.device) for k, v in like]
         else:
             shapes = [(k.shape[1], k.shape[3], v.shape[3], k.dtype, k.device) for k, v in zip(self.keys, self.values)]
-        new_slots = self.slots if slots <= self.slots else max(slots, 2 * self.slots)
+        new_slots = self.slots if slots <= self.slots else max(slots, 2 * self.slots, self.min_slots)
         new_columns = self.capacity if columns <= self.capacity else max(columns, 2 * self.capacity)
         keys, values = [], []
         for i, (heads, k_dim, v_dim, dtype, device) in enumerate(shapes):
