@@ -239,6 +239,26 @@ def test_a_seeded_answer_depends_on_its_seed_only():
     assert engine.generate([question])[0].text == engine.tokenizer.decode(greedy.tokens, skip_special_tokens=True).strip()
 
 
+def test_a_generation_configs_logits_processors_apply_row_by_row():
+    """A model whose generation config suppresses tokens: the loop applies the same processors as
+    `model.generate`, per row, and gets its tokens."""
+    engine = varied_engine(max_new_tokens=8, batch_size=3)
+    prompts = with_system(*QUESTIONS[:4])
+    plain = [engine.row(m) for m in prompts]
+    list(engine.run(plain))
+    engine.model.generation_config.suppress_tokens = sorted({r.tokens[0] for r in plain} | {plain[0].tokens[2]})
+    rows = [engine.row(m) for m in prompts]
+    list(engine.run(rows))
+    assert not {t for r in rows for t in r.tokens} & set(engine.model.generation_config.suppress_tokens)
+    for prompt, row in zip(prompts, rows):
+        ids = torch.tensor([row.ids])
+        with torch.inference_mode():
+            out = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                        do_sample=False, pad_token_id=engine.tokenizer.pad_token_id)
+        expected = out[0, ids.size(1):].tolist()
+        assert row.tokens == expected[:len(row.tokens)] and len(row.tokens) == len(expected) - (row.reason == "stop")
+
+
 def test_identical_prompts_are_decoded_once_and_reused_only_when_asked(engine):
     q = convs("What is the return window for bikes in your shop?", "hi")
     alone = [g.text for g in engine.generate(q)]
