@@ -98,11 +98,12 @@ class Engine:
 
     def plan(self) -> DecodePlan:
         """How this engine keeps an answer independent of its batch on this machine, probed once per
-        dtype and thread count (see invariance.py): pad every batch to the fewest rows whose matrix
-        kernels no longer depend on the row count; else, on CPU, do the same with one thread if that
-        is invariant (measured: an Intel AMX CPU in fp32 with two threads is not, with one is); else
-        decode each question alone (measured: the same CPU in bf16 at any thread count), which is
-        what a lone question does by definition. Without batch invariance: plain batches."""
+        dtype and thread count (see invariance.py): run every decoding step with at least the fewest
+        rows whose matrix kernels no longer depend on the row count (filler rows make up the rest);
+        else, on CPU, do the same with one thread if that is invariant (measured: an Intel AMX CPU in
+        fp32 with two threads is not, with one is); else decode each question alone (measured: the
+        same CPU in bf16 at any thread count), which is what a lone question does by definition.
+        Without batch invariance: plain batches."""
         if not self.batch_invariant:
             return DecodePlan(rows=1)
         shapes = invariance.linear_shapes(self.model)
