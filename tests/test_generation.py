@@ -412,3 +412,69 @@ def test_the_default_model_answers_the_same_alone_and_amid_rows_joining_and_leav
         assert [g.text for g in engine.generate(prompts, batch_size=rows)] == alone
     assert "Paris" in alone[0]
 
+
+
+def test_the_slot_cache_keeps_every_rows_keys_through_joins_leaves_shifts_and_growth():
+    """SlotCache: rows of other lengths join (a longer one moves the others right), decoding steps
+    append a column to each, a row leaves (the last moves into its slot), the write column reaches
+    the end (rows move left) and the buffers grow; every live row keeps exactly its own keys."""
+    from transformers import AutoConfig
+
+    from assistant.model.loading import resolve_model
+    from assistant.model.slots import SlotCache
+
+    config = AutoConfig.from_pretrained(resolve_model(TINY_ALIAS))
+    cache, gen = SlotCache(config, max_slots=3), torch.Generator().manual_seed(0)
+    layers = len(cache.layers)
+    expected: list[list[torch.Tensor]] = []  # per live slot: its keys, one [heads, tokens, dim] per layer
+
+    def kv(tokens):
+        return [(torch.randn(1, 2, tokens, 4, generator=gen), torch.randn(1, 2, tokens, 4, generator=gen))
+                for _ in range(layers)]
+
+    def join(tokens):
+        row = kv(tokens)
+        assert cache.insert(row) == len(expected)
+        expected.append([k[0] for k, _ in row])
+
+    def step():
+        mask = cache.begin_step(len(expected) + 1)  # one filler row
+        for i, layer in enumerate(cache.layers):
+            k = torch.randn(len(expected) + 1, 2, 1, 4, generator=gen)
+            with torch.inference_mode():  # as the model's forward pass runs
+                keys, _ = layer.update(k, k.clone())
+            assert keys.shape[2] == cache.length + 1
+            for slot in range(len(expected)):
+                expected[slot][i] = torch.cat([expected[slot][i], k[slot]], dim=1)
+        cache.end_step()
+        assert mask.shape == (len(expected) + 1, cache.length) and mask[-1].sum() == 1  # the filler: its own key
+
+    def check():
+        for slot, keys in enumerate(expected):
+            start = cache.starts[slot]
+            for i in range(layers):
+                assert torch.equal(cache.keys[i][slot, :, start:cache.length], keys[i])
+
+    join(5)
+    step()
+    join(9)  # longer than the live row: it moves right
+    check()
+    for _ in range(12):  # past the first capacity: rows move left, then the buffers grow
+        step()
+    check()
+    expected.pop(1)
+    assert cache.remove(1) is None  # the last row left: nothing moves
+    join(3)
+    step()
+    check()
+    capacity = cache.capacity
+    assert min(cache.starts) > 0
+    for _ in range(capacity - cache.length + 1):  # reaching the end: the rows move left, no growth
+        step()
+    check()
+    assert cache.capacity == capacity and min(cache.starts) == 0
+    expected.pop(0)
+    assert cache.remove(0) == 1  # the last row moved into slot 0
+    step()
+    check()
+    assert cache.slots == 3

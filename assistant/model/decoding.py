@@ -95,7 +95,7 @@ class Decoder:
         self.slots = 1 if plan.alone else max(1, slots)
         self.budget = budget  # at most this many prompt tokens x rows live at once (memory)
         self.live: list[Row] = []
-        self.cache = SlotCache(engine.model.config, self.slots + plan.rows)
+        self.cache = SlotCache(engine.model.config, max_slots=self.slots + plan.rows)
         self.stop_ids = engine._stop_ids()
         self.processors = engine._processors()
 

@@ -22,9 +22,9 @@ class SlotCache(DynamicCache):
     """Slots 0..n-1 hold the live rows (`starts[i]` is row i's first column); the slots after them
     are free, and a decoding step may run filler rows there (they attend only the column they write)."""
 
-    def __init__(self, config: PretrainedConfig, slots: int = 1):
+    def __init__(self, config: PretrainedConfig, max_slots: int | None = None):
         super().__init__(config=config)
-        self.min_slots = slots  # allocated at once: growing one row at a time would copy every buffer
+        self.max_slots = max_slots  # slots double as rows join, up to this (the decoder's most rows)
         self.layers = [_SlotLayer(self, i) for i in range(len(self.layers))]
         self.keys: list[torch.Tensor] = []  # per layer: [slots, heads, capacity, dim]
         self.values: list[torch.Tensor] = []
@@ -94,15 +94,17 @@ class SlotCache(DynamicCache):
         self.length = old + by
 
     def _reserve(self, slots: int, columns: int, like: KV | None = None) -> None:
-        """Grow the buffers (each dimension doubling) to at least `slots` x `columns`, keeping their contents."""
+        """Grow the buffers (geometrically) to at least `slots` x `columns`, keeping their contents."""
         if self.keys and slots <= self.slots and columns <= self.capacity:
             return
         if not self.keys:
             shapes = [(k.shape[1], k.shape[3], v.shape[3], k.dtype, k.device) for k, v in like]
         else:
             shapes = [(k.shape[1], k.shape[3], v.shape[3], k.dtype, k.device) for k, v in zip(self.keys, self.values)]
-        new_slots = self.slots if slots <= self.slots else max(slots, 2 * self.slots, self.min_slots)
-        new_columns = self.capacity if columns <= self.capacity else max(columns, 2 * self.capacity)
+        # Grown geometrically (few copies), but no further than needed: the buffer is most of the
+        # engine's memory (the default model: 46 kB per slot and column in fp32).
+        new_slots = self.slots if slots <= self.slots else max(slots, min(2 * self.slots, self.max_slots or slots))
+        new_columns = self.capacity if columns <= self.capacity else max(columns, self.capacity * 3 // 2)
         keys, values = [], []
         for i, (heads, k_dim, v_dim, dtype, device) in enumerate(shapes):
             k = torch.zeros(new_slots, heads, new_columns, k_dim, dtype=dtype, device=device)
