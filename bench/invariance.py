@@ -1,10 +1,11 @@
-"""Check that every built variant answers a question alone exactly as inside a padded batch of 16.
+"""Check that every built variant answers a question alone exactly as amid others, joining and leaving.
 
     python bench/invariance.py corpora/ecostride [--questions 16] [--dtype float32|bfloat16] [--variants ...]
 
 Takes test questions from the shortest to the longest plus one compound question several times
-longer (so every batch is heavily left-padded), answers each one alone and all of them as one
-batch through the evaluation's engine, and compares the texts byte for byte. Prints one line per variant; exit code 1 when any answer differs.
+longer, answers each one alone, then all of them through the evaluation's engine in one continuous
+batch with a row for each and again with a third as many rows (questions join as others finish, at
+any step), and compares the texts byte for byte. Prints one line per variant; exit code 1 when any answer differs.
 """
 
 from __future__ import annotations
@@ -57,16 +58,19 @@ def main() -> int:
             continue
         variant = load_variant(name, corpus, engine)
         t0 = time.perf_counter()
-        batched = variant.answer_many(questions)
         alone = [variant.answer(q) for q in questions]
-        same = sum(a.text == b.text for a, b in zip(alone, batched))
         generated = sum(not a.abstained_before_generation for a in alone)
-        failed += same < len(questions)
-        print(f"{name:>8}: {same}/{len(questions)} byte-identical alone vs padded batch "
-              f"({generated} generated, {time.perf_counter() - t0:.0f} s)")
-        for q, a, b in zip(questions, alone, batched):
-            if a.text != b.text:
-                print(f"          {q[:60]!r}\n            alone: {a.text[:80]!r}\n            batch: {b.text[:80]!r}")
+        # All rows at once, then through a third as many rows: rows join as others leave, at every step.
+        for rows in (len(questions), max(2, len(questions) // 3)):
+            with engine.batched(rows):
+                batched = variant.answer_many(questions)
+            same = sum(a.text == b.text for a, b in zip(alone, batched))
+            failed += same < len(questions)
+            print(f"{name:>8}: {same}/{len(questions)} byte-identical alone vs a continuous batch of {rows} rows "
+                  f"({generated} generated, {time.perf_counter() - t0:.0f} s)")
+            for q, a, b in zip(questions, alone, batched):
+                if a.text != b.text:
+                    print(f"          {q[:60]!r}\n            alone: {a.text[:80]!r}\n            batch: {b.text[:80]!r}")
     return 1 if failed else 0
 
 

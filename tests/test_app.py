@@ -206,7 +206,7 @@ def test_padded_batch_decodes_like_single_answers_on_the_real_model(tiny_corpus_
     rows = 1 if prompted.engine.plan().alone else 16
     for adapter in (None, "random-lora"):
         together = prompted.engine.generate(convs, adapter=adapter)
-        assert together[0].batch_size == rows
+        assert (together[0].batch_size > 1) == (rows > 1)  # rows on average: others leave before it
         for i in (0, 1, 3):  # the question, a short one and the longest one
             assert prompted.engine.generate(convs[i:i + 1], adapter=adapter)[0].text == together[i].text
 
@@ -385,8 +385,8 @@ def test_background_evaluation_runs_once_at_a_time(tiny_corpus):
 def test_chat_users_share_batches_and_a_closed_stream_frees_its_rows(tiny_corpus, kernels, monkeypatch):
     """Concurrent chat users are decoded together through the engine's scheduler, each getting the
     answer it gets alone; a user who leaves (the stream is closed) frees the row at the next step.
-    Where no row count is batch-invariant (an AMX CPU in bf16) the scheduler's batch is decoded row
-    after row (`Engine._stream_in_turn`), with the same answers."""
+    Where no row count is batch-invariant (an AMX CPU in bf16) the scheduler decodes one row at a
+    time, one user after another, with the same answers."""
     import threading
     import time
 
@@ -394,13 +394,6 @@ def test_chat_users_share_batches_and_a_closed_stream_frees_its_rows(tiny_corpus
     from assistant.model.engine import Engine
     from assistant.serve.lineup import scheduler_for
 
-    turns, in_turn = [], Engine._stream_in_turn
-
-    def counted(self, conversations, *rest):
-        turns.append(len(conversations))
-        yield from in_turn(self, conversations, *rest)
-
-    monkeypatch.setattr(Engine, "_stream_in_turn", counted)
     if kernels == "never invariant":
         monkeypatch.setattr(invariance, "min_rows", lambda *a: None)
 
@@ -421,8 +414,8 @@ def test_chat_users_share_batches_and_a_closed_stream_frees_its_rows(tiny_corpus
     for t in threads:
         t.join(timeout=120)
     assert got == {i: prompted.answer(q).text for i, q in enumerate(questions)}
-    assert max(sched.batches[start:]) >= 2  # users asking at once shared a batch
-    assert bool(turns and max(turns) >= 2) == (kernels == "never invariant")  # ... decoded in turn
+    steps = list(sched.batches)[start:]  # rows of each decoding step
+    assert (max(steps) >= 2) == (kernels != "never invariant")  # users asking at once shared steps, or took turns
 
     long = Engine(base.model, base.tokenizer, max_new_tokens=400, batch_size=4)
     talker = load_variant("prompted", tiny_corpus, long)

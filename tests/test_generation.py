@@ -1,3 +1,4 @@
+import contextlib
 import tempfile
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 from assistant.config import ModelSettings
 from assistant.model.engine import DecodePlan, Engine
 from assistant.model.loading import load_model
+from assistant.runtime import torch_threads
 from tiny_model import TINY
 
 
@@ -130,43 +132,130 @@ def test_plain_sdpa_pads_with_the_right_mask_and_positions_up_to_rounding():
     assert torch.allclose(alone, batched, atol=1e-3)  # right positions and mask: differences are rounding only
 
 
-# -- the decoding loop: generate()'s numbers, less work ---------------------------------------------
-def test_rows_leaving_the_batch_early_decode_exactly_like_generate(monkeypatch):
-    """The engine's own loop (preallocated cache, finished rows dropped from the batch) gives the tokens
-    `model.generate` gives with the same attention and filling, also when rows end at other steps."""
+# -- the decoding loop: continuous batching, generate()'s numbers ---------------------------------
+def varied_engine(**kw) -> Engine:
+    """The tiny model with weights that say varied tokens (its own say "\n" forever)."""
     from transformers import AutoConfig, LlamaForCausalLM
 
     _, tok = load_model(ModelSettings(name=TINY))
     config = AutoConfig.from_pretrained(TINY)
-    config.initializer_range = 1.0  # the tiny model's weights say "\n" forever; these say varied tokens
+    config.initializer_range = 1.0
     torch.manual_seed(0)
-    engine = Engine(LlamaForCausalLM(config).eval(), tok, max_new_tokens=12, batch_size=12)
+    return Engine(LlamaForCausalLM(config).eval(), tok, **kw)
+
+
+SYSTEM = "You are the bike shop's assistant. Answer in one short sentence, from the shop's own policies only."
+
+
+def with_system(*questions):
+    return [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in questions]
+
+
+def test_rows_joining_and_leaving_decode_exactly_like_generate(monkeypatch):
+    """Twelve prompts through four rows: each joins when a row frees up and leaves at its own
+    end-of-sequence, and still gets the tokens `model.generate` gives the prompt alone."""
+    engine = varied_engine(max_new_tokens=12, batch_size=4)
     prompts = convs(*QUESTIONS[:4], *padded_batch("What is the return window for bikes in your shop?", 8))
-    rows = [tok(engine.render(m), add_special_tokens=False)["input_ids"] for m in prompts]
-    rows.sort(key=len, reverse=True)  # the engine's batch order
-    # Stop tokens chosen so that rows end at many different steps.
-    free = engine._decode(rows, 12, keep=len(rows), floor=engine.plan().rows)
-    stop = {row[(3 * i) % 13] for i, row in enumerate(free) if (3 * i) % 13 < 12}
+    monkeypatch.setattr(engine, "_stop_ids", lambda: set())
+    free = [engine.row(m) for m in prompts]
+    list(engine.run(free))
+    stop = {r.tokens[(3 * i) % 13] for i, r in enumerate(free) if (3 * i) % 13 < 12}  # rows end at many steps
     monkeypatch.setattr(engine, "_stop_ids", lambda: stop)
+    steps = engine.stats.row_steps
     mine = engine.generate(prompts)
-    width, pad = max(map(len, rows)), tok.pad_token_id
-    x = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-    m = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    with torch.inference_mode():
-        out = engine.model.generate(input_ids=x, attention_mask=m, max_new_tokens=12, do_sample=False,
-                                    pad_token_id=pad, eos_token_id=sorted(stop))[:, width:].tolist()
-    theirs = {tuple(r): o[:next((k for k, t in enumerate(o) if t in stop), len(o))] for r, o in zip(rows, out)}
+    assert len({g.completion_tokens for g in mine}) > 3
+    assert engine.stats.row_steps - steps < len(prompts) * 12  # finished rows did not stay aboard
     for prompt, gen in zip(prompts, mine):
-        expected = theirs[tuple(tok(engine.render(prompt), add_special_tokens=False)["input_ids"])]
+        ids = torch.tensor([engine.tokenizer(engine.render(prompt), add_special_tokens=False)["input_ids"]])
+        with torch.inference_mode():
+            out = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                        do_sample=False, pad_token_id=engine.tokenizer.pad_token_id,
+                                        eos_token_id=sorted(stop))[0, ids.size(1):].tolist()
+        expected = out[:next((k for k, t in enumerate(out) if t in stop), len(out))]
         assert gen.completion_tokens == len(expected)
-        assert gen.text == tok.decode(expected, skip_special_tokens=True).strip()
-    assert len({g.completion_tokens for g in mine}) > 3  # rows did end at different steps
-    # ... and left the batch (the first call ran in full), as far as the machine's kernels allow: rows
-    # never drop below min_rows (with two threads some CPUs need all 12 rows for identical bits)
-    if engine.plan().rows < len(rows):
-        assert engine.stats.row_steps < 2 * len(rows) * 12
-    else:
-        assert engine.stats.row_steps == 2 * len(rows) * 12
+        assert gen.text == engine.tokenizer.decode(expected, skip_special_tokens=True).strip()
+
+
+def test_an_answer_is_the_same_alone_and_amid_rows_joining_and_leaving_at_any_step():
+    """Batch invariance under continuous batching: every prompt, decoded alone, equals the same
+    prompt decoded in a batch where others join (longer and shorter, other token limits) and leave
+    at other steps, for two slot counts."""
+    engine = varied_engine(max_new_tokens=10, batch_size=4)
+    prompts = with_system(*QUESTIONS) + convs(FILLERS[2], "Prices?")
+    limits = [10, 3, 7, 10, 1, 5, 10, 8]
+    alone = []
+    for m, n in zip(prompts, limits):
+        row = engine.row(m, max_new_tokens=n)
+        list(engine.run([row], slots=1))
+        alone.append(row.tokens)
+    for slots in (3, 8):
+        rows = [engine.row(m, max_new_tokens=n) for m, n in zip(prompts, limits)]
+        sizes = [len(d.live) for d in engine.run(rows[::-1], slots=slots)]
+        assert [r.tokens for r in rows] == alone
+        # the row limited to one token ends at its prefill and never takes a slot
+        assert max(sizes) == min(slots, len(rows) - 1) and len(set(sizes)) > 1
+
+
+def test_the_system_turn_is_computed_once_and_shared_by_every_row():
+    engine = varied_engine(max_new_tokens=4, batch_size=4)
+    prompts = with_system(*QUESTIONS)
+    rows = [engine.row(m) for m in prompts]
+    system_turn = engine.tokenizer(engine.tokenizer.apply_chat_template(prompts[0][:1], tokenize=False),
+                                   add_special_tokens=False)["input_ids"]
+    assert {r.prefix for r in rows} == {len(system_turn)} and rows[0].ids[:rows[0].prefix] == system_turn
+    calls = []
+    engine.model.register_forward_pre_hook(lambda mod, args, kw: calls.append(kw["input_ids"].shape), with_kwargs=True)
+    list(engine.run(rows))
+    prefills = [s for s in calls if s[0] == 1 and s[1] > 1]
+    assert prefills.count((1, len(system_turn))) == 1  # once, not once per row
+    assert len(prefills) == len(rows) + 1 and all(s[1] < len(system_turn) + 20 for s in prefills)
+    assert engine.row(convs("hi")[0]).prefix == 0  # no system turn: nothing shared
+
+
+def test_a_seeded_answer_depends_on_its_seed_only():
+    """Sampling at temperature 0.9: the same seed gives the same text alone and amid other rows
+    (greedy and sampled ones joining and leaving), another seed another text."""
+    from assistant.model.sampling import Sampling
+
+    engine = varied_engine(max_new_tokens=12, batch_size=4)
+    question = with_system("What is the return window for bikes in your shop?")[0]
+    seeded = Sampling(temperature=0.9, seed=7)
+
+    def sampled(sampling, company=()):
+        row = engine.row(question, sampling=sampling)
+        others = [engine.row(m, max_new_tokens=n, sampling=s) for m, n, s in company]
+        list(engine.run(others[:2] + [row] + others[2:], slots=3))
+        return engine.tokenizer.decode(row.tokens)
+
+    alone = sampled(seeded)
+    assert sampled(seeded) == alone
+    company = [(with_system(q)[0], n, Sampling(0.9, seed=n) if n % 2 else Sampling())
+               for q, n in zip(QUESTIONS, (3, 12, 5, 2, 9))]
+    assert sampled(seeded, company) == alone
+    assert sampled(Sampling(temperature=0.9, seed=8)) != alone
+    greedy = engine.row(question)
+    list(engine.run([greedy]))
+    assert engine.generate([question])[0].text == engine.tokenizer.decode(greedy.tokens, skip_special_tokens=True).strip()
+
+
+def test_a_generation_configs_logits_processors_apply_row_by_row():
+    """A model whose generation config suppresses tokens: the loop applies the same processors as
+    `model.generate`, per row, and gets its tokens."""
+    engine = varied_engine(max_new_tokens=8, batch_size=3)
+    prompts = with_system(*QUESTIONS[:4])
+    plain = [engine.row(m) for m in prompts]
+    list(engine.run(plain))
+    engine.model.generation_config.suppress_tokens = sorted({r.tokens[0] for r in plain} | {plain[0].tokens[2]})
+    rows = [engine.row(m) for m in prompts]
+    list(engine.run(rows))
+    assert not {t for r in rows for t in r.tokens} & set(engine.model.generation_config.suppress_tokens)
+    for prompt, row in zip(prompts, rows):
+        ids = torch.tensor([row.ids])
+        with torch.inference_mode():
+            out = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                        do_sample=False, pad_token_id=engine.tokenizer.pad_token_id)
+        expected = out[0, ids.size(1):].tolist()
+        assert row.tokens == expected[:len(row.tokens)] and len(row.tokens) == len(expected) - (row.reason == "stop")
 
 
 def test_identical_prompts_are_decoded_once_and_reused_only_when_asked(engine):
@@ -205,7 +294,7 @@ def test_reuse_never_crosses_adapters(dtype_engine):
 def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
     """invariance.batch_invariant_attention: single-threaded it groups rows by padding, with more
     threads it calls SDPA per row; either way each row gets the bits of its own lone SDPA call, for
-    consecutive and scattered groups, prompts and decoding steps."""
+    consecutive and scattered groups, prompts and decoding steps (which always run on one thread)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from assistant.model.invariance import batch_invariant_attention
@@ -224,8 +313,10 @@ def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
             grouped, _ = batch_invariant_attention(module, q, k, v, mask, scaling=0.25, dropout=0.0)
             for b, p in enumerate(pads):
                 start = max(0, p - (length - n_q))
-                alone, _ = sdpa_attention_forward(module, q[b:b + 1, :, start:].contiguous(), k[b:b + 1, :, p:],
-                                                  v[b:b + 1, :, p:], attention_mask=None, scaling=0.25, dropout=0.0)
+                with torch_threads(1) if n_q == 1 else contextlib.nullcontext():  # decoding steps: one thread
+                    alone, _ = sdpa_attention_forward(module, q[b:b + 1, :, start:].contiguous(), k[b:b + 1, :, p:],
+                                                      v[b:b + 1, :, p:], attention_mask=None, scaling=0.25,
+                                                      dropout=0.0)
                 assert torch.equal(grouped[b:b + 1, start:], alone)
                 assert not grouped[b, :start].any()  # padded query positions: zeros
     finally:
@@ -304,3 +395,84 @@ def test_where_only_one_thread_is_invariant_the_engine_decodes_with_one(monkeypa
         assert streamed.strip() == expected[1] and set(seen) == {1} and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(saved)
+
+
+@pytest.mark.smoke
+def test_the_default_model_answers_the_same_alone_and_amid_rows_joining_and_leaving():
+    """The real default model, the evaluation's dtype, a shared system turn: a few prompts decoded
+    alone and through two and four rows (rows joining as others end) give the same tokens."""
+    model, tok = load_model(ModelSettings(), evaluation=True)
+    engine = Engine(model, tok, max_new_tokens=24, batch_size=4)
+    if engine.plan().alone:
+        pytest.skip("no batch-invariant row count on this machine: every question is decoded alone")
+    prompts = with_system("What is the capital of France?", "hi", QUESTIONS[1], FILLERS[2], "Name three colours.")
+    alone = [engine.generate([m])[0].text for m in prompts]
+    for rows in (2, 4):
+        assert [g.text for g in engine.generate(prompts, batch_size=rows)] == alone
+    assert "Paris" in alone[0]
+
+
+
+def test_the_slot_cache_keeps_every_rows_keys_through_joins_leaves_shifts_and_growth():
+    """SlotCache: rows of other lengths join (a longer one moves the others right), decoding steps
+    append a column to each, a row leaves (the last moves into its slot), the write column reaches
+    the end (rows move left) and the buffers grow; every live row keeps exactly its own keys."""
+    from transformers import AutoConfig
+
+    from assistant.model.slots import SlotCache
+
+    config = AutoConfig.from_pretrained(TINY)
+    cache, gen = SlotCache(config, max_slots=3), torch.Generator().manual_seed(0)
+    layers = len(cache.layers)
+    expected: list[list[torch.Tensor]] = []  # per live slot: its keys, one [heads, tokens, dim] per layer
+
+    def kv(tokens):
+        return [(torch.randn(1, 2, tokens, 4, generator=gen), torch.randn(1, 2, tokens, 4, generator=gen))
+                for _ in range(layers)]
+
+    def join(tokens):
+        row = kv(tokens)
+        assert cache.insert(row) == len(expected)
+        expected.append([k[0] for k, _ in row])
+
+    def step():
+        mask = cache.begin_step(len(expected) + 1)  # one filler row
+        for i, layer in enumerate(cache.layers):
+            k = torch.randn(len(expected) + 1, 2, 1, 4, generator=gen)
+            with torch.inference_mode():  # as the model's forward pass runs
+                keys, _ = layer.update(k, k.clone())
+            assert keys.shape[2] == cache.length + 1
+            for slot in range(len(expected)):
+                expected[slot][i] = torch.cat([expected[slot][i], k[slot]], dim=1)
+        cache.end_step()
+        assert mask.shape == (len(expected) + 1, cache.length) and mask[-1].sum() == 1  # the filler: its own key
+
+    def check():
+        for slot, keys in enumerate(expected):
+            start = cache.starts[slot]
+            for i in range(layers):
+                assert torch.equal(cache.keys[i][slot, :, start:cache.length], keys[i])
+
+    join(5)
+    step()
+    join(9)  # longer than the live row: it moves right
+    check()
+    for _ in range(12):  # past the first capacity: rows move left, then the buffers grow
+        step()
+    check()
+    expected.pop(1)
+    assert cache.remove(1) is None  # the last row left: nothing moves
+    join(3)
+    step()
+    check()
+    capacity = cache.capacity
+    assert min(cache.starts) > 0
+    for _ in range(capacity - cache.length + 1):  # reaching the end: the rows move left, no growth
+        step()
+    check()
+    assert cache.capacity == capacity and min(cache.starts) == 0
+    expected.pop(0)
+    assert cache.remove(0) == 1  # the last row moved into slot 0
+    step()
+    check()
+    assert cache.slots == 3

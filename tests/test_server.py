@@ -423,25 +423,25 @@ def test_concurrent_requests_are_decoded_together_each_with_its_adapter(client, 
                  "Who pays for return shipping?"]
     jobs = [(n, q) for q in questions for n in ("prompted", "sft", "rag")]  # 9: one batch + a full queue of 8
     sched = service.scheduler
-    before = len(sched.batches)
+    before, steps = sched.admitted, len(sched.batches)
     answers: dict = {}
     with service.engine._lock:  # hold the engine until every request is queued
         threads = [threading.Thread(target=lambda n=n, q=q: answers.__setitem__((n, q), client.chat.completions.create(
             model=n, messages=[{"role": "user", "content": q}]))) for n, q in jobs]
         [t.start() for t in threads]
         deadline = time.monotonic() + 30
-        while sum(sched.batches[before:]) + sched.pending.qsize() < len(jobs) and time.monotonic() < deadline:
+        while sched.admitted - before + sched.pending.qsize() < len(jobs) and time.monotonic() < deadline:
             time.sleep(0.02)
     [t.join() for t in threads]
-    sizes = service.scheduler.batches[before:]
-    assert sum(sizes) == len(jobs) and max(sizes) > 1, sizes
+    sizes = list(sched.batches)[steps:]  # rows of each decoding step
+    assert sched.admitted - before == len(jobs) and max(sizes) > 1, sizes
     for (n, q), r in answers.items():  # batched answers equal the one-by-one greedy answers
         assert r.choices[0].message.content == service.lineup.variants[n].answer(q).text, (n, q)
 
 
 def test_full_queue_answers_429_and_never_hangs(client, service):
     sched = service.scheduler
-    before = len(sched.batches)
+    before, steps = sched.admitted, len(sched.batches)
     results = []
 
     def call():

@@ -1,13 +1,12 @@
-"""Dynamic batching: concurrent requests share one engine, decoded together.
+"""Continuous batching for concurrent requests: they share one engine's decoding loop.
 
-Callers `submit` a `Job` (chat messages, LoRA adapter, token limit, stop strings); a scheduler thread
-takes whatever is queued (up to `max_batch`; after the first arrival it keeps collecting until no
-request came for `wait_s`, at most `max_wait_s`)
-and decodes it as one mixed-adapter batch with `Engine.stream_many`, sending each job its growing
-text. A job ends on end-of-sequence, a stop string, its own `max_new_tokens`, or `cancel()` (a
-client that went away): its row is flagged and the engine stops decoding it. Requests that arrive
-while a batch runs wait for the next one (batch by batch, not continuous batching). The queue is
-bounded: `submit` raises `QueueFull` instead of letting callers pile up.
+Callers `submit` a `Job` (chat messages, LoRA adapter, token limit, stop strings, sampling); a
+scheduler thread runs the engine's decoding loop (decoding.py) with up to `max_batch` rows, each
+through its own adapter. A queued job joins at the next step where a row is free, and every step
+sends each job its growing text. A job ends on end-of-sequence, a stop string, its own
+`max_new_tokens`, or `cancel()` (a client that went away): its row leaves at once and the next
+queued job takes it. The queue is bounded: `submit` raises `QueueFull` instead of letting callers
+pile up.
 
 Used by `assistant serve` (assistant/serve/api.py); the Gradio app can use the same scheduler for
 concurrent chat users.
@@ -19,11 +18,11 @@ import asyncio
 import logging
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from assistant.model.decoding import Decoder, Row
 from assistant.model.engine import Engine, Messages
 from assistant.model.sampling import GREEDY, Sampling
 
@@ -43,7 +42,7 @@ class Update:
     done: bool = False
     finish_reason: str | None = None  # stop | length | cancelled | error
     error: str | None = None
-    batch_size: int = 0  # rows decoded together with this one
+    batch_size: int = 0  # rows in the decoding step that produced this update
 
 
 @dataclass
@@ -52,7 +51,7 @@ class Job:
     adapter: str | None = None
     max_new_tokens: int = 64
     stop: Sequence[str] = ()
-    sampling: Sampling = GREEDY
+    sampling: Sampling = GREEDY  # greedy, or seeded sampling with the request's own generator
     on_update: Callable[[Update], None] = lambda u: None
     cancelled: threading.Event = field(default_factory=threading.Event)
     result: Update | None = None  # the final update, once done
@@ -68,16 +67,20 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> int | None:
 
 
 class Scheduler:
-    """One thread that feeds a shared engine with batches of queued jobs."""
+    """One thread that runs a shared engine's decoding loop over the queued jobs."""
 
     def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64, wait_s: float = 0.05,
                  max_wait_s: float = 0.5):
         self.engine = engine
         self.max_batch = max_batch
+        # Batch by batch, a batch waited for company; with continuous batching a job joins at the next
+        # step, so nothing waits. Kept so that callers' settings still construct a scheduler.
         self.wait_s = wait_s
         self.max_wait_s = max_wait_s
         self.pending: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
-        self.batches: list[int] = []  # size of every batch decoded (for the load test and logs)
+        self.batches: deque[int] = deque(maxlen=100_000)  # rows of every decoding step (load test, logs)
+        self.admitted = 0  # jobs taken from the queue to decode (not those cancelled while queued)
+        self._decoder: Decoder | None = None  # the current burst's decoding loop
         self.finished: deque[tuple[str, int]] = deque(maxlen=1024)  # (finish_reason, tokens) of recent jobs
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="batching", daemon=True)
@@ -148,33 +151,78 @@ class Scheduler:
 
     # -- the scheduler thread ---------------------------------------------------------------
     def _loop(self) -> None:
-        while True:
-            first = self.pending.get()
-            if first is None:
-                return
-            # Collect company until the queue has been quiet for wait_s, for at most max_wait_s: a
-            # burst of clients lands in one batch instead of a small batch that the rest wait behind.
-            batch = [first]
-            cap = time.monotonic() + self.max_wait_s
-            while len(batch) < self.max_batch:
-                try:
-                    job = self.pending.get(timeout=max(0.0, min(self.wait_s, cap - time.monotonic())))
-                except queue.Empty:
-                    break
-                if job is None:
-                    self._closed = True
-                    break
-                batch.append(job)
-            live = []
-            for job in batch:
-                if job.cancelled.is_set():  # gave up while queued: never decoded
-                    self._finish(job, Update("", 0, True, "cancelled"))
-                else:
-                    live.append(job)
-            if live:
-                self._run(live)
-            if self._closed:
-                return
+        """Continuous batching: queued jobs join the engine's decoding loop as soon as a row is free,
+        and each step sends every live job its growing text."""
+        jobs: dict[Row, Job] = {}
+        while self._admit(jobs):
+            if not jobs:
+                continue
+            decoder = self._decoder
+            rows = len(decoder.live)
+            try:
+                decoder.step()
+            except Exception as e:
+                log.exception("decoding a step of %d rows failed", rows)
+                for row, job in jobs.items():
+                    self._finish(job, Update(self._text(row), len(row.tokens), True, "error",
+                                             f"{type(e).__name__}: {e}", batch_size=rows))
+                jobs.clear()
+                continue
+            if rows:
+                self.batches.append(rows)
+            self._deliver(decoder, jobs, rows)
+
+    def _admit(self, jobs: dict[Row, Job]) -> bool:
+        """Move queued jobs into free rows, waiting for one when nothing is decoding; False once the
+        scheduler is closed and every job has ended."""
+        while not jobs or self._decoder.has_room():
+            try:
+                job = self.pending.get() if not jobs and not self._closed else self.pending.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self._closed = True
+                continue
+            if job.cancelled.is_set():  # gave up while queued: never decoded
+                self._finish(job, Update("", 0, True, "cancelled"))
+                continue
+            if not jobs:  # a burst begins: a fresh plan (adapters may have been loaded since) and cache
+                self._decoder = self.engine.decoder(self.max_batch)
+            self.admitted += 1
+            try:
+                row = self.engine.row(job.messages, job.adapter, job.max_new_tokens, job.sampling,
+                                      stopped=job.cancelled.is_set)
+                self._decoder.admit(row)
+            except Exception as e:
+                log.exception("starting a job failed")
+                self._finish(job, Update("", 0, True, "error", f"{type(e).__name__}: {e}"))
+                continue
+            jobs[row] = job
+        return bool(jobs) or not self._closed
+
+    def _deliver(self, decoder: Decoder, jobs: dict[Row, Job], rows: int) -> None:
+        """Each job's update after a step; jobs that ended (end-of-sequence, a stop string, their
+        token limit, a cancel) leave, and their rows are freed for the next queued job."""
+        for row, job in list(jobs.items()):
+            text, tokens, reason = self._text(row), len(row.tokens), row.reason
+            cut = cut_at_stop(text, job.stop)
+            if cut is not None:
+                text, reason = text[:cut], "stop"
+                tokens = self.engine.count_tokens(text)
+            update = Update(text, tokens, reason is not None, reason, batch_size=rows)
+            if reason:
+                decoder.drop(row, reason)
+                del jobs[row]
+                self._finish(job, update)
+                continue
+            try:
+                job.on_update(update)
+            except Exception:
+                log.exception("delivering an update failed")
+                job.cancel()
+
+    def _text(self, row: Row) -> str:
+        return self.engine.tokenizer.decode(row.tokens, skip_special_tokens=True)
 
     def _finish(self, job: Job, update: Update) -> None:
         job.result = update
@@ -183,55 +231,3 @@ class Scheduler:
             job.on_update(update)
         except Exception:  # a consumer's callback must not stop the other rows
             log.exception("delivering a final update failed")
-
-    def _run(self, batch: list[Job]) -> None:
-        n = len(batch)
-        self.batches.append(n)
-        ended = [False] * n
-        last = [Update("", 0, batch_size=n) for _ in batch]
-
-        def stop_rows() -> list[bool]:
-            return [e or j.cancelled.is_set() for e, j in zip(ended, batch)]
-
-        try:
-            steps = self.engine.stream_many([j.messages for j in batch], [j.adapter for j in batch],
-                                            max_new_tokens=max(j.max_new_tokens for j in batch),
-                                            stop_rows=stop_rows)
-            for rows in steps:
-                for i, (job, row) in enumerate(zip(batch, rows)):
-                    if ended[i]:
-                        continue
-                    if job.cancelled.is_set():
-                        ended[i] = True
-                        self._finish(job, Update(last[i].text, last[i].tokens, True, "cancelled", batch_size=n))
-                        continue
-                    text, tokens, reason = row.text, row.tokens, None
-                    cut = cut_at_stop(text, job.stop)
-                    if cut is not None:
-                        text, reason = text[:cut], "stop"
-                        tokens = self.engine.count_tokens(text)
-                    elif row.done:
-                        reason = "stop"
-                    elif tokens >= job.max_new_tokens:
-                        reason = "length"
-                    last[i] = Update(text, tokens, reason is not None, reason, batch_size=n)
-                    if reason:
-                        ended[i] = True  # flags the row: the engine stops decoding it
-                        self._finish(job, last[i])
-                    else:
-                        try:
-                            job.on_update(last[i])
-                        except Exception:
-                            log.exception("delivering an update failed")
-                            job.cancel()
-            for i, job in enumerate(batch):  # the batch's max_new_tokens reached
-                if not ended[i]:
-                    ended[i] = True
-                    self._finish(job, Update(last[i].text, last[i].tokens, True, "length", batch_size=n))
-        except Exception as e:
-            log.exception("decoding a batch of %d failed", n)
-            for i, job in enumerate(batch):
-                if not ended[i]:
-                    ended[i] = True
-                    self._finish(job, Update(last[i].text, last[i].tokens, True, "error",
-                                             f"{type(e).__name__}: {e}", batch_size=n))

@@ -25,6 +25,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from assistant.runtime import torch_threads
+
 NAME = "batch_invariant"
 
 
@@ -49,6 +51,12 @@ def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key:
     more threads the kernel splits a batch of one differently from a batch of many (measured: other
     bits on a 2-core AMD EPYC), so every row gets its own call."""
     batch, _, q_length, _ = query.shape
+    if q_length == 1 and query.device.type == "cpu" and torch.get_num_threads() > 1:
+        # A decoding step's attention is one query per row: microseconds of work, on which a
+        # multi-threaded call spends more starting its threads (measured: most of a step on a busy
+        # 2-core machine). One thread for it, alone or batched alike, so rows still match.
+        with torch_threads(1):
+            return batch_invariant_attention(module, query, key, value, attention_mask, **kwargs)
     kv_length = key.shape[2]
     kwargs.pop("is_causal", None)
     out = query.new_zeros(batch, q_length, query.shape[1], value.shape[-1])
@@ -67,11 +75,17 @@ def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key:
         n_q, n_k = q.shape[2], k.shape[2]
         mask = None
         if 1 < n_q < n_k:  # SDPA's is_causal aligns top-left; a prefix in the cache needs bottom-right
-            mask = torch.ones(n_q, n_k, dtype=torch.bool, device=q.device).tril(n_k - n_q)[None, None]
+            mask = _bottom_right_causal(n_q, n_k, q.device)
         # With no mask this is exactly the call a lone, unpadded question makes.
         o, _ = sdpa_attention_forward(module, q, k, v, attention_mask=mask, **kwargs)
         out[at, q_start:] = o
     return out, None
+
+
+@lru_cache(maxsize=8)
+def _bottom_right_causal(n_q: int, n_k: int, device: torch.device) -> torch.Tensor:
+    """The causal mask of `n_q` queries that are the last of `n_k` keys (the same for every layer)."""
+    return torch.ones(n_q, n_k, dtype=torch.bool, device=device).tril(n_k - n_q)[None, None]
 
 
 def register() -> str:

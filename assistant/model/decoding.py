@@ -1,0 +1,223 @@
+"""The one decoding loop: continuous batching over a SlotCache, for evaluation, chat and the API.
+
+A `Decoder` holds the rows being decoded. `admit` prefills a newcomer on its own (after the shared
+prefix, whose keys and values are computed once per adapter: `PrefixCache`) and gives it its first
+token; `step` runs one forward pass over every live row and gives each its next token. A row that
+is done leaves at once and its slot takes the next newcomer, so a batch stays full while answers of
+any length come and go (a static batch decodes its longest answer with every finished row aboard).
+
+Why an answer stays the same bits alone and in any mix (invariance.py has the measurements):
+- a row's prefill is its own forward pass, the very one it gets alone;
+- in a decoding step the linear layers see at least `plan.rows` rows (filler rows make up the
+  count, per adapter group: PEFT runs each adapter on its own rows), from which a row's output no
+  longer depends on how many others there are;
+- attention runs per row over that row's own keys (invariance.batch_invariant_attention);
+- sampled rows draw from their own generator (sampling.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from transformers.cache_utils import DynamicCache
+
+from assistant.model.loading import cache_argument
+from assistant.model.sampling import GREEDY, Sampling, next_token
+from assistant.model.slots import KV, SlotCache
+
+if TYPE_CHECKING:
+    from assistant.model.engine import DecodePlan, Engine
+
+
+@dataclass(eq=False)
+class Row:
+    """One request in the loop: its prompt's token ids and, as it decodes, its answer's."""
+
+    ids: list[int]
+    adapter: str | None = None
+    max_new: int = 64
+    sampling: Sampling = GREEDY
+    prefix: int = 0  # leading tokens taken from the shared-prefix cache (0: none)
+    stopped: Callable[[], bool] | None = None  # polled at every step: True ends the row ("cancelled")
+    tokens: list[int] = field(default_factory=list)  # the answer so far, end-of-sequence excluded
+    reason: str | None = None  # once done: stop (end-of-sequence) | length | cancelled
+    started: float = 0.0  # when it was admitted (perf_counter)
+    finished: float = 0.0
+    steps: int = 0  # decoding steps it took part in
+    rows_seen: int = 0  # live rows of those steps, summed: rows_seen / steps is its average batch
+    generator: torch.Generator | None = None
+    slot: int = -1
+
+    @property
+    def done(self) -> bool:
+        return self.reason is not None
+
+    @property
+    def batch_size(self) -> int:
+        return max(1, round(self.rows_seen / self.steps)) if self.steps else 1
+
+
+class PrefixCache:
+    """Keys and values of shared prompt prefixes (chat template and system prompt), per adapter.
+
+    A prefix's keys and values depend on its tokens and the weights only, so every row that starts
+    with it reuses one computation (a copy of a few tokens instead of a forward pass over them)."""
+
+    def __init__(self, size: int = 16):
+        self.size = size
+        self._kv: OrderedDict[tuple, KV] = OrderedDict()
+
+    def get(self, key: tuple, compute: Callable[[], KV]) -> KV:
+        if key in self._kv:
+            self._kv.move_to_end(key)
+        else:
+            self._kv[key] = compute()
+            while len(self._kv) > self.size:
+                self._kv.popitem(last=False)
+        return self._kv[key]
+
+    def clear(self) -> None:
+        self._kv.clear()
+
+
+class Decoder:
+    """A continuous batch of at most `slots` rows on one engine (see the module docstring)."""
+
+    def __init__(self, engine: Engine, plan: DecodePlan, slots: int, budget: int | None = None):
+        self.engine = engine
+        self.plan = plan
+        self.slots = 1 if plan.alone else max(1, slots)
+        self.budget = budget  # at most this many prompt tokens x rows live at once (memory)
+        self.live: list[Row] = []
+        self.cache = SlotCache(engine.model.config, max_slots=self.slots + plan.rows)
+        self.stop_ids = engine._stop_ids()
+        self.processors = engine._processors()
+
+    # -- joining --------------------------------------------------------------------------------
+    def has_room(self, row: Row | None = None) -> bool:
+        if len(self.live) >= self.slots:
+            return False
+        if self.budget is None or row is None or not self.live:
+            return True
+        widest = max([len(r.ids) for r in self.live] + [len(row.ids)])
+        return (len(self.live) + 1) * widest <= self.budget
+
+    def admit(self, row: Row) -> None:
+        """Prefill `row` and give it its first token; it joins the batch unless already done."""
+        row.started = time.perf_counter()
+        row.generator = row.sampling.generator()
+        if row.stopped is not None and row.stopped():
+            self._finish(row, "cancelled")
+            return
+        with self._forward_context():
+            logits, kv = self._prefill(row)
+        self._take(row, logits)
+        if not row.done:
+            row.slot = self.cache.insert(kv)
+            self.live.append(row)
+
+    def _prefill(self, row: Row) -> tuple[torch.Tensor, KV]:
+        """The last position's logits and every layer's keys and values for the row's prompt."""
+        engine = self.engine
+        cache = DynamicCache(config=engine.model.config)
+        if row.prefix:
+            for layer, (k, v) in zip(cache.layers, engine.prefix_kv(row.ids[:row.prefix], row.adapter)):
+                layer.lazy_initialization(k, v)
+                layer.keys, layer.values = k, v  # update() concatenates: the shared tensors stay intact
+        ids = torch.tensor([row.ids[row.prefix:]], device=engine.device)
+        positions = torch.arange(row.prefix, len(row.ids), device=engine.device)[None]
+        out = engine.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1,
+                           **{cache_argument(engine.model): cache}, **engine.adapter_kwargs([row.adapter]))
+        return out.logits[0, -1], [(layer.keys, layer.values) for layer in cache.layers]
+
+    # -- decoding -------------------------------------------------------------------------------
+    def step(self) -> None:
+        """One forward pass over every live row (and its fillers); finished rows leave."""
+        for row in [r for r in self.live if r.stopped is not None and r.stopped()]:
+            self.drop(row, "cancelled")
+        if not self.live:
+            return
+        adapters = [r.adapter for r in self.live] + self._fillers()
+        rows = len(adapters)
+        with self._forward_context():
+            mask = self.cache.begin_step(rows)
+            last = [r.tokens[-1] for r in self.live] + [self.engine.tokenizer.pad_token_id] * (rows - len(self.live))
+            positions = [len(r.ids) + len(r.tokens) - 1 for r in self.live] + [0] * (rows - len(self.live))
+            device = self.engine.device
+            out = self.engine.model(
+                input_ids=torch.tensor(last, device=device)[:, None],
+                position_ids=torch.tensor(positions, device=device)[:, None], attention_mask=mask,
+                use_cache=True, logits_to_keep=1, **{cache_argument(self.engine.model): self.cache},
+                **self.engine.adapter_kwargs(adapters))
+            self.cache.end_step()
+        self.engine.stats.row_steps += rows
+        logits = out.logits[:len(self.live), -1]
+        greedy = logits.argmax(-1).tolist() if not self.processors else None
+        for b, row in enumerate(list(self.live)):
+            row.steps += 1
+            row.rows_seen += len(self.live)
+            self._take(row, logits[b], greedy[b] if greedy is not None and row.sampling.greedy else None)
+        for row in [r for r in self.live if r.done]:
+            self._leave(row)
+
+    def _fillers(self) -> list[str | None]:
+        """Adapters of the filler rows: every adapter group of the step gets at least plan.rows rows."""
+        if self.plan.rows <= 1:
+            return []
+        if not self.engine.adapters:
+            return [None] * max(0, self.plan.rows - len(self.live))
+        counts: dict[str | None, int] = {}
+        for r in self.live:
+            counts[r.adapter] = counts.get(r.adapter, 0) + 1
+        return [a for a, n in counts.items() for _ in range(max(0, self.plan.rows - n))]
+
+    def _take(self, row: Row, logits: torch.Tensor, token: int | None = None) -> None:
+        """Choose the row's next token from its logits and note whether that ends it."""
+        if token is None:
+            if self.processors:
+                context = torch.tensor([row.ids + row.tokens], device=logits.device)
+                logits = self.processors(context, logits[None])[0]
+            token = next_token(logits, row.sampling, row.generator)
+        if token in self.stop_ids:
+            self._finish(row, "stop")
+            return
+        row.tokens.append(token)
+        if len(row.tokens) >= row.max_new:
+            self._finish(row, "length")
+
+    # -- leaving --------------------------------------------------------------------------------
+    def drop(self, row: Row, reason: str = "cancelled") -> None:
+        """End a live row now (a stop string, a client that left): its slot is free at the next step."""
+        if not row.done:
+            self._finish(row, reason)
+        if row in self.live:
+            self._leave(row)
+
+    def _leave(self, row: Row) -> None:
+        # live[i] decodes in slot i: the last row moves into the freed slot, as in the cache.
+        slot = row.slot
+        moved = self.cache.remove(slot)
+        last = self.live.pop()
+        if moved is not None:
+            last.slot = slot
+            self.live[slot] = last
+        row.slot = -1
+
+    def _finish(self, row: Row, reason: str) -> None:
+        row.reason = reason
+        row.finished = time.perf_counter()
+        self.engine.stats.answers += 1
+        self.engine.stats.tokens += len(row.tokens)
+
+    @contextlib.contextmanager
+    def _forward_context(self) -> Iterator[None]:
+        """The engine's lock, the plan's thread count and inference mode, for one forward pass: a
+        long-running loop (the API's) lets other callers of the engine in between its steps."""
+        with self.engine._lock, self.engine.decoding_threads(self.plan), torch.inference_mode():
+            yield
