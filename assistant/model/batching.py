@@ -153,6 +153,8 @@ class Scheduler:
     def _loop(self) -> None:
         """Continuous batching: queued jobs join the engine's decoding loop as soon as a row is free,
         and each step sends every live job its growing text."""
+        if not hasattr(self.engine, "decoder"):
+            return self._relay()
         jobs: dict[Row, Job] = {}
         while self._admit(jobs):
             if not jobs:
@@ -171,6 +173,40 @@ class Scheduler:
             if rows:
                 self.batches.append(rows)
             self._deliver(decoder, jobs, rows)
+
+    def _relay(self) -> None:
+        """An engine that decodes elsewhere (model.remote.RemoteEngine): each job streams through it
+        on a thread of its own, and the engine bounds how many requests are in flight."""
+        while True:
+            job = self.pending.get()
+            if job is None:
+                self._closed = True
+                return
+            if job.cancelled.is_set():
+                self._finish(job, Update("", 0, True, "cancelled"))
+                continue
+            self.admitted += 1
+            threading.Thread(target=self._relay_job, args=(job,), daemon=True, name="relay").start()
+
+    def _relay_job(self, job: Job) -> None:
+        text, tokens, reason = "", 0, "length"
+        try:
+            for rows in self.engine.stream_many([job.messages], [job.adapter], job.max_new_tokens,
+                                                stop_rows=lambda: [job.cancelled.is_set()], samplings=[job.sampling]):
+                text, tokens, ended = rows[0]
+                cut = cut_at_stop(text, job.stop)
+                if cut is not None:
+                    text, tokens, reason = text[:cut], self.engine.count_tokens(text[:cut]), "stop"
+                    break
+                if ended:
+                    reason = "stop"
+                job.on_update(Update(text, tokens, batch_size=1))
+            if job.cancelled.is_set():
+                reason = "cancelled"
+            self._finish(job, Update(text, tokens, True, reason, batch_size=1))
+        except Exception as e:
+            log.exception("relaying a job failed")
+            self._finish(job, Update(text, tokens, True, "error", f"{type(e).__name__}: {e}"))
 
     def _admit(self, jobs: dict[Row, Job]) -> bool:
         """Move queued jobs into free rows, waiting for one when nothing is decoding; False once the

@@ -22,17 +22,65 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
+from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache
 
 from assistant.model.loading import cache_argument
 from assistant.model.sampling import GREEDY, Sampling, next_token
 from assistant.model.slots import KV, SlotCache
 
-if TYPE_CHECKING:
-    from assistant.model.engine import DecodePlan, Engine
+@dataclass(frozen=True)
+class DecodePlan:
+    """How the engine decodes a batch so that no answer depends on its neighbours (`Engine.plan`)."""
+
+    rows: int  # fewest rows a decoding step runs (filler rows make up a short step)
+    threads: int | None = None  # torch threads while decoding; None: the process's own
+    alone: bool = False  # no safe row count: every question is decoded on its own
+
+    def __str__(self) -> str:
+        if self.alone:
+            return "each question decoded alone (no batch-invariant row count)"
+        threads = f", {self.threads} thread while decoding" if self.threads else ""
+        return f"batches of at least {self.rows} rows{threads}"
+
+
+@dataclass
+class DecodeStats:
+    """What the engine decoded since it was created: the evaluation reports it (work done, not assumed)."""
+
+    answers: int = 0  # decoded
+    reused: int = 0  # answered with an earlier identical prompt's Generation instead
+    tokens: int = 0  # answer tokens kept
+    row_steps: int = 0  # rows x decoding steps computed, filler rows included
+    alone: int = 0  # decoded one question at a time: no batch-invariant row count here (`Engine.plan`)
+
+
+class Host(Protocol):
+    """What the loop asks of the engine that owns it (`engine.Engine`): its model, its adapters and
+    the numerics the plan was probed with."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    adapters: dict
+    stats: DecodeStats
+    _lock: contextlib.AbstractContextManager
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def decoding_threads(self, plan: DecodePlan) -> contextlib.AbstractContextManager: ...
+
+    def prefix_kv(self, prefix: list[int], adapter: str | None) -> KV: ...
+
+    def adapter_kwargs(self, adapters: list[str | None]) -> dict: ...
+
+    def _processors(self) -> LogitsProcessorList: ...
+
+    def _stop_ids(self) -> set[int]: ...
+
 
 
 @dataclass(eq=False)
@@ -89,7 +137,7 @@ class PrefixCache:
 class Decoder:
     """A continuous batch of at most `slots` rows on one engine (see the module docstring)."""
 
-    def __init__(self, engine: Engine, plan: DecodePlan, slots: int, budget: int | None = None):
+    def __init__(self, engine: Host, plan: DecodePlan, slots: int, budget: int | None = None):
         self.engine = engine
         self.plan = plan
         self.slots = 1 if plan.alone else max(1, slots)

@@ -23,7 +23,7 @@ from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokeniz
 from transformers.cache_utils import DynamicCache
 
 from assistant.model import invariance
-from assistant.model.decoding import Decoder, PrefixCache, Row
+from assistant.model.decoding import DecodePlan, Decoder, DecodeStats, PrefixCache, Row
 from assistant.model.loading import cache_argument
 from assistant.model.sampling import GREEDY, Sampling
 from assistant.model.slots import KV
@@ -40,32 +40,6 @@ class Generation:
     completion_tokens: int
     latency_s: float  # wall time from joining the batch to the last token
     batch_size: int = 1  # rows decoded together with it, on average over its steps
-
-
-@dataclass(frozen=True)
-class DecodePlan:
-    """How the engine decodes a batch so that no answer depends on its neighbours (`Engine.plan`)."""
-
-    rows: int  # fewest rows a decoding step runs (filler rows make up a short step)
-    threads: int | None = None  # torch threads while decoding; None: the process's own
-    alone: bool = False  # no safe row count: every question is decoded on its own
-
-    def __str__(self) -> str:
-        if self.alone:
-            return "each question decoded alone (no batch-invariant row count)"
-        threads = f", {self.threads} thread while decoding" if self.threads else ""
-        return f"batches of at least {self.rows} rows{threads}"
-
-
-@dataclass
-class DecodeStats:
-    """What the engine decoded since it was created: the evaluation reports it (work done, not assumed)."""
-
-    answers: int = 0  # decoded
-    reused: int = 0  # answered with an earlier identical prompt's Generation instead
-    tokens: int = 0  # answer tokens kept
-    row_steps: int = 0  # rows x decoding steps computed, filler rows included
-    alone: int = 0  # decoded one question at a time: no batch-invariant row count here (`Engine.plan`)
 
 
 class Engine:
