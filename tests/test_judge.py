@@ -177,13 +177,18 @@ def test_judge_against_assistant_serve_records_judge_errors(tiny_corpus, tmp_pat
             os.environ["TEST_JUDGE_KEY"] = "k"
             settings = JudgeSettings(base_url=f"{url}/v1", model="prompted", api_key_env="TEST_JUDGE_KEY",
                                      max_retries=1, max_tokens=16)
+            # assistant serve refuses what it cannot honour, response_format included: the judge says the fix
+            with pytest.raises(JudgeError, match="set judge.response_format: none"):
+                judge_rows(ROWS[:1], settings, tmp_path / "json")
+            settings = settings.model_copy(update={"response_format": "none"})
+            before = service.scheduler.admitted
             out = judge_rows(ROWS, settings, tmp_path)
             # a random model never writes a valid verdict: each row asked twice, then judge_error
             assert [j.outcome for j in out] == [JUDGE_ERROR] * 3 and [j.tries for j in out] == [2, 2, 2]
             assert all(j.prompt_tokens > 0 for j in out)
             again = judge_rows(ROWS, settings, tmp_path)  # cached: no second round of calls
             assert all(j.cached and j.outcome == JUDGE_ERROR for j in again)
-            assert sum(service.scheduler.batches) == 6
+            assert service.scheduler.admitted - before == 6
             with pytest.raises(JudgeError, match="has no model 'rag_sft'"):
                 judge_rows(ROWS[:1], settings.model_copy(update={"model": "rag_sft"}), tmp_path)
             with pytest.raises(JudgeError, match="refused the API key"):
