@@ -69,14 +69,9 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> int | None:
 class Scheduler:
     """One thread that runs a shared engine's decoding loop over the queued jobs."""
 
-    def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64, wait_s: float = 0.05,
-                 max_wait_s: float = 0.5):
+    def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64):
         self.engine = engine
-        self.max_batch = max_batch
-        # Batch by batch, a batch waited for company; with continuous batching a job joins at the next
-        # step, so nothing waits. Kept so that callers' settings still construct a scheduler.
-        self.wait_s = wait_s
-        self.max_wait_s = max_wait_s
+        self.max_batch = max_batch  # a job joins the decoding loop at the next step: nothing waits for company
         self.pending: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self.batches: deque[int] = deque(maxlen=100_000)  # rows of every decoding step (load test, logs)
         self.admitted = 0  # jobs taken from the queue to decode (not those cancelled while queued)

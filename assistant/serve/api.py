@@ -71,8 +71,6 @@ class Limits:
     max_question_chars: int | None = None  # the last user message; None = generation.max_question_chars
     max_queue: int = 64  # requests waiting for a batch; more get 429
     max_batch: int | None = None  # rows decoded together; None = the corpus's generation.batch_size
-    wait_s: float = 0.05  # a batch starts once no request arrived for this long (small against decoding)...
-    max_wait_s: float = 0.5  # ... or this long after its first request
     # A request body above this gets 413 before it is read: max_input_chars of text is at most
     # ~100 KB of JSON even with every character escaped, so 1 MiB leaves room without letting one
     # request hold gigabytes.
@@ -87,9 +85,6 @@ class Limits:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
                 out.append(f"{flag or name} must be a whole number of at least {least}, got {value!r}")
-        for name in ("wait_s", "max_wait_s"):
-            if not 0 <= getattr(self, name) <= 60:
-                out.append(f"{name} must lie between 0 and 60 seconds, got {getattr(self, name)!r}")
         return out
 
 
@@ -319,8 +314,8 @@ class Service:
             raise UsageError("the served variants must share one engine")
         self.engine = next(iter(engines.values()), None)
         gen = corpus.config.generation
-        self.scheduler = Scheduler(self.engine, self.limits.max_batch or gen.batch_size, self.limits.max_queue,
-                                   self.limits.wait_s, self.limits.max_wait_s) if self.engine is not None else None
+        self.scheduler = (Scheduler(self.engine, self.limits.max_batch or gen.batch_size, self.limits.max_queue)
+                          if self.engine is not None else None)
         self._prompt_lock = threading.Lock()  # retrievers and tokenizers are not known to be thread-safe
         # Prompts are built one at a time anyway (the lock): one thread for them, not one of the
         # threadpool's forty, keeps their allocations in one place (see MemoryKeeper).
