@@ -227,9 +227,11 @@ class EvalSettings(Settings):
                     "on it (generation.batch_invariant), speed does: a batch reads the weights once per step "
                     "for all its rows (README, Benchmarks)")
     batch_tokens: int = Field(
-        5120, ge=1,
-        description="and at most this many padded prompt tokens per batch: about 64 short prompts (prompted, "
-                    "sft) but 16 RAG prompts, whose prefill and KV cache, not the weights, bound a large batch")
+        16384, ge=1,
+        description="and at most this many prompt tokens live at once (the longest live prompt times the rows): "
+                    "each row keeps its keys and values, 46 kB per token for the default model in fp32, so this "
+                    "bounds the cache near 0.8 GB; e.g. 64 rows of 256-token prompts, 43 of ecostride's longest "
+                    "RAG prompts (377 tokens)")
 
 
 class JudgeSettings(Settings):

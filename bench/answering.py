@@ -1,18 +1,21 @@
 """The evaluation's own answering: Hugging Face `generate` against the engine, on one corpus.
 
     python bench/answering.py corpora/ecostride [--limit 48] [--dtype float32|bfloat16] [--batch 16] [--threads 1]
+                              [--engine-batch N] [--batch-tokens N]
 
 Takes the test split's questions, builds the prompts `prompted` and `rag` send (the index must be
 built: `assistant build CORPUS --variant rag`), at most --limit of each, and answers all of them, in
 one run on this machine:
 - HF generate: `model.generate` with its defaults (greedy, plain SDPA, left padding), in static
   batches of --batch prompts in the evaluation's order;
-- the engine: `Engine.generate` over all of them at once (continuous batching, --batch rows, shared
-  prefix, batch-invariant decoding), as the evaluation calls it;
+- the engine: `Engine.generate` over all of them at once (continuous batching, shared prefix, prompts
+  prefilled together, batch-invariant decoding), as the evaluation calls it: at most the corpus's
+  `evaluation.batch_size` rows and `evaluation.batch_tokens` prompt tokens live (--engine-batch,
+  --batch-tokens override them; --engine-batch 16 --batch-tokens 0 gives HF's row count);
 - the engine once more with every prompt alone, to count answers identical alone and in the mix.
 Prints each, the share of the linear-layer bound the engine reached (bench/limits.py's measure: the
-time the model's linear layers alone need for the engine's prefill tokens and decoding rows), and
-closes with one line:
+time the model's linear layers alone need for the engine's prefill tokens and decoding rows, at
+its average rows per step), and closes with one line:
 
     answering N prompts of CORPUS: engine X tok/s, HF generate Y tok/s: Z.ZZx; identical K/N
 
@@ -26,6 +29,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import replace
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -97,7 +101,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("corpus")
     ap.add_argument("--limit", type=int, default=48, help="test questions per variant (run time: ~10 min at 48)")
-    ap.add_argument("--batch", type=int, default=16, help="HF generate's static batch; the engine's rows")
+    ap.add_argument("--batch", type=int, default=16, help="HF generate's static batch")
+    ap.add_argument("--engine-batch", type=int, help="the engine's most rows (default: evaluation.batch_size)")
+    ap.add_argument("--batch-tokens", type=int, help="the engine's most live prompt tokens, 0 for no bound "
+                                                       "(default: evaluation.batch_tokens)")
     ap.add_argument("--dtype", choices=["float32", "bfloat16"], help="override model.eval_dtype")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (each evaluation worker uses 1)")
     args = ap.parse_args()
@@ -107,6 +114,9 @@ def main() -> int:
     if args.dtype:
         corpus.config.model.eval_dtype = args.dtype
     engine = open_engine(corpus)
+    evaluation = corpus.config.evaluation
+    engine_batch = args.engine_batch or evaluation.batch_size
+    batch_tokens = evaluation.batch_tokens if args.batch_tokens is None else (args.batch_tokens or None)
     max_new = engine.max_new_tokens
     convs = prompts(corpus, engine, args.limit)
     n = len(convs)
@@ -114,24 +124,28 @@ def main() -> int:
     print(f"{corpus.name}: {n} prompts (prompted and rag, {min(lengths)}-{max(lengths)} tokens, "
           f"{sum(lengths) / n:.0f} on average), max_new_tokens {max_new}; {cpu_name()} "
           f"({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads, "
-          f"{str(engine.dtype).removeprefix('torch.')}; engine plan: {engine.plan()}", flush=True)
+          f"{str(engine.dtype).removeprefix('torch.')}; engine plan: {engine.plan()}; HF generate: static batches "
+          f"of {args.batch}; engine: up to {engine_batch} rows and {batch_tokens or 'any number of'} live prompt tokens",
+          flush=True)
 
     hf_tokens, hf_s = hf_generate(engine, convs, args.batch, max_new)
     print(f"HF generate: {hf_tokens} answer tokens in {hf_s:.1f} s: {hf_tokens / hf_s:.1f} tok/s", flush=True)
 
-    before = engine.stats.row_steps
+    before = replace(engine.stats)
     t0 = time.perf_counter()
-    mixed = engine.generate(convs, batch_size=args.batch)
+    with engine.batched(engine_batch, batch_tokens):
+        mixed = engine.generate(convs)
     engine_s = time.perf_counter() - t0
-    row_steps = engine.stats.row_steps - before
+    row_steps, steps = engine.stats.row_steps - before.row_steps, engine.stats.steps - before.steps
     engine_tokens = sum(g.completion_tokens for g in mixed)
     print(f"engine: {engine_tokens} answer tokens in {engine_s:.1f} s: {engine_tokens / engine_s:.1f} tok/s "
-          f"({row_steps} row-steps, {row_steps / max(1, engine_tokens):.2f} per answer token)", flush=True)
+          f"({row_steps} row-steps in {steps} steps, {row_steps / max(1, steps):.1f} rows per step, "
+          f"{row_steps / max(1, engine_tokens):.2f} per answer token)", flush=True)
 
     rows = [engine.row(m) for m in convs]
     prefill = sum(len(r.ids) - r.prefix for r in rows) + len({tuple(r.ids[:r.prefix]) for r in rows if r.prefix}) * \
         max((r.prefix for r in rows), default=0)
-    bound = linear_bound_s(engine, prefill, row_steps, args.batch)
+    bound = linear_bound_s(engine, prefill, row_steps, max(1, round(row_steps / max(1, steps))))
     print(f"linear-layer bound for that work ({prefill} prefill tokens, {row_steps} decoding rows): "
           f"{bound:.1f} s, so the engine ran at {bound / engine_s:.0%} of it", flush=True)
 

@@ -196,6 +196,35 @@ def test_an_answer_is_the_same_alone_and_amid_rows_joining_and_leaving_at_any_st
         assert max(sizes) == min(slots, len(rows) - 1) and len(set(sizes)) > 1
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_prompts_prefilled_together_get_the_bits_they_get_alone(threads):
+    """Newcomers that share a system turn are prefilled in one forward pass (right-padded, each row's
+    attention over its own tokens, its first token from an LM head pass of plan.rows rows, alone
+    too), where the plan found large batches exact; every answer is the prompt's own, alone. A
+    prompt with fewer new tokens than plan.rows is prefilled on its own."""
+    from assistant.runtime import torch_threads
+
+    with torch_threads(threads):
+        engine = varied_engine(max_new_tokens=8, batch_size=8)
+        plan = engine.plan()
+        if not plan.together:
+            pytest.skip(f"this CPU's kernels are not exact in large batches at {threads} threads")
+        prompts = with_system(*QUESTIONS, FILLERS[2], FILLERS[4])
+        alone = [engine.generate([m], batch_size=1)[0].text for m in prompts]
+        shapes = []
+        hook = engine.model.register_forward_pre_hook(
+            lambda mod, args, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+        together = engine.generate(prompts, batch_size=8)
+        hook.remove()
+    assert [g.text for g in together] == alone
+    rows = [engine.row(m) for m in prompts]
+    short = sum(len(r.ids) - r.prefix < plan.rows for r in rows)
+    prefills = [n for n, width in shapes if width > 1]
+    assert max(prefills) > 1 and len(prefills) < len(prompts)  # several prompts in one pass
+    assert prefills.count(1) >= short
+    assert not engine.model.get_output_embeddings()._forward_pre_hooks  # the LM head is the model's own again
+
+
 def test_the_system_turn_is_computed_once_and_shared_by_every_row():
     engine = varied_engine(max_new_tokens=4, batch_size=4)
     prompts = with_system(*QUESTIONS)
@@ -292,35 +321,46 @@ def test_reuse_never_crosses_adapters(dtype_engine):
 @pytest.mark.parametrize("dtype", supported_dtypes())
 @pytest.mark.parametrize("threads", [1, 2])
 def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
-    """invariance.batch_invariant_attention: single-threaded it groups rows by padding, with more
-    threads it calls SDPA per row; either way each row gets the bits of its own lone SDPA call, for
-    consecutive and scattered groups, prompts and decoding steps (which always run on one thread)."""
+    """invariance.batch_invariant_attention: single-threaded it shares a call among consecutive rows
+    with the same real keys, with more threads it calls SDPA per row; either way each row gets the
+    bits of its own lone SDPA call, for left padding (a decoding step's right-aligned rows) and
+    right padding (prompts prefilled together), prompts and decoding steps (which always run on one
+    thread, and in fp32 where the model is bf16: the lone call is that one too)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from assistant.model.invariance import batch_invariant_attention
 
     model, _ = load_model(ModelSettings(name=TINY, dtype=dtype))
     module = model.model.layers[0].self_attn
-    pads, length = [0, 3, 3, 0, 5, 3, 3], 11
+    length = 11
+    left = [(0, 11), (3, 11), (3, 11), (0, 11), (5, 11), (3, 11), (3, 11)]  # (first, end) real keys
+    right = [(0, 11), (0, 8), (0, 8), (0, 11), (0, 5), (0, 8)]
     gen = torch.Generator().manual_seed(0)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
+    half = getattr(torch, dtype) != torch.float32
     try:
-        for n_q in (1, length):  # a decoding step, a prompt
-            q = torch.randn(len(pads), 4, n_q, 16, generator=gen).to(getattr(torch, dtype))
-            k, v = (torch.randn(len(pads), 2, length, 16, generator=gen).to(getattr(torch, dtype)) for _ in range(2))
-            mask = torch.tensor([[i >= p for i in range(length)] for p in pads])[:, None, None, :]
+        for n_q, rows in ((1, left), (length, left), (length, right)):  # a decoding step, prompts
+            q = torch.randn(len(rows), 4, n_q, 16, generator=gen).to(getattr(torch, dtype))
+            k, v = (torch.randn(len(rows), 2, length, 16, generator=gen).to(getattr(torch, dtype)) for _ in range(2))
+            causal = torch.ones(n_q, length, dtype=torch.bool).tril(length - n_q)
+            real = torch.tensor([[first <= j < end for j in range(length)] for first, end in rows])
+            mask = (causal[None] & real[:, None, :])[:, None]
+            mask[:, :, -1] = real[:, None]  # the last query sees every real key (a padding query after them)
             grouped, _ = batch_invariant_attention(module, q, k, v, mask, scaling=0.25, dropout=0.0)
-            for b, p in enumerate(pads):
-                start = max(0, p - (length - n_q))
+            for b, (first, end) in enumerate(rows):
+                q_start, q_end = max(0, first - (length - n_q)), end - (length - n_q)
+                qb, kb, vb = q[b:b + 1, :, q_start:q_end].contiguous(), k[b:b + 1, :, first:end], v[b:b + 1, :, first:end]
+                if n_q == 1 and half:
+                    qb, kb, vb = qb.float(), kb.float(), vb.float()
                 with torch_threads(1) if n_q == 1 else contextlib.nullcontext():  # decoding steps: one thread
-                    alone, _ = sdpa_attention_forward(module, q[b:b + 1, :, start:].contiguous(), k[b:b + 1, :, p:],
-                                                      v[b:b + 1, :, p:], attention_mask=None, scaling=0.25,
+                    alone, _ = sdpa_attention_forward(module, qb, kb, vb, attention_mask=None, scaling=0.25,
                                                       dropout=0.0)
-                assert torch.equal(grouped[b:b + 1, start:], alone)
-                assert not grouped[b, :start].any()  # padded query positions: zeros
+                assert torch.equal(grouped[b:b + 1, q_start:q_end], alone.to(grouped.dtype))
+                assert not grouped[b, :q_start].any() and not grouped[b, q_end:].any()  # padded queries: zeros
     finally:
         torch.set_num_threads(saved)
+
 
 def test_a_token_budget_gives_long_prompts_smaller_batches_and_the_same_answers(engine):
     prompts = convs(*QUESTIONS, FILLERS[2], FILLERS[2] + " (2)")
@@ -385,7 +425,8 @@ def test_where_only_one_thread_is_invariant_the_engine_decodes_with_one(monkeypa
         expected = [g.text for g in fresh_engine(max_new_tokens=6, batch_size=4).generate(convs(*QUESTIONS))]
         engine = fresh_engine(max_new_tokens=6, batch_size=4)
         monkeypatch.setattr(invariance, "min_rows", lambda *a: 4 if torch.get_num_threads() == 1 else None)
-        assert engine.plan() == DecodePlan(rows=4, threads=1)
+        plan = engine.plan()
+        assert (plan.rows, plan.threads, plan.alone) == (4, 1, False)
         seen = []
         engine.model.register_forward_pre_hook(lambda *a: seen.append(torch.get_num_threads()))
         got = engine.generate(convs(*QUESTIONS))

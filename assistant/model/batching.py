@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from assistant.model.decoding import Decoder, Row
+from assistant.model.decoding import PREFILL_TOKENS, Decoder, Row
 from assistant.model.engine import Engine, Messages
 from assistant.model.sampling import GREEDY, Sampling
 
@@ -76,6 +76,7 @@ class Scheduler:
         self.batches: deque[int] = deque(maxlen=100_000)  # rows of every decoding step (load test, logs)
         self.admitted = 0  # jobs taken from the queue to decode (not those cancelled while queued)
         self._decoder: Decoder | None = None  # the current burst's decoding loop
+        self._held: tuple[Row, Job] | None = None  # taken from the queue, joins at the next step
         self.finished: deque[tuple[str, int]] = deque(maxlen=1024)  # (finish_reason, tokens) of recent jobs
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="batching", daemon=True)
@@ -205,31 +206,55 @@ class Scheduler:
 
     def _admit(self, jobs: dict[Row, Job]) -> bool:
         """Move queued jobs into free rows, waiting for one when nothing is decoding; False once the
-        scheduler is closed and every job has ended."""
-        while not jobs or self._decoder.has_room():
-            try:
-                job = self.pending.get() if not jobs and not self._closed else self.pending.get_nowait()
-            except queue.Empty:
+        scheduler is closed and every job has ended.
+
+        Newcomers are prefilled together (Decoder.admit), at most PREFILL_TOKENS new prompt tokens
+        between two steps (at least one job): a burst of long prompts joins over a few steps instead
+        of stopping the live rows for all of its prefill at once."""
+        joining: dict[Row, Job] = {}
+        tokens = 0
+        while not (jobs or joining) or self._decoder.has_room(None, list(joining)):
+            if self._held is not None:
+                (row, job), self._held = self._held, None
+            else:
+                try:
+                    job = self.pending.get() if not (jobs or joining) and not self._closed else self.pending.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._closed = True
+                    continue
+                if job.cancelled.is_set():  # gave up while queued: never decoded
+                    self._finish(job, Update("", 0, True, "cancelled"))
+                    continue
+                try:
+                    row = self.engine.row(job.messages, job.adapter, job.max_new_tokens, job.sampling,
+                                          stopped=job.cancelled.is_set)
+                    self.engine.adapter_kwargs([row.adapter])  # an unknown adapter fails this job alone
+                except Exception as e:
+                    log.exception("starting a job failed")
+                    self._finish(job, Update("", 0, True, "error", f"{type(e).__name__}: {e}"))
+                    continue
+            if joining and tokens + len(row.ids) - row.prefix > PREFILL_TOKENS:
+                self._held = (row, job)
                 break
-            if job is None:
-                self._closed = True
-                continue
-            if job.cancelled.is_set():  # gave up while queued: never decoded
-                self._finish(job, Update("", 0, True, "cancelled"))
-                continue
-            if not jobs:  # a burst begins: a fresh plan (adapters may have been loaded since) and cache
+            if not (jobs or joining):  # a burst begins: a fresh plan (adapters may have been loaded since) and cache
                 self._decoder = self.engine.decoder(self.max_batch)
             self.admitted += 1
+            joining[row] = job
+            tokens += len(row.ids) - row.prefix
+        if joining:
             try:
-                row = self.engine.row(job.messages, job.adapter, job.max_new_tokens, job.sampling,
-                                      stopped=job.cancelled.is_set)
-                self._decoder.admit(row)
+                self._decoder.admit(list(joining))
             except Exception as e:
-                log.exception("starting a job failed")
-                self._finish(job, Update("", 0, True, "error", f"{type(e).__name__}: {e}"))
-                continue
-            jobs[row] = job
-        return bool(jobs) or not self._closed
+                log.exception("prefilling %d jobs failed", len(joining))
+                for row, job in joining.items():
+                    if row in self._decoder.live:
+                        self._decoder.drop(row, "error")
+                    self._finish(job, Update("", 0, True, "error", f"{type(e).__name__}: {e}"))
+                joining.clear()
+            jobs.update(joining)
+        return bool(jobs) or self._held is not None or not self._closed
 
     def _deliver(self, decoder: Decoder, jobs: dict[Row, Job], rows: int) -> None:
         """Each job's update after a step; jobs that ended (end-of-sequence, a stop string, their

@@ -1,13 +1,16 @@
 """The one decoding loop: continuous batching over a SlotCache, for evaluation, chat and the API.
 
-A `Decoder` holds the rows being decoded. `admit` prefills a newcomer on its own (after the shared
-prefix, whose keys and values are computed once per adapter: `PrefixCache`) and gives it its first
-token; `step` runs one forward pass over every live row and gives each its next token. A row that
+A `Decoder` holds the rows being decoded. `admit` prefills newcomers (after the shared prefix, whose
+keys and values are computed once per adapter: `PrefixCache`), those that share an adapter and a
+prefix in one forward pass, and gives each its first token; `step` runs one forward pass over every
+live row and gives each its next token. A row that
 is done leaves at once and its slot takes the next newcomer, so a batch stays full while answers of
 any length come and go (a static batch decodes its longest answer with every finished row aboard).
 
 Why an answer stays the same bits alone and in any mix (invariance.py has the measurements):
-- a row's prefill is its own forward pass, the very one it gets alone;
+- a row's prefill computes what it computes alone: its linear layers run among other prompts' tokens
+  only where the plan found that changes no bit (`DecodePlan.together`), its attention covers its
+  own tokens only, and its first token comes from an LM head of at least `plan.rows` rows, alone too;
 - in a decoding step the linear layers see at least `plan.rows` rows (filler rows make up the
   count, per adapter group: PEFT runs each adapter on its own rows), from which a row's output no
   longer depends on how many others there are;
@@ -20,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +35,11 @@ from assistant.model.loading import cache_argument
 from assistant.model.sampling import GREEDY, Sampling, next_token
 from assistant.model.slots import KV, SlotCache
 
+# Bump when a change to the loop can move an answer's bits: evaluation answers cached by an earlier
+# loop are then decoded again (variants.base.Variant.fingerprint).
+DECODING_VERSION = "2"
+PREFILL_TOKENS = 512  # at most this many new prompt tokens (rows x longest) in one prefill forward pass
+
 @dataclass(frozen=True)
 class DecodePlan:
     """How the engine decodes a batch so that no answer depends on its neighbours (`Engine.plan`)."""
@@ -39,12 +47,14 @@ class DecodePlan:
     rows: int  # fewest rows a decoding step runs (filler rows make up a short step)
     threads: int | None = None  # torch threads while decoding; None: the process's own
     alone: bool = False  # no safe row count: every question is decoded on its own
+    together: bool = False  # newcomers' prompts prefilled in one forward pass (invariance.many_rows_invariant)
 
     def __str__(self) -> str:
         if self.alone:
             return "each question decoded alone (no batch-invariant row count)"
         threads = f", {self.threads} thread while decoding" if self.threads else ""
-        return f"batches of at least {self.rows} rows{threads}"
+        together = ", prompts prefilled together" if self.together else ", each prompt prefilled alone"
+        return f"batches of at least {self.rows} rows{threads}{together}"
 
 
 @dataclass
@@ -55,6 +65,7 @@ class DecodeStats:
     reused: int = 0  # answered with an earlier identical prompt's Generation instead
     tokens: int = 0  # answer tokens kept
     row_steps: int = 0  # rows x decoding steps computed, filler rows included
+    steps: int = 0  # decoding steps (forward passes over the live rows)
     alone: int = 0  # decoded one question at a time: no batch-invariant row count here (`Engine.plan`)
 
 
@@ -148,41 +159,77 @@ class Decoder:
         self.processors = engine._processors()
 
     # -- joining --------------------------------------------------------------------------------
-    def has_room(self, row: Row | None = None) -> bool:
-        if len(self.live) >= self.slots:
+    def has_room(self, row: Row | None = None, joining: Sequence[Row] = ()) -> bool:
+        """Whether `row` may join now, beside the live rows and those `joining` with it."""
+        if len(self.live) + len(joining) >= self.slots:
             return False
-        if self.budget is None or row is None or not self.live:
+        if self.budget is None or row is None or not (self.live or joining):
             return True
-        widest = max([len(r.ids) for r in self.live] + [len(row.ids)])
-        return (len(self.live) + 1) * widest <= self.budget
+        widest = max([len(r.ids) for r in (*self.live, *joining)] + [len(row.ids)])
+        return (len(self.live) + len(joining) + 1) * widest <= self.budget
 
-    def admit(self, row: Row) -> None:
-        """Prefill `row` and give it its first token; it joins the batch unless already done."""
-        row.started = time.perf_counter()
-        row.generator = row.sampling.generator()
-        if row.stopped is not None and row.stopped():
-            self._finish(row, "cancelled")
-            return
-        with self._forward_context():
-            logits, kv = self._prefill(row)
-        self._take(row, logits)
-        if not row.done:
-            row.slot = self.cache.insert(kv)
-            self.live.append(row)
+    def admit(self, rows: Row | Sequence[Row]) -> None:
+        """Prefill newcomers and give each its first token; those not done at once join the batch.
 
-    def _prefill(self, row: Row) -> tuple[torch.Tensor, KV]:
-        """The last position's logits and every layer's keys and values for the row's prompt."""
+        Rows that share an adapter and a shared prefix are prefilled together where the plan allows
+        (`DecodePlan.together`), in forward passes of at most PREFILL_TOKENS prompt tokens."""
+        rows = [rows] if isinstance(rows, Row) else list(rows)
+        groups: dict[tuple, list[Row]] = {}
+        for row in rows:
+            row.started = time.perf_counter()
+            row.generator = row.sampling.generator()
+            if row.stopped is not None and row.stopped():
+                self._finish(row, "cancelled")
+                continue
+            # Fewer new tokens than plan.rows: alone, their linear layers run other kernels than in company.
+            together = self.plan.together and len(row.ids) - row.prefix >= self.plan.rows
+            key = (row.adapter, tuple(row.ids[:row.prefix])) if together else (id(row),)
+            groups.setdefault(key, []).append(row)
+        for group in groups.values():
+            group.sort(key=lambda r: len(r.ids), reverse=True)  # little padding within a pass
+            while group:
+                width = len(group[0].ids) - group[0].prefix
+                n = max(1, min(len(group), PREFILL_TOKENS // max(1, width)))
+                batch, group = group[:n], group[n:]
+                with self._forward_context():
+                    prefilled = self._prefill(batch)
+                for row, (logits, kv) in zip(batch, prefilled):
+                    self._take(row, logits)
+                    if not row.done:
+                        row.slot = self.cache.insert(kv)
+                        self.live.append(row)
+
+    def _prefill(self, rows: list[Row]) -> list[tuple[torch.Tensor, KV]]:
+        """Each row's last-position logits and every layer's keys and values for its prompt, from one
+        forward pass (rows of one adapter and one shared prefix; the rest of each prompt right-padded)."""
         engine = self.engine
+        n, prefix, device = len(rows), rows[0].prefix, engine.device
+        lengths = [len(r.ids) - prefix for r in rows]
+        width = max(lengths)
         cache = DynamicCache(config=engine.model.config)
-        if row.prefix:
-            for layer, (k, v) in zip(cache.layers, engine.prefix_kv(row.ids[:row.prefix], row.adapter)):
+        if prefix:
+            for layer, (k, v) in zip(cache.layers, engine.prefix_kv(rows[0].ids[:prefix], rows[0].adapter)):
                 layer.lazy_initialization(k, v)
-                layer.keys, layer.values = k, v  # update() concatenates: the shared tensors stay intact
-        ids = torch.tensor([row.ids[row.prefix:]], device=engine.device)
-        positions = torch.arange(row.prefix, len(row.ids), device=engine.device)[None]
-        out = engine.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=1,
-                           **{cache_argument(engine.model): cache}, **engine.adapter_kwargs([row.adapter]))
-        return out.logits[0, -1], [(layer.keys, layer.values) for layer in cache.layers]
+                # update() concatenates: the shared tensors stay intact
+                layer.keys, layer.values = k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)
+        pad = engine.tokenizer.pad_token_id
+        ids = torch.tensor([r.ids[prefix:] + [pad] * (width - m) for r, m in zip(rows, lengths)], device=device)
+        positions = torch.arange(prefix, prefix + width, device=device)[None].expand(n, -1)
+        padded = {}
+        if min(lengths) < width:  # the attention reads each row's real keys off this mask
+            padded["attention_mask"] = torch.tensor([[1] * (prefix + m) + [0] * (width - m) for m in lengths],
+                                                    device=device)
+        # Each row's last real position goes through the LM head in a pass of at least plan.rows rows
+        # (copies of the last make up the count), alone as in company: the same kernel either way.
+        last = [m - 1 for m in lengths] + [lengths[-1] - 1] * max(0, self.plan.rows - n)
+        rows_of = list(range(n)) + [n - 1] * max(0, self.plan.rows - n)
+        with _last_positions(engine.model, rows_of, last):
+            out = engine.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=0,
+                               **padded, **{cache_argument(engine.model): cache},
+                               **engine.adapter_kwargs([rows[0].adapter] * n))
+        return [(out.logits[b, -1], [(layer.keys[b:b + 1, :, :prefix + m], layer.values[b:b + 1, :, :prefix + m])
+                                     for layer in cache.layers])
+                for b, m in enumerate(lengths)]
 
     # -- decoding -------------------------------------------------------------------------------
     def step(self) -> None:
@@ -205,6 +252,7 @@ class Decoder:
                 **self.engine.adapter_kwargs(adapters))
             self.cache.end_step()
         self.engine.stats.row_steps += rows
+        self.engine.stats.steps += 1
         logits = out.logits[:len(self.live), -1]
         greedy = logits.argmax(-1).tolist() if not self.processors else None
         for b, row in enumerate(list(self.live)):
@@ -269,3 +317,21 @@ class Decoder:
         long-running loop (the API's) lets other callers of the engine in between its steps."""
         with self.engine._lock, self.engine.decoding_threads(self.plan), torch.inference_mode():
             yield
+
+
+@contextlib.contextmanager
+def _last_positions(model: PreTrainedModel, rows: list[int], positions: list[int]) -> Iterator[None]:
+    """Within: the model's LM head computes only the hidden states at (rows[i], positions[i]), one
+    output row each, whatever the forward pass asked of it (the model's own head, so anything the
+    model does to its logits after it still happens)."""
+    def gather(module, args):
+        hidden = args[0]
+        picked = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(positions, device=hidden.device)]
+        return (picked[:, None, :].contiguous(), *args[1:])
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(gather)
+    try:
+        yield
+    finally:
+        handle.remove()
+

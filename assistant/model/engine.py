@@ -79,20 +79,23 @@ class Engine:
         same CPU in bf16 at any thread count), which is what a lone question does by definition.
         Without batch invariance: plain batches."""
         if not self.batch_invariant:
-            return DecodePlan(rows=1)
+            return DecodePlan(rows=1, together=True)
         shapes = invariance.linear_shapes(self.model)
         max_rows = max(self.batch_size, 4)
         # Under the lock: the one-thread probe changes the process's thread count while it runs.
         with self._lock:
             rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
             if rows is not None:
-                return DecodePlan(rows=rows)
+                return DecodePlan(rows=rows, together=self._together(shapes, rows))
             if self.device.type == "cpu" and torch.get_num_threads() > 1:
                 with torch_threads(1):
                     rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
-                if rows is not None:
-                    return DecodePlan(rows=rows, threads=1)
+                    if rows is not None:
+                        return DecodePlan(rows=rows, threads=1, together=self._together(shapes, rows))
         return DecodePlan(rows=1, alone=True)
+
+    def _together(self, shapes: tuple[tuple[int, int], ...], rows: int) -> bool:
+        return invariance.many_rows_invariant(shapes, self.dtype, self.device.type, rows)
 
     @contextlib.contextmanager
     def decoding_threads(self, plan: DecodePlan) -> Iterator[None]:
@@ -206,8 +209,10 @@ class Engine:
         decoder = self.decoder(slots, budget)
         waiting = deque(rows)
         while waiting or decoder.live:
-            while waiting and decoder.has_room(waiting[0]):
-                decoder.admit(waiting.popleft())
+            joining: list[Row] = []
+            while waiting and decoder.has_room(waiting[0], joining):
+                joining.append(waiting.popleft())
+            decoder.admit(joining)
             decoder.step()
             yield decoder
 

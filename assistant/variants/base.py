@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from assistant.corpus.corpus import Corpus
 from assistant.errors import NotBuilt  # noqa: F401  (re-exported: variants raise it)
+from assistant.model.decoding import DECODING_VERSION
 from assistant.model.engine import Engine, Messages
 from assistant.variants.retrieval import Source
 
@@ -73,7 +74,7 @@ class Variant:
 
         cfg = corpus.config
         key = cls.name + corpus.fingerprint() + cfg.system_prompt + cfg.model.model_dump_json() \
-            + cfg.generation.model_dump_json()
+            + cfg.generation.model_dump_json() + DECODING_VERSION
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     # Subclasses override this one method.
