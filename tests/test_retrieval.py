@@ -278,11 +278,10 @@ def test_rag_messages_number_passages_and_keep_history():
     msgs = rag_messages("You are Pedalo's assistant.", "How long do refunds take?", passages,
                         history=[("hi", "Hello!")])
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
-    assert msgs[0]["content"].startswith("You are Pedalo's assistant.\n\n")  # then the instruction, shared
-    assert "I don't know." in msgs[0]["content"] and "[1]" in msgs[0]["content"]
+    assert msgs[0]["content"] == "You are Pedalo's assistant."
     user = msgs[-1]["content"]
     assert "[1] A > Refunds: Refunds take 6 days." in user and "[2] Closed on Mondays." in user
-    assert user.endswith("Question: How long do refunds take?")
+    assert "I don't know." in user and "[1]" in user and user.endswith("Question: How long do refunds take?")
 
 
 def test_rag_variant_batches_retrieval_and_abstains_below_threshold(built, monkeypatch):

@@ -370,9 +370,9 @@ def test_raft_prompts_mix_gold_and_distractors(tiny_corpus_dir, gold_fraction):
     assert stats["prompts_with_gold"] == (3 if gold_fraction else 0)
     for row, q in zip(rows, corpus.questions("train")):
         user = row["prompt"][-1]["content"]
-        assert row["prompt"][0]["content"] == corpus.config.system_prompt + "\n\n" + INSTRUCTION
+        assert row["prompt"][0]["content"] == corpus.config.system_prompt
         assert user.endswith("Question: " + q.question)
-        block = user.split("\n\nQuestion: ")[0].removeprefix("Passages:\n")
+        block = user.split("\n\n" + INSTRUCTION)[0].removeprefix("Passages:\n")
         passages = re.split(r"\n\n(?=\[\d+\] )", block)
         assert [p[:3] for p in passages] == ["[1]", "[2]", "[3]"]  # gold + 2 distractors, or 3 distractors
         holding = [p for p in passages if all(f.lower() in p.lower() for f in q.key_facts)]

@@ -77,7 +77,9 @@ class Engine:
         else, on CPU, do the same with one thread if that is invariant (measured: an Intel AMX CPU in
         fp32 with two threads is not, with one is); else decode each question alone (measured: the
         same CPU in bf16 at any thread count), which is what a lone question does by definition.
-        Without batch invariance: plain batches."""
+        Newcomers' prompts are prefilled together where a second probe finds batches of hundreds of
+        rows exact from that row count on too (`invariance.many_rows_invariant`). Without batch
+        invariance: plain batches, prompts prefilled together."""
         if not self.batch_invariant:
             return DecodePlan(rows=1, together=True)
         shapes = invariance.linear_shapes(self.model)
