@@ -38,20 +38,11 @@ def _real_keys(mask: torch.Tensor | None, batch: int, kv_length: int) -> list[tu
     is the row's last real token, or a padding token after it that attends every real key."""
     if mask is None:
         return [(0, kv_length)] * batch
-    global _last_read
-    read = _last_read
-    if read[0] is mask:  # every layer of a forward pass gets the same mask: read it once
-        return read[1]
     last = mask[:, 0, -1, :] if mask.dtype == torch.bool else mask[:, 0, -1, :] == 0
     last = last.expand(batch, -1)
     # argmax finds the first True; a row that sees nothing (never in generation) keeps all keys.
     firsts, counts = last.int().argmax(-1).tolist(), last.sum(-1).tolist()
-    keys = [(f, f + n) if n else (0, kv_length) for f, n in zip(firsts, counts)]
-    _last_read = (mask, keys)  # one assignment: another thread sees the old pair or the new one
-    return keys
-
-
-_last_read: tuple = (None, None)  # the last mask read and its rows' real keys (holding it keeps its id unique)
+    return [(f, f + n) if n else (0, kv_length) for f, n in zip(firsts, counts)]
 
 
 def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
