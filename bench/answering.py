@@ -8,14 +8,15 @@ built: `assistant build CORPUS --variant rag`), at most --limit of each, and ans
 one run on this machine:
 - HF generate: `model.generate` with its defaults (greedy, plain SDPA, left padding), in static
   batches of --batch prompts in the evaluation's order;
-- the engine: `Engine.generate` over all of them at once (continuous batching, shared prefix, prompts
-  prefilled together, batch-invariant decoding), as the evaluation calls it: at most the corpus's
-  `evaluation.batch_size` rows and `evaluation.batch_tokens` prompt tokens live (--engine-batch,
-  --batch-tokens override them; --engine-batch 16 --batch-tokens 0 gives HF's row count);
+- the engine: `Engine.generate` over all of them at once (continuous batching, prompts prefilled
+  together chunk by chunk with a prefix cache, batch-invariant decoding), as the evaluation calls
+  it: at most the corpus's `evaluation.batch_size` rows and `evaluation.batch_tokens` prompt tokens
+  live (--engine-batch, --batch-tokens override them; --engine-batch 16 --batch-tokens 0 gives HF's
+  row count);
 - the engine once more with every prompt alone, to count answers identical alone and in the mix.
 Prints each, the share of the linear-layer bound the engine reached (bench/limits.py's measure: the
-time the model's linear layers alone need for the engine's prefill tokens and decoding rows, at
-its average rows per step), and closes with one line:
+time the model's linear layers alone need for the prompt tokens the engine computed and its
+decoding rows, at its average rows per step), and closes with one line:
 
     answering N prompts of CORPUS: engine X tok/s, HF generate Y tok/s: Z.ZZx; identical K/N
 
@@ -142,12 +143,11 @@ def main() -> int:
           f"({row_steps} row-steps in {steps} steps, {row_steps / max(1, steps):.1f} rows per step, "
           f"{row_steps / max(1, engine_tokens):.2f} per answer token)", flush=True)
 
-    rows = [engine.row(m) for m in convs]
-    prefill = sum(len(r.ids) - r.prefix for r in rows) + len({tuple(r.ids[:r.prefix]) for r in rows if r.prefix}) * \
-        max((r.prefix for r in rows), default=0)
+    prefill, copied = engine.stats.prefilled - before.prefilled, engine.stats.cached - before.cached
     bound = linear_bound_s(engine, prefill, row_steps, max(1, round(row_steps / max(1, steps))))
-    print(f"linear-layer bound for that work ({prefill} prefill tokens, {row_steps} decoding rows): "
-          f"{bound:.1f} s, so the engine ran at {bound / engine_s:.0%} of it", flush=True)
+    print(f"prompts: {prefill} tokens computed, {copied} copied from the prefix cache; linear-layer bound for "
+          f"that work ({prefill} prefill tokens, {row_steps} decoding rows): {bound:.1f} s, so the engine ran "
+          f"at {bound / engine_s:.0%} of it", flush=True)
 
     alone = [engine.generate([m], batch_size=1)[0].text for m in convs]
     identical = sum(a == g.text for a, g in zip(alone, mixed))

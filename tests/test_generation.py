@@ -241,6 +241,78 @@ def test_the_system_turn_is_computed_once_and_shared_by_every_row():
     assert engine.row(convs("hi")[0]).prefix == 0  # no system turn: nothing shared
 
 
+PASSAGES = [f"[{i}] " + text * 4 for i, text in enumerate([
+    "Returns are free within 30 days of delivery when the bike is unused and in its original box. ",
+    "A tune-up costs 49 euros and takes two working days; book it online or in the workshop. ",
+    "Damaged bikes are collected by courier at no cost within five days of the claim being filed. ",
+    "Store credit never expires and can be used online or in any of the shop's three branches. "], 1)]
+
+
+def rag(question, *passages):
+    return "Passages:\n" + "\n\n".join(PASSAGES[i] for i in passages) + f"\n\nQuestion: {question}"
+
+
+def chunks_of(rows):
+    """Each row's chunks as (tokens up to the chunk's end, tokens in it), its prefix first."""
+    return [[(tuple(r.ids[:end]), end - start) for start, end in zip((0, r.prefix, *r.ends), (r.prefix, *r.ends))
+             if end > start] for r in rows]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_prompts_that_share_passages_compute_them_once_and_answer_as_alone(threads, monkeypatch):
+    """A prompt is prefilled chunk by chunk, cut at a blank line after MIN_CHUNK tokens (from its own
+    tokens); a chunk another prompt has computed is copied from the prefix cache. Every answer is
+    the prompt's own alone with an empty cache, whether its chunks were computed in company, copied
+    from the cache, or computed alone."""
+    from assistant.model import decoding
+
+    with torch_threads(threads):
+        engine = varied_engine(max_new_tokens=8, batch_size=8)
+        prompts = with_system(rag("Returns?", 0, 1), rag("Tune-ups?", 0, 1), rag("Couriers?", 0, 2),
+                              rag("Credit?", 3, 0), "Prices?")
+        rows = [engine.row(m) for m in prompts]
+        text = engine.tokenizer.decode
+        for r in rows[:4]:
+            assert len(r.ends) == 3 and r.ends[-1] == len(r.ids)  # a chunk per passage, then the question
+            assert all(text(r.ids[:end]).endswith("\n\n") for end in r.ends[:-1])
+            assert all(end - start >= decoding.MIN_CHUNK for start, end in zip((r.prefix, *r.ends), r.ends[:-1]))
+        assert rows[4].ends == (len(rows[4].ids),)  # no blank line: one chunk
+        cold = []
+        for m in prompts:
+            engine.prefixes.clear()
+            cold.append(engine.generate([m], batch_size=1)[0].text)
+        engine.prefixes.clear()
+        before = engine.stats.prefilled
+        together = [g.text for g in engine.generate(prompts, batch_size=8)]
+        distinct = {chunk: n for row in chunks_of(rows) for chunk, n in row}
+        assert together == cold
+        assert engine.stats.prefilled - before == sum(distinct.values())  # each distinct chunk once
+        # shared: the system turn (by five prompts) and three passages' chunks
+        assert sum(distinct.values()) <= sum(len(r.ids) for r in rows) - 4 * rows[0].prefix - 3 * decoding.MIN_CHUNK
+        before, copied = engine.stats.prefilled, engine.stats.cached
+        warm = [engine.generate([m], batch_size=1)[0].text for m in prompts]
+        assert warm == cold
+        assert engine.stats.prefilled - before == sum(row[-1][1] for row in chunks_of(rows))  # the last chunks only
+        assert engine.stats.cached - copied == sum(n for row in chunks_of(rows) for _, n in row[:-1])
+
+
+def test_the_prefix_cache_keeps_the_most_recently_used_tokens():
+    from assistant.model.decoding import PrefixCache
+
+    def kv(tokens):
+        return [(torch.zeros(1, 1, tokens, 2), torch.zeros(1, 1, tokens, 2))]
+
+    cache = PrefixCache(tokens=10)
+    cache.put(("a",), kv(4))
+    cache.put(("b",), kv(4))
+    assert cache.find(("a",)) is not None  # a is now the most recent
+    cache.put(("c",), kv(4))
+    assert cache.find(("b",)) is None and cache.find(("a",)) is not None and cache.find(("c",)) is not None
+    cache.put(("d",), kv(30))  # larger than the whole budget: kept alone, as the last entry
+    assert [cache.find((k,)) is not None for k in "acd"] == [False, False, True]
+    assert cache.get(("e",), lambda: kv(2)) is cache.find(("e",))
+
+
 def test_a_seeded_answer_depends_on_its_seed_only():
     """Sampling at temperature 0.9: the same seed gives the same text alone and amid other rows
     (greedy and sampled ones joining and leaving), another seed another text."""

@@ -544,6 +544,9 @@ def _answering(work: dict) -> str:
         out += (f" in {work['seconds']:.0f} s ({work['answers']} decoded, {work['reused']} reused"
                 + (f", {work['workers']} worker processes" if work.get("workers", 1) > 1 else "")
                 + f"); decoding: {work['plan']}")
+        if "prefilled" in work:  # runs before 2026-12-05 did not count them
+            out += (f"; prompts: {work['prefilled']:,} tokens computed, {work['prefix_cached']:,} copied from "
+                    "the prefix cache")
         if work.get("alone"):
             out += f", {work['alone']} answers decoded one question at a time"
     return out

@@ -208,7 +208,8 @@ def collect_answers(corpus: Corpus, items: list[EvalItem], ready: list[tuple[str
         for name, _ in ready:
             caches[name] = AnswerCache(caches[name].path)
         console.print(f"generation: {stats['answers']} answers decoded, {stats['reused']} reused, {stats['tokens']} "
-                      f"tokens, {stats['row_steps']} row-steps, {time.perf_counter() - t0:.0f} s"
+                      f"tokens, {stats['row_steps']} row-steps, prompts: {stats['prefilled']} tokens computed and "
+                      f"{stats['prefix_cached']} from the prefix cache, {time.perf_counter() - t0:.0f} s"
                       + (f", {workers} worker processes" if workers > 1 else ""))
         if stats["alone"]:
             console.print(f"[yellow]{stats['alone']} answers were decoded one question at a time: no row count "
@@ -243,7 +244,8 @@ def answer_units(corpus: Corpus, units: list[tuple[str, bool, list[EvalItem]]], 
     done = engine.stats
     return {"answers": done.answers - before.answers, "reused": done.reused - before.reused,
             "tokens": done.tokens - before.tokens, "row_steps": done.row_steps - before.row_steps,
-            "alone": done.alone - before.alone, "plan": str(engine.plan())}
+            "alone": done.alone - before.alone, "prefilled": done.prefilled - before.prefilled,
+            "prefix_cached": done.cached - before.cached, "plan": str(engine.plan())}
 
 
 def _worker(root: str, config, units: list, paths: dict[str, str], queue) -> dict[str, int]:

@@ -1,16 +1,18 @@
 """The one decoding loop: continuous batching over a SlotCache, for evaluation, chat and the API.
 
-A `Decoder` holds the rows being decoded. `admit` prefills newcomers (after the shared prefix, whose
-keys and values are computed once per adapter: `PrefixCache`), those that share an adapter and a
-prefix in one forward pass, and gives each its first token; `step` runs one forward pass over every
-live row and gives each its next token. A row that
-is done leaves at once and its slot takes the next newcomer, so a batch stays full while answers of
-any length come and go (a static batch decodes its longest answer with every finished row aboard).
+A `Decoder` holds the rows being decoded. `admit` prefills newcomers chunk by chunk (the shared
+system turn, then pieces cut at blank lines, e.g. RAG passages), each distinct chunk once: chunks
+another prompt computed come from the `PrefixCache`, those of several newcomers go through one
+forward pass; each newcomer gets its first token. `step` runs one forward pass over every live row
+and gives each its next token. A row that is done leaves at once and its slot takes the next
+newcomer, so a batch stays full while answers of any length come and go (a static batch decodes its
+longest answer with every finished row aboard).
 
 Why an answer stays the same bits alone and in any mix (invariance.py has the measurements):
-- a row's prefill computes what it computes alone: its linear layers run among other prompts' tokens
-  only where the plan found that changes no bit (`DecodePlan.together`), its attention covers its
-  own tokens only, and its first token comes from an LM head of at least `plan.rows` rows, alone too;
+- a row's prefill computes what it computes alone: its prompt is cut into the same chunks, its linear
+  layers run among other prompts' tokens only where the plan found that changes no bit
+  (`DecodePlan.together`), its attention covers its own tokens only, and its first token comes from
+  an LM head of at least `plan.rows` rows, alone too;
 - in a decoding step the linear layers see at least `plan.rows` rows (filler rows make up the
   count, per adapter group: PEFT runs each adapter on its own rows), from which a row's output no
   longer depends on how many others there are;
@@ -37,8 +39,10 @@ from assistant.model.slots import KV, SlotCache
 
 # Bump when a change to the loop can move an answer's bits: evaluation answers cached by an earlier
 # loop are then decoded again (variants.base.Variant.fingerprint).
-DECODING_VERSION = "2"
+DECODING_VERSION = "3"
 PREFILL_TOKENS = 512  # at most this many new prompt tokens (rows x longest) in one prefill forward pass
+MIN_CHUNK = 64  # a prompt's chunk ends at the first blank line after this many tokens (see Decoder.admit)
+WAVE_TOKENS = 8 * PREFILL_TOKENS  # newcomers prefilled through to their first token together (Decoder.admit)
 
 @dataclass(frozen=True)
 class DecodePlan:
@@ -66,6 +70,8 @@ class DecodeStats:
     tokens: int = 0  # answer tokens kept
     row_steps: int = 0  # rows x decoding steps computed, filler rows included
     steps: int = 0  # decoding steps (forward passes over the live rows)
+    prefilled: int = 0  # prompt tokens computed by a forward pass (shared prefixes included)
+    cached: int = 0  # prompt tokens whose keys and values were copied from the prefix cache instead
     alone: int = 0  # decoded one question at a time: no batch-invariant row count here (`Engine.plan`)
 
 
@@ -77,6 +83,7 @@ class Host(Protocol):
     tokenizer: PreTrainedTokenizerBase
     adapters: dict
     stats: DecodeStats
+    prefixes: PrefixCache
     _lock: contextlib.AbstractContextManager
 
     @property
@@ -103,6 +110,7 @@ class Row:
     max_new: int = 64
     sampling: Sampling = GREEDY
     prefix: int = 0  # leading tokens taken from the shared-prefix cache (0: none)
+    chunks: tuple[int, ...] = ()  # ends of the prompt's chunks after the prefix (see Decoder.admit); the last is len(ids)
     stopped: Callable[[], bool] | None = None  # polled at every step: True ends the row ("cancelled")
     tokens: list[int] = field(default_factory=list)  # the answer so far, end-of-sequence excluded
     reason: str | None = None  # once done: stop (end-of-sequence) | length | cancelled
@@ -121,28 +129,72 @@ class Row:
     def batch_size(self) -> int:
         return max(1, round(self.rows_seen / self.steps)) if self.steps else 1
 
+    @property
+    def ends(self) -> tuple[int, ...]:
+        """Where each of its prompt's chunks after the prefix ends: prefilled one after the other."""
+        return self.chunks or (len(self.ids),)
+
 
 class PrefixCache:
-    """Keys and values of shared prompt prefixes (chat template and system prompt), per adapter.
+    """Keys and values of prompt prefixes, per adapter, least recently used out past `tokens`.
 
-    A prefix's keys and values depend on its tokens and the weights only, so every row that starts
-    with it reuses one computation (a copy of a few tokens instead of a forward pass over them)."""
+    An entry is keyed by (adapter's folder, the prompt's tokens up to a chunk's end) and holds that
+    chunk's own keys and values (the tokens since the previous chunk's end): they depend on those
+    tokens and the weights only, so every prompt that starts with them reuses one computation (a
+    copy instead of a forward pass). The shared system turn is the first chunk of most prompts;
+    RAG prompts that retrieved the same first passages share their chunks too."""
 
-    def __init__(self, size: int = 16):
-        self.size = size
+    def __init__(self, tokens: int = 4096):
+        self.tokens = tokens  # held at most (46 kB each for the default model in fp32), the last entry aside
         self._kv: OrderedDict[tuple, KV] = OrderedDict()
+        self._held = 0
+
+    def find(self, key: tuple) -> KV | None:
+        kv = self._kv.get(key)
+        if kv is not None:
+            self._kv.move_to_end(key)
+        return kv
+
+    def put(self, key: tuple, kv: KV) -> KV:
+        if key not in self._kv:
+            self._kv[key] = kv
+            self._held += _tokens(kv)
+            while self._held > self.tokens and len(self._kv) > 1:
+                self._held -= _tokens(self._kv.popitem(last=False)[1])
+        return self.find(key)
 
     def get(self, key: tuple, compute: Callable[[], KV]) -> KV:
-        if key in self._kv:
-            self._kv.move_to_end(key)
-        else:
-            self._kv[key] = compute()
-            while len(self._kv) > self.size:
-                self._kv.popitem(last=False)
-        return self._kv[key]
+        kv = self.find(key)
+        return kv if kv is not None else self.put(key, compute())
 
     def clear(self) -> None:
         self._kv.clear()
+        self._held = 0
+
+
+def _tokens(kv: KV) -> int:
+    return kv[0][0].shape[2]
+
+
+@dataclass(eq=False)
+class _Prefilling:
+    """A newcomer between its prefill passes: the keys and values known so far, chunk by chunk."""
+
+    row: Row
+    source: str | None  # the adapter's folder (PrefixCache keys)
+    done: int = 0  # prompt tokens whose keys and values are known
+    pieces: list[KV] = field(default_factory=list)  # their keys and values, one entry per chunk
+
+    @property
+    def end(self) -> int:
+        return next(e for e in self.row.ends if e > self.done)
+
+    @property
+    def final(self) -> bool:
+        return self.end == len(self.row.ids)
+
+    def key(self, end: int | None = None) -> tuple:
+        return self.source, tuple(self.row.ids[:self.end if end is None else end])
 
 
 class Decoder:
@@ -171,64 +223,136 @@ class Decoder:
     def admit(self, rows: Row | Sequence[Row]) -> None:
         """Prefill newcomers and give each its first token; those not done at once join the batch.
 
-        Rows that share an adapter and a shared prefix are prefilled together where the plan allows
-        (`DecodePlan.together`), in forward passes of at most PREFILL_TOKENS prompt tokens."""
+        A prompt is prefilled chunk by chunk: its shared prefix, then pieces that end at a blank line
+        once at least MIN_CHUNK tokens long (`Engine.row` finds them), then the rest. Every prompt is
+        cut the same way alone or in company, so a chunk's keys and values are the same bits however
+        they were computed, and those already in the engine's PrefixCache (another prompt that
+        retrieved the same passages) are copied instead. Each round prefills every newcomer's next
+        chunk, once per distinct chunk; chunks of one adapter go through one forward pass where the
+        plan allows (`DecodePlan.together`), at most PREFILL_TOKENS tokens a pass."""
         rows = [rows] if isinstance(rows, Row) else list(rows)
-        groups: dict[tuple, list[Row]] = {}
+        joining = []
         for row in rows:
             row.started = time.perf_counter()
             row.generator = row.sampling.generator()
             if row.stopped is not None and row.stopped():
                 self._finish(row, "cancelled")
                 continue
-            # Fewer new tokens than plan.rows: alone, their linear layers run other kernels than in company.
-            together = self.plan.together and len(row.ids) - row.prefix >= self.plan.rows
-            key = (row.adapter, tuple(row.ids[:row.prefix])) if together else (id(row),)
-            groups.setdefault(key, []).append(row)
+            joining.append(row)
+        if not joining:
+            return
+        longest = max([self.cache.length] + [len(r.ids) for r in joining])
+        self.cache.expect(max(len(self.live) + len(joining), self.plan.rows),
+                          longest + max(r.max_new for r in joining) + 1)
+        # In waves of about WAVE_TOKENS prompt tokens: a newcomer's chunks are held apart until its
+        # last one (measured: 740 MB for 43 RAG prompts at once, beside the slot cache; 190 MB at most in a wave); a later
+        # wave finds the chunks of earlier ones in the prefix cache.
+        wave, tokens = [], 0
+        for row in joining:
+            wave.append(row)
+            tokens += len(row.ids) - row.prefix
+            if tokens >= WAVE_TOKENS or row is joining[-1]:
+                with self._forward_context():  # the shared prefix may need a forward pass; the cache is the engine's
+                    pending = [self._resume(r) for r in wave]
+                while pending:
+                    pending = self._round(pending)
+                wave, tokens = [], 0
+
+    def _resume(self, row: Row) -> _Prefilling:
+        """A newcomer with the keys and values of its prefix and of its leading chunks already cached."""
+        engine = self.engine
+        p = _Prefilling(row, engine.adapters.get(row.adapter) if row.adapter else None)
+        if row.prefix:
+            cached = engine.prefixes.find(p.key(row.prefix)) is not None
+            p.pieces.append(engine.prefix_kv(row.ids[:row.prefix], row.adapter))
+            p.done = row.prefix
+            engine.stats.cached += row.prefix if cached else 0
+        while not p.final and (kv := engine.prefixes.find(p.key())) is not None:
+            engine.stats.cached += p.end - p.done
+            p.pieces.append(kv)
+            p.done = p.end
+        return p
+
+    def _round(self, pending: list[_Prefilling]) -> list[_Prefilling]:
+        """Prefill each newcomer's next chunk (once per distinct chunk); those still short of their
+        prompt's end are returned."""
+        same: dict[tuple, list[_Prefilling]] = {}
+        for p in pending:
+            same.setdefault(p.key(), []).append(p)
+        groups: dict[tuple, list[_Prefilling]] = {}
+        for key, (p, *_) in same.items():
+            # A chunk of fewer tokens than plan.rows alone: its linear layers run other kernels than in company.
+            together = self.plan.together and p.end - p.done >= self.plan.rows
+            groups.setdefault((p.row.adapter,) if together else (key,), []).append(p)
+        computed: dict[tuple, tuple[torch.Tensor | None, KV]] = {}
         for group in groups.values():
-            group.sort(key=lambda r: len(r.ids), reverse=True)  # little padding within a pass
+            group.sort(key=lambda p: p.end - p.done, reverse=True)
             while group:
-                width = len(group[0].ids) - group[0].prefix
-                n = max(1, min(len(group), PREFILL_TOKENS // max(1, width)))
+                # A pass holds chunks of at least 3/4 of its longest: padding runs through the linear
+                # layers at full price (measured: 14% of the prefill's tokens without this rule).
+                width, n = group[0].end - group[0].done, 1
+                while n < len(group) and (n + 1) * width <= PREFILL_TOKENS \
+                        and 4 * (group[n].end - group[n].done) >= 3 * width:
+                    n += 1
                 batch, group = group[:n], group[n:]
                 with self._forward_context():
-                    prefilled = self._prefill(batch)
-                for row, (logits, kv) in zip(batch, prefilled):
-                    self._take(row, logits)
-                    if not row.done:
-                        row.slot = self.cache.insert(kv)
-                        self.live.append(row)
+                    for p, out in zip(batch, self._prefill(batch)):
+                        computed[p.key()] = out
+        left = []
+        for key, ps in same.items():
+            logits, kv = computed[key]
+            if not ps[0].final:
+                with self.engine._lock:  # the prefix cache is the engine's, shared by its decoders
+                    kv = self.engine.prefixes.put(key, kv)
+            self.engine.stats.cached += (len(ps) - 1) * (ps[0].end - ps[0].done)
+            for p in ps:
+                p.pieces.append(kv)
+                p.done = p.end
+                if p.done < len(p.row.ids):
+                    left.append(p)
+                    continue
+                self._take(p.row, logits)
+                if not p.row.done:
+                    p.row.slot = self.cache.insert(_joined(p.pieces))
+                    self.live.append(p.row)
+        return left
 
-    def _prefill(self, rows: list[Row]) -> list[tuple[torch.Tensor, KV]]:
-        """Each row's last-position logits and every layer's keys and values for its prompt, from one
-        forward pass (rows of one adapter and one shared prefix; the rest of each prompt right-padded)."""
+    def _prefill(self, batch: list[_Prefilling]) -> list[tuple[torch.Tensor | None, KV]]:
+        """Each newcomer's next chunk in one forward pass: its last-position logits where it ends the
+        prompt (None elsewhere), and every layer's keys and values for the chunk's tokens (copies,
+        which the PrefixCache may keep). Each row's past sits right-aligned before the chunks, and
+        the chunks are right-padded: every row's real keys are one run (invariance._real_keys)."""
         engine = self.engine
-        n, prefix, device = len(rows), rows[0].prefix, engine.device
-        lengths = [len(r.ids) - prefix for r in rows]
-        width = max(lengths)
+        n, device = len(batch), engine.device
+        dones = [p.done for p in batch]
+        lengths = [p.end - p.done for p in batch]
+        engine.stats.prefilled += sum(lengths)
+        past, width = max(dones), max(lengths)
         cache = DynamicCache(config=engine.model.config)
-        if prefix:
-            for layer, (k, v) in zip(cache.layers, engine.prefix_kv(rows[0].ids[:prefix], rows[0].adapter)):
+        if past:
+            for i, layer in enumerate(cache.layers):
+                k, v = _past(batch, i, past)
                 layer.lazy_initialization(k, v)
-                # update() concatenates: the shared tensors stay intact
-                layer.keys, layer.values = k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)
+                layer.keys, layer.values = k, v  # update() concatenates: shared tensors stay intact
         pad = engine.tokenizer.pad_token_id
-        ids = torch.tensor([r.ids[prefix:] + [pad] * (width - m) for r, m in zip(rows, lengths)], device=device)
-        positions = torch.arange(prefix, prefix + width, device=device)[None].expand(n, -1)
+        ids = torch.tensor([p.row.ids[p.done:p.end] + [pad] * (width - m) for p, m in zip(batch, lengths)],
+                           device=device)
+        positions = torch.tensor([list(range(d, d + width)) for d in dones], device=device)
         padded = {}
-        if min(lengths) < width:  # the attention reads each row's real keys off this mask
-            padded["attention_mask"] = torch.tensor([[1] * (prefix + m) + [0] * (width - m) for m in lengths],
-                                                    device=device)
-        # Each row's last real position goes through the LM head in a pass of at least plan.rows rows
+        if min(lengths) < width or min(dones) < past:  # the attention reads each row's real keys off this mask
+            padded["attention_mask"] = torch.tensor(
+                [[0] * (past - d) + [1] * (d + m) + [0] * (width - m) for d, m in zip(dones, lengths)], device=device)
+        # A prompt's last position goes through the LM head in a pass of at least plan.rows rows
         # (copies of the last make up the count), alone as in company: the same kernel either way.
-        last = [m - 1 for m in lengths] + [lengths[-1] - 1] * max(0, self.plan.rows - n)
-        rows_of = list(range(n)) + [n - 1] * max(0, self.plan.rows - n)
-        with _last_positions(engine.model, rows_of, last):
+        finals = [b for b, p in enumerate(batch) if p.final]
+        rows_of = finals + finals[-1:] * max(0, self.plan.rows - len(finals))
+        with _last_positions(engine.model, rows_of, [lengths[b] - 1 for b in rows_of]):
             out = engine.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=0,
                                **padded, **{cache_argument(engine.model): cache},
-                               **engine.adapter_kwargs([rows[0].adapter] * n))
-        return [(out.logits[b, -1], [(layer.keys[b:b + 1, :, :prefix + m], layer.values[b:b + 1, :, :prefix + m])
-                                     for layer in cache.layers])
+                               **engine.adapter_kwargs([p.row.adapter for p in batch]))
+        logits = dict(zip(finals, out.logits[:len(finals), -1]))
+        return [(logits.get(b), [(layer.keys[b:b + 1, :, past:past + m].clone(),
+                                  layer.values[b:b + 1, :, past:past + m].clone()) for layer in cache.layers])
                 for b, m in enumerate(lengths)]
 
     # -- decoding -------------------------------------------------------------------------------
@@ -319,6 +443,34 @@ class Decoder:
             yield
 
 
+def _past(batch: list[_Prefilling], layer: int, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One layer's keys and values of the rows' known tokens, each row right-aligned in `columns`
+    (the shared prefix alone: one tensor, expanded without a copy)."""
+    first = batch[0].pieces
+    if all(len(p.pieces) == 1 and p.pieces[0] is first[0] for p in batch):
+        k, v = first[0][layer]
+        return k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1)
+    k0, v0 = first[0][layer]
+    keys = k0.new_zeros(len(batch), k0.shape[1], columns, k0.shape[3])
+    values = v0.new_zeros(len(batch), v0.shape[1], columns, v0.shape[3])
+    for b, p in enumerate(batch):
+        at = columns - p.done
+        for piece in p.pieces:
+            k, v = piece[layer]
+            keys[b, :, at:at + k.shape[2]] = k[0]
+            values[b, :, at:at + v.shape[2]] = v[0]
+            at += k.shape[2]
+    return keys, values
+
+
+def _joined(pieces: list[KV]) -> KV:
+    """A prompt's keys and values, chunk after chunk, as one tensor per layer."""
+    if len(pieces) == 1:
+        return pieces[0]
+    return [(torch.cat([p[i][0] for p in pieces], 2), torch.cat([p[i][1] for p in pieces], 2))
+            for i in range(len(pieces[0]))]
+
+
 @contextlib.contextmanager
 def _last_positions(model: PreTrainedModel, rows: list[int], positions: list[int]) -> Iterator[None]:
     """Within: the model's LM head computes only the hidden states at (rows[i], positions[i]), one
@@ -326,7 +478,8 @@ def _last_positions(model: PreTrainedModel, rows: list[int], positions: list[int
     model does to its logits after it still happens)."""
     def gather(module, args):
         hidden = args[0]
-        picked = hidden[torch.tensor(rows, device=hidden.device), torch.tensor(positions, device=hidden.device)]
+        at = {"dtype": torch.long, "device": hidden.device}
+        picked = hidden[torch.tensor(rows, **at), torch.tensor(positions, **at)]
         return (picked[:, None, :].contiguous(), *args[1:])
 
     handle = model.get_output_embeddings().register_forward_pre_hook(gather)

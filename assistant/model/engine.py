@@ -23,7 +23,7 @@ from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokeniz
 from transformers.cache_utils import DynamicCache
 
 from assistant.model import invariance
-from assistant.model.decoding import DecodePlan, Decoder, DecodeStats, PrefixCache, Row
+from assistant.model.decoding import MIN_CHUNK, DecodePlan, Decoder, DecodeStats, PrefixCache, Row
 from assistant.model.loading import cache_argument
 from assistant.model.sampling import GREEDY, Sampling
 from assistant.model.slots import KV
@@ -58,6 +58,7 @@ class Engine:
         self._memo: dict | None = None  # prompt -> Generation, within reuse_answers()
         self.prefixes = PrefixCache()  # shared prompt prefixes' keys and values, per adapter
         self._system_ids: dict[str, list[int]] = {}  # system prompt -> its rendered turn's token ids
+        self._texts: dict[int, str] = {}  # token id -> its text (chunk_ends)
         self.stats = DecodeStats()
         # One forward pass at a time: adapters are loaded and routed on the shared model.
         self._lock = threading.RLock()
@@ -184,6 +185,7 @@ class Engine:
     def prefix_kv(self, prefix: Sequence[int], adapter: str | None) -> KV:
         """Every layer's keys and values for `prefix` through `adapter`, computed once and kept."""
         def compute() -> KV:
+            self.stats.prefilled += len(prefix)
             cache = DynamicCache(config=self.model.config)
             self.model(input_ids=torch.tensor([list(prefix)], device=self.device), use_cache=True, logits_to_keep=1,
                        **{cache_argument(self.model): cache}, **self.adapter_kwargs([adapter]))
@@ -197,8 +199,26 @@ class Engine:
             sampling: Sampling = GREEDY, stopped: Callable[[], bool] | None = None) -> Row:
         """A request for the decoding loop (`Decoder`): the rendered prompt and how to answer it."""
         ids = self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"]
-        return Row(ids, adapter, max_new_tokens or self.max_new_tokens, sampling,
-                   self.prefix_length(messages, ids), stopped)
+        prefix = self.prefix_length(messages, ids)
+        return Row(ids, adapter, max_new_tokens or self.max_new_tokens, sampling, prefix=prefix,
+                   chunks=self.chunk_ends(ids, prefix), stopped=stopped)
+
+    def chunk_ends(self, ids: Sequence[int], start: int) -> tuple[int, ...]:
+        """Where the chunks of a prompt's tokens after `start` end (Decoder.admit prefills them one
+        after the other and caches them): at the first blank line after at least MIN_CHUNK tokens,
+        e.g. between RAG passages, and at the prompt's end. From the tokens alone, so a prompt is cut
+        the same way whatever else is decoding."""
+        def text(token: int) -> str:
+            if token not in self._texts:
+                self._texts[token] = self.tokenizer.decode([token])
+            return self._texts[token]
+
+        ends, last = [], start
+        for i in range(start + MIN_CHUNK - 1, len(ids) - 1):
+            if i + 1 - last >= MIN_CHUNK and (text(ids[i - 1]) + text(ids[i])).endswith("\n\n"):
+                ends.append(i + 1)
+                last = i + 1
+        return (*ends, len(ids))
 
     def decoder(self, slots: int | None = None, budget: int | None = None) -> Decoder:
         """A continuous batch of up to `slots` rows (`batch_size` by default; one where the plan
@@ -237,8 +257,10 @@ class Engine:
         todo = list(first.values())
         self.stats.reused += len(rows) - len(todo)
         self.stats.alone += len(todo) if plan.alone else 0
-        # Longest first: a row longer than every live one moves them all to make room (slots.py).
-        order = sorted(todo, key=lambda i: len(rows[i].ids), reverse=True)
+        # Longest first, by 128 tokens: a row longer than every live one moves them all to make room
+        # (slots.py). Within that, in token order: prompts that start alike (the same first RAG
+        # passages) join in one wave and compute their shared chunks once (Decoder.admit).
+        order = sorted(todo, key=lambda i: (-len(rows[i].ids) // 128, rows[i].ids))
         bar = tqdm(total=len(rows), desc=progress if isinstance(progress, str) else "generating",
                    disable=not progress, unit="q")
         bar.update(len(rows) - len(todo))
