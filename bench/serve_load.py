@@ -4,12 +4,13 @@
 
 Starts `assistant serve CORPUS` on a free loopback port (127.0.0.1 only), sends the N chat requests
 once to warm up (the prefix cache then holds their prompts' chunks for both measured runs), then
-twice more through the official `openai` client: one after another, then all at once from N threads. Every request must succeed (the queue is sized to hold them). Prints
-wall time, requests/s and completion tokens/s of both runs, their ratio (the batching ratio), the
-concurrent latency p50/p95 against a lone request's (the one-by-one run's p50), the decoding steps
-the server ran, and how many answers were identical in both runs. Stops the server
-at the end and gives up after --deadline seconds. Not a test: the numbers depend on the machine
-and its load; run it on an idle machine, and quote the ratio, which is measured side by side.
+twice more through the official `openai` client: one after another, then all at once from N
+threads. Every request must succeed (the queue is sized to hold them). Prints wall time,
+requests/s and completion tokens/s of both runs, their ratio (the batching ratio), the concurrent
+latency p50/p95 against a lone request's (the one-by-one run's p50), the decoding steps the server
+ran, and how many answers were identical in both runs. Stops the server at the end and gives up
+after --deadline seconds. Not a test: the numbers depend on the machine and its load; run it on an
+idle machine, and quote the ratio, which is measured side by side.
 """
 
 from __future__ import annotations

@@ -110,7 +110,7 @@ class Row:
     max_new: int = 64
     sampling: Sampling = GREEDY
     prefix: int = 0  # leading tokens taken from the shared-prefix cache (0: none)
-    chunks: tuple[int, ...] = ()  # ends of the prompt's chunks after the prefix (see Decoder.admit); the last is len(ids)
+    chunks: tuple[int, ...] = ()  # where its chunks after the prefix end, the last at len(ids) (Decoder.admit)
     stopped: Callable[[], bool] | None = None  # polled at every step: True ends the row ("cancelled")
     tokens: list[int] = field(default_factory=list)  # the answer so far, end-of-sequence excluded
     reason: str | None = None  # once done: stop (end-of-sequence) | length | cancelled
@@ -245,8 +245,8 @@ class Decoder:
         self.cache.expect(max(len(self.live) + len(joining), self.plan.rows),
                           longest + max(r.max_new for r in joining) + 1)
         # In waves of about WAVE_TOKENS prompt tokens: a newcomer's chunks are held apart until its
-        # last one (measured: 740 MB for 43 RAG prompts at once, beside the slot cache; 190 MB at most in a wave); a later
-        # wave finds the chunks of earlier ones in the prefix cache.
+        # last one (measured: 740 MB for 43 RAG prompts at once, beside the slot cache; at most 190 MB
+        # a wave); a later wave finds the chunks of earlier ones in the prefix cache.
         wave, tokens = [], 0
         for row in joining:
             wave.append(row)
