@@ -296,6 +296,30 @@ def test_prompts_that_share_passages_compute_them_once_and_answer_as_alone(threa
         assert engine.stats.cached - copied == sum(n for row in chunks_of(rows) for _, n in row[:-1])
 
 
+def test_a_prompt_without_a_past_shares_a_pass_with_prompts_that_have_one():
+    """A prompt at its first chunk (no system turn: nothing cached before it), the longest chunk of
+    the pass so it leads it, and prompts after their system turn go through one prefill pass, the
+    first left-padded to the others' past; each answer is its own alone."""
+    engine = varied_engine(max_new_tokens=6, batch_size=8)
+    if not engine.plan().together:
+        pytest.skip("this CPU's kernels are not exact in large batches")
+    question = "How do I book a tune-up for my daughter's bike before the summer holidays start?"
+    prompts = convs("What are your prices, please?") + with_system(question, question + " Thanks a lot, really.")
+    rows = [engine.row(m) for m in prompts]
+    assert rows[0].prefix == 0 < rows[1].prefix
+    chunks = [len(r.ids) - r.prefix for r in rows]
+    assert 4 * min(chunks) >= 3 * max(chunks)  # chunks alike: one pass
+    alone = [engine.generate([m], batch_size=1)[0].text for m in prompts]
+    engine.prefixes.clear()
+    passes = []
+    hook = engine.model.register_forward_pre_hook(
+        lambda mod, args, kw: passes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    together = [g.text for g in engine.generate(prompts, batch_size=8)]
+    hook.remove()
+    assert together == alone
+    assert (3, max(chunks)) in passes  # the three prompts in one pass
+
+
 def test_the_prefix_cache_keeps_the_most_recently_used_tokens():
     from assistant.model.decoding import PrefixCache
 

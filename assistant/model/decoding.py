@@ -450,7 +450,7 @@ def _past(batch: list[_Prefilling], layer: int, columns: int) -> tuple[torch.Ten
     if all(len(p.pieces) == 1 and p.pieces[0] is first[0] for p in batch):
         k, v = first[0][layer]
         return k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1)
-    k0, v0 = first[0][layer]
+    k0, v0 = next(p.pieces[0] for p in batch if p.pieces)[layer]  # a row at its first chunk has none
     keys = k0.new_zeros(len(batch), k0.shape[1], columns, k0.shape[3])
     values = v0.new_zeros(len(batch), v0.shape[1], columns, v0.shape[3])
     for b, p in enumerate(batch):
