@@ -7,9 +7,10 @@ Takes the test split's questions, builds the prompts `prompted` and `rag` send (
 built: `assistant build CORPUS --variant rag`), at most --limit of each, and answers all of them, in
 one run on this machine:
 - HF generate: `model.generate` with its defaults (greedy, plain SDPA, left padding), in static
-  batches of --batch prompts in the evaluation's order;
+  batches of --batch prompts in the evaluation's order, on its own copy of the model as loaded;
 - the engine: `Engine.generate` over all of them at once (continuous batching, prompts prefilled
-  together chunk by chunk with a prefix cache, batch-invariant decoding), as the evaluation calls
+  together chunk by chunk with a prefix cache, batch-invariant decoding, linear layers on
+  prepacked weights), as the evaluation calls
   it: at most the corpus's `evaluation.batch_size` rows and `evaluation.batch_tokens` prompt tokens
   live (--engine-batch, --batch-tokens override them; --engine-batch 16 --batch-tokens 0 gives HF's
   row count);
@@ -40,7 +41,7 @@ from limits import timed  # noqa: E402  (bench/limits.py: this script's folder i
 
 from assistant.corpus.corpus import load_corpus  # noqa: E402
 from assistant.model.engine import Engine, Messages  # noqa: E402
-from assistant.model.invariance import NAME as INVARIANT_ATTENTION  # noqa: E402
+from assistant.model.loading import load_model  # noqa: E402
 from assistant.runtime import cpu_name, quiet_libraries  # noqa: E402
 from assistant.variants import load_variant, open_engine, variant_class  # noqa: E402
 
@@ -60,37 +61,35 @@ def prompts(corpus, engine: Engine, limit: int) -> list[Messages]:
     return list(unique.values())
 
 
-def hf_generate(engine: Engine, convs: list[Messages], batch: int, max_new: int) -> tuple[int, float]:
-    """Answer tokens and seconds of `model.generate` with defaults, in static batches of `batch`."""
-    model, tok = engine.model, engine.tokenizer
+def hf_generate(corpus, engine: Engine, convs: list[Messages], batch: int, max_new: int) -> tuple[int, float]:
+    """Answer tokens and seconds of `model.generate` with defaults, in static batches of `batch`, on
+    its own copy of the model as `transformers` loads it (the engine's has packed linear layers)."""
+    model, tok = load_model(corpus.config.model, evaluation=True)
     stop = engine._stop_ids()
-    model.set_attn_implementation("sdpa")  # generate's default attention, not the engine's
     tok.padding_side = "left"
     tokens, t0 = 0, time.perf_counter()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(convs), batch):
-                texts = [engine.render(m) for m in convs[start:start + batch]]
-                enc = tok(texts, add_special_tokens=False, return_tensors="pt", padding=True).to(model.device)
-                out = model.generate(**enc, max_new_tokens=max_new, do_sample=False,
-                                     pad_token_id=tok.pad_token_id)[:, enc["input_ids"].shape[1]:]
-                tokens += sum(next((k for k, t in enumerate(row) if t in stop), len(row)) for row in out.tolist())
-    finally:
-        model.set_attn_implementation(INVARIANT_ATTENTION)
+    with torch.inference_mode():
+        for start in range(0, len(convs), batch):
+            texts = [engine.render(m) for m in convs[start:start + batch]]
+            enc = tok(texts, add_special_tokens=False, return_tensors="pt", padding=True).to(model.device)
+            out = model.generate(**enc, max_new_tokens=max_new, do_sample=False,
+                                 pad_token_id=tok.pad_token_id)[:, enc["input_ids"].shape[1]:]
+            tokens += sum(next((k for k, t in enumerate(row) if t in stop), len(row)) for row in out.tolist())
     return tokens, time.perf_counter() - t0
 
 
 def linear_bound_s(engine: Engine, prefill_tokens: int, row_steps: int, rows: int) -> float:
     """Least time the model's linear layers alone take for this much prefill and decoding (the LM
-    head only for the rows that produce a token), measured now on this machine as bench/limits.py does."""
+    head only for the rows that produce a token), measured now on this machine as bench/limits.py does,
+    on the engine's own layers (their kernels: kernels.py)."""
     model = engine.model
-    layers = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
-    head = model.get_output_embeddings().weight
-    body = [w for w in layers if w.data_ptr() != head.data_ptr()]
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    head = model.get_output_embeddings()
+    body = [m for m in layers if m is not head]
 
-    def per_call(ws: list[torch.Tensor], n: int) -> float:
-        x = {w.shape[1]: torch.randn(n, w.shape[1], dtype=w.dtype, device=w.device) for w in ws}
-        return timed(lambda: [torch.nn.functional.linear(x[w.shape[1]], w) for w in ws], 1.0)
+    def per_call(ms: list[torch.nn.Linear], n: int) -> float:
+        x = {m.in_features: torch.randn(n, m.in_features, dtype=engine.dtype, device=engine.device) for m in ms}
+        return timed(lambda: [m(x[m.in_features]) for m in ms], 1.0)
 
     with torch.inference_mode():
         step = per_call(layers, rows) / rows  # per decoding row, at the engine's batch
@@ -129,7 +128,7 @@ def main() -> int:
           f"of {args.batch}; engine: up to {engine_batch} rows and {batch_tokens or 'any number of'} live prompt tokens",
           flush=True)
 
-    hf_tokens, hf_s = hf_generate(engine, convs, args.batch, max_new)
+    hf_tokens, hf_s = hf_generate(corpus, engine, convs, args.batch, max_new)
     print(f"HF generate: {hf_tokens} answer tokens in {hf_s:.1f} s: {hf_tokens / hf_s:.1f} tok/s", flush=True)
 
     before = replace(engine.stats)

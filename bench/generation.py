@@ -113,7 +113,9 @@ def main() -> None:
         decoders = [("HF generate", None), ("engine", True)] + ([("engine, plain", False)] if args.plain else [])
         for name, invariant in decoders:
             model.set_attn_implementation("sdpa")  # each engine sets its own below
-            engine = Engine(model, tok, max_new_tokens=args.max_new_tokens, batch_invariant=bool(invariant))
+            # HF generate first, on the dense weights; the first engine packs them (kernels.py).
+            engine = Engine(model, tok, max_new_tokens=args.max_new_tokens, batch_invariant=bool(invariant),
+                            pack=invariant is not None)
             decode = hf_generate(engine, args.max_new_tokens) if invariant is None else engine_generate(engine)
             row, texts = {}, {}
             for b in batches:

@@ -509,6 +509,7 @@ def test_evaluate_writes_the_report_and_a_rerun_uses_the_cache(tiny_corpus, tmp_
     work = env["answering"]  # what was decoded, and the plan that kept each answer batch-independent
     assert work["cached"] == 0 and work["generated"] == work["answers"] + work["reused"] == 10
     assert work["plan"].startswith("batches of at least") and work["plan"] in (out / "report.md").read_text()
+    assert work["peak_memory_mb"] > 100 and f"peak memory {work['peak_memory_mb']:,.0f} MB" in (out / "report.md").read_text()
 
     def no_engine(*_):
         raise AssertionError("a cached rerun must not load the model")
@@ -715,6 +716,7 @@ def test_worker_processes_give_the_answers_one_process_gives(tiny_corpus, tmp_pa
         assert ("2 worker processes" in text) == (workers == 2), text
         work = json.loads((report / "metrics.json").read_text())["environment"]["answering"]
         assert work["workers"] == workers and work["plan"].startswith("batches of at least ")  # one plan, not two
+        assert work["peak_memory_mb"] > 100  # the answering process's (the larger worker's), not a sum
         out = {(f.name, r["key"]): r["answer"]["text"] for f in cache.glob("*.jsonl")
                for r in map(json.loads, f.read_text().splitlines())}
         shutil.rmtree(cache)

@@ -37,19 +37,49 @@ def test_evaluation_runs_in_eval_dtype_training_and_chat_in_dtype():
     assert model.dtype == torch.float32
 
 
+@pytest.mark.parametrize("packed", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_min_rows_is_the_row_count_from_which_linear_layers_stop_depending_on_the_batch(dtype):
+def test_min_rows_is_the_row_count_from_which_linear_layers_stop_depending_on_the_batch(dtype, packed):
+    from assistant.model import kernels
     from assistant.model.invariance import min_rows
 
-    shapes = ((64, 128), (128, 64))
+    if packed and not kernels.available(dtype, "cpu"):
+        pytest.skip(f"no oneDNN {dtype} linear kernel here")
+    shapes = ((64, 128, packed), (128, 64, packed))
     need = min_rows(shapes, dtype, "cpu", 16)
     assert need is not None, f"{dtype} linear layers depend on the batch at every row count on this CPU"
     g = torch.Generator().manual_seed(1)
     w, x = torch.randn(128, 64, generator=g).to(dtype), torch.randn(48, 64, generator=g).to(dtype)
-    ref = torch.nn.functional.linear(x, w)
+    linear = kernels.linear(w, packed)
+    ref = linear(x)
     for m in range(need, 17):  # every row, computed m rows at a time, is the row of one big batch
         full = 48 // m * m
-        assert torch.equal(torch.cat([torch.nn.functional.linear(x[i:i + m], w) for i in range(0, full, m)]), ref[:full])
+        assert torch.equal(torch.cat([linear(x[i:i + m]) for i in range(0, full, m)]), ref[:full])
+
+
+def test_packed_linear_layers_compute_what_the_dense_ones_do_and_free_their_weights():
+    """pack_linears: every plain linear layer runs oneDNN on its packed weight, the numbers agree with
+    the dense layer to rounding, a weight tied to the input embedding stays, and training is refused."""
+    from assistant.model import kernels
+
+    if not kernels.available(torch.float32, "cpu"):
+        pytest.skip("no oneDNN fp32 linear kernel here")
+    g = torch.Generator().manual_seed(0)
+    embed = torch.nn.Embedding(50, 16)
+    model = torch.nn.ModuleDict({"embed": embed, "up": torch.nn.Linear(16, 24), "head": torch.nn.Linear(16, 50, bias=False)})
+    model["head"].weight = embed.weight  # tied, as in the default model
+    x = torch.randn(3, 5, 16, generator=g)
+    with torch.no_grad():
+        before = [model["up"](x), model["head"](x)]
+    assert kernels.pack_linears(model) == 2
+    assert isinstance(model["up"], kernels.PackedLinear) and isinstance(model["up"], torch.nn.Linear)
+    assert model["up"].weight.numel() == 0 and model["head"].weight is embed.weight  # freed, and kept
+    with torch.no_grad():
+        after = [model["up"](x), model["head"](x)]
+    for a, b in zip(before, after):
+        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(RuntimeError, match="inference only"):
+        model["up"](x.requires_grad_())
 
 
 def test_report_card_says_where_it_ran(tmp_path):

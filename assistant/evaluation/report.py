@@ -549,6 +549,9 @@ def _answering(work: dict) -> str:
                     "the prefix cache")
         if work.get("alone"):
             out += f", {work['alone']} answers decoded one question at a time"
+        if work.get("peak_memory_mb"):  # the answering process's (each worker's, the largest)
+            per = " per worker process" if work.get("workers", 1) > 1 else ""
+            out += f"; peak memory {work['peak_memory_mb']:,.0f} MB{per}"
     return out
 
 

@@ -28,7 +28,7 @@ from assistant.evaluation import report, scoring
 from assistant.evaluation.judge import judge_evaluation
 from assistant.evaluation.outcomes import OWN, SLICES
 from assistant.model.loading import cpu_kernels, numerics
-from assistant.runtime import report_card, torch_threads
+from assistant.runtime import peak_memory_mb, report_card, torch_threads
 from assistant.storage import append_jsonl, read_json, read_jsonl
 from assistant.variants import load_variant, open_engine, variant_class
 from assistant.variants.build import build_variants
@@ -223,8 +223,8 @@ def answer_units(corpus: Corpus, units: list[tuple[str, bool, list[EvalItem]]], 
                  progress=lambda n: None, status=lambda s: None) -> dict[str, int]:
     """Answer each unit (variant, own-answer slices?, items) and append it to the variant's cache file;
     returns the engine's counts of decoded and reused answers, tokens and row-steps, of answers
-    decoded one question at a time for want of a batch-invariant row count (`alone`), and its
-    decoding plan (`Engine.plan`, as text)."""
+    decoded one question at a time for want of a batch-invariant row count (`alone`), its
+    decoding plan (`Engine.plan`, as text) and the process's memory high-water mark (MB)."""
     engine = open_engine(corpus)
     evaluation = corpus.config.evaluation
     before = replace(engine.stats)
@@ -245,7 +245,8 @@ def answer_units(corpus: Corpus, units: list[tuple[str, bool, list[EvalItem]]], 
     return {"answers": done.answers - before.answers, "reused": done.reused - before.reused,
             "tokens": done.tokens - before.tokens, "row_steps": done.row_steps - before.row_steps,
             "alone": done.alone - before.alone, "prefilled": done.prefilled - before.prefilled,
-            "prefix_cached": done.cached - before.cached, "plan": str(engine.plan())}
+            "prefix_cached": done.cached - before.cached, "plan": str(engine.plan()),
+            "peak_memory_mb": peak_memory_mb()}
 
 
 def _worker(root: str, config, units: list, paths: dict[str, str], queue) -> dict[str, int]:
@@ -289,7 +290,8 @@ def _answer_in_workers(corpus: Corpus, units: list, paths: dict[str, str], worke
         totals = [f.result() for f in futures]  # re-raises a worker's error here
     # The workers share settings and machine, so their plans agree; several would be listed.
     plans = sorted({t.pop("plan") for t in totals})
-    return {**{k: sum(t[k] for t in totals) for k in totals[0]}, "plan": "; ".join(plans)}
+    peak = max(t.pop("peak_memory_mb") for t in totals)  # each worker's own: they run side by side
+    return {**{k: sum(t[k] for t in totals) for k in totals[0]}, "plan": "; ".join(plans), "peak_memory_mb": peak}
 
 
 def evaluate(corpus: Corpus, variants: list[str] | None = None, limit: int | None = None,

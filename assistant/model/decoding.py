@@ -39,7 +39,7 @@ from assistant.model.slots import KV, SlotCache
 
 # Bump when a change to the loop can move an answer's bits: evaluation answers cached by an earlier
 # loop are then decoded again (variants.base.Variant.fingerprint).
-DECODING_VERSION = "3"
+DECODING_VERSION = "4"
 PREFILL_TOKENS = 512  # at most this many new prompt tokens (rows x longest) in one prefill forward pass
 MIN_CHUNK = 64  # a prompt's chunk ends at the first blank line after this many tokens (see Decoder.admit)
 WAVE_TOKENS = 8 * PREFILL_TOKENS  # newcomers prefilled through to their first token together (Decoder.admit)
@@ -52,13 +52,15 @@ class DecodePlan:
     threads: int | None = None  # torch threads while decoding; None: the process's own
     alone: bool = False  # no safe row count: every question is decoded on its own
     together: bool = False  # newcomers' prompts prefilled in one forward pass (invariance.many_rows_invariant)
+    packed: bool = False  # linear layers on oneDNN's prepacked weights (kernels.py)
 
     def __str__(self) -> str:
+        packed = ", linear layers on prepacked weights" if self.packed else ""
         if self.alone:
-            return "each question decoded alone (no batch-invariant row count)"
+            return f"each question decoded alone (no batch-invariant row count){packed}"
         threads = f", {self.threads} thread while decoding" if self.threads else ""
         together = ", prompts prefilled together" if self.together else ", each prompt prefilled alone"
-        return f"batches of at least {self.rows} rows{threads}{together}"
+        return f"batches of at least {self.rows} rows{threads}{together}{packed}"
 
 
 @dataclass

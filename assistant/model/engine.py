@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache
 
-from assistant.model import invariance
+from assistant.model import invariance, kernels
 from assistant.model.decoding import MIN_CHUNK, DecodePlan, Decoder, DecodeStats, PrefixCache, Row
 from assistant.model.loading import cache_argument
 from assistant.model.sampling import GREEDY, Sampling
@@ -44,7 +44,12 @@ class Generation:
 
 class Engine:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                 max_new_tokens: int = 64, batch_size: int = 16, batch_invariant: bool = True):
+                 max_new_tokens: int = 64, batch_size: int = 16, batch_invariant: bool = True, pack: bool = True):
+        # The engine owns its model (inference only): on CPU its linear layers run on prepacked weights
+        # (kernels.py), before any adapter wraps them.
+        if pack:
+            kernels.pack_linears(model)
+        self.packed = sum(isinstance(m, kernels.PackedLinear) for m in model.modules())  # layers
         self.model = model
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
@@ -81,21 +86,23 @@ class Engine:
         Newcomers' prompts are prefilled together where a second probe finds batches of hundreds of
         rows exact from that row count on too (`invariance.many_rows_invariant`). Without batch
         invariance: plain batches, prompts prefilled together."""
+        packed = self.packed > 0
         if not self.batch_invariant:
-            return DecodePlan(rows=1, together=True)
+            return DecodePlan(rows=1, together=True, packed=packed)
         shapes = invariance.linear_shapes(self.model)
         max_rows = max(self.batch_size, 4)
         # Under the lock: the one-thread probe changes the process's thread count while it runs.
         with self._lock:
             rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
             if rows is not None:
-                return DecodePlan(rows=rows, together=self._together(shapes, rows))
+                return DecodePlan(rows=rows, together=self._together(shapes, rows), packed=packed)
             if self.device.type == "cpu" and torch.get_num_threads() > 1:
                 with torch_threads(1):
                     rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
                     if rows is not None:
-                        return DecodePlan(rows=rows, threads=1, together=self._together(shapes, rows))
-        return DecodePlan(rows=1, alone=True)
+                        return DecodePlan(rows=rows, threads=1, together=self._together(shapes, rows),
+                                          packed=packed)
+        return DecodePlan(rows=1, alone=True, packed=packed)
 
     def _together(self, shapes: tuple[tuple[int, int], ...], rows: int) -> bool:
         return invariance.many_rows_invariant(shapes, self.dtype, self.device.type, rows)

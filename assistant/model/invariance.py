@@ -11,9 +11,11 @@ Two things made an answer depend on its batch, both measured on this project's C
 2. The number of rows, in the linear layers. CPU BLAS computes a few rows with other kernels than
    many: here fp32 rows computed 1 to 3 at a time differ in the last bits from 4 or more at a
    time, bf16 rows computed alone (a GEMV: every decoding step of a lone question) from 2 or more.
-   `min_rows` finds, once per process, the smallest row count from which every linear layer's
-   output no longer depends on the batch; the engine never decodes fewer rows than that, filling
-   a short batch with copies of its last row (whose answers are dropped).
+   (oneDNN on prepacked weights, which the engine's own layers use on CPU (kernels.py): 1 row
+   versus 2 or more, in both dtypes.) `min_rows` finds, once per process, the smallest row count
+   from which every linear layer's output no longer depends on the batch, on the kernel each layer
+   really runs; the engine never decodes fewer rows than that, filling a short batch with copies
+   of its last row (whose answers are dropped).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from assistant.model import kernels
 from assistant.runtime import torch_threads
 
 NAME = "batch_invariant"
@@ -77,7 +80,9 @@ def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key:
     offset = kv_length - q_length  # the queries are the last q_length keys
     # CPU SDPA in bf16/fp16 is slow for one query (measured on an AVX-512-bf16 EPYC: 344 us a row
     # against 69 us in fp32 for 350 keys, 67% of a 16-row bf16 decoding step): a decoding step's
-    # attention runs in fp32 on the cached keys and values, for every row alike.
+    # attention runs in fp32 on the cached keys and values, for every row alike. (Converting each
+    # row's keys is 16% of a profiled 16-row bf16 step, but keeping the slot cache in fp32 was slower,
+    # twice the bytes read, and so was one conversion of the whole step's keys: measured.)
     upcast = query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16)
     scale = kwargs.get("scaling")
     for first, end, row, row_end in runs:
@@ -115,12 +120,17 @@ def register() -> str:
     return NAME
 
 
-def linear_shapes(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
-    """The distinct (in, out) shapes of the model's linear layers, LoRA's included."""
-    return tuple(sorted({(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)}))
+Shapes = tuple[tuple[int, int, bool], ...]
 
 
-def min_rows(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: str, max_rows: int) -> int | None:
+def linear_shapes(model: torch.nn.Module) -> Shapes:
+    """The distinct (in, out, packed) linear layers of the model, LoRA's included: packed ones run
+    oneDNN's kernel on prepacked weights (kernels.py), the others PyTorch's default."""
+    return tuple(sorted({(m.in_features, m.out_features, isinstance(m, kernels.PackedLinear))
+                         for m in model.modules() if isinstance(m, torch.nn.Linear)}))
+
+
+def min_rows(shapes: Shapes, dtype: torch.dtype, device: str, max_rows: int) -> int | None:
     """Smallest row count from which a row's linear output is the same bits whatever the batch.
 
     Probed once per process and thread count with random data on this machine's kernels: every
@@ -134,19 +144,19 @@ def min_rows(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: st
 
 
 @lru_cache(maxsize=32)
-def _min_rows(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: str, max_rows: int,
-              threads: int) -> int | None:
+def _min_rows(shapes: Shapes, dtype: torch.dtype, device: str, max_rows: int, threads: int) -> int | None:
     # `threads` only keys the cache: the kernels, and so the answer, change with the thread count.
     gen = torch.Generator().manual_seed(0)
     need = 1
-    for n_in, n_out in shapes:
+    for n_in, n_out, packed in shapes:
         rows = 16 if n_out > 8192 else 64  # the vocabulary head only ever sees the last position
         w = torch.randn(n_out, n_in, generator=gen).to(dtype=dtype, device=device)
         x = torch.randn(4 * rows, n_in, generator=gen).to(dtype=dtype, device=device)
-        ref = torch.nn.functional.linear(x, w)[:rows]  # prompts: many rows at once
+        linear = kernels.linear(w, packed)
+        ref = linear(x)[:rows]  # prompts: many rows at once
         for m in range(1, min(max_rows, rows) + 1):
             full = rows // m * m  # whole batches of m rows only
-            out = torch.cat([torch.nn.functional.linear(x[i:i + m], w) for i in range(0, full, m)])
+            out = torch.cat([linear(x[i:i + m]) for i in range(0, full, m)])
             if not torch.equal(out, ref[:full]):
                 need = max(need, m + 1)
         if need > max_rows:
@@ -154,7 +164,7 @@ def _min_rows(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: s
     return need
 
 
-def many_rows_invariant(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: str, need: int) -> bool:
+def many_rows_invariant(shapes: Shapes, dtype: torch.dtype, device: str, need: int) -> bool:
     """Whether, from `need` rows on, a row's linear output stays the same bits in much larger batches
     too: newcomers' prompts are prefilled together (hundreds to thousands of rows) where one alone
     is its own prompt's tokens. Probed like `min_rows`, once per process and thread count, with
@@ -164,17 +174,17 @@ def many_rows_invariant(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype,
 
 
 @lru_cache(maxsize=32)
-def _many_rows_invariant(shapes: tuple[tuple[int, int], ...], dtype: torch.dtype, device: str, need: int,
-                         threads: int) -> bool:
+def _many_rows_invariant(shapes: Shapes, dtype: torch.dtype, device: str, need: int, threads: int) -> bool:
     gen = torch.Generator().manual_seed(1)
-    for n_in, n_out in shapes:
+    for n_in, n_out, packed in shapes:
         head = n_out > 8192
         w = torch.randn(n_out, n_in, generator=gen).to(dtype=dtype, device=device)
         x = torch.randn(64 if head else 1024, n_in, generator=gen).to(dtype=dtype, device=device)
-        ref = torch.nn.functional.linear(x, w)
+        linear = kernels.linear(w, packed)
+        ref = linear(x)
         chunks = ((0, max(need, 5)), (3, 37)) if head else ((0, max(need, 5)), (3, 77), (100, 333), (0, 1000))
         for start, m in chunks:
-            if not torch.equal(torch.nn.functional.linear(x[start:start + m], w), ref[start:start + m]):
+            if not torch.equal(linear(x[start:start + m]), ref[start:start + m]):
                 return False
     return True
 
