@@ -100,3 +100,42 @@ def test_stop_strings_and_cancel_free_the_row_for_the_next_job(engine):
         assert cut.result.finish_reason == "stop" and cut.result.text == text[:text.find(stop)]
     finally:
         sched.close()
+
+
+PASSAGES = [f"[{i}] " + text * 4 for i, text in enumerate([
+    "Returns are free within 30 days of delivery when the bike is unused and in its original box. ",
+    "A tune-up costs 49 euros and takes two working days; book it online or in the workshop. ",
+    "Damaged bikes are collected by courier at no cost within five days of the claim being filed. "], 1)]
+
+
+def test_a_burst_joins_at_once_when_its_passages_are_cached(engine):
+    """The scheduler admits at most PREFILL_TOKENS prompt tokens to compute between two steps, and
+    counts only those: RAG prompts whose passages another request computed (copied from the prefix
+    cache) join in one step, where the same burst with a cold cache joins over several."""
+    from assistant.model.decoding import PREFILL_TOKENS
+
+    prompts = [messages("Passages:\n" + "\n\n".join(PASSAGES) + f"\n\nQuestion: {q}") for q in QUESTIONS[:4]]
+    rows = [engine.row(m) for m in prompts]
+    assert all(len(r.ends) == len(PASSAGES) + 1 for r in rows)  # a chunk per passage, then the question
+    alone = []
+    for m in prompts:
+        engine.prefixes.clear()
+        alone.append(engine.generate([m], batch_size=1)[0].text)
+    assert engine.to_prefill(rows[0]) == len(rows[0].ids) - rows[0].ends[-2]  # warm: the question's chunk only
+
+    def first_step(cold: bool) -> int:
+        if cold:
+            engine.prefixes.clear()
+            assert 2 * engine.to_prefill(rows[0]) > PREFILL_TOKENS  # two cold prompts exceed the budget
+        sched = Scheduler(engine, max_batch=4)
+        try:
+            with engine._lock:  # the scheduler waits on it (to_prefill) until every job is queued
+                jobs = [sched.submit(Job(m, None, 12)) for m in prompts]
+            wait(jobs)
+            assert [j.result.text.strip() for j in jobs] == alone
+            return sched.batches[0]
+        finally:
+            sched.close()
+
+    assert first_step(cold=True) < len(prompts)
+    assert first_step(cold=False) == len(prompts)

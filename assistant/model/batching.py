@@ -208,9 +208,10 @@ class Scheduler:
         """Move queued jobs into free rows, waiting for one when nothing is decoding; False once the
         scheduler is closed and every job has ended.
 
-        Newcomers are prefilled together (Decoder.admit), at most PREFILL_TOKENS new prompt tokens
-        between two steps (at least one job): a burst of long prompts joins over a few steps instead
-        of stopping the live rows for all of its prefill at once."""
+        Newcomers are prefilled together (Decoder.admit), at most PREFILL_TOKENS prompt tokens to
+        compute between two steps (at least one job; chunks in the prefix cache are copied, so they
+        do not count): a burst of long prompts joins over a few steps instead of stopping the live
+        rows for all of its prefill at once."""
         joining: dict[Row, Job] = {}
         tokens = 0
         while not (jobs or joining) or self._decoder.has_room(None, list(joining)):
@@ -235,14 +236,15 @@ class Scheduler:
                     log.exception("starting a job failed")
                     self._finish(job, Update("", 0, True, "error", f"{type(e).__name__}: {e}"))
                     continue
-            if joining and tokens + len(row.ids) - row.prefix > PREFILL_TOKENS:
+            new = self.engine.to_prefill(row)  # chunks another prompt computed are copied, not computed
+            if joining and tokens + new > PREFILL_TOKENS:
                 self._held = (row, job)
                 break
             if not (jobs or joining):  # a burst begins: a fresh plan (adapters may have been loaded since) and cache
                 self._decoder = self.engine.decoder(self.max_batch)
             self.admitted += 1
             joining[row] = job
-            tokens += len(row.ids) - row.prefix
+            tokens += new
         if joining:
             try:
                 self._decoder.admit(list(joining))

@@ -104,7 +104,7 @@ class Engine:
                                           packed=packed)
         return DecodePlan(rows=1, alone=True, packed=packed)
 
-    def _together(self, shapes: tuple[tuple[int, int], ...], rows: int) -> bool:
+    def _together(self, shapes: invariance.Shapes, rows: int) -> bool:
         return invariance.many_rows_invariant(shapes, self.dtype, self.device.type, rows)
 
     @contextlib.contextmanager
@@ -200,6 +200,18 @@ class Engine:
 
         source = self.adapters.get(adapter) if adapter else None
         return self.prefixes.get((source, tuple(prefix)), compute)
+
+    def to_prefill(self, row: Row) -> int:
+        """How many of `row`'s prompt tokens a prefill would compute now: those after its shared
+        prefix, less its leading chunks already in the prefix cache (Decoder.admit copies those)."""
+        source = self.adapters.get(row.adapter) if row.adapter else None
+        done = row.prefix
+        with self._lock:  # the prefix cache is shared with the decoding loop
+            for end in row.ends[:-1]:  # the last chunk is never cached
+                if self.prefixes.find((source, tuple(row.ids[:end]))) is None:
+                    break
+                done = end
+        return len(row.ids) - done
 
     # -- decoding ---------------------------------------------------------------------------
     def row(self, messages: Messages, adapter: str | None = None, max_new_tokens: int | None = None,

@@ -46,7 +46,8 @@ def available(dtype: torch.dtype, device: torch.device | str) -> bool:
     """Whether oneDNN can run this dtype's linear layers here (CPU only)."""
     return (torch.device(device).type == "cpu" and dtype in DTYPES and torch.backends.mkldnn.is_available()
             and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
-            and (dtype != torch.bfloat16 or torch.ops.mkldnn._is_mkldnn_bf16_supported()))
+            and (dtype != torch.bfloat16 or (hasattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported")
+                                             and torch.ops.mkldnn._is_mkldnn_bf16_supported())))
 
 
 def pack(weight: torch.Tensor) -> torch.Tensor:
