@@ -95,6 +95,8 @@ class Host(Protocol):
 
     def prefix_kv(self, prefix: list[int], adapter: str | None) -> KV: ...
 
+    def cached_chunks(self, row: Row) -> list[KV]: ...
+
     def adapter_kwargs(self, adapters: list[str | None]) -> dict: ...
 
     def _processors(self) -> LogitsProcessorList: ...
@@ -269,7 +271,7 @@ class Decoder:
             p.pieces.append(engine.prefix_kv(row.ids[:row.prefix], row.adapter))
             p.done = row.prefix
             engine.stats.cached += row.prefix if cached else 0
-        while not p.final and (kv := engine.prefixes.find(p.key())) is not None:
+        for kv in engine.cached_chunks(row):
             engine.stats.cached += p.end - p.done
             p.pieces.append(kv)
             p.done = p.end

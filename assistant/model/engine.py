@@ -201,17 +201,23 @@ class Engine:
         source = self.adapters.get(adapter) if adapter else None
         return self.prefixes.get((source, tuple(prefix)), compute)
 
+    def cached_chunks(self, row: Row) -> list[KV]:
+        """The keys and values of `row`'s leading chunks after its prefix that the prefix cache holds
+        (another prompt computed them), in order; the prompt's last chunk is never cached."""
+        source = self.adapters.get(row.adapter) if row.adapter else None
+        out = []
+        with self._lock:  # the prefix cache is shared with the decoding loop
+            for end in row.ends[:-1]:
+                kv = self.prefixes.find((source, tuple(row.ids[:end])))
+                if kv is None:
+                    break
+                out.append(kv)
+        return out
+
     def to_prefill(self, row: Row) -> int:
         """How many of `row`'s prompt tokens a prefill would compute now: those after its shared
-        prefix, less its leading chunks already in the prefix cache (Decoder.admit copies those)."""
-        source = self.adapters.get(row.adapter) if row.adapter else None
-        done = row.prefix
-        with self._lock:  # the prefix cache is shared with the decoding loop
-            for end in row.ends[:-1]:  # the last chunk is never cached
-                if self.prefixes.find((source, tuple(row.ids[:end]))) is None:
-                    break
-                done = end
-        return len(row.ids) - done
+        prefix, less its cached leading chunks (Decoder.admit copies those)."""
+        return len(row.ids) - row.prefix - sum(kv[0][0].shape[2] for kv in self.cached_chunks(row))
 
     # -- decoding ---------------------------------------------------------------------------
     def row(self, messages: Messages, adapter: str | None = None, max_new_tokens: int | None = None,
