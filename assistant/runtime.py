@@ -156,22 +156,39 @@ def reset_peak_memory() -> bool:
     of "5" to /proc/self/clear_refs. First the memory the last stage freed goes back to the system:
     glibc's allocator keeps freed heap (gigabytes after a training step), which the next stage of
     the same process would otherwise carry in its resident set."""
-    import ctypes
     import gc
 
     gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc (macOS, musl): nothing to trim this way
+    release_freed_memory()
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
     except OSError:
         return False
+
+
+def release_freed_memory() -> None:
+    """Give the heap that the C allocator keeps after frees back to the system. glibc's malloc,
+    which PyTorch's CPU tensors come from, keeps freed memory for the process (after a training
+    step, gigabytes; after a decoder's prefill, its transient tensors), and buffers of a later size
+    may not fit in the holes: the resident set then grows by what was kept. Nothing happens where
+    the allocator is not glibc's (macOS, musl)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def report_card(generation: tuple | None = None, training: tuple | dict | None = None, **extra) -> dict:

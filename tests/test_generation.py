@@ -615,3 +615,56 @@ def test_the_slot_cache_keeps_every_rows_keys_through_joins_leaves_shifts_and_gr
     step()
     check()
     assert cache.slots == 3
+
+
+def test_the_slot_cache_grows_no_further_than_the_token_budget_allows_and_is_freed_at_the_end(engine):
+    """Slots grow by a quarter (fewer copies of the whole cache) but never past the rows the token
+    budget lets live at the batch's width: the KV cache is most of the engine's memory. A finished
+    batch drops its buffers at once."""
+    row = lambda: engine.row(convs(QUESTIONS[1])[0])  # noqa: E731
+    width = len(row().ids)
+    decoder = engine.decoder(slots=64, budget=9 * width)
+    for _ in range(9):  # one at a time, as a server's requests come: 8 slots, then 9 (a quarter more: 10)
+        decoder.admit(row())
+    assert len(decoder.live) == 9 and decoder.cache.slots == 9
+
+    decoders = list(engine.run([row() for _ in range(3)], slots=4))
+    assert decoders[-1].cache.keys == [] and decoders[-1].cache.values == []
+
+
+def test_onednn_keeps_a_bounded_number_of_kernels(tmp_path):
+    """oneDNN builds a kernel per row count and weight shape and, by default, keeps 1,024 of them
+    twice over (~0.3 MB each): the prefill's many row counts grew a process by 0.6 GB. Importing the
+    engine's kernels caps both caches; 256 row counts must then cost a fraction of what they cost
+    uncapped (the caps set back to 1,024 in the environment)."""
+    import os
+    import subprocess
+    import sys
+
+    from assistant.model import kernels
+
+    if not kernels.available(torch.float32, "cpu"):
+        pytest.skip("no oneDNN linear kernels on this build")
+    script = tmp_path / "grow.py"
+    script.write_text(
+        "import torch\n"
+        "from assistant.model import kernels\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20\n"
+        "torch.set_num_threads(1)\n"
+        "layers = torch.nn.Sequential(torch.nn.Linear(576, 1536, bias=False), torch.nn.Linear(1536, 576, bias=False))\n"
+        "kernels.pack_linears(layers)\n"
+        "base = rss()\n"
+        "with torch.inference_mode():\n"
+        "    for n in range(1, 257):\n"
+        "        layers(torch.randn(n, 576))\n"
+        "print(rss() - base)\n")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        env.pop(name, None)
+    capped = float(subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                                  check=True).stdout)
+    uncapped = float(subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                                    env={**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024",
+                                         "LRU_CACHE_CAPACITY": "1024"}).stdout)
+    assert uncapped > 100 and capped < uncapped / 4, (capped, uncapped)

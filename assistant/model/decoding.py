@@ -36,6 +36,7 @@ from transformers.cache_utils import DynamicCache
 from assistant.model.loading import cache_argument
 from assistant.model.sampling import GREEDY, Sampling, next_token
 from assistant.model.slots import KV, SlotCache
+from assistant.runtime import release_freed_memory
 
 # Bump when a change to the loop can move an answer's bits: evaluation answers cached by an earlier
 # loop are then decoded again (variants.base.Variant.fingerprint).
@@ -246,8 +247,11 @@ class Decoder:
         if not joining:
             return
         longest = max([self.cache.length] + [len(r.ids) for r in joining])
-        self.cache.expect(max(len(self.live) + len(joining), self.plan.rows),
-                          longest + max(r.max_new for r in joining) + 1)
+        rows = len(self.live) + len(joining)
+        # has_room's budget caps the live rows at the widest prompt's share (a step's fillers make up plan.rows)
+        most = None if self.budget is None else \
+            max(rows, self.plan.rows, self.budget // max(len(r.ids) for r in (*self.live, *joining)))
+        self.cache.expect(max(rows, self.plan.rows), longest + max(r.max_new for r in joining) + 1, most)
         # In waves of about WAVE_TOKENS prompt tokens: a newcomer's chunks are held apart until its
         # last one (measured: 740 MB for 43 RAG prompts at once, beside the slot cache; at most 190 MB
         # a wave); a later wave finds the chunks of earlier ones in the prefix cache.
@@ -261,6 +265,10 @@ class Decoder:
                 while pending:
                     pending = self._round(pending)
                 wave, tokens = [], 0
+        # The prefill's transient tensors are freed by now, but glibc keeps them as holes in the heap
+        # that the slot cache's larger buffers do not fit (measured: 0.1-0.25 GB of an evaluation
+        # worker's peak; a trim took ~2 ms, a prefill pass takes 50 ms and more).
+        release_freed_memory()
 
     def _resume(self, row: Row) -> _Prefilling:
         """A newcomer with the keys and values of its prefix and of its leading chunks already cached."""

@@ -27,7 +27,7 @@ from assistant.model.decoding import MIN_CHUNK, DecodePlan, Decoder, DecodeStats
 from assistant.model.loading import cache_argument
 from assistant.model.sampling import GREEDY, Sampling
 from assistant.model.slots import KV
-from assistant.runtime import torch_threads
+from assistant.runtime import release_freed_memory, torch_threads
 
 Messages = list[dict[str, str]]
 MIN_PREFIX = 16  # shorter shared prefixes are not worth their own forward pass
@@ -255,13 +255,20 @@ class Engine:
         the order given; yields the decoder after every step."""
         decoder = self.decoder(slots, budget)
         waiting = deque(rows)
-        while waiting or decoder.live:
-            joining: list[Row] = []
-            while waiting and decoder.has_room(waiting[0], joining):
-                joining.append(waiting.popleft())
-            decoder.admit(joining)
-            decoder.step()
-            yield decoder
+        try:
+            while waiting or decoder.live:
+                joining: list[Row] = []
+                while waiting and decoder.has_room(waiting[0], joining):
+                    joining.append(waiting.popleft())
+                decoder.admit(joining)
+                decoder.step()
+                yield decoder
+        finally:
+            # The slot cache is most of the engine's memory; glibc keeps what is freed for the process
+            # unless told (measured: 570 MB kept after 64 evaluation prompts; the next batch's buffers
+            # did not fit in it and the resident set grew by that much).
+            decoder.cache.release()
+            release_freed_memory()
 
     def generate(self, conversations: Sequence[Messages], adapter: str | None = None,
                  max_new_tokens: int | None = None, batch_size: int | None = None,
