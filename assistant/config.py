@@ -228,10 +228,10 @@ class EvalSettings(Settings):
                     "for all its rows (README, Benchmarks)")
     batch_tokens: int = Field(
         16384, ge=1,
-        description="and at most this many prompt tokens live at once (the longest live prompt times the rows): "
-                    "each row keeps its keys and values, 46 kB per token for the default model in fp32, so this "
-                    "bounds the cache near 0.8 GB; e.g. 64 rows of 256-token prompts, 43 of ecostride's longest "
-                    "RAG prompts (377 tokens)")
+        description="and at most this many tokens of KV cache live at once (the rows times the longest live "
+                    "prompt plus generation.max_new_tokens): each token's keys and values take 46 kB for the "
+                    "default model in fp32, so this bounds the cache near 0.75 GB; e.g. 64 rows of 192-token "
+                    "prompts with 64-token answers, 37 of ecostride's longest RAG prompts (377 tokens)")
 
 
 class JudgeSettings(Settings):

@@ -176,19 +176,32 @@ def release_freed_memory() -> None:
     step, gigabytes; after a decoder's prefill, its transient tensors), and buffers of a later size
     may not fit in the holes: the resident set then grows by what was kept. Nothing happens where
     the allocator is not glibc's (macOS, musl)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+def limit_malloc_arenas(arenas: int) -> None:
+    """Keep the threads that start from now on in at most `arenas` glibc malloc arenas (each thread
+    that allocates gets its own by default, and each keeps its freed pages: see serve/api.py's
+    MemoryKeeper). Nothing happens where the allocator is not glibc's."""
+    libc = _glibc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, arenas)
+
+
+M_ARENA_MAX = -8  # glibc's malloc.h
 
 
 @lru_cache(maxsize=1)
-def _malloc_trim():
+def _glibc():
     import ctypes
 
     try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+    except OSError:
         return None
+    return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None  # musl, macOS: neither
 
 
 def report_card(generation: tuple | None = None, training: tuple | dict | None = None, **extra) -> dict:

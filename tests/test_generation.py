@@ -464,7 +464,7 @@ def test_a_token_budget_gives_long_prompts_smaller_batches_and_the_same_answers(
     prompts = convs(*QUESTIONS, FILLERS[2], FILLERS[2] + " (2)")
     lengths = [len(engine.tokenizer(engine.render(m), add_special_tokens=False)["input_ids"]) for m in prompts]
     plain = engine.generate(prompts, batch_size=8)
-    with engine.batched(8, batch_tokens=2 * max(lengths)):
+    with engine.batched(8, batch_tokens=2 * (max(lengths) + engine.max_new_tokens)):  # prompt and answer
         budgeted = engine.generate(prompts)
     assert [g.text for g in budgeted] == [g.text for g in plain]
     assert {g.batch_size for g, n in zip(budgeted, lengths) if n == max(lengths)} == {2}  # the two long ones
@@ -622,7 +622,7 @@ def test_the_slot_cache_grows_no_further_than_the_token_budget_allows_and_is_fre
     budget lets live at the batch's width: the KV cache is most of the engine's memory. A finished
     batch drops its buffers at once."""
     row = lambda: engine.row(convs(QUESTIONS[1])[0])  # noqa: E731
-    width = len(row().ids)
+    width = len(row().ids) + engine.max_new_tokens  # the cache's columns for one row: prompt and answer
     decoder = engine.decoder(slots=64, budget=9 * width)
     for _ in range(9):  # one at a time, as a server's requests come: 8 slots, then 9 (a quarter more: 10)
         decoder.admit(row())
@@ -649,7 +649,9 @@ def test_onednn_keeps_a_bounded_number_of_kernels(tmp_path):
     script.write_text(
         "import torch\n"
         "from assistant.model import kernels\n"
+        "from assistant.runtime import release_freed_memory\n"
         "def rss():\n"
+        "    release_freed_memory()  # what the caches keep, not what the allocator kept\n"
         "    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20\n"
         "torch.set_num_threads(1)\n"
         "layers = torch.nn.Sequential(torch.nn.Linear(576, 1536, bias=False), torch.nn.Linear(1536, 576, bias=False))\n"
@@ -668,3 +670,23 @@ def test_onednn_keeps_a_bounded_number_of_kernels(tmp_path):
                                     env={**env, "ONEDNN_PRIMITIVE_CACHE_CAPACITY": "1024",
                                          "LRU_CACHE_CAPACITY": "1024"}).stdout)
     assert uncapped > 100 and capped < uncapped / 4, (capped, uncapped)
+
+
+def test_a_rag_prompt_whose_passages_are_cached_computes_only_its_question():
+    """The last blank line ends a chunk however near the one before, so a RAG prompt's passages and
+    the instruction after them are cached apart from its question: a second question over the same
+    passages computes only what follows that line, and answers as it does alone with a cold cache."""
+    engine = varied_engine(max_new_tokens=8, batch_size=4)
+    instruction = "Answer from the passages above and cite the passage you used, like [1]."
+    first, second = with_system(*(rag(q, 0, 1).replace("\n\nQuestion:", f"\n\n{instruction}\n\nQuestion:")
+                                  for q in ("Returns?", "How long do tune-ups take?")))
+    row = engine.row(second)
+    text = engine.tokenizer.decode
+    assert text(row.ids[row.ends[-2]:]).startswith("Question:")  # the question alone in the last chunk
+    assert row.ends[-2] - row.ends[-3] < 64  # the instruction: a chunk shorter than MIN_CHUNK
+    cold = engine.generate([second], batch_size=1)[0].text
+    engine.prefixes.clear()
+    engine.generate([first], batch_size=1)
+    before = engine.stats.prefilled
+    assert engine.generate([second], batch_size=1)[0].text == cold
+    assert engine.stats.prefilled - before == len(row.ids) - row.ends[-2]

@@ -40,7 +40,7 @@ from assistant.runtime import release_freed_memory
 
 # Bump when a change to the loop can move an answer's bits: evaluation answers cached by an earlier
 # loop are then decoded again (variants.base.Variant.fingerprint).
-DECODING_VERSION = "4"
+DECODING_VERSION = "5"
 PREFILL_TOKENS = 512  # at most this many new prompt tokens (rows x longest) in one prefill forward pass
 MIN_CHUNK = 64  # a prompt's chunk ends at the first blank line after this many tokens (see Decoder.admit)
 WAVE_TOKENS = 8 * PREFILL_TOKENS  # newcomers prefilled through to their first token together (Decoder.admit)
@@ -209,7 +209,7 @@ class Decoder:
         self.engine = engine
         self.plan = plan
         self.slots = 1 if plan.alone else max(1, slots)
-        self.budget = budget  # at most this many prompt tokens x rows live at once (memory)
+        self.budget = budget  # at most this many cache columns x rows live at once (memory; has_room)
         self.live: list[Row] = []
         self.cache = SlotCache(engine.model.config, max_slots=self.slots + plan.rows)
         self.stop_ids = engine._stop_ids()
@@ -222,14 +222,13 @@ class Decoder:
             return False
         if self.budget is None or row is None or not (self.live or joining):
             return True
-        widest = max([len(r.ids) for r in (*self.live, *joining)] + [len(row.ids)])
-        return (len(self.live) + len(joining) + 1) * widest <= self.budget
+        return (len(self.live) + len(joining) + 1) * _room((*self.live, *joining, row)) <= self.budget
 
     def admit(self, rows: Row | Sequence[Row]) -> None:
         """Prefill newcomers and give each its first token; those not done at once join the batch.
 
         A prompt is prefilled chunk by chunk: its shared prefix, then pieces that end at a blank line
-        once at least MIN_CHUNK tokens long (`Engine.row` finds them), then the rest. Every prompt is
+        once at least MIN_CHUNK tokens long and at its last blank line (`Engine.chunk_ends`), then the rest. Every prompt is
         cut the same way alone or in company, so a chunk's keys and values are the same bits however
         they were computed, and those already in the engine's PrefixCache (another prompt that
         retrieved the same passages) are copied instead. Each round prefills every newcomer's next
@@ -248,9 +247,8 @@ class Decoder:
             return
         longest = max([self.cache.length] + [len(r.ids) for r in joining])
         rows = len(self.live) + len(joining)
-        # has_room's budget caps the live rows at the widest prompt's share (a step's fillers make up plan.rows)
-        most = None if self.budget is None else \
-            max(rows, self.plan.rows, self.budget // max(len(r.ids) for r in (*self.live, *joining)))
+        # has_room's budget caps the live rows at the widest row's share (a step's fillers make up plan.rows)
+        most = None if self.budget is None else max(rows, self.plan.rows, self.budget // _room((*self.live, *joining)))
         self.cache.expect(max(rows, self.plan.rows), longest + max(r.max_new for r in joining) + 1, most)
         # In waves of about WAVE_TOKENS prompt tokens: a newcomer's chunks are held apart until its
         # last one (measured: 740 MB for 43 RAG prompts at once, beside the slot cache; at most 190 MB
@@ -455,6 +453,11 @@ class Decoder:
             yield
 
 
+def _room(rows: Sequence[Row]) -> int:
+    """The slot cache's columns these rows need side by side: the longest prompt with its answer's room."""
+    return max(len(r.ids) + r.max_new for r in rows)
+
+
 def _past(batch: list[_Prefilling], layer: int, columns: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One layer's keys and values of the rows' known tokens, each row right-aligned in `columns`
     (the shared prefix alone: one tensor, expanded without a copy)."""
@@ -463,10 +466,11 @@ def _past(batch: list[_Prefilling], layer: int, columns: int) -> tuple[torch.Ten
         k, v = first[0][layer]
         return k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1)
     k0, v0 = next(p.pieces[0] for p in batch if p.pieces)[layer]  # a row at its first chunk has none
-    keys = k0.new_zeros(len(batch), k0.shape[1], columns, k0.shape[3])
-    values = v0.new_zeros(len(batch), v0.shape[1], columns, v0.shape[3])
+    keys = k0.new_empty(len(batch), k0.shape[1], columns, k0.shape[3])
+    values = v0.new_empty(len(batch), v0.shape[1], columns, v0.shape[3])
     for b, p in enumerate(batch):
         at = columns - p.done
+        keys[b, :, :at], values[b, :, :at] = 0, 0  # padding: only masked attention reads it; finite there
         for piece in p.pieces:
             k, v = piece[layer]
             keys[b, :, at:at + k.shape[2]] = k[0]

@@ -231,7 +231,8 @@ class Engine:
     def chunk_ends(self, ids: Sequence[int], start: int) -> tuple[int, ...]:
         """Where the chunks of a prompt's tokens after `start` end (Decoder.admit prefills them one
         after the other and caches them): at the first blank line after at least MIN_CHUNK tokens,
-        e.g. between RAG passages, and at the prompt's end. From the tokens alone, so a prompt is cut
+        e.g. between RAG passages, at the last blank line (before a RAG prompt's question), and at
+        the prompt's end. From the tokens alone, so a prompt is cut
         the same way whatever else is decoding."""
         def text(token: int) -> str:
             if token not in self._texts:
@@ -243,6 +244,13 @@ class Engine:
             if i + 1 - last >= MIN_CHUNK and (text(ids[i - 1]) + text(ids[i])).endswith("\n\n"):
                 ends.append(i + 1)
                 last = i + 1
+        # The last blank line ends a chunk however near the one before: what follows it (a RAG
+        # prompt's question) is then all that differs between prompts over the same passages, and
+        # all that a newcomer computes once they are cached (the instruction before it is cached too).
+        for i in range(len(ids) - 2, last, -1):
+            if (text(ids[i - 1]) + text(ids[i])).endswith("\n\n"):
+                ends.append(i + 1)
+                break
         return (*ends, len(ids))
 
     def decoder(self, slots: int | None = None, budget: int | None = None) -> Decoder:
@@ -313,8 +321,8 @@ class Engine:
     @contextlib.contextmanager
     def batched(self, batch_size: int, batch_tokens: int | None = None) -> Iterator[None]:
         """Within: `generate` decodes up to `batch_size` prompts together by default, and no more
-        than `batch_tokens` prompt tokens (the longest live prompt times the rows; long prompts:
-        fewer rows), which bounds the KV cache."""
+        than `batch_tokens` tokens of KV cache (the rows times the longest live prompt with its
+        answer's room, `max_new_tokens`; long prompts: fewer rows): a bound on the engine's memory."""
         saved = self.batch_size, self.batch_tokens
         self.batch_size, self.batch_tokens = batch_size, batch_tokens
         try:

@@ -54,6 +54,7 @@ from assistant.model.sampling import Sampling
 from assistant.config import VARIANTS
 from assistant.corpus.corpus import Corpus
 from assistant.errors import UsageError
+from assistant.runtime import limit_malloc_arenas, release_freed_memory
 from assistant.serve.lineup import Lineup, load_lineup
 from assistant.serve.metrics import CONTENT_TYPE, Metrics, access_log
 from assistant.variants import ABSTAIN_TEXT, Prompt, Variant
@@ -652,30 +653,19 @@ class MemoryKeeper:
     `malloc_trim(0)` (at most every `every_s` seconds, off the event loop) returns free pages. A
     no-op where the C library is not glibc."""
 
-    M_ARENA_MAX = -8
-
     def __init__(self, every_s: float = 2.0):
-        import ctypes
-        import ctypes.util
-
         self.every_s, self._last, self._lock = every_s, 0.0, threading.Lock()
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            self._trim, self._mallopt = libc.malloc_trim, libc.mallopt
-        except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to do
-            self._trim = self._mallopt = None
 
     def limit_arenas(self, arenas: int = 2) -> None:
-        if self._mallopt is not None:
-            self._mallopt(self.M_ARENA_MAX, arenas)
+        limit_malloc_arenas(arenas)
 
     def after_request(self) -> None:
         """Trim, unless another thread is trimming or one did within every_s seconds."""
-        if self._trim is None or not self._lock.acquire(blocking=False):
+        if not self._lock.acquire(blocking=False):
             return
         try:
             if time.monotonic() - self._last >= self.every_s:
-                self._trim(0)
+                release_freed_memory()
                 self._last = time.monotonic()
         finally:
             self._lock.release()
