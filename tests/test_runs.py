@@ -95,3 +95,35 @@ def test_peak_memory_is_the_process_high_water_mark():
     ballast[::4096] = b"x" * len(ballast[::4096])
     assert first > 0 and peak_memory_mb() >= first
     del ballast
+
+
+def test_an_answering_process_hands_freed_buffers_back_at_once(tmp_path):
+    """glibc serves 8 MB buffers from its heap once one such mapped buffer was freed, and freed ones
+    between live ones stay resident there; after map_large_buffers() each is its own mapping, gone
+    from the resident set as soon as it is freed (an evaluation worker's KV buffers and logits)."""
+    import os
+    import subprocess
+    import sys
+
+    from assistant.runtime import _glibc
+
+    if _glibc() is None or not os.path.exists("/proc/self/statm"):
+        pytest.skip("glibc's allocator on Linux only")
+    script = tmp_path / "holes.py"
+    script.write_text(
+        "import sys, torch\n"
+        "from assistant.runtime import map_large_buffers\n"
+        "def rss():\n"
+        "    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20\n"
+        "if sys.argv[1] == 'mapped':\n"
+        "    map_large_buffers()\n"
+        "first = torch.ones(2 << 20)  # 8 MB, mapped; freeing it raises glibc's threshold\n"
+        "del first\n"
+        "buffers = [torch.ones(2 << 20) for _ in range(40)]\n"
+        "before = rss()\n"
+        "del buffers[::2]  # holes between live buffers\n"
+        "print(before - rss())\n")
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    freed = {mode: float(subprocess.run([sys.executable, str(script), mode], env=env, capture_output=True,
+                                        text=True, check=True).stdout) for mode in ("default", "mapped")}
+    assert freed["mapped"] > 150 and freed["default"] < 50, freed  # 20 buffers of 8 MB: 160 MB

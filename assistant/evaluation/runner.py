@@ -28,7 +28,7 @@ from assistant.evaluation import report, scoring
 from assistant.evaluation.judge import judge_evaluation
 from assistant.evaluation.outcomes import OWN, SLICES
 from assistant.model.loading import cpu_kernels, numerics
-from assistant.runtime import peak_memory_mb, report_card, torch_threads
+from assistant.runtime import map_large_buffers, peak_memory_mb, report_card, torch_threads
 from assistant.storage import append_jsonl, read_json, read_jsonl
 from assistant.variants import load_variant, open_engine, variant_class
 from assistant.variants.build import build_variants
@@ -254,6 +254,7 @@ def _worker(root: str, config, units: list, paths: dict[str, str], queue) -> dic
     import torch
 
     torch.set_num_threads(1)
+    map_large_buffers()  # the process only answers: its freed KV buffers go back to the system
     corpus = load_corpus(root)
     corpus.config = config
     return answer_units(corpus, units, paths, queue.put)

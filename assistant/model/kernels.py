@@ -8,8 +8,9 @@ into oneDNN's blocked layout, and 2.80 against 2.46 ms a token for 512-token pre
 bf16 with two threads (the API) a 16-row step went 32.5 -> 24.5 ms. The packed weight replaces the
 dense one (same size), apart from a tied LM head, whose dense weight the input embedding still
 needs: +92 MB of resident set once packed (the default model, fp32), but 1.59 GB at its peak while
-packing against 0.97 GB for the dense model, and oneDNN keeps a kernel per row count and shape
-(one `Engine.generate` over 96 evaluation prompts peaked at 2.67 GB against 2.39 GB dense).
+packing against 0.97 GB for the dense model. oneDNN keeps a kernel per row count and shape, in two
+caches capped below (one `Engine.generate` over 96 evaluation prompts peaked at 2.67 GB against
+2.39 GB dense before the caps).
 
 The packed kernel rounds differently from the BLAS one (last bits). Batch invariance is probed on
 the kernel each layer really uses (invariance.min_rows): measured on that EPYC it is invariant
