@@ -228,12 +228,13 @@ class Decoder:
         """Prefill newcomers and give each its first token; those not done at once join the batch.
 
         A prompt is prefilled chunk by chunk: its shared prefix, then pieces that end at a blank line
-        once at least MIN_CHUNK tokens long and at its last blank line (`Engine.chunk_ends`), then the rest. Every prompt is
-        cut the same way alone or in company, so a chunk's keys and values are the same bits however
-        they were computed, and those already in the engine's PrefixCache (another prompt that
-        retrieved the same passages) are copied instead. Each round prefills every newcomer's next
-        chunk, once per distinct chunk; chunks of one adapter go through one forward pass where the
-        plan allows (`DecodePlan.together`), at most PREFILL_TOKENS tokens a pass."""
+        once at least MIN_CHUNK tokens long and at its last blank line (`Engine.chunk_ends`), then the
+        rest. Every prompt is cut the same way alone or in company, so a chunk's keys and values are
+        the same bits however they were computed, and those already in the engine's PrefixCache
+        (another prompt that retrieved the same passages) are copied instead. Each round prefills
+        every newcomer's next chunk, once per distinct chunk; chunks of one adapter go through one
+        forward pass where the plan allows (`DecodePlan.together`), at most PREFILL_TOKENS tokens a
+        pass."""
         rows = [rows] if isinstance(rows, Row) else list(rows)
         joining = []
         for row in rows:
@@ -246,10 +247,11 @@ class Decoder:
         if not joining:
             return
         longest = max([self.cache.length] + [len(r.ids) for r in joining])
-        rows = len(self.live) + len(joining)
+        count = len(self.live) + len(joining)
         # has_room's budget caps the live rows at the widest row's share (a step's fillers make up plan.rows)
-        most = None if self.budget is None else max(rows, self.plan.rows, self.budget // _room((*self.live, *joining)))
-        self.cache.expect(max(rows, self.plan.rows), longest + max(r.max_new for r in joining) + 1, most)
+        most = None if self.budget is None else \
+            max(count, self.plan.rows, self.budget // _room((*self.live, *joining)))
+        self.cache.expect(max(count, self.plan.rows), longest + max(r.max_new for r in joining) + 1, most)
         # In waves of about WAVE_TOKENS prompt tokens: a newcomer's chunks are held apart until its
         # last one (measured: 740 MB for 43 RAG prompts at once, beside the slot cache; at most 190 MB
         # a wave); a later wave finds the chunks of earlier ones in the prefix cache.

@@ -232,8 +232,8 @@ class Engine:
         """Where the chunks of a prompt's tokens after `start` end (Decoder.admit prefills them one
         after the other and caches them): at the first blank line after at least MIN_CHUNK tokens,
         e.g. between RAG passages, at the last blank line (before a RAG prompt's question), and at
-        the prompt's end. From the tokens alone, so a prompt is cut
-        the same way whatever else is decoding."""
+        the prompt's end. From the tokens alone, so a prompt is cut the same way whatever else is
+        decoding."""
         def text(token: int) -> str:
             if token not in self._texts:
                 self._texts[token] = self.tokenizer.decode([token])
