@@ -656,9 +656,6 @@ class MemoryKeeper:
     def __init__(self, every_s: float = 2.0):
         self.every_s, self._last, self._lock = every_s, 0.0, threading.Lock()
 
-    def limit_arenas(self, arenas: int = 2) -> None:
-        limit_malloc_arenas(arenas)
-
     def after_request(self) -> None:
         """Trim, unless another thread is trimming or one did within every_s seconds."""
         if not self._lock.acquire(blocking=False):
@@ -713,7 +710,7 @@ def serve(corpus: Corpus, host: str = "127.0.0.1", port: int = 8000, api_key: st
     if problems:
         raise UsageError("\n".join(problems))
     _check_port_free(host, port)
-    MemoryKeeper().limit_arenas()  # before the model loads and the server's threads start
+    limit_malloc_arenas(2)  # before the model loads and the server's threads start (MemoryKeeper)
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: reachable from other machines"
