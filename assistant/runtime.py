@@ -170,6 +170,9 @@ def reset_peak_memory() -> bool:
         return False
 
 
+M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3  # glibc's malloc.h
+
+
 def release_freed_memory() -> None:
     """Give the heap that the C allocator keeps after frees back to the system. glibc's malloc,
     which PyTorch's CPU tensors come from, keeps freed memory for the process (after a training
@@ -201,9 +204,6 @@ def map_large_buffers(megabytes: int = 4) -> None:
     libc = _glibc()
     if libc is not None:
         libc.mallopt(M_MMAP_THRESHOLD, megabytes << 20)
-
-
-M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3  # glibc's malloc.h
 
 
 @lru_cache(maxsize=1)

@@ -30,9 +30,9 @@ import torch
 # oneDNN keeps each kernel it built, one per row count and weight shape, twice: in its primitive
 # cache and in ideep's (PyTorch's wrapper), 1,024 entries each by default, ~0.3 MB an entry. The
 # prefill's passes have many row counts: the default model's 4 layer shapes at 256 row counts grew
-# the resident set by 605 MB, 26 MB with 16 entries each. A kernel not kept is built again in ~0.7
-# ms, against >= 2.5 ms a token for the pass that needs it, and a decoding step's few kernels stay in
-# the most recently used. Both caches read these when first used (this module's import comes first).
+# the resident set by 605 MB; two of them, 315 MB, and 31 MB at 64 entries each (the cap below;
+# docs/benchmarks.md). A kernel not kept is built again in ~0.7 ms, against >= 2.5 ms a token for
+# the pass that needs it, and a decoding step's few kernels stay in the most recently used. Both caches read these when first used (this module's import comes first).
 for _cache in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
     os.environ.setdefault(_cache, "64")
 
