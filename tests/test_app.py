@@ -397,7 +397,7 @@ def test_chat_users_share_batches_and_a_closed_stream_frees_its_rows(tiny_corpus
     from assistant.serve.lineup import scheduler_for
 
     if kernels == "never invariant":
-        monkeypatch.setattr(invariance, "min_rows", lambda *a: None)
+        monkeypatch.setattr(invariance, "min_rows", lambda *a, **k: None)
 
     base = open_engine(tiny_corpus)
     prompted = load_variant("prompted", tiny_corpus, base)

@@ -752,7 +752,7 @@ def test_where_no_row_count_is_batch_invariant_the_evaluation_decodes_alone_and_
     quiet = Console(record=True, width=300)
     batched = answers(runner.evaluate(tiny_corpus, ["prompted"], limit=1, console=quiet))
     assert "one question at a time" not in quiet.export_text()
-    monkeypatch.setattr(invariance, "min_rows", lambda *a: None)
+    monkeypatch.setattr(invariance, "min_rows", lambda *a, **k: None)
     shutil.rmtree(tiny_corpus.runs_dir / "eval")
     loud = Console(record=True, width=300)
     out = runner.evaluate(tiny_corpus, ["prompted"], limit=1, console=loud)

@@ -423,10 +423,10 @@ def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
     with the same real keys, with more threads it calls SDPA per row; either way each row gets the
     bits of its own lone SDPA call, for left padding (a decoding step's right-aligned rows) and
     right padding (prompts prefilled together), prompts and decoding steps (which always run on one
-    thread, and in fp32 where the model is bf16: the lone call is that one too)."""
+    thread, and in fp32 where the model is bf16 on a CPU without AMX: the lone call is that one too)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from assistant.model.invariance import batch_invariant_attention
+    from assistant.model.invariance import batch_invariant_attention, upcasts_decoding
 
     model, _ = load_model(ModelSettings(name=TINY, dtype=dtype))
     module = model.model.layers[0].self_attn
@@ -436,7 +436,7 @@ def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
     gen = torch.Generator().manual_seed(0)
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
-    half = getattr(torch, dtype) != torch.float32
+    upcast = upcasts_decoding(getattr(torch, dtype), "cpu")
     try:
         for n_q, rows in ((1, left), (length, left), (length, right)):  # a decoding step, prompts
             q = torch.randn(len(rows), 4, n_q, 16, generator=gen).to(getattr(torch, dtype))
@@ -449,7 +449,7 @@ def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
             for b, (first, end) in enumerate(rows):
                 q_start, q_end = max(0, first - (length - n_q)), end - (length - n_q)
                 qb, kb, vb = q[b:b + 1, :, q_start:q_end].contiguous(), k[b:b + 1, :, first:end], v[b:b + 1, :, first:end]
-                if n_q == 1 and half:
+                if n_q == 1 and upcast:
                     qb, kb, vb = qb.float(), kb.float(), vb.float()
                 with torch_threads(1) if n_q == 1 else contextlib.nullcontext():  # decoding steps: one thread
                     alone, _ = sdpa_attention_forward(module, qb, kb, vb, attention_mask=None, scaling=0.25,
@@ -494,7 +494,7 @@ def test_where_no_row_count_is_invariant_each_question_is_decoded_alone(monkeypa
         get_peft_model(lora, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False)).save_pretrained(d)
         engine.add_adapter("lora", d)
         reference.add_adapter("lora", d)
-    monkeypatch.setattr(invariance, "min_rows", lambda *a: None)
+    monkeypatch.setattr(invariance, "min_rows", lambda *a, **k: None)
     plan = engine.plan()
     assert plan.alone and plan.rows == 1 and engine.batch_invariant
     got = engine.generate(convs(*QUESTIONS))
@@ -512,6 +512,35 @@ def test_where_no_row_count_is_invariant_each_question_is_decoded_alone(monkeypa
     assert left[1] == ("", 0, True) and left[2].text == final[2].text
 
 
+def test_where_rows_agree_only_up_to_the_batch_size_steps_are_capped_there(monkeypatch):
+    """An Intel AMX Xeon in bf16 computes 1 to 32 rows with one kernel and 33 or more with others:
+    no row count agrees with large batches, but the decoding steps up to the batch size agree with
+    each other. The engine then decodes in batches capped at that size (fillers included), each
+    prompt prefilled alone, and every answer is still the lone question's."""
+    from assistant.model import invariance
+
+    expected = [g.text for g in fresh_engine(max_new_tokens=6, batch_size=4).generate(convs(*QUESTIONS))]
+    engine = fresh_engine(max_new_tokens=6, batch_size=4)
+    monkeypatch.setattr(invariance, "min_rows", lambda *a, most=None: 2 if most else None)
+    plan = engine.plan()
+    assert (plan.rows, plan.most, plan.together, plan.alone) == (2, 4, False, False)
+    assert str(plan).startswith("batches of 2 to 4 rows")
+    assert plan.slots(16, groups=1) == 3 and plan.slots(16, groups=2) == 2 and plan.slots(2, groups=1) == 2
+    assert engine.plan(8).most == 8  # probed for the decoder's own size
+    steps = []
+    engine.model.register_forward_pre_hook(lambda mod, args, kw: steps.append(kw["input_ids"].shape), with_kwargs=True)
+    got = engine.generate(convs(*QUESTIONS))
+    assert [g.text for g in got] == expected
+    decoding = [n for n, width in steps if width == 1]
+    prefills = [n for n, width in steps if width > 1]
+    assert max(decoding) <= plan.most and min(decoding) >= plan.rows and max(decoding) > plan.rows
+    assert set(prefills) == {1}  # each prompt alone
+    # Steps capped at the fewest rows that agree leave room for one live row beside the fillers:
+    # no better than decoding each question alone, which the engine then does.
+    monkeypatch.setattr(invariance, "min_rows", lambda *a, most=None: most)
+    assert engine.plan().alone
+
+
 def test_where_only_one_thread_is_invariant_the_engine_decodes_with_one(monkeypatch):
     """An AMX CPU in fp32 has a safe row count with one thread but none with two: the engine then
     decodes with one thread (and restores the caller's), instead of giving up batching."""
@@ -522,7 +551,7 @@ def test_where_only_one_thread_is_invariant_the_engine_decodes_with_one(monkeypa
     try:
         expected = [g.text for g in fresh_engine(max_new_tokens=6, batch_size=4).generate(convs(*QUESTIONS))]
         engine = fresh_engine(max_new_tokens=6, batch_size=4)
-        monkeypatch.setattr(invariance, "min_rows", lambda *a: 4 if torch.get_num_threads() == 1 else None)
+        monkeypatch.setattr(invariance, "min_rows", lambda *a, **k: 4 if torch.get_num_threads() == 1 else None)
         plan = engine.plan()
         assert (plan.rows, plan.threads, plan.alone) == (4, 1, False)
         seen = []

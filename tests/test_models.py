@@ -55,6 +55,14 @@ def test_min_rows_is_the_row_count_from_which_linear_layers_stop_depending_on_th
     for m in range(need, 17):  # every row, computed m rows at a time, is the row of one big batch
         full = 48 // m * m
         assert torch.equal(torch.cat([linear(x[i:i + m]) for i in range(0, full, m)]), ref[:full])
+    # Capped: from `capped` rows up to 8, every row is the row of batches of 8 (what a step capped
+    # at 8 rows computes); never more rows needed than without the cap.
+    capped = min_rows(shapes, dtype, "cpu", 8, most=8)
+    assert capped is not None and capped <= max(need, 1)
+    ref = torch.cat([linear(x[i:i + 8]) for i in range(0, 48, 8)])
+    for m in range(capped, 9):
+        full = 48 // m * m
+        assert torch.equal(torch.cat([linear(x[i:i + m]) for i in range(0, full, m)]), ref[:full])
 
 
 def test_packed_linear_layers_compute_what_the_dense_ones_do_and_free_their_weights():

@@ -557,6 +557,19 @@ def test_assistant_serve_cli(built, tmp_path):
         assert isinstance(r.choices[0].message.content, str) and r.model_extra["sources"]
         with pytest.raises(openai.AuthenticationError):
             openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="nope", max_retries=0).models.list()
+        # Stopped while a request decodes (the loop runs on the main thread, HTTP on another): the
+        # request is answered, then the process ends as uvicorn's own shutdown would.
+        health = lambda: httpx.get(f"http://127.0.0.1:{port}/health").json()  # noqa: E731
+        before, got = health()["rows_decoded"], {}
+        asking = threading.Thread(target=lambda: got.setdefault("r", c.chat.completions.create(
+            model="prompted", max_tokens=200, messages=[{"role": "user", "content": "Tell me all about returns."}])))
+        asking.start()
+        while health()["rows_decoded"] == before and asking.is_alive():
+            time.sleep(0.005)
+        proc.terminate()
+        asking.join(timeout=60)
+        assert got["r"].choices[0].finish_reason in ("stop", "length")
+        assert proc.wait(timeout=30) in (0, -15)
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=30)

@@ -14,8 +14,8 @@ Why an answer stays the same bits alone and in any mix (invariance.py has the me
   (`DecodePlan.together`), its attention covers its own tokens only, and its first token comes from
   an LM head of at least `plan.rows` rows, alone too;
 - in a decoding step the linear layers see at least `plan.rows` rows (filler rows make up the
-  count, per adapter group: PEFT runs each adapter on its own rows), from which a row's output no
-  longer depends on how many others there are;
+  count, per adapter group: PEFT runs each adapter on its own rows) and at most `plan.most`, between
+  which a row's output no longer depends on how many others there are;
 - attention runs per row over that row's own keys (invariance.batch_invariant_attention);
 - sampled rows draw from their own generator (sampling.py).
 """
@@ -40,7 +40,7 @@ from assistant.runtime import release_freed_memory
 
 # Bump when a change to the loop can move an answer's bits: evaluation answers cached by an earlier
 # loop are then decoded again (variants.base.Variant.fingerprint).
-DECODING_VERSION = "5"
+DECODING_VERSION = "6"
 PREFILL_TOKENS = 512  # at most this many new prompt tokens (rows x longest) in one prefill forward pass
 MIN_CHUNK = 64  # a prompt's chunk ends at the first blank line after this many tokens (see Decoder.admit)
 WAVE_TOKENS = 8 * PREFILL_TOKENS  # newcomers prefilled through to their first token together (Decoder.admit)
@@ -54,6 +54,7 @@ class DecodePlan:
     alone: bool = False  # no safe row count: every question is decoded on its own
     together: bool = False  # newcomers' prompts prefilled in one forward pass (invariance.many_rows_invariant)
     packed: bool = False  # linear layers on oneDNN's prepacked weights (kernels.py)
+    most: int | None = None  # most rows a decoding step runs, fillers included (larger ones compute other bits)
 
     def __str__(self) -> str:
         packed = ", linear layers on prepacked weights" if self.packed else ""
@@ -61,7 +62,17 @@ class DecodePlan:
             return f"each question decoded alone (no batch-invariant row count){packed}"
         threads = f", {self.threads} thread while decoding" if self.threads else ""
         together = ", prompts prefilled together" if self.together else ", each prompt prefilled alone"
-        return f"batches of at least {self.rows} rows{threads}{together}{packed}"
+        rows = f"of {self.rows} to {self.most} rows" if self.most else f"of at least {self.rows} rows"
+        return f"batches {rows}{threads}{together}{packed}"
+
+    def slots(self, wanted: int, groups: int) -> int:
+        """Live rows a decoder may hold: `wanted`, less what keeps a step of `groups` adapter groups
+        (each made up to `rows` with fillers) within `most` rows."""
+        if self.alone:
+            return 1
+        if self.most is None:
+            return max(1, wanted)
+        return max(1, min(wanted, self.most - groups * (self.rows - 1)))
 
 
 @dataclass
@@ -208,7 +219,7 @@ class Decoder:
     def __init__(self, engine: Host, plan: DecodePlan, slots: int, budget: int | None = None):
         self.engine = engine
         self.plan = plan
-        self.slots = 1 if plan.alone else max(1, slots)
+        self.slots = plan.slots(slots, len(engine.adapters) + 1)
         self.budget = budget  # at most this many cache columns x rows live at once (memory; has_room)
         self.live: list[Row] = []
         self.cache = SlotCache(engine.model.config, max_slots=self.slots + plan.rows)

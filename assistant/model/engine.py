@@ -76,32 +76,37 @@ class Engine:
     def dtype(self) -> torch.dtype:
         return self._dtype
 
-    def plan(self) -> DecodePlan:
+    def plan(self, max_rows: int | None = None) -> DecodePlan:
         """How this engine keeps an answer independent of its batch on this machine, probed once per
-        dtype and thread count (see invariance.py): run every decoding step with at least the fewest
-        rows whose matrix kernels no longer depend on the row count (filler rows make up the rest);
-        else, on CPU, do the same with one thread if that is invariant (measured: an Intel AMX CPU in
-        fp32 with two threads is not, with one is); else decode each question alone (measured: the
-        same CPU in bf16 at any thread count), which is what a lone question does by definition.
-        Newcomers' prompts are prefilled together where a second probe finds batches of hundreds of
-        rows exact from that row count on too (`invariance.many_rows_invariant`). Without batch
-        invariance: plain batches, prompts prefilled together."""
+        dtype, thread count and batch size (see invariance.py): run every decoding step with at
+        least the fewest rows whose matrix kernels no longer depend on the row count (filler rows
+        make up the rest); where that holds only up to the batch size (measured: an Intel AMX Xeon
+        in bf16, which computes 33 rows and more with other kernels), cap every step there and
+        prefill each prompt alone; else, on CPU, try the same with one thread; else decode each
+        question alone, which is what a lone question does by definition. Newcomers' prompts are
+        prefilled together where a second probe finds batches of hundreds of rows exact from that
+        row count on too (`invariance.many_rows_invariant`). Without batch invariance: plain
+        batches, prompts prefilled together. `max_rows`: the most live rows a step will hold (the
+        engine's batch size by default)."""
         packed = self.packed > 0
         if not self.batch_invariant:
             return DecodePlan(rows=1, together=True, packed=packed)
         shapes = invariance.linear_shapes(self.model)
-        max_rows = max(self.batch_size, 4)
+        max_rows = max(max_rows or self.batch_size, 4)
         # Under the lock: the one-thread probe changes the process's thread count while it runs.
         with self._lock:
-            rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
-            if rows is not None:
-                return DecodePlan(rows=rows, together=self._together(shapes, rows), packed=packed)
-            if self.device.type == "cpu" and torch.get_num_threads() > 1:
-                with torch_threads(1):
+            for threads in (None, 1) if self.device.type == "cpu" and torch.get_num_threads() > 1 else (None,):
+                with torch_threads(threads) if threads else contextlib.nullcontext():
                     rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
                     if rows is not None:
-                        return DecodePlan(rows=rows, threads=1, together=self._together(shapes, rows),
+                        return DecodePlan(rows=rows, threads=threads, together=self._together(shapes, rows),
                                           packed=packed)
+                    rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows, most=max_rows)
+                    if rows is not None:  # prompts' chunks then run their own passes (hundreds of rows)
+                        capped = DecodePlan(rows=rows, threads=threads, most=max_rows, packed=packed)
+                        # Worth it where a step holds two live rows beside every adapter group's fillers.
+                        if capped.slots(max_rows, len(self.adapters) + 1) > 1:
+                            return capped
         return DecodePlan(rows=1, alone=True, packed=packed)
 
     def _together(self, shapes: invariance.Shapes, rows: int) -> bool:
@@ -256,7 +261,8 @@ class Engine:
     def decoder(self, slots: int | None = None, budget: int | None = None) -> Decoder:
         """A continuous batch of up to `slots` rows (`batch_size` by default; one where the plan
         decodes each question alone)."""
-        return Decoder(self, self.plan(), slots or self.batch_size, budget)
+        slots = slots or self.batch_size
+        return Decoder(self, self.plan(slots), slots, budget)
 
     def run(self, rows: Sequence[Row], slots: int | None = None, budget: int | None = None) -> Iterator[Decoder]:
         """Decode `rows` through one continuous batch, each joining as soon as a slot is free, in

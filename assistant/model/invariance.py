@@ -78,12 +78,14 @@ def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key:
         else:
             runs.append((first, end, b, b + 1))
     offset = kv_length - q_length  # the queries are the last q_length keys
-    # CPU SDPA in bf16/fp16 is slow for one query (measured on an AVX-512-bf16 EPYC: 344 us a row
-    # against 69 us in fp32 for 350 keys, 67% of a 16-row bf16 decoding step): a decoding step's
-    # attention runs in fp32 on the cached keys and values, for every row alike. (Converting each
-    # row's keys is 16% of a profiled 16-row bf16 step, but keeping the slot cache in fp32 was slower,
-    # twice the bytes read, and so was one conversion of the whole step's keys: measured.)
-    upcast = query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16)
+    # CPU SDPA in bf16/fp16 is slow for one query without AMX (measured on an AVX-512-bf16 EPYC:
+    # 344 us a row against 69 us in fp32 for 350 keys, 67% of a 16-row bf16 decoding step): there a
+    # decoding step's attention runs in fp32 on the cached keys and values, for every row alike.
+    # (Converting each row's keys is 16% of a profiled 16-row bf16 step, but keeping the slot cache
+    # in fp32 was slower, twice the bytes read, and so was one conversion of the whole step's keys:
+    # measured.) With AMX the bf16 kernel is the faster (an Intel Xeon, 16 rows x 30 layers of 337
+    # keys or fewer: 12.8 ms against 20.5 upcast).
+    upcast = upcasts_decoding(query.dtype, query.device.type)
     scale = kwargs.get("scaling")
     for first, end, row, row_end in runs:
         q_start, q_end = max(0, first - offset), end - offset
@@ -105,6 +107,19 @@ def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key:
             enable_gqa=q.shape[1] != k.shape[1])
         out[row:row_end, q_start:q_end] = o.transpose(1, 2)
     return out, None
+
+
+def upcasts_decoding(dtype: torch.dtype, device_type: str) -> bool:
+    """Whether a decoding step's attention runs in fp32 for a model in `dtype` (see
+    batch_invariant_attention): on CPU in bf16 or fp16, unless bf16 on a CPU with AMX tiles."""
+    return device_type == "cpu" and dtype in (torch.bfloat16, torch.float16) \
+        and not (dtype == torch.bfloat16 and _amx())
+
+
+@lru_cache(maxsize=1)
+def _amx() -> bool:
+    """Whether this CPU has AMX tiles (oneDNN's bf16 attention kernels use them)."""
+    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 @lru_cache(maxsize=8)
@@ -130,33 +145,42 @@ def linear_shapes(model: torch.nn.Module) -> Shapes:
                          for m in model.modules() if isinstance(m, torch.nn.Linear)}))
 
 
-def min_rows(shapes: Shapes, dtype: torch.dtype, device: str, max_rows: int) -> int | None:
+def min_rows(shapes: Shapes, dtype: torch.dtype, device: str, max_rows: int, most: int | None = None) -> int | None:
     """Smallest row count from which a row's linear output is the same bits whatever the batch.
 
     Probed once per process and thread count with random data on this machine's kernels: every
     row of a block is computed in batches of m rows, for each m up to max_rows, and compared with
     one large batch (bf16 outputs hide most order differences in their rounding, hence many rows).
+    With `most`, compared with batches of `most` rows instead: the answer then holds for batches of
+    up to `most` rows only (a decoding step capped there, `DecodePlan.most`). Measured on an Intel
+    AMX Xeon in bf16: rows computed 1 to 32 at a time are the same bits, 33 or more at a time
+    (another kernel) others, in the MLP's down projection and the LM head.
     None when no row count up to max_rows is invariant: padding with copies cannot help then
-    (measured: an Intel AMX CPU in bf16 at any thread count and in fp32 with two threads, an H200
-    in fp32; the engine then decodes with one thread or each question alone, see `Engine.plan`).
+    (measured: an H200 in fp32; the engine then decodes with one thread or each question alone, see
+    `Engine.plan`).
     """
-    return _min_rows(shapes, dtype, device, max_rows, torch.get_num_threads())
+    return _min_rows(shapes, dtype, device, max_rows, most, torch.get_num_threads())
 
 
 @lru_cache(maxsize=32)
-def _min_rows(shapes: Shapes, dtype: torch.dtype, device: str, max_rows: int, threads: int) -> int | None:
+def _min_rows(shapes: Shapes, dtype: torch.dtype, device: str, max_rows: int, most: int | None,
+              threads: int) -> int | None:
     # `threads` only keys the cache: the kernels, and so the answer, change with the thread count.
     gen = torch.Generator().manual_seed(0)
     need = 1
     for n_in, n_out, packed in shapes:
         rows = 16 if n_out > 8192 else 64  # the vocabulary head only ever sees the last position
+        rows = max(rows, most or 0)
         w = torch.randn(n_out, n_in, generator=gen).to(dtype=dtype, device=device)
         x = torch.randn(4 * rows, n_in, generator=gen).to(dtype=dtype, device=device)
         linear = kernels.linear(w, packed)
-        ref = linear(x)[:rows]  # prompts: many rows at once
+        if most is None:
+            ref = linear(x)[:rows]  # prompts: many rows at once
+        else:  # the largest decoding step
+            ref = torch.cat([linear(x[i:i + most]) for i in range(0, rows // most * most, most)])
         for m in range(1, min(max_rows, rows) + 1):
-            full = rows // m * m  # whole batches of m rows only
-            out = torch.cat([linear(x[i:i + m]) for i in range(0, full, m)])
+            full = min(rows // m * m, len(ref))  # whole batches of m rows only
+            out = torch.cat([linear(x[i:i + m]) for i in range(0, full, m)])[:full]
             if not torch.equal(out, ref[:full]):
                 need = max(need, m + 1)
         if need > max_rows:

@@ -304,7 +304,7 @@ class Ask:
 
 
 class Service:
-    def __init__(self, corpus: Corpus, lineup: Lineup, limits: Limits | None = None):
+    def __init__(self, corpus: Corpus, lineup: Lineup, limits: Limits | None = None, decode_thread: bool = True):
         self.corpus = corpus
         self.lineup = lineup
         self.limits = limits or Limits()
@@ -315,8 +315,10 @@ class Service:
             raise UsageError("the served variants must share one engine")
         self.engine = next(iter(engines.values()), None)
         gen = corpus.config.generation
-        self.scheduler = (Scheduler(self.engine, self.limits.max_batch or gen.batch_size, self.limits.max_queue)
-                          if self.engine is not None else None)
+        # `serve` runs the decoding loop on its main thread (Scheduler.run); tests and benchmarks
+        # that serve from a thread (ServerThread) let the scheduler start its own.
+        self.scheduler = (Scheduler(self.engine, self.limits.max_batch or gen.batch_size, self.limits.max_queue,
+                                    thread=decode_thread) if self.engine is not None else None)
         self._prompt_lock = threading.Lock()  # retrievers and tokenizers are not known to be thread-safe
         # Prompts are built one at a time anyway (the lock): one thread for them, not one of the
         # threadpool's forty, keeps their allocations in one place (see MemoryKeeper).
@@ -669,11 +671,11 @@ class MemoryKeeper:
 
 
 # -- running it -------------------------------------------------------------------------------
-def open_service(corpus: Corpus, limits: Limits | None = None) -> Service:
+def open_service(corpus: Corpus, limits: Limits | None = None, decode_thread: bool = True) -> Service:
     lineup = load_lineup(corpus)
     if not lineup.variants:
         raise UsageError(f"no variant of {corpus.name!r} can be served; run: assistant build {corpus.root}")
-    return Service(corpus, lineup, limits)
+    return Service(corpus, lineup, limits, decode_thread)
 
 
 def check_serve_args(host: str, port: int, limits: Limits) -> list[str]:
@@ -720,12 +722,44 @@ def serve(corpus: Corpus, host: str = "127.0.0.1", port: int = 8000, api_key: st
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         access_log.addHandler(handler)
         access_log.setLevel(logging.INFO)
-    service = open_service(corpus, limits)
+    service = open_service(corpus, limits, decode_thread=False)
     for why in service.lineup.missing.values():
         print(f"not served: {why.replace('**', '').replace('`', '')}", file=sys.stderr)
     print(f"serving {', '.join(service.lineup.variants)} of {corpus.name!r} on http://{host}:{port}/v1"
           + (" (API key required)" if api_key else ""), flush=True)
-    uvicorn.run(create_app(service, api_key), host=host, port=port, log_level="warning")
+    server = uvicorn.Server(uvicorn.Config(create_app(service, api_key), host=host, port=port, log_level="warning"))
+    if service.scheduler is None:
+        server.run()
+        return
+    _run_beside_decoding(server, service.scheduler)
+
+
+def _run_beside_decoding(server, scheduler: Scheduler) -> None:
+    """HTTP on a thread, the decoding loop on this one, the main thread that loaded the model (why:
+    `Scheduler.run`). A signal stops the server as uvicorn.run would (requests in flight are
+    answered first, then the signal is raised again); the loop ends once the server has."""
+    import signal
+
+    def http() -> None:
+        try:
+            server.run()
+        finally:
+            scheduler.close()
+
+    handled = (signal.SIGINT, signal.SIGTERM)
+    original = {sig: signal.signal(sig, server.handle_exit) for sig in handled}
+    thread = threading.Thread(target=http, name="uvicorn", daemon=True)
+    try:
+        thread.start()
+        scheduler.run()
+        thread.join()
+    finally:
+        for sig, handler in original.items():
+            signal.signal(sig, handler)
+    if not server.started:
+        raise UsageError(f"the server could not start on {server.config.host}:{server.config.port}")
+    for sig in reversed(getattr(server, "_captured_signals", [])):
+        signal.raise_signal(sig)
 
 
 class ServerThread:

@@ -40,7 +40,7 @@ from assistant.evaluation import labels
 from assistant.evaluation import votes
 from assistant.corpus.corpus import Corpus, load_corpus
 from assistant.serve.lineup import (Column, Lineup, blind_pair, check_question, example_questions, load_lineup, load_report,
-                      stream_columns)
+                      scheduler_for, stream_columns)
 from assistant.variants import Source
 
 HISTORY_TURNS = 4  # earlier turns a column sends back to the model: keeps prompts (and the batch) short
@@ -475,13 +475,30 @@ def launch(corpus_path: str | Path, host: str | None = None, port: int | None = 
         print(f"warning: the app is reachable from other machines ({'a public share link' if share else host})"
               + ("" if credentials else " by anyone, without a password: add --auth USER:PASS"), file=sys.stderr)
     print(f"loading the variants of {corpus.name} ({corpus.config.model.name})…", file=sys.stderr)
-    demo = build_app(corpus, allow_eval=allow_eval)
+    lineup = load_lineup(corpus)
+    demo = build_app(corpus, lineup, allow_eval=allow_eval)
+    engines = [v.engine for v in lineup.variants.values() if getattr(v, "engine", None) is not None]
+    # The chat's decoding loop runs on this thread, the one that loaded the model (Scheduler.run
+    # says why), once Gradio serves from its own.
+    scheduler = scheduler_for(engines[0], thread=False) if engines else None
     try:
         # No allowed_paths: nothing under runs/ (answer caches, votes, labels) is served; the
         # report's plots are copied out (servable_copies).
         # The app takes no files, but Gradio's upload route is always there: a 1-byte cap keeps anyone
         # who can reach the port from storing files on this machine and fetching them back.
         demo.launch(server_name=host, server_port=port, share=share, css=CSS, show_error=False,
-                    auth=LoginThrottle(*credentials) if credentials else None, max_file_size=1)
+                    auth=LoginThrottle(*credentials) if credentials else None, max_file_size=1,
+                    prevent_thread_lock=scheduler is not None)
     except OSError as e:
+        if scheduler is not None:
+            scheduler.close()
         raise UsageError(f"cannot serve on {host}:{port} ({e}); pass another --port") from None
+    if scheduler is None:
+        return
+    try:
+        scheduler.run()  # until interrupted
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scheduler.close()
+        demo.close()

@@ -153,12 +153,13 @@ _SCHEDULERS: dict[int, Scheduler] = {}
 _SCHEDULERS_LOCK = threading.Lock()
 
 
-def scheduler_for(engine: Engine) -> Scheduler:
-    """The one scheduler feeding `engine` (created on first use, shared by every chat user)."""
+def scheduler_for(engine: Engine, thread: bool = True) -> Scheduler:
+    """The one scheduler feeding `engine` (created on first use, shared by every chat user).
+    `thread=False`: the caller runs its loop (`Scheduler.run`, on the main thread: `app.launch`)."""
     with _SCHEDULERS_LOCK:
         s = _SCHEDULERS.get(id(engine))
         if s is None or s.engine is not engine:
-            s = _SCHEDULERS[id(engine)] = Scheduler(engine, max_batch=max(engine.batch_size, 16))
+            s = _SCHEDULERS[id(engine)] = Scheduler(engine, max_batch=max(engine.batch_size, 16), thread=thread)
         return s
 
 
