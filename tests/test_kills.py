@@ -204,7 +204,10 @@ def test_killed_index_build_never_looks_built_and_a_rerun_matches_a_clean_one(ti
         if is_index_fresh(corpus):
             assert {k for k in tree(corpus.runs_dir / "rag") if k != "build.json"} == \
                    {k for k in clean if k != "build.json"}
-    assert main(list(args)) == 0
+    # The rerun as the clean run ran (a process with the same thread count): on an Intel AMX Xeon
+    # the embedder's fp32 vectors differ in their last bits between one thread and two.
+    lock.unlink(missing_ok=True)
+    watch(*args, started=lock.exists)
     rebuilt = tree(corpus.runs_dir / "rag")
     for name in ("index.faiss", "chunks.jsonl", "manifest.json"):
         if name in clean:

@@ -67,7 +67,8 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> int | None:
 
 
 class Scheduler:
-    """One thread that runs a shared engine's decoding loop over the queued jobs."""
+    """Runs a shared engine's decoding loop over the queued jobs, on a thread of its own or on the
+    caller's (`run`)."""
 
     def __init__(self, engine: Engine, max_batch: int = 16, max_queue: int = 64, thread: bool = True):
         """`thread`: run the loop on a thread of its own, started now; else the caller runs it
