@@ -512,31 +512,44 @@ def test_where_no_row_count_is_invariant_each_question_is_decoded_alone(monkeypa
     assert left[1] == ("", 0, True) and left[2].text == final[2].text
 
 
-def test_where_rows_agree_only_up_to_the_batch_size_steps_are_capped_there(monkeypatch):
+def test_where_rows_agree_only_up_to_a_row_count_steps_are_capped_there(monkeypatch):
     """An Intel AMX Xeon in bf16 computes 1 to 32 rows with one kernel and 33 or more with others:
-    no row count agrees with large batches, but the decoding steps up to the batch size agree with
-    each other. The engine then decodes in batches capped at that size (fillers included), each
-    prompt prefilled alone, and every answer is still the lone question's."""
-    from assistant.model import invariance
+    no row count agrees with large batches, but small batches agree with each other. The engine
+    then caps every decoding step (fillers included) at the most rows probed to agree: 32 where
+    those do, else its batch size. From one row on, prompts share prefill passes whose packed
+    layers compute blocks of at most that many rows; else each prompt is prefilled alone. Every
+    answer is still the lone question's."""
+    from assistant.model import invariance, kernels
 
     expected = [g.text for g in fresh_engine(max_new_tokens=6, batch_size=4).generate(convs(*QUESTIONS))]
     engine = fresh_engine(max_new_tokens=6, batch_size=4)
-    monkeypatch.setattr(invariance, "min_rows", lambda *a, most=None: 2 if most else None)
+    shapes = []
+    engine.model.register_forward_pre_hook(lambda mod, args, kw: shapes.append(kw["input_ids"].shape), with_kwargs=True)
+
+    # From 2 rows, up to 8 rows only (not 32): capped at the batch size, prompts alone.
+    monkeypatch.setattr(invariance, "min_rows", lambda *a, most=None: 2 if most and most <= 8 else None)
     plan = engine.plan()
     assert (plan.rows, plan.most, plan.together, plan.alone) == (2, 4, False, False)
-    assert str(plan).startswith("batches of 2 to 4 rows")
+    assert str(plan).startswith("batches of 2 to 4 rows") and "each prompt prefilled alone" in str(plan)
     assert plan.slots(16, groups=1) == 3 and plan.slots(16, groups=2) == 2 and plan.slots(2, groups=1) == 2
     assert engine.plan(8).most == 8  # probed for the decoder's own size
-    steps = []
-    engine.model.register_forward_pre_hook(lambda mod, args, kw: steps.append(kw["input_ids"].shape), with_kwargs=True)
-    got = engine.generate(convs(*QUESTIONS))
-    assert [g.text for g in got] == expected
-    decoding = [n for n, width in steps if width == 1]
-    prefills = [n for n, width in steps if width > 1]
+    assert [g.text for g in engine.generate(convs(*QUESTIONS))] == expected
+    decoding = [n for n, width in shapes if width == 1]
     assert max(decoding) <= plan.most and min(decoding) >= plan.rows and max(decoding) > plan.rows
-    assert set(prefills) == {1}  # each prompt alone
-    # Steps capped at the fewest rows that agree leave room for one live row beside the fillers:
-    # no better than decoding each question alone, which the engine then does.
+    assert {n for n, width in shapes if width > 1} == {1}  # each prompt alone
+
+    # From 1 row up to 32: prompts share passes, every packed layer in blocks of at most 32 rows.
+    monkeypatch.setattr(invariance, "min_rows", lambda *a, most=None: 1 if most else None)
+    plan = engine.plan()
+    assert (plan.rows, plan.most, plan.together) == (1, 32, True) and "blocks of 32 rows" in str(plan)
+    calls, matmul = [], kernels._matmul
+    monkeypatch.setattr(kernels, "_matmul", lambda x, *a: calls.append(len(x)) or matmul(x, *a))
+    shapes.clear()
+    assert [g.text for g in engine.generate(convs(*QUESTIONS), batch_size=8)] == expected
+    assert max(n * width for n, width in shapes if width > 1) > 32 and max(calls) <= 32
+
+    # A cap that leaves room for one live row beside the fillers is no better than decoding each
+    # question alone, which the engine then does.
     monkeypatch.setattr(invariance, "min_rows", lambda *a, most=None: most)
     assert engine.plan().alone
 

@@ -65,6 +65,25 @@ def test_min_rows_is_the_row_count_from_which_linear_layers_stop_depending_on_th
         assert torch.equal(torch.cat([linear(x[i:i + m]) for i in range(0, full, m)]), ref[:full])
 
 
+def test_row_blocks_make_a_packed_layer_compute_small_batches():
+    """kernels.row_blocks: a packed layer's input of more rows computes in blocks of at most that
+    many, each the bits of that block computed on its own, whatever its leading dimensions."""
+    from assistant.model import kernels
+
+    if not kernels.available(torch.float32, "cpu"):
+        pytest.skip("no oneDNN fp32 linear kernel here")
+    g = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(64, 32)
+    kernels.pack_linears(torch.nn.ModuleDict({"layer": layer}))
+    x = torch.randn(3, 7, 64, generator=g)
+    with torch.inference_mode(), kernels.row_blocks(8):
+        blocked = layer(x)
+    flat = x.reshape(21, 64)
+    with torch.inference_mode():
+        alone = torch.cat([layer(flat[i:i + 8]) for i in (0, 8, 16)])
+        assert blocked.shape == (3, 7, 32) and torch.equal(blocked, alone.view(3, 7, 32))
+
+
 def test_packed_linear_layers_compute_what_the_dense_ones_do_and_free_their_weights():
     """pack_linears: every plain linear layer runs oneDNN on its packed weight, the numbers agree with
     the dense layer to rounding, a weight tied to the input embedding stays, and training is refused."""

@@ -11,8 +11,9 @@ longest answer with every finished row aboard).
 Why an answer stays the same bits alone and in any mix (invariance.py has the measurements):
 - a row's prefill computes what it computes alone: its prompt is cut into the same chunks, its linear
   layers run among other prompts' tokens only where the plan found that changes no bit
-  (`DecodePlan.together`), its attention covers its own tokens only, and its first token comes from
-  an LM head of at least `plan.rows` rows, alone too;
+  (`DecodePlan.together`; where steps are capped at `plan.most` rows, in blocks of that many:
+  kernels.row_blocks), its attention covers its own tokens only, and its first token comes from an
+  LM head of at least `plan.rows` rows, alone too;
 - in a decoding step the linear layers see at least `plan.rows` rows (filler rows make up the
   count, per adapter group: PEFT runs each adapter on its own rows) and at most `plan.most`, between
   which a row's output no longer depends on how many others there are;
@@ -33,6 +34,7 @@ import torch
 from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicCache
 
+from assistant.model import kernels
 from assistant.model.loading import cache_argument
 from assistant.model.sampling import GREEDY, Sampling, next_token
 from assistant.model.slots import KV, SlotCache
@@ -40,7 +42,7 @@ from assistant.runtime import release_freed_memory
 
 # Bump when a change to the loop can move an answer's bits: evaluation answers cached by an earlier
 # loop are then decoded again (variants.base.Variant.fingerprint).
-DECODING_VERSION = "6"
+DECODING_VERSION = "7"
 PREFILL_TOKENS = 512  # at most this many new prompt tokens (rows x longest) in one prefill forward pass
 MIN_CHUNK = 64  # a prompt's chunk ends at the first blank line after this many tokens (see Decoder.admit)
 WAVE_TOKENS = 8 * PREFILL_TOKENS  # newcomers prefilled through to their first token together (Decoder.admit)
@@ -61,7 +63,8 @@ class DecodePlan:
         if self.alone:
             return f"each question decoded alone (no batch-invariant row count){packed}"
         threads = f", {self.threads} thread while decoding" if self.threads else ""
-        together = ", prompts prefilled together" if self.together else ", each prompt prefilled alone"
+        together = ", each prompt prefilled alone" if not self.together else ", prompts prefilled together" + (
+            f" (linear layers in blocks of {self.most} rows)" if self.most else "")
         rows = f"of {self.rows} to {self.most} rows" if self.most else f"of at least {self.rows} rows"
         return f"batches {rows}{threads}{together}{packed}"
 
@@ -313,8 +316,9 @@ class Decoder:
             while group:
                 # A pass holds chunks of at least 3/4 of its longest: padding runs through the linear
                 # layers at full price (measured: 14% of the prefill's tokens without this rule).
+                # At most plan.most of them: their last positions go through the LM head together.
                 width, n = group[0].end - group[0].done, 1
-                while n < len(group) and (n + 1) * width <= PREFILL_TOKENS \
+                while n < min(len(group), self.plan.most or len(group)) and (n + 1) * width <= PREFILL_TOKENS \
                         and 4 * (group[n].end - group[n].done) >= 3 * width:
                     n += 1
                 batch, group = group[:n], group[n:]
@@ -369,7 +373,8 @@ class Decoder:
         # (copies of the last make up the count), alone as in company: the same kernel either way.
         finals = [b for b, p in enumerate(batch) if p.final]
         rows_of = finals + finals[-1:] * max(0, self.plan.rows - len(finals))
-        with _last_positions(engine.model, rows_of, [lengths[b] - 1 for b in rows_of]):
+        with _last_positions(engine.model, rows_of, [lengths[b] - 1 for b in rows_of]), \
+                kernels.row_blocks(self.plan.most):
             out = engine.model(input_ids=ids, position_ids=positions, use_cache=True, logits_to_keep=0,
                                **padded, **{cache_argument(engine.model): cache},
                                **engine.adapter_kwargs([p.row.adapter for p in batch]))

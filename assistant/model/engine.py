@@ -31,6 +31,10 @@ from assistant.runtime import release_freed_memory, torch_threads
 
 Messages = list[dict[str, str]]
 MIN_PREFIX = 16  # shorter shared prefixes are not worth their own forward pass
+# Rows of a prefill block where decoding steps are capped (Engine.plan): an Intel AMX Xeon in bf16
+# computes 1 to 32 rows with one kernel; a lone 25-token chunk in blocks of 16 took 67 ms to admit
+# against 52 ms in one call.
+PREFILL_BLOCK = 32
 
 
 @dataclass
@@ -81,8 +85,9 @@ class Engine:
         dtype, thread count and batch size (see invariance.py): run every decoding step with at
         least the fewest rows whose matrix kernels no longer depend on the row count (filler rows
         make up the rest); where that holds only up to the batch size (measured: an Intel AMX Xeon
-        in bf16, which computes 33 rows and more with other kernels), cap every step there and
-        prefill each prompt alone; else, on CPU, try the same with one thread; else decode each
+        in bf16, which computes 33 rows and more with other kernels), cap every step there, and
+        prefill prompts together with their linear layers in blocks of at most that many rows;
+        else, on CPU, try the same with one thread; else decode each
         question alone, which is what a lone question does by definition. Newcomers' prompts are
         prefilled together where a second probe finds batches of hundreds of rows exact from that
         row count on too (`invariance.many_rows_invariant`). Without batch invariance: plain
@@ -101,9 +106,18 @@ class Engine:
                     if rows is not None:
                         return DecodePlan(rows=rows, threads=threads, together=self._together(shapes, rows),
                                           packed=packed)
-                    rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows, most=max_rows)
-                    if rows is not None:  # prompts' chunks then run their own passes (hundreds of rows)
-                        capped = DecodePlan(rows=rows, threads=threads, most=max_rows, packed=packed)
+                    # Capped steps, at PREFILL_BLOCK rows where those agree too (fewer calls for
+                    # the prefill's blocks), else at the batch size.
+                    for most in sorted({max(max_rows, PREFILL_BLOCK), max_rows}, reverse=True):
+                        rows = invariance.min_rows(shapes, self.dtype, self.device.type, most, most=most)
+                        if rows is None:
+                            continue
+                        # Prompts share prefill passes, each packed layer computing blocks of at most
+                        # `most` rows (kernels.row_blocks); not with plain layers beside (LoRA's), or
+                        # where a last block could fall short of `rows`.
+                        together = rows == 1 and all(p for _, _, p in shapes)
+                        capped = DecodePlan(rows=rows, threads=threads, most=most, packed=packed,
+                                            together=together)
                         # Worth it where a step holds two live rows beside every adapter group's fillers.
                         if capped.slots(max_rows, len(self.adapters) + 1) > 1:
                             return capped
