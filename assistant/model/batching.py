@@ -83,7 +83,7 @@ class Scheduler:
         self.finished: deque[tuple[str, int]] = deque(maxlen=1024)  # (finish_reason, tokens) of recent jobs
         self._closed = False
         if thread:
-            threading.Thread(target=self._loop, name="batching", daemon=True).start()
+            threading.Thread(target=self.run, name="batching", daemon=True).start()
 
     # -- submitting -------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
@@ -150,18 +150,15 @@ class Scheduler:
 
     # -- the scheduler thread ---------------------------------------------------------------
     def run(self) -> None:
-        """Run the loop on the calling thread until `close` and every job has ended.
+        """Continuous batching, on the calling thread until `close` and every job has ended: queued
+        jobs join the engine's decoding loop as soon as a row is free, and each step sends every
+        live job its growing text.
 
         Best on the thread that loaded the model: libgomp (PyTorch's OpenMP on Linux) keeps a pool
         of worker threads per thread that ran a parallel region, and once there are more of them
         than cores its workers stop spinning between regions and sleep instead. Measured on a
         2-core Intel Xeon (bf16): a decoding step of one row took 56 ms on a second thread against
         30 ms on the main thread; a packed linear layer of one row, 3.5 ms against 0.8."""
-        self._loop()
-
-    def _loop(self) -> None:
-        """Continuous batching: queued jobs join the engine's decoding loop as soon as a row is free,
-        and each step sends every live job its growing text."""
         if not hasattr(self.engine, "decoder"):
             return self._relay()
         jobs: dict[Row, Job] = {}

@@ -84,10 +84,10 @@ class Engine:
         """How this engine keeps an answer independent of its batch on this machine, probed once per
         dtype, thread count and batch size (see invariance.py): run every decoding step with at
         least the fewest rows whose matrix kernels no longer depend on the row count (filler rows
-        make up the rest); where that holds only up to the batch size (measured: an Intel AMX Xeon
-        in bf16, which computes 33 rows and more with other kernels), cap every step there, and
-        prefill prompts together with their linear layers in blocks of at most that many rows;
-        else, on CPU, try the same with one thread; else decode each
+        make up the rest); where that holds only up to a row count (PREFILL_BLOCK, else the batch
+        size; measured: an Intel AMX Xeon in bf16 computes 33 rows and more with other kernels),
+        cap every step there, and prefill prompts together with their linear layers in blocks of
+        at most that many rows; else, on CPU, try the same with one thread; else decode each
         question alone, which is what a lone question does by definition. Newcomers' prompts are
         prefilled together where a second probe finds batches of hundreds of rows exact from that
         row count on too (`invariance.many_rows_invariant`). Without batch invariance: plain

@@ -71,8 +71,8 @@ def row_blocks(rows: int | None) -> Iterator[None]:
     blocks of `rows` and the rest, so that every row goes through the kernel of a small batch. On
     kernels whose rows agree only up to a row count (an Intel AMX Xeon in bf16, `DecodePlan.most`),
     prompts then share prefill passes and keep their bits. The weights stay in cache from block to
-    block there: 16 prompts of 25 tokens took 229 ms of linear layers in blocks of 16 rows against
-    295 ms in 16 passes."""
+    block there: 30 layers' linear layers over 16 prompts of 25 tokens took 163 ms in blocks of 32
+    rows (229 ms in blocks of 16) against 295 ms in 16 passes."""
     saved, _blocks.rows = getattr(_blocks, "rows", None), rows
     try:
         yield
