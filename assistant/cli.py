@@ -94,6 +94,9 @@ FLAGS: dict[str, Flag] = {
     "max_batch": flag("--max-batch", type=int, default=None,
                       help="requests decoded together (default: generation.batch_size)"),
     "max_queue": flag("--max-queue", type=int, default=None, help="requests waiting for a batch; more get 429"),
+    "gather_ms": flag("--gather-ms", type=float, default=None,
+                      help="an idle server waits this long for requests sent with the first, to prefill them "
+                           "together (default 10; 0: none)"),
     "max_tokens": flag("--max-tokens", type=int, default=None, help="largest max_tokens a request may ask for"),
     "max_question_chars": flag("--max-question-chars", type=int, default=None,
                                help="longest last user message (default: generation.max_question_chars)"),
@@ -270,16 +273,17 @@ def app(corpus: str, host: str | None, port: int | None, allow_remote: bool, aut
 
 
 @verb("serve", "serve the built variants over an OpenAI-compatible API (/v1/chat/completions)",
-      "corpus_or_demo", "serve_host", "serve_port", "api_key", "max_batch", "max_queue", "max_tokens",
+      "corpus_or_demo", "serve_host", "serve_port", "api_key", "max_batch", "max_queue", "gather_ms", "max_tokens",
       "max_question_chars", "max_body_bytes")
 def serve(corpus: str, host: str | None, port: int | None, api_key: str | None, max_batch: int | None,
-          max_queue: int | None, max_tokens: int | None, max_question_chars: int | None,
+          max_queue: int | None, gather_ms: float | None, max_tokens: int | None, max_question_chars: int | None,
           max_body_bytes: int | None) -> int:
     from assistant.serve.api import Limits, serve as run_server
 
     # max_batch and max_question_chars are None in Limits too: the corpus's settings then apply.
     limits = Limits(max_batch=max_batch, max_question_chars=max_question_chars,
-                    **_given(max_tokens=max_tokens, max_queue=max_queue, max_body_bytes=max_body_bytes))
+                    **_given(max_tokens=max_tokens, max_queue=max_queue, max_body_bytes=max_body_bytes,
+                             gather_ms=gather_ms))
     run_server(_corpus(corpus), api_key=api_key, limits=limits, **_given(host=host, port=port))
     return 0
 

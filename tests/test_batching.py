@@ -139,3 +139,37 @@ def test_a_burst_joins_at_once_when_its_passages_are_cached(engine):
 
     assert first_step(cold=True) < len(prompts)
     assert first_step(cold=False) == len(prompts)
+
+
+def test_jobs_sent_together_to_an_idle_scheduler_share_its_first_step_and_a_lone_one_waits_briefly(engine):
+    """An idle scheduler waits GATHER_MS for the company of its first job (each next one renews the
+    wait, up to GATHER_MOST times it): jobs a client sends a few milliseconds apart share the
+    burst's first prefill and step, where without the wait the first one is prefilled and stepped
+    alone; a lone job waits about GATHER_MS once, and answers as it does without the wait."""
+    from assistant.model.batching import GATHER_MOST
+
+    def burst(gather_ms: float) -> tuple[int, list[str]]:
+        sched = Scheduler(engine, max_batch=4, gather_ms=gather_ms)
+        try:
+            jobs = []
+            for q in QUESTIONS[:4]:  # 30 ms apart: clients sending at about the same moment
+                jobs.append(sched.submit(Job(messages(q), None, 6)))
+                time.sleep(0.03)
+            wait(jobs)
+            return sched.batches[0], [j.result.text for j in jobs]
+        finally:
+            sched.close()
+
+    together, texts = burst(100.0)
+    apart, same = burst(0.0)
+    assert together == 4 and apart < 4 and texts == same
+
+    sched = Scheduler(engine, max_batch=4, gather_ms=200.0)
+    try:
+        start = time.monotonic()
+        job = sched.submit(Job(messages(QUESTIONS[1]), None, 1))
+        wait([job])
+        took = time.monotonic() - start
+        assert 0.2 <= took < 0.2 * GATHER_MOST and job.result.text == same[1][:len(job.result.text)]
+    finally:
+        sched.close()

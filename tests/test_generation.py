@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from assistant.config import ModelSettings
+from assistant.model import invariance
 from assistant.model.engine import DecodePlan, Engine
 from assistant.model.loading import load_model
 from assistant.runtime import torch_threads
@@ -151,10 +152,16 @@ def with_system(*questions):
     return [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in questions]
 
 
-def test_rows_joining_and_leaving_decode_exactly_like_generate(monkeypatch):
+@pytest.mark.parametrize("one_call", [True, False])
+def test_rows_joining_and_leaving_decode_exactly_like_generate(one_call, monkeypatch):
     """Twelve prompts through four rows: each joins when a row frees up and leaves at its own
-    end-of-sequence, and still gets the tokens `model.generate` gives the prompt alone."""
+    end-of-sequence, and still gets the tokens `model.generate` gives the prompt alone; with a
+    step's attention in one call per run of rows where this CPU allows it, and a call per row."""
+    if not one_call:
+        monkeypatch.setattr(invariance, "batched_decoding", lambda *args: None)
     engine = varied_engine(max_new_tokens=12, batch_size=4)
+    if bool(engine.plan().attention) != one_call:
+        pytest.skip("this CPU's attention kernel gives rows other bits in one call (invariance.batched_decoding)")
     prompts = convs(*QUESTIONS[:4], *padded_batch("What is the return window for bikes in your shop?", 8))
     monkeypatch.setattr(engine, "_stop_ids", lambda: set())
     free = [engine.row(m) for m in prompts]
@@ -176,11 +183,17 @@ def test_rows_joining_and_leaving_decode_exactly_like_generate(monkeypatch):
         assert gen.text == engine.tokenizer.decode(expected, skip_special_tokens=True).strip()
 
 
-def test_an_answer_is_the_same_alone_and_amid_rows_joining_and_leaving_at_any_step():
+@pytest.mark.parametrize("one_call", [True, False])
+def test_an_answer_is_the_same_alone_and_amid_rows_joining_and_leaving_at_any_step(one_call, monkeypatch):
     """Batch invariance under continuous batching: every prompt, decoded alone, equals the same
     prompt decoded in a batch where others join (longer and shorter, other token limits) and leave
-    at other steps, for two slot counts."""
+    at other steps, for two slot counts; with a step's attention in one call per run of rows where
+    this CPU allows it (invariance.batched_decoding), and with a call per row."""
+    if not one_call:
+        monkeypatch.setattr(invariance, "batched_decoding", lambda *args: None)
     engine = varied_engine(max_new_tokens=10, batch_size=4)
+    if bool(engine.plan().attention) != one_call:
+        pytest.skip("this CPU's attention kernel gives rows other bits in one call (invariance.batched_decoding)")
     prompts = with_system(*QUESTIONS) + convs(FILLERS[2], "Prices?")
     limits = [10, 3, 7, 10, 1, 5, 10, 8]
     alone = []
@@ -460,6 +473,44 @@ def test_rows_get_the_bits_of_their_lone_attention_call(dtype, threads):
         torch.set_num_threads(saved)
 
 
+@pytest.mark.parametrize("dtype", supported_dtypes())
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("how", ["folded", "grouped"])
+def test_one_attention_call_gives_each_row_the_bits_of_its_lone_step_where_the_probe_says_so(dtype, threads, how):
+    """invariance.decoding_attention over a step's rows, each from column 0 and masked past its own
+    keys, in runs of slots (slots.SlotCache.groups): where invariance.batched_decoding finds a way
+    that holds (folded query heads first), every row gets the bits it gets alone at its own width
+    (rounded up to a block), fillers included; and either way computes attention, up to rounding."""
+    from assistant.model.invariance import _batched_decoding, decoding_attention
+    from assistant.model.slots import _groups, width
+
+    torch_dtype = getattr(torch, dtype)
+    gen = torch.Generator().manual_seed(0)
+    lengths = [300, 290, 200, 130, 70, 1, 1]  # longest first, as in the slot cache; two fillers
+    columns = width(max(lengths))
+    q = torch.randn(len(lengths), 4, 1, 16, generator=gen).to(torch_dtype)
+    k, v = (torch.randn(len(lengths), 2, columns, 16, generator=gen).to(torch_dtype) for _ in range(2))
+    mask = (torch.arange(columns)[None, :] < torch.tensor(lengths)[:, None])[:, None, None, :]
+    runs = _groups([width(n) for n in lengths])
+    assert len(runs) > 1
+    with torch_threads(threads):
+        got = decoding_attention(q, k, v, mask, 0.25, runs, how)
+        for b, n in enumerate(lengths):  # what plain attention over the row's own keys computes, in fp32
+            plain = torch.nn.functional.scaled_dot_product_attention(
+                q[b:b + 1].float(), k[b:b + 1, :, :n].float(), v[b:b + 1, :, :n].float(), scale=0.25, enable_gqa=True)
+            tolerance = {"atol": 2e-2, "rtol": 2e-2} if torch_dtype == torch.bfloat16 else {}
+            torch.testing.assert_close(got[b:b + 1].float(), plain.transpose(1, 2), **tolerance)
+        if not _batched_decoding(torch_dtype, "cpu", 4, 2, 16, how, threads):
+            pytest.skip(f"this CPU's attention kernel gives rows other bits in one call ({how})")
+        for groups in (None, runs):
+            together = decoding_attention(q, k, v, mask, 0.25, groups, how)
+            for b, n in enumerate(lengths):
+                own = width(n)
+                alone = decoding_attention(q[b:b + 1], k[b:b + 1, :, :own], v[b:b + 1, :, :own],
+                                           mask[b:b + 1, ..., :own], 0.25, how=how)
+                assert torch.equal(together[b:b + 1], alone)
+
+
 def test_a_token_budget_gives_long_prompts_smaller_batches_and_the_same_answers(engine):
     prompts = convs(*QUESTIONS, FILLERS[2], FILLERS[2] + " (2)")
     lengths = [len(engine.tokenizer(engine.render(m), add_special_tokens=False)["input_ids"]) for m in prompts]
@@ -594,69 +645,89 @@ def test_the_default_model_answers_the_same_alone_and_amid_rows_joining_and_leav
 
 
 
-def test_the_slot_cache_keeps_every_rows_keys_through_joins_leaves_shifts_and_growth():
-    """SlotCache: rows of other lengths join (a longer one moves the others right), decoding steps
-    append a column to each, a row leaves (the last moves into its slot), the write column reaches
-    the end (rows move left) and the buffers grow; every live row keeps exactly its own keys."""
+def test_the_slot_cache_keeps_every_rows_keys_through_joins_leaves_and_growth():
+    """SlotCache: rows of other lengths join (each in the next free slot), decoding steps append a
+    column to each row at its own length, a row leaves (the last moves into its slot) and the
+    buffers grow; every live row keeps exactly its own keys from column 0, a step attends to the
+    longest row's columns rounded up to a block, its mask covers each row's own, and its runs of
+    slots (one attention call each) cover every row once, each at least as wide as its rows."""
     from transformers import AutoConfig
 
-    from assistant.model.slots import SlotCache
+    from assistant.model.slots import WIDTH_BLOCK, SlotCache
 
     config = AutoConfig.from_pretrained(TINY)
-    cache, gen = SlotCache(config, max_slots=3), torch.Generator().manual_seed(0)
+    cache, gen = SlotCache(config, max_slots=5), torch.Generator().manual_seed(0)
     layers = len(cache.layers)
     expected: list[list[torch.Tensor]] = []  # per live slot: its keys, one [heads, tokens, dim] per layer
 
-    def kv(tokens):
-        return [(torch.randn(1, 2, tokens, 4, generator=gen), torch.randn(1, 2, tokens, 4, generator=gen))
-                for _ in range(layers)]
+    def kv(tokens):  # values equal to keys, here and in steps: one expectation checks both
+        return [(k, k.clone()) for k in (torch.randn(1, 2, tokens, 4, generator=gen) for _ in range(layers))]
 
-    def join(tokens):
-        row = kv(tokens)
-        assert cache.insert(row) == len(expected)
-        expected.append([k[0] for k, _ in row])
+    def join(*tokens):  # a row in chunks, as the decoder inserts a prompt's pieces
+        pieces = [kv(n) for n in tokens]
+        assert cache.insert(*pieces) == len(expected)
+        expected.append([torch.cat([p[i][0][0] for p in pieces], 1) for i in range(layers)])
 
     def step():
-        mask = cache.begin_step(len(expected) + 1)  # one filler row
+        rows = len(expected) + 1  # one filler row
+        mask = cache.begin_step(rows)
+        width = -(-(max(cache.lengths) + 1) // WIDTH_BLOCK) * WIDTH_BLOCK
+        assert mask.shape == (rows, width) and cache.width == width
+        assert [int(m.sum()) for m in mask] == [n + 1 for n in cache.lengths] + [1]  # the filler: its own key
+        assert all(m[:n + 1].all() for m, n in zip(mask, cache.lengths))  # from column 0
+        runs = cache.groups
+        assert runs[0][0] == 0 and runs[-1][1] == rows and all(a[1] == b[0] for a, b in zip(runs, runs[1:]))
+        assert all(w <= width and all(n + 1 <= w for n in (cache.lengths + [0])[first:end]) for first, end, w in runs)
         for i, layer in enumerate(cache.layers):
-            k = torch.randn(len(expected) + 1, 2, 1, 4, generator=gen)
+            k = torch.randn(rows, 2, 1, 4, generator=gen)
             with torch.inference_mode():  # as the model's forward pass runs
                 keys, _ = layer.update(k, k.clone())
-            assert keys.shape[2] == cache.length + 1
+            assert keys.shape[2] == width
             for slot in range(len(expected)):
                 expected[slot][i] = torch.cat([expected[slot][i], k[slot]], dim=1)
         cache.end_step()
-        assert mask.shape == (len(expected) + 1, cache.length) and mask[-1].sum() == 1  # the filler: its own key
 
     def check():
         for slot, keys in enumerate(expected):
-            start = cache.starts[slot]
+            assert cache.lengths[slot] == keys[0].shape[1]
             for i in range(layers):
-                assert torch.equal(cache.keys[i][slot, :, start:cache.length], keys[i])
+                assert torch.equal(cache.keys[i][slot, :, :cache.lengths[slot]], keys[i])
+                assert torch.equal(cache.values[i][slot, :, :cache.lengths[slot]], keys[i])
+            assert all(torch.isfinite(b[:, :, :cache.width]).all() for b in cache.keys + cache.values)
 
     join(5)
     step()
-    join(9)  # longer than the live row: it moves right
+    join(3, 6)
+    join(2)
+    join(7)
     check()
-    for _ in range(12):  # past the first capacity: rows move left, then the buffers grow
+    for _ in range(70):  # past the first block and the first capacity: the buffers grow
         step()
     check()
-    expected.pop(1)
-    assert cache.remove(1) is None  # the last row left: nothing moves
-    join(3)
+    assert cache.capacity >= 64 + WIDTH_BLOCK and cache.capacity % WIDTH_BLOCK == 0
+    expected[1] = expected.pop()
+    assert cache.remove(1) == 3  # the last row moved into slot 1
     step()
     check()
-    capacity = cache.capacity
-    assert min(cache.starts) > 0
-    for _ in range(capacity - cache.length + 1):  # reaching the end: the rows move left, no growth
-        step()
-    check()
-    assert cache.capacity == capacity and min(cache.starts) == 0
-    expected.pop(0)
-    assert cache.remove(0) == 1  # the last row moved into slot 0
+    expected.pop()
+    assert cache.remove(len(expected)) is None  # the last row left: nothing moves
+    join(300)
     step()
     check()
-    assert cache.slots == 3
+    assert cache.slots == 5  # four rows and a filler
+
+
+def test_a_steps_runs_of_slots_read_the_fewest_padded_columns():
+    """The attention's runs over rows longest first: one call where widths are alike, a new run where
+    padding would cost more than a call (slots.CALL_COLUMNS), and every row in exactly one run."""
+    from assistant.model.slots import CALL_COLUMNS, _groups
+
+    assert _groups([128] * 16) == [(0, 16, 128)]
+    assert _groups([448] * 8 + [128] * 8) == [(0, 8, 448), (8, 16, 128)]
+    assert _groups([192, 128]) == [(0, 2, 192)]  # 64 padded columns cost less than a call
+    runs = _groups([1024, 512, 512, 448, 128, 64, 64])
+    cost = sum((end - first) * w + CALL_COLUMNS for first, end, w in runs)
+    assert cost <= 7 * 1024 + CALL_COLUMNS and [r[0] for r in runs] == sorted({r[0] for r in runs})
 
 
 def test_the_slot_cache_grows_no_further_than_the_token_budget_allows_and_is_freed_at_the_end(engine):

@@ -392,6 +392,7 @@ def test_a_lone_surrogate_is_a_json_400(server):
     (dict(limits=Limits(max_queue=-1)), "--max-queue must be a whole number of at least 1, got -1"),
     (dict(limits=Limits(max_batch=0)), "--max-batch must be a whole number of at least 1, got 0"),
     (dict(limits=Limits(max_tokens=0)), "--max-tokens must be a whole number of at least 1, got 0"),
+    (dict(limits=Limits(gather_ms=-1)), "--gather-ms must be a number of milliseconds from 0 to 1000, got -1"),
 ])
 def test_serve_refuses_bad_arguments_before_loading_models(built, monkeypatch, kwargs, fragment):
     from assistant.serve import api as server_module

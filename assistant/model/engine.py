@@ -105,7 +105,7 @@ class Engine:
                     rows = invariance.min_rows(shapes, self.dtype, self.device.type, max_rows)
                     if rows is not None:
                         return DecodePlan(rows=rows, threads=threads, together=self._together(shapes, rows),
-                                          packed=packed)
+                                          packed=packed, attention=self._attention())
                     # Capped steps, at PREFILL_BLOCK rows where those agree too (fewer calls for
                     # the prefill's blocks), else at the batch size.
                     for most in sorted({max(max_rows, PREFILL_BLOCK), max_rows}, reverse=True):
@@ -117,7 +117,7 @@ class Engine:
                         # where a last block could fall short of `rows`.
                         together = rows == 1 and all(p for _, _, p in shapes)
                         capped = DecodePlan(rows=rows, threads=threads, most=most, packed=packed,
-                                            together=together)
+                                            together=together, attention=self._attention())
                         # Worth it where a step holds two live rows beside every adapter group's fillers.
                         if capped.slots(max_rows, len(self.adapters) + 1) > 1:
                             return capped
@@ -125,6 +125,14 @@ class Engine:
 
     def _together(self, shapes: invariance.Shapes, rows: int) -> bool:
         return invariance.many_rows_invariant(shapes, self.dtype, self.device.type, rows)
+
+    def _attention(self) -> str | None:
+        """How a decoding step's attention can cover its rows in one call per run (this thread count)."""
+        c = self.model.config
+        heads = c.num_attention_heads
+        dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+        return invariance.batched_decoding(self.dtype, self.device.type, heads,
+                                           getattr(c, "num_key_value_heads", None) or heads, dim)
 
     @contextlib.contextmanager
     def decoding_threads(self, plan: DecodePlan) -> Iterator[None]:

@@ -7,7 +7,9 @@ Two things made an answer depend on its batch, both measured on this project's C
    so the sums run in another order than for the same question alone: the last logits of the
    default model moved by up to 0.6 in bf16 (fp32: the last bits), enough to flip greedy steps.
    `batch_invariant_attention` runs SDPA row by row over each row's real tokens only: the very
-   call a lone question makes.
+   call a lone question makes. A decoding step over the slot cache, whose rows all start at
+   column 0, can instead cover its rows in one masked call (`decoding_attention`) where
+   `batched_decoding` finds that the kernel then gives each row the bits it gets alone.
 2. The number of rows, in the linear layers. CPU BLAS computes a few rows with other kernels than
    many: here fp32 rows computed 1 to 3 at a time differ in the last bits from 4 or more at a
    time, bf16 rows computed alone (a GEMV: every decoding step of a lone question) from 2 or more.
@@ -20,6 +22,9 @@ Two things made an answer depend on its batch, both measured on this project's C
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
 from functools import lru_cache
 
 import torch
@@ -27,6 +32,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from assistant.model import kernels
+from assistant.model.slots import SlotCache, width
 from assistant.runtime import torch_threads
 
 NAME = "batch_invariant"
@@ -57,6 +63,10 @@ def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key:
     With more threads the kernel splits a batch of one differently from a batch of many (measured:
     other bits on a 2-core AMD EPYC), so every row gets its own call."""
     batch, _, q_length, _ = query.shape
+    cache = getattr(_step, "cache", None)
+    if q_length == 1 and cache is not None:
+        return decoding_attention(query, key, value, attention_mask, kwargs.get("scaling"), cache.groups,
+                                  _step.how), None
     if q_length == 1 and query.device.type == "cpu" and torch.get_num_threads() > 1:
         # A decoding step's attention is one query per row: microseconds of work, on which a
         # multi-threaded call spends more starting its threads (measured: most of a step on a busy
@@ -88,7 +98,9 @@ def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key:
     upcast = upcasts_decoding(query.dtype, query.device.type)
     scale = kwargs.get("scaling")
     for first, end, row, row_end in runs:
-        q_start, q_end = max(0, first - offset), end - offset
+        # A decoding step's one query per row is its newest key's, wherever the row's keys sit (the
+        # slot cache keeps them from column 0); a prompt's queries are the last of its keys.
+        q_start, q_end = (0, 1) if q_length == 1 else (max(0, first - offset), end - offset)
         q = query[row:row_end, :, q_start:q_end]
         k = key[row:row_end, :, first:end]
         v = value[row:row_end, :, first:end]
@@ -107,6 +119,95 @@ def batch_invariant_attention(module: torch.nn.Module, query: torch.Tensor, key:
             enable_gqa=q.shape[1] != k.shape[1])
         out[row:row_end, q_start:q_end] = o.transpose(1, 2)
     return out, None
+
+
+# How a decoding step's attention covers a run of rows in one call (`decoding_attention`):
+FOLDED = "folded"  # each key head's query heads as queries of one head: its keys read once for all of them
+GROUPED = "grouped"  # every query head on its own, SDPA's enable_gqa
+
+
+def decoding_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor,
+                       scale: float | None, groups: Sequence[tuple[int, int, int]] | None = None,
+                       how: str = GROUPED) -> torch.Tensor:
+    """A decoding step's attention, one SDPA call per run of rows (`groups`: first row, end row,
+    columns; default one run of all): each row's keys from column 0, a run's columns its longest
+    row's rounded up to slots.WIDTH_BLOCK, `mask` (True: attend) hiding each row's columns past its
+    own. A row alone reads its own length rounded up; used only where `batched_decoding` found that
+    this gives every row the same bits at any width and batch. FOLDED (grouped-query models): the
+    query heads that share a key head are one head's queries (its keys read once; 9.0 against 9.9
+    ms for 16 rows x 30 layers in bf16 on an Intel AMX Xeon, measured); same numbers, other bits."""
+    rows, heads, _, dim = query.shape
+    kv_heads = key.shape[1]
+    if mask is None:  # no row padded (the mask functions may skip it): the same call, every key attended
+        mask = torch.ones(rows, 1, 1, key.shape[2], dtype=torch.bool, device=key.device)
+    folded = how == FOLDED and heads != kv_heads
+    q = query.reshape(rows, kv_heads, heads // kv_heads, dim) if folded else query
+    outs = [torch.nn.functional.scaled_dot_product_attention(
+        q[a:b], key[a:b, :, :w], value[a:b, :, :w], attn_mask=mask[a:b, ..., :w], scale=scale,
+        enable_gqa=not folded and heads != kv_heads)
+        for a, b, w in groups or [(0, rows, key.shape[2])]]
+    out = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return out.reshape(rows, heads, 1, dim).transpose(1, 2)
+
+
+_step = threading.local()
+
+
+@contextlib.contextmanager
+def decoding_step(cache: SlotCache | None, how: str | None = None) -> Iterator[None]:
+    """Within (this thread): a decoding step over `cache` whose attention is `decoding_attention`,
+    `how` the plan says (`DecodePlan.attention`), over the cache's runs of rows (`SlotCache.groups`,
+    set by its begin_step); with None, one call per row (batch_invariant_attention)."""
+    saved = getattr(_step, "cache", None), getattr(_step, "how", None)
+    _step.cache, _step.how = (cache, how) if how else (None, None)
+    try:
+        yield
+    finally:
+        _step.cache, _step.how = saved
+
+
+def batched_decoding(dtype: torch.dtype, device: str, heads: int, kv_heads: int, dim: int) -> str | None:
+    """How `decoding_attention` gives a row the same bits alone (its own columns, rounded up) and
+    in a step of other rows (the longest row's columns): FOLDED where that holds, else GROUPED
+    where that does, else None. Probed once per process and thread count with random rows of 1 to
+    900 keys, in batches of 2 to 33, stale values in the padding (a slot's earlier rows). Measured
+    on an Intel AMX Xeon: both hold in bf16 and GROUPED in fp32, at 1 and 2 threads, and one call
+    for 16 rows of ~300 keys x 30 layers took 11.2 ms against 15.2 ms for a call per row (bf16,
+    2 threads, GROUPED). Never where the step's attention is upcast (`upcasts_decoding`: every
+    row's keys would be converted), nor with one torch thread: a call per row reads each row's own
+    keys only and has no second core to lose (measured there, fp32 on one thread: 16 rows x 30
+    layers took 24.0 ms in one call against 22.1 ms a call per row, and `bench/answering.py`, whose
+    evaluation workers run one thread each, went 75.0 -> 67.7 tok/s with one call)."""
+    if upcasts_decoding(dtype, device) or torch.get_num_threads() == 1:
+        return None
+    for how in (FOLDED, GROUPED) if heads != kv_heads else (GROUPED,):
+        if _batched_decoding(dtype, device, heads, kv_heads, dim, how, torch.get_num_threads()):
+            return how
+    return None
+
+
+@lru_cache(maxsize=16)
+def _batched_decoding(dtype: torch.dtype, device: str, heads: int, kv_heads: int, dim: int, how: str,
+                      threads: int) -> bool:
+    gen = torch.Generator().manual_seed(2)
+    scale = dim ** -0.5
+    with torch.inference_mode():
+        for batch in (2, 3, 5, 8, 16, 16, 33):
+            lengths = torch.randint(1, 900, (batch,), generator=gen)
+            lengths[0] = 1  # a filler: its one column
+            columns = width(int(lengths.max()))
+            k, v = (torch.randn(batch, kv_heads, columns, dim, generator=gen).to(dtype=dtype, device=device)
+                    for _ in range(2))
+            q = torch.randn(batch, heads, 1, dim, generator=gen).to(dtype=dtype, device=device)
+            mask = torch.arange(columns, device=device)[None, :] < lengths.to(device)[:, None]
+            together = decoding_attention(q, k, v, mask[:, None, None, :], scale, how=how)
+            for b, n in enumerate(lengths.tolist()):
+                own = width(n)
+                alone = decoding_attention(q[b:b + 1], k[b:b + 1, :, :own], v[b:b + 1, :, :own],
+                                           mask[b:b + 1, None, None, :own], scale, how=how)
+                if not torch.equal(alone, together[b:b + 1]):
+                    return False
+    return True
 
 
 def upcasts_decoding(dtype: torch.dtype, device_type: str) -> bool:

@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from assistant.model.batching import Job, QueueFull, Scheduler, Update
+from assistant.model.batching import GATHER_MS, Job, QueueFull, Scheduler, Update
 from assistant.model.engine import Messages
 from assistant.model.sampling import Sampling
 from assistant.config import VARIANTS
@@ -72,6 +72,7 @@ class Limits:
     max_question_chars: int | None = None  # the last user message; None = generation.max_question_chars
     max_queue: int = 64  # requests waiting for a batch; more get 429
     max_batch: int | None = None  # rows decoded together; None = the corpus's generation.batch_size
+    gather_ms: float = GATHER_MS  # an idle server waits this long for company of a first request (batching.GATHER_MS)
     # A request body above this gets 413 before it is read: max_input_chars of text is at most
     # ~100 KB of JSON even with every character escaped, so 1 MiB leaves room without letting one
     # request hold gigabytes.
@@ -86,6 +87,9 @@ class Limits:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
                 out.append(f"{flag or name} must be a whole number of at least {least}, got {value!r}")
+        if isinstance(self.gather_ms, bool) or not isinstance(self.gather_ms, (int, float)) \
+                or not 0 <= self.gather_ms <= 1000:
+            out.append(f"--gather-ms must be a number of milliseconds from 0 to 1000, got {self.gather_ms!r}")
         return out
 
 
@@ -318,7 +322,8 @@ class Service:
         # `serve` runs the decoding loop on its main thread (Scheduler.run); tests and benchmarks
         # that serve from a thread (ServerThread) let the scheduler start its own.
         self.scheduler = (Scheduler(self.engine, self.limits.max_batch or gen.batch_size, self.limits.max_queue,
-                                    thread=decode_thread) if self.engine is not None else None)
+                                    thread=decode_thread, gather_ms=self.limits.gather_ms)
+                          if self.engine is not None else None)
         self._prompt_lock = threading.Lock()  # retrievers and tokenizers are not known to be thread-safe
         # Prompts are built one at a time anyway (the lock): one thread for them, not one of the
         # threadpool's forty, keeps their allocations in one place (see MemoryKeeper).
