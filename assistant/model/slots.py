@@ -94,8 +94,9 @@ class SlotCache(DynamicCache):
         cost more than it saved: an evaluation's rows leave at almost every step.)"""
         tokens = sum(kv[0][0].shape[2] for kv in pieces)
         slot = len(self.lengths)
-        self._reserve(slot + 1, width(tokens + 1), pieces[0])
-        self._clean(width(tokens + 1))
+        columns = width(tokens + 1)  # its next step's too
+        self._reserve(slot + 1, columns, pieces[0])
+        self._clean(columns)
         at = 0
         for kv in pieces:  # chunk by chunk: no joined copy of the prompt's keys first
             m = kv[0][0].shape[2]
@@ -128,8 +129,8 @@ class SlotCache(DynamicCache):
         True where a row attends (its tokens and the one it writes now; a filler writes and attends
         column 0), for the model's mask functions to build its attention's own form of."""
         columns = self.lengths + [0] * (rows - len(self.lengths))
-        self.width = width(max(columns) + 1)
         self._widths, self._runs = [width(n + 1) for n in columns], None
+        self.width = max(self._widths)
         self._reserve(rows, self.width)
         self._clean(self.width)
         self.rows = rows
